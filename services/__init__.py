@@ -1,0 +1,1 @@
+"""SutazAI mesh services and the runtime they share."""

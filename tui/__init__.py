@@ -1,0 +1,1 @@
+"""Textual operator dashboard."""
