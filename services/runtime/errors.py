@@ -1,18 +1,18 @@
 """The runtime's exception tree.
 
-    RuntimeFault
-    ├── ConfigurationError   settings or secrets are missing or invalid
-    └── RegistryError        the NATS service registry could not be read or written
+MeshRuntimeError
+├── ConfigurationError   settings or secrets are missing or invalid
+└── RegistryError        the NATS service registry could not be read or written
 """
 
 
-class RuntimeFault(Exception):
+class MeshRuntimeError(Exception):
     """Root of every error raised by :mod:`sutazai.services.runtime`."""
 
 
-class ConfigurationError(RuntimeFault):
+class ConfigurationError(MeshRuntimeError):
     """Settings or secrets are missing or invalid."""
 
 
-class RegistryError(RuntimeFault):
+class RegistryError(MeshRuntimeError):
     """The service registry could not be read or written."""

@@ -144,7 +144,9 @@ class Heartbeat:
         """Register now (failing loudly if the registry is unreachable), then keep beating."""
         self._instance.heartbeat_at.GetCurrentTime()
         await self._registry.put(self._instance)
-        self._task = asyncio.create_task(self._beat(), name=f"heartbeat:{instance_key(self._instance)}")
+        self._task = asyncio.create_task(
+            self._beat(), name=f"heartbeat:{instance_key(self._instance)}"
+        )
 
     async def stop(self) -> None:
         """Stop beating and deregister."""

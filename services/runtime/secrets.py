@@ -42,6 +42,7 @@ def load_secrets(state_dir: Path) -> MeshSecrets:
 
     Raises:
         ConfigurationError: the file is missing, unreadable, malformed, or readable by others.
+
     """
     path = secrets_path(state_dir)
     try:

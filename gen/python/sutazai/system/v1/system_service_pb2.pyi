@@ -28,24 +28,38 @@ class _OverallStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OverallS
     DESCRIPTOR: _descriptor.EnumDescriptor
     OVERALL_STATE_UNSPECIFIED: _OverallState.ValueType  # 0
     """Not yet known: no probe has completed."""
-    OVERALL_STATE_HEALTHY: _OverallState.ValueType  # 1
-    """Every component is healthy."""
-    OVERALL_STATE_DEGRADED: _OverallState.ValueType  # 2
-    """A non-critical component is unhealthy; the mesh still serves requests."""
-    OVERALL_STATE_CRITICAL: _OverallState.ValueType  # 3
-    """A component the mesh cannot work without (PostgreSQL, Redis, NATS) is unhealthy."""
+    HEALTHY: _OverallState.ValueType  # 1
+    """Every component is healthy.
+    buf:lint:ignore ENUM_VALUE_PREFIX
+    """
+    DEGRADED: _OverallState.ValueType  # 2
+    """A non-critical component is unhealthy; the mesh still serves requests.
+    buf:lint:ignore ENUM_VALUE_PREFIX
+    """
+    CRITICAL: _OverallState.ValueType  # 3
+    """A component the mesh cannot work without (PostgreSQL, Redis, NATS) is unhealthy.
+    buf:lint:ignore ENUM_VALUE_PREFIX
+    """
 
 class OverallState(_OverallState, metaclass=_OverallStateEnumTypeWrapper):
-    """OverallState summarises the mesh."""
+    """OverallState summarises the mesh. Its value names are a public contract: REST clients and
+    scripts read `"overall": "HEALTHY"` from `GET /v1/system/status`, so they carry no prefix.
+    """
 
 OVERALL_STATE_UNSPECIFIED: OverallState.ValueType  # 0
 """Not yet known: no probe has completed."""
-OVERALL_STATE_HEALTHY: OverallState.ValueType  # 1
-"""Every component is healthy."""
-OVERALL_STATE_DEGRADED: OverallState.ValueType  # 2
-"""A non-critical component is unhealthy; the mesh still serves requests."""
-OVERALL_STATE_CRITICAL: OverallState.ValueType  # 3
-"""A component the mesh cannot work without (PostgreSQL, Redis, NATS) is unhealthy."""
+HEALTHY: OverallState.ValueType  # 1
+"""Every component is healthy.
+buf:lint:ignore ENUM_VALUE_PREFIX
+"""
+DEGRADED: OverallState.ValueType  # 2
+"""A non-critical component is unhealthy; the mesh still serves requests.
+buf:lint:ignore ENUM_VALUE_PREFIX
+"""
+CRITICAL: OverallState.ValueType  # 3
+"""A component the mesh cannot work without (PostgreSQL, Redis, NATS) is unhealthy.
+buf:lint:ignore ENUM_VALUE_PREFIX
+"""
 Global___OverallState: _TypeAlias = OverallState  # noqa: Y015
 
 class _ComponentState:

@@ -1,0 +1,173 @@
+"""Interceptors that give every RPC the mesh's cross-cutting behaviour.
+
+Server side, :class:`ServerInterceptor` per call: takes or creates the request id and binds it
+to the logs, records the caller's deadline for outbound calls, maps :class:`RpcStatusError` to a
+rich status (unexpected exceptions to INTERNAL without leaking internals), records metrics.
+Client side, :class:`PropagatingClientInterceptor` forwards the request id and the remaining
+deadline, so a chain of calls never outlives the first caller's deadline.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import grpc
+import structlog
+
+from sutazai.services.runtime import context as rpc_context
+from sutazai.services.runtime.faults import RpcStatusError
+from sutazai.services.runtime.metrics import RpcMetrics
+
+log = structlog.get_logger(__name__)
+
+_Handler = grpc.RpcMethodHandler
+
+
+class _Outcome:
+    """The status code an RPC ended with, filled in while it runs."""
+
+    __slots__ = ("code",)
+
+    def __init__(self) -> None:
+        self.code = grpc.StatusCode.OK
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Request id, deadline, fault mapping and metrics for every RPC."""
+
+    def __init__(self, metrics: RpcMetrics) -> None:
+        self._metrics = metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> _Handler | None:
+        """Wrap the handler of the called method (unknown methods pass through: UNIMPLEMENTED)."""
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method: str = handler_call_details.method
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                self._wrap_unary(method, handler.stream_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            self._wrap_stream(method, handler.stream_stream),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _wrap_unary(
+        self, method: str, behavior: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+    ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            with self._call(method, context) as outcome:
+                try:
+                    return await behavior(request, context)
+                except RpcStatusError as fault:
+                    outcome.code = fault.code
+                    await context.abort_with_status(fault.to_status())
+                except grpc.aio.AbortError:
+                    outcome.code = context.code() or grpc.StatusCode.UNKNOWN
+                    raise
+                except Exception:
+                    outcome.code = grpc.StatusCode.INTERNAL
+                    log.exception("rpc.failed", grpc_method=method)
+                    await context.abort(grpc.StatusCode.INTERNAL, _internal_message())
+
+        return unary
+
+    def _wrap_stream(
+        self, method: str, behavior: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
+    ) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
+        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            with self._call(method, context) as outcome:
+                try:
+                    async for response in behavior(request, context):
+                        yield response
+                except RpcStatusError as fault:
+                    outcome.code = fault.code
+                    await context.abort_with_status(fault.to_status())
+                except grpc.aio.AbortError:
+                    outcome.code = context.code() or grpc.StatusCode.UNKNOWN
+                    raise
+                except Exception:
+                    outcome.code = grpc.StatusCode.INTERNAL
+                    log.exception("rpc.failed", grpc_method=method)
+                    await context.abort(grpc.StatusCode.INTERNAL, _internal_message())
+
+        return stream
+
+    @contextmanager
+    def _call(self, method: str, context: grpc.aio.ServicerContext) -> Iterator[_Outcome]:
+        metadata = dict(context.invocation_metadata() or ())
+        request_id = str(metadata.get(rpc_context.REQUEST_ID_HEADER) or uuid.uuid4())
+        remaining = context.time_remaining()
+        started = time.monotonic()
+        rid_token = rpc_context.request_id.set(request_id)
+        deadline_token = rpc_context.deadline.set(
+            None if remaining is None else started + remaining
+        )
+        context.set_trailing_metadata(((rpc_context.REQUEST_ID_HEADER, request_id),))
+        outcome = _Outcome()
+        with structlog.contextvars.bound_contextvars(request_id=request_id, grpc_method=method):
+            try:
+                yield outcome
+            finally:
+                elapsed = time.monotonic() - started
+                self._metrics.handled.labels(method, outcome.code.name).inc()
+                self._metrics.latency.labels(method).observe(elapsed)
+                log.debug("rpc.done", grpc_code=outcome.code.name, ms=round(elapsed * 1e3, 3))
+                rpc_context.deadline.reset(deadline_token)
+                rpc_context.request_id.reset(rid_token)
+
+
+def _internal_message() -> str:
+    return f"internal error (request id {rpc_context.request_id.get()})"
+
+
+class PropagatingClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Forward the current request id and the remaining deadline on outbound unary calls."""
+
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        """Add ``x-request-id`` and cap the timeout at the caller's remaining deadline."""
+        metadata = grpc.aio.Metadata(*(client_call_details.metadata or ()))
+        current_id = rpc_context.request_id.get()
+        if current_id is not None and rpc_context.REQUEST_ID_HEADER not in metadata:
+            metadata.add(rpc_context.REQUEST_ID_HEADER, current_id)
+        timeout = client_call_details.timeout
+        remaining = rpc_context.remaining_seconds()
+        if remaining is not None:
+            timeout = remaining if timeout is None else min(timeout, remaining)
+        details = grpc.aio.ClientCallDetails(
+            method=client_call_details.method,
+            timeout=timeout,
+            metadata=metadata,
+            credentials=client_call_details.credentials,
+            wait_for_ready=client_call_details.wait_for_ready,
+        )
+        return await continuation(details, request)

@@ -1,0 +1,1 @@
+"""The system service: live health of every part of the mesh."""

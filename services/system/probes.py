@@ -1,0 +1,194 @@
+"""Probes of real components. Each takes its I/O client from the caller and never raises.
+
+Timeouts follow the original health monitor (Redis 0.5 s, PostgreSQL 1 s) and the rest stay
+at 1 s, so one probe round is bounded however broken the mesh is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import asyncpg
+import grpc
+import httpx
+import redis.asyncio as aioredis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from nats.aio.client import Client as NatsClient
+
+from sutazai.registry.v1.registry_pb2 import ServiceInstance
+from sutazai.services.runtime.registry import Registry
+from sutazai.services.system.domain import Kind, ProbeOutcome
+
+
+class Probe(Protocol):
+    """Something that checks one or more components."""
+
+    async def __call__(self) -> list[ProbeOutcome]:
+        """Probe now; failures are outcomes, never exceptions."""
+        ...
+
+
+def public_address(url: str) -> str:
+    """``host:port`` of a URL or DSN, without credentials."""
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+
+
+async def _timed(
+    name: str,
+    kind: Kind,
+    address: str,
+    limit: float,
+    check: Callable[[], Awaitable[str]],
+) -> ProbeOutcome:
+    """Run ``check`` (which returns a version string) and turn its result into an outcome."""
+    started = time.perf_counter()
+    try:
+        version = await asyncio.wait_for(check(), limit)
+    except Exception as exc:
+        error = f"timed out after {limit:g}s" if isinstance(exc, TimeoutError) else _describe(exc)
+        return ProbeOutcome(
+            name, kind, address, False, _ms(started), datetime.now(UTC), error=error
+        )
+    return ProbeOutcome(name, kind, address, True, _ms(started), datetime.now(UTC), version=version)
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1e3, 3)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip() or exc.__class__.__name__
+    return f"{exc.__class__.__name__}: {text}" if text != exc.__class__.__name__ else text
+
+
+class PostgresProbe:
+    """``SELECT version()`` over a small pool that reconnects after a restart."""
+
+    def __init__(self, pool: asyncpg.Pool, address: str, timeout: float = 1.0) -> None:
+        self._pool = pool
+        self._address = address
+        self._timeout = timeout
+
+    async def __call__(self) -> list[ProbeOutcome]:
+        """Probe PostgreSQL."""
+
+        async def check() -> str:
+            version = await self._pool.fetchval("SHOW server_version", timeout=self._timeout)
+            return str(version)
+
+        return [await _timed("postgres", Kind.INFRASTRUCTURE, self._address, self._timeout, check)]
+
+
+class RedisProbe:
+    """``PING`` and the server version."""
+
+    def __init__(self, client: aioredis.Redis, address: str, timeout: float = 0.5) -> None:
+        self._client = client
+        self._address = address
+        self._timeout = timeout
+
+    async def __call__(self) -> list[ProbeOutcome]:
+        """Probe Redis."""
+
+        async def check() -> str:
+            await self._client.ping()
+            info = await self._client.info("server")
+            return str(info.get("redis_version", ""))
+
+        return [await _timed("redis", Kind.INFRASTRUCTURE, self._address, self._timeout, check)]
+
+
+class NatsProbe:
+    """A round trip to the server and a JetStream account lookup."""
+
+    def __init__(self, client: NatsClient, timeout: float = 1.0) -> None:
+        self._client = client
+        self._timeout = timeout
+
+    async def __call__(self) -> list[ProbeOutcome]:
+        """Probe NATS and JetStream."""
+        address = self._client.connected_url.netloc if self._client.connected_url else ""
+        address = address.rpartition("@")[2]
+
+        async def check() -> str:
+            if not self._client.is_connected:
+                raise ConnectionError("not connected")
+            await self._client.flush(timeout=self._timeout)
+            await self._client.jetstream().account_info()
+            version = self._client.connected_server_version
+            return f"{version.major}.{version.minor}.{version.patch}"
+
+        return [await _timed("nats", Kind.INFRASTRUCTURE, address, self._timeout, check)]
+
+
+class EnvoyProbe:
+    """Envoy's admin ``/ready``, which answers LIVE once its listeners are up."""
+
+    def __init__(self, client: httpx.AsyncClient, admin_url: str, timeout: float = 1.0) -> None:
+        self._client = client
+        self._admin_url = admin_url
+        self._timeout = timeout
+
+    async def __call__(self) -> list[ProbeOutcome]:
+        """Probe Envoy."""
+
+        async def check() -> str:
+            ready = await self._client.get(f"{self._admin_url}/ready")
+            if ready.status_code != httpx.codes.OK or ready.text.strip() != "LIVE":
+                raise ConnectionError(f"/ready answered {ready.status_code} {ready.text.strip()}")
+            # e.g. "9e5580…/1.40.0/Clean/RELEASE/BoringSSL"
+            build = (await self._client.get(f"{self._admin_url}/server_info")).json()["version"]
+            return str(build).split("/")[1]
+
+        address = public_address(self._admin_url)
+        return [await _timed("envoy", Kind.INFRASTRUCTURE, address, self._timeout, check)]
+
+
+class InstancesProbe:
+    """gRPC health checks of every instance in the registry, on channels kept between rounds."""
+
+    def __init__(self, registry: Registry, timeout: float = 1.0) -> None:
+        self._registry = registry
+        self._timeout = timeout
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    async def __call__(self) -> list[ProbeOutcome]:
+        """Probe each registered instance; a gone instance's channel is closed."""
+        instances = await self._registry.list()
+        live = {f"{i.host}:{i.port}" for i in instances}
+        for address in set(self._channels) - live:
+            await self._channels.pop(address).close()
+        return list(await asyncio.gather(*(self._check(i) for i in instances)))
+
+    async def close(self) -> None:
+        """Close every channel."""
+        for channel in self._channels.values():
+            await channel.close()
+        self._channels.clear()
+
+    async def _check(self, instance: ServiceInstance) -> ProbeOutcome:
+        address = f"{instance.host}:{instance.port}"
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = self._channels[address] = grpc.aio.insecure_channel(address)
+        stub = health_pb2_grpc.HealthStub(channel)
+        service = instance.grpc_services[0] if instance.grpc_services else ""
+
+        async def check() -> str:
+            reply = await stub.Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=self._timeout
+            )
+            if reply.status != health_pb2.HealthCheckResponse.SERVING:
+                raise ConnectionError(
+                    health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+                )
+            return instance.version
+
+        name = f"{instance.service}/{instance.instance_id}"
+        return await _timed(name, Kind.SERVICE_INSTANCE, address, self._timeout, check)
