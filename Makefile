@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
 
 GEN_DIR := gen/python
 DESCRIPTOR := gateway/descriptor.binpb
@@ -42,8 +44,9 @@ lint:
 	$(BIN)/ruff check $(PY_SOURCES)
 	$(BIN)/ruff format --check $(PY_SOURCES)
 
+# mypy reads the installed copy; map its paths back to the source folders.
 typecheck:
-	$(BIN)/mypy
+	$(BIN)/mypy | sed -E 's#^[^ ]*/site-packages/sutazai/(services|gateway|tui|envoy|nats|deploy)/#\1/#; s#^[^ ]*/site-packages/sutazai/#gen/python/sutazai/#'
 
 imports:
 	$(BIN)/lint-imports
@@ -66,6 +69,7 @@ gen:
 		--python_out=$(GEN_DIR) --mypy_out=$(GEN_DIR) \
 		--grpc_python_out=$(GEN_DIR) --mypy_grpc_out=$(GEN_DIR) \
 		$(PROTO_FILES)
+	find $(GEN_DIR)/sutazai -mindepth 1 -type d -exec touch {}/py.typed \;
 
 gen-check: gen
 	@git add --intent-to-add --all $(GEN_DIR) $(DESCRIPTOR) >/dev/null 2>&1 || true

@@ -24,7 +24,8 @@ from sutazai.services.runtime.metrics import RpcMetrics
 
 log = structlog.get_logger(__name__)
 
-_Handler = grpc.RpcMethodHandler
+# grpcio ships no type information; handlers are `grpc.RpcMethodHandler` at run time.
+_Handler = Any
 
 
 class _Outcome:

@@ -39,21 +39,21 @@ class RpcMetrics:
 class MetricsEndpoint:
     """An HTTP server exposing one registry at ``/metrics``."""
 
-    def __init__(self, server: WSGIServer, thread: Thread) -> None:
+    def __init__(self, server: WSGIServer, thread: Thread, host: str) -> None:
         self._server = server
         self._thread = thread
+        self._host = host
 
     @classmethod
     def start(cls, registry: CollectorRegistry, host: str, port: int) -> MetricsEndpoint:
         """Serve ``registry`` on ``host:port`` (port 0 picks a free one)."""
         server, thread = start_http_server(port, addr=host, registry=registry)
-        return cls(server, thread)
+        return cls(server, thread, host)
 
     @property
     def address(self) -> str:
         """``host:port`` the endpoint listens on."""
-        host, port = self._server.server_address[:2]
-        return f"{host}:{port}"
+        return f"{self._host}:{self._server.server_port}"
 
     def stop(self) -> None:
         """Stop serving and wait for the server thread."""

@@ -125,7 +125,7 @@ class Registry:
                 yield RegistryEvent("put", entry.key, instance)
         finally:
             with contextlib.suppress(Exception):
-                await watcher.stop()
+                await watcher.stop()  # type: ignore[no-untyped-call]
 
 
 class Heartbeat:

@@ -13,7 +13,7 @@ import contextlib
 import os
 import signal
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +55,7 @@ class ServiceHost:
     servicers: Sequence[Servicer]
     registry: Registry | None
     """Where to register; ``None`` serves without registering (e.g. a unit test)."""
-    background: Sequence[Callable[[], Awaitable[None]]] = ()
+    background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()
     """Coroutines that run for the life of the instance (e.g. a prober)."""
     instance_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     metrics_registry: CollectorRegistry = field(default_factory=CollectorRegistry)

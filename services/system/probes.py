@@ -119,7 +119,7 @@ class NatsProbe:
         async def check() -> str:
             if not self._client.is_connected:
                 raise ConnectionError("not connected")
-            await self._client.flush(timeout=self._timeout)
+            await self._client.flush(timeout=max(1, round(self._timeout)))
             await self._client.jetstream().account_info()
             version = self._client.connected_server_version
             return f"{version.major}.{version.minor}.{version.patch}"
