@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import nats
 from nats.aio.client import Client
 
-import nats
 from sutazai.services.runtime.settings import MeshSettings
 
 

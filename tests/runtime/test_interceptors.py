@@ -145,9 +145,10 @@ async def test_deadline_and_request_id_propagate_to_outbound_calls(server) -> No
     address, behaviour, _ = server
     await call(address, "Forward", timeout=2.0, metadata=(("x-request-id", "chain-1"),))
     remaining = behaviour.seen["remaining"]
-    # The downstream call asked for 60 s but inherits what is left of the caller's 2 s.
+    # The downstream call asked for 60 s but inherits what is left of the caller's 2 s
+    # (grpc rounds deadlines on the wire, hence the small allowance).
     assert isinstance(remaining, float)
-    assert 0 < remaining <= 2.0
+    assert 0 < remaining <= 2.1
     assert behaviour.seen["request_id"] == "chain-1"
 
 

@@ -1,0 +1,1 @@
+"""Envoy bootstrap template(s), rendered by :mod:`sutazai.gateway.bootstrap`."""

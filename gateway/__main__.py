@@ -1,0 +1,35 @@
+"""``python -m sutazai.gateway``: run the xDS control plane with settings from the environment.
+
+Settings come from ``SUTAZAI_*`` variables (see :class:`~sutazai.services.runtime.settings.
+MeshSettings`); logs are JSON lines on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from sutazai.gateway.server import run_gateway
+from sutazai.services.runtime.logging import configure_logging
+from sutazai.services.runtime.settings import MeshSettings
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the command line, then serve until SIGTERM/SIGINT."""
+    parser = argparse.ArgumentParser(
+        prog="python -m sutazai.gateway",
+        description="xDS control plane for the SutazAI Envoy edge.",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics on this port (0: any free port; default: off)",
+    )
+    args = parser.parse_args(argv)
+    configure_logging("gateway")
+    asyncio.run(run_gateway(MeshSettings(), metrics_port=args.metrics_port))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+"""Names the Envoy bootstrap and the xDS resources must agree on.
+
+Kept free of Envoy types so the bootstrap renderer (run by the supervisor) stays cheap to import.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+XDS_CLUSTER: Final = "xds"
+"""Static bootstrap cluster pointing at the gateway: carries ADS, and mesh-wide reflection and
+health calls routed to the gateway."""
+
+EDGE_LISTENER: Final = "edge"
+"""The one listener serving gRPC and REST/JSON."""
+
+EDGE_ROUTES: Final = "edge_routes"
+"""Route configuration of the edge listener, delivered by RDS over ADS."""
+
+EDGE_STAT_PREFIX: Final = "edge"
+"""Stat prefix of the edge's HTTP connection manager (``http.edge.*`` in Envoy stats)."""

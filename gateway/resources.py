@@ -1,0 +1,477 @@
+"""Envoy xDS resources for the mesh edge, built as pure functions of the mesh model.
+
+Nothing here does I/O: the inputs are the :class:`~sutazai.gateway.catalog.ServiceCatalog`
+(what the descriptor set declares), the live registry instances and an :class:`EdgePolicy`;
+the outputs are envoy-data-plane (betterproto2) messages ready to be packed into a snapshot.
+
+Shape of the edge (FIELD_GUIDE sections 1 and 2):
+
+* one EDS cluster per mesh gRPC service, HTTP/2 upstream, gRPC health check on that service
+  name, outlier detection, circuit breakers with a retry budget;
+* one listener ``edge`` whose HTTP connection manager (codec AUTO: HTTP/1.1 REST and HTTP/2
+  gRPC on one port) runs ``cors → [guard filters] → grpc_json_transcoder → router``;
+* one route configuration ``edge_routes`` matching gRPC paths (the transcoder rewrites REST paths
+  before the router), gateway-served health and reflection, and a ``/v1/`` catch-all so filters
+  that run before the transcoder (CORS, JWT) see a route.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Final
+
+from envoy_data_plane.envoy.config.accesslog.v3 import AccessLog
+from envoy_data_plane.envoy.config.cluster.v3 import (
+    CircuitBreakers,
+    CircuitBreakersThresholds,
+    CircuitBreakersThresholdsRetryBudget,
+    Cluster,
+    ClusterCommonLbConfig,
+    ClusterDiscoveryType,
+    ClusterEdsClusterConfig,
+    OutlierDetection,
+    UpstreamConnectionOptions,
+)
+from envoy_data_plane.envoy.config.core.v3 import (
+    Address,
+    AggregatedConfigSource,
+    ApiVersion,
+    ConfigSource,
+    DataSource,
+    HeaderValue,
+    HeaderValueOption,
+    HeaderValueOptionHeaderAppendAction,
+    HealthCheck,
+    HealthCheckGrpcHealthCheck,
+    Http2ProtocolOptions,
+    RoutingPriority,
+    SocketAddress,
+    SubstitutionFormatString,
+    TcpKeepalive,
+)
+from envoy_data_plane.envoy.config.endpoint.v3 import (
+    ClusterLoadAssignment,
+    Endpoint,
+    LbEndpoint,
+    LocalityLbEndpoints,
+)
+from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Listener
+from envoy_data_plane.envoy.config.route.v3 import (
+    DirectResponseAction,
+    RetryPolicy,
+    RetryPolicyRetryBackOff,
+    RetryPolicyRetryHostPredicate,
+    Route,
+    RouteAction,
+    RouteActionMaxStreamDuration,
+    RouteConfiguration,
+    RouteMatch,
+    VirtualHost,
+)
+from envoy_data_plane.envoy.extensions.access_loggers.stream.v3 import StdoutAccessLog
+from envoy_data_plane.envoy.extensions.filters.http.cors.v3 import Cors, CorsPolicy
+from envoy_data_plane.envoy.extensions.filters.http.grpc_json_transcoder.v3 import (
+    GrpcJsonTranscoder,
+    GrpcJsonTranscoderPrintOptions,
+    GrpcJsonTranscoderRequestValidationOptions,
+)
+from envoy_data_plane.envoy.extensions.filters.http.router.v3 import Router
+from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import (
+    HttpConnectionManager,
+    HttpConnectionManagerCodecType,
+    HttpFilter,
+    Rds,
+)
+from envoy_data_plane.envoy.extensions.retry.host.previous_hosts.v3 import PreviousHostsPredicate
+from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
+    HttpProtocolOptions,
+    HttpProtocolOptionsExplicitHttpConfig,
+)
+from envoy_data_plane.envoy.type.matcher.v3 import StringMatcher
+from envoy_data_plane.envoy.type.v3 import Percent
+from envoy_data_plane.google.protobuf import Any, Struct
+
+from sutazai.gateway.catalog import GrpcMethod, GrpcService, ServiceCatalog, gateway_services
+from sutazai.gateway.names import EDGE_LISTENER, EDGE_ROUTES, EDGE_STAT_PREFIX, XDS_CLUSTER
+from sutazai.registry.v1.registry_pb2 import ServiceInstance
+
+HTTP_PROTOCOL_OPTIONS: Final = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+CORS_FILTER: Final = "envoy.filters.http.cors"
+TRANSCODER_FILTER: Final = "envoy.filters.http.grpc_json_transcoder"
+ROUTER_FILTER: Final = "envoy.filters.http.router"
+
+# Retry triggers (FIELD_GUIDE §2.2). Connect failures and refused streams never reached a
+# handler, and UNAVAILABLE is gRPC's "try again" (a draining server answers it before running
+# the handler): safe for every call. A reset may come after the handler ran, so it is retried
+# only for methods declared idempotent.
+RETRY_ON_ANY: Final = "connect-failure,refused-stream,unavailable"
+RETRY_ON_IDEMPOTENT: Final = "connect-failure,refused-stream,unavailable,reset"
+
+ACCESS_LOG_FORMAT: Final[dict[str, str]] = {
+    "event": "envoy.access",
+    "start_time": "%START_TIME%",
+    "method": "%REQ(:METHOD)%",
+    # The transcoder keeps the REST path in x-envoy-original-path; :path is then the gRPC path.
+    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+    "grpc_path": "%REQ(:PATH)%",
+    "protocol": "%PROTOCOL%",
+    "response_code": "%RESPONSE_CODE%",
+    "grpc_status": "%GRPC_STATUS(NUMBER)%",
+    "response_flags": "%RESPONSE_FLAGS%",
+    "response_code_details": "%RESPONSE_CODE_DETAILS%",
+    "attempts": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
+    "duration_ms": "%DURATION%",
+    "bytes_received": "%BYTES_RECEIVED%",
+    "bytes_sent": "%BYTES_SENT%",
+    "upstream_cluster": "%UPSTREAM_CLUSTER%",
+    "upstream_host": "%UPSTREAM_HOST%",
+    "downstream_remote_address": "%DOWNSTREAM_REMOTE_ADDRESS%",
+    "request_id": "%REQ(X-REQUEST-ID)%",
+}
+
+_UNDECLARED_METHOD: Final = GrpcMethod(
+    "", client_streaming=False, server_streaming=False, idempotent=False
+)
+"""How a method the descriptor does not declare is routed: unary, not safe to repeat."""
+
+UNKNOWN_REST_BODY: Final = json.dumps(
+    {"code": 5, "message": "no REST method matches this path", "details": []}
+)
+"""Body of the ``/v1/`` catch-all, shaped like the transcoder's ``google.rpc.Status`` errors."""
+
+
+@dataclass(frozen=True, slots=True)
+class EdgePolicy:
+    """Tunables of the edge. The defaults follow FIELD_GUIDE §9."""
+
+    connect_timeout: timedelta = timedelta(seconds=1)
+    """TCP connect timeout to an upstream instance."""
+    unary_timeout: timedelta = timedelta(seconds=15)
+    """Whole-call timeout of unary routes; also caps a client's ``grpc-timeout``."""
+    per_try_timeout: timedelta = timedelta(seconds=5)
+    """Timeout of one attempt of an idempotent unary call (others get the whole budget)."""
+    stream_idle_timeout: timedelta = timedelta(minutes=5)
+    """Streams have no overall timeout, only this limit on silence."""
+    num_retries: int = 3
+    """Retries after the first attempt (bounded further by the cluster's retry budget)."""
+    retry_base_interval: timedelta = timedelta(milliseconds=25)
+    """First retry back-off; grows exponentially up to :attr:`retry_max_interval`."""
+    retry_max_interval: timedelta = timedelta(milliseconds=250)
+    """Largest retry back-off."""
+    health_check_interval: timedelta = timedelta(seconds=1)
+    """Active gRPC health check cadence per upstream host."""
+    max_body_bytes: int = 4 * 1024 * 1024
+    """Largest REST request or response body the transcoder buffers (413 beyond)."""
+    max_connections: int = 1024
+    """Per-cluster circuit breaker: connections, pending and active requests."""
+    retry_budget_percent: float = 25.0
+    """Concurrent retries may be at most this share of the cluster's active requests..."""
+    retry_budget_floor: int = 128
+    """...but are never refused below this many. A dead instance makes every call in flight
+    to it retry at once; a tighter floor (Envoy's default is 3) fails those calls with ``UO``
+    instead of retrying them, which a steady stream of calls through Envoy showed."""
+    cors_origins: tuple[str, ...] = ()
+    """Browser origins allowed by CORS (exact match); none by default."""
+
+
+def build_cluster(service: GrpcService, policy: EdgePolicy) -> Cluster:
+    """The EDS cluster of one mesh gRPC service (named after the service)."""
+    http2 = HttpProtocolOptions(
+        explicit_http_config=HttpProtocolOptionsExplicitHttpConfig(
+            http2_protocol_options=Http2ProtocolOptions()
+        )
+    )
+    return Cluster(
+        name=service.name,
+        type=ClusterDiscoveryType.EDS,
+        eds_cluster_config=ClusterEdsClusterConfig(eds_config=_ads_source()),
+        connect_timeout=policy.connect_timeout,
+        typed_extension_protocol_options={HTTP_PROTOCOL_OPTIONS: Any.pack(http2)},
+        # Detects an upstream host that vanished without closing its connections. TCP, not
+        # HTTP/2 PING keepalive: grpc servers answer pings on idle connections with GOAWAY
+        # "too_many_pings" unless every service permits them.
+        upstream_connection_options=UpstreamConnectionOptions(
+            tcp_keepalive=TcpKeepalive(keepalive_time=30, keepalive_interval=5, keepalive_probes=3)
+        ),
+        health_checks=[
+            HealthCheck(
+                timeout=timedelta(seconds=1),
+                interval=policy.health_check_interval,
+                # Without traffic Envoy would check only every 60 s; a dead idle instance
+                # must still turn unhealthy quickly.
+                no_traffic_interval=policy.health_check_interval * 2,
+                unhealthy_threshold=2,
+                healthy_threshold=1,
+                grpc_health_check=HealthCheckGrpcHealthCheck(service_name=service.name),
+            )
+        ],
+        outlier_detection=OutlierDetection(
+            consecutive_gateway_failure=3,
+            enforcing_consecutive_gateway_failure=100,
+            consecutive_5xx=5,
+            interval=timedelta(seconds=5),
+            base_ejection_time=timedelta(seconds=30),
+            max_ejection_percent=50,
+        ),
+        circuit_breakers=CircuitBreakers(
+            thresholds=[
+                CircuitBreakersThresholds(
+                    priority=RoutingPriority.DEFAULT,
+                    max_connections=policy.max_connections,
+                    max_pending_requests=policy.max_connections,
+                    max_requests=policy.max_connections,
+                    retry_budget=CircuitBreakersThresholdsRetryBudget(
+                        budget_percent=Percent(value=policy.retry_budget_percent),
+                        min_retry_concurrency=policy.retry_budget_floor,
+                    ),
+                )
+            ]
+        ),
+        common_lb_config=ClusterCommonLbConfig(
+            # A freshly registered instance takes traffic only once its first check passed,
+            # and does not count towards panic mode before that.
+            ignore_new_hosts_until_first_hc=True,
+        ),
+        # An instance removed from the registry leaves at once, even while it still passes
+        # health checks (graceful shutdown deregisters before it stops serving).
+        ignore_health_on_host_removal=True,
+    )
+
+
+def is_routable(instance: ServiceInstance) -> bool:
+    """Whether Envoy can take the instance as an EDS endpoint (IP literal and a real port)."""
+    try:
+        ipaddress.ip_address(instance.host)
+    except ValueError:
+        return False
+    return 0 < instance.port < 65536
+
+
+def build_load_assignment(
+    service: str, instances: Iterable[ServiceInstance]
+) -> ClusterLoadAssignment:
+    """Endpoints of one service's cluster: every routable instance that serves it."""
+    serving = sorted(
+        (i for i in instances if service in i.grpc_services and is_routable(i)),
+        key=lambda i: (i.host, i.port, i.instance_id),
+    )
+    return ClusterLoadAssignment(
+        cluster_name=service,
+        endpoints=[
+            LocalityLbEndpoints(
+                lb_endpoints=[
+                    LbEndpoint(
+                        endpoint=Endpoint(
+                            address=_socket_address(i.host, i.port),
+                            hostname=f"{i.service}/{i.instance_id}",
+                        )
+                    )
+                    for i in serving
+                ]
+            )
+        ],
+    )
+
+
+def build_listener(
+    catalog: ServiceCatalog,
+    policy: EdgePolicy,
+    *,
+    host: str,
+    port: int,
+    guard_filters: Sequence[HttpFilter] = (),
+) -> Listener:
+    """The edge listener on ``host:port``.
+
+    ``guard_filters`` are inserted between CORS and the transcoder: the seam for ``jwt_authn``
+    and ``local_ratelimit``, which must see the REST path and reject before any transcoding.
+    """
+    hcm = HttpConnectionManager(
+        stat_prefix=EDGE_STAT_PREFIX,
+        codec_type=HttpConnectionManagerCodecType.AUTO,
+        rds=Rds(config_source=_ads_source(), route_config_name=EDGE_ROUTES),
+        http_filters=[
+            HttpFilter(name=CORS_FILTER, typed_config=Any.pack(Cors())),
+            *guard_filters,
+            HttpFilter(name=TRANSCODER_FILTER, typed_config=Any.pack(_transcoder(catalog, policy))),
+            HttpFilter(name=ROUTER_FILTER, typed_config=Any.pack(Router())),
+        ],
+        access_log=[
+            AccessLog(
+                name="envoy.access_loggers.stdout",
+                typed_config=Any.pack(
+                    StdoutAccessLog(
+                        log_format=SubstitutionFormatString(
+                            json_format=Struct.from_dict(ACCESS_LOG_FORMAT)
+                        )
+                    )
+                ),
+            )
+        ],
+        # Envoy's edge recommendations: the peer address is the real client (no proxy in
+        # front), slow-header clients are cut, quiet streams end.
+        use_remote_address=True,
+        request_headers_timeout=timedelta(seconds=10),
+        stream_idle_timeout=policy.stream_idle_timeout,
+        normalize_path=True,
+        merge_slashes=True,
+        generate_request_id=True,
+        preserve_external_request_id=True,
+        always_set_request_id_in_response=True,
+    )
+    return Listener(
+        name=EDGE_LISTENER,
+        address=_socket_address(host, port),
+        filter_chains=[
+            FilterChain(
+                filters=[
+                    Filter(
+                        name="envoy.filters.network.http_connection_manager",
+                        typed_config=Any.pack(hcm),
+                    )
+                ]
+            )
+        ],
+        # Fail loudly when the port is taken instead of silently sharing it with another
+        # process (FIELD_GUIDE §2.7 met the same trap with grpcio).
+        enable_reuse_port=False,
+    )
+
+
+def build_route_configuration(catalog: ServiceCatalog, policy: EdgePolicy) -> RouteConfiguration:
+    """Routes of the edge: mesh services, gateway services, then the ``/v1/`` catch-all."""
+    routes: list[Route] = []
+    for service in catalog.services:
+        routes += _service_routes(service, service.name, policy)
+    for service in gateway_services():
+        routes += _service_routes(service, XDS_CLUSTER, policy)
+    routes.append(
+        Route(
+            name="rest-unmatched",
+            match=RouteMatch(prefix="/v1/"),
+            direct_response=DirectResponseAction(
+                status=404, body=DataSource(inline_string=UNKNOWN_REST_BODY)
+            ),
+            response_headers_to_add=[
+                HeaderValueOption(
+                    header=HeaderValue(key="content-type", value="application/json"),
+                    append_action=HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
+                )
+            ],
+        )
+    )
+    virtual_host = VirtualHost(name="edge", domains=["*"], routes=routes)
+    if policy.cors_origins:
+        virtual_host.typed_per_filter_config = {CORS_FILTER: Any.pack(_cors_policy(policy))}
+    return RouteConfiguration(
+        name=EDGE_ROUTES,
+        virtual_hosts=[virtual_host],
+        # Routes may name the bootstrap's static `xds` cluster and clusters still warming.
+        validate_clusters=False,
+    )
+
+
+def _service_routes(service: GrpcService, cluster: str, policy: EdgePolicy) -> list[Route]:
+    """One route per method (its own timeout and retry rules), then the service prefix.
+
+    The prefix route sends unknown methods to the service so callers get its UNIMPLEMENTED.
+    """
+    routes = [
+        Route(
+            name=f"{service.name}/{method.name}",
+            match=RouteMatch(path=service.method_path(method)),
+            route=_route_action(cluster, method, policy),
+        )
+        for method in service.methods
+    ]
+    routes.append(
+        Route(
+            name=service.name,
+            match=RouteMatch(prefix=service.path_prefix),
+            route=_route_action(cluster, _UNDECLARED_METHOD, policy),
+        )
+    )
+    return routes
+
+
+def _route_action(cluster: str, method: GrpcMethod, policy: EdgePolicy) -> RouteAction:
+    retry = RetryPolicy(
+        retry_on=RETRY_ON_IDEMPOTENT if method.idempotent else RETRY_ON_ANY,
+        num_retries=policy.num_retries,
+        retry_back_off=RetryPolicyRetryBackOff(
+            base_interval=policy.retry_base_interval, max_interval=policy.retry_max_interval
+        ),
+        retry_host_predicate=[
+            RetryPolicyRetryHostPredicate(
+                name="envoy.retry_host_predicates.previous_hosts",
+                typed_config=Any.pack(PreviousHostsPredicate()),
+            )
+        ],
+        host_selection_retry_max_attempts=3,
+    )
+    if method.streaming:
+        # A stream may legitimately last for hours: no overall timeout (the default 15 s
+        # would cut it), only an idle limit; a client's grpc-timeout is honoured uncapped.
+        return RouteAction(
+            cluster=cluster,
+            timeout=timedelta(0),
+            idle_timeout=policy.stream_idle_timeout,
+            max_stream_duration=RouteActionMaxStreamDuration(grpc_timeout_header_max=timedelta(0)),
+            retry_policy=retry,
+        )
+    if method.idempotent:
+        # A hung attempt on a sick instance is abandoned and retried elsewhere; only safe when
+        # repeating the call is harmless.
+        retry.per_try_timeout = policy.per_try_timeout
+    return RouteAction(
+        cluster=cluster,
+        timeout=policy.unary_timeout,
+        max_stream_duration=RouteActionMaxStreamDuration(
+            grpc_timeout_header_max=policy.unary_timeout
+        ),
+        retry_policy=retry,
+    )
+
+
+def _transcoder(catalog: ServiceCatalog, policy: EdgePolicy) -> GrpcJsonTranscoder:
+    return GrpcJsonTranscoder(
+        proto_descriptor_bin=catalog.descriptor_set,
+        services=list(catalog.service_names),
+        print_options=GrpcJsonTranscoderPrintOptions(
+            preserve_proto_field_names=True,
+            # REST clients get a stable shape: zero values are printed, enums as names.
+            always_print_primitive_fields=True,
+            stream_newline_delimited=True,
+        ),
+        convert_grpc_status=True,
+        request_validation_options=GrpcJsonTranscoderRequestValidationOptions(
+            reject_unknown_method=True,
+            reject_unknown_query_parameters=True,
+        ),
+        max_request_body_size=policy.max_body_bytes,
+        max_response_body_size=policy.max_body_bytes,
+    )
+
+
+def _cors_policy(policy: EdgePolicy) -> CorsPolicy:
+    return CorsPolicy(
+        allow_origin_string_match=[StringMatcher(exact=o) for o in policy.cors_origins],
+        allow_methods="GET, POST, PUT, PATCH, DELETE, OPTIONS",
+        allow_headers=(
+            "authorization, content-type, x-request-id, x-grpc-web, grpc-timeout, x-user-agent"
+        ),
+        expose_headers="grpc-status, grpc-message, x-request-id",
+        max_age="600",
+    )
+
+
+def _ads_source() -> ConfigSource:
+    return ConfigSource(ads=AggregatedConfigSource(), resource_api_version=ApiVersion.V3)
+
+
+def _socket_address(host: str, port: int) -> Address:
+    return Address(socket_address=SocketAddress(address=host, port_value=port))

@@ -1,0 +1,254 @@
+"""The gateway process: one gRPC port serving ADS to Envoy, plus mesh-wide reflection and health.
+
+:class:`Gateway` wires the parts together: the registry mirror feeds a
+:class:`~sutazai.gateway.snapshot.SnapshotBuilder`, whose snapshots go into the
+:class:`~sutazai.gateway.snapshot.SnapshotCache` that every ADS stream serves from, and into the
+mesh health statuses. :func:`run_gateway` is the process entry point
+(``python -m sutazai.gateway``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from typing import Final
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
+from nats.aio.client import Client
+from prometheus_client import CollectorRegistry
+
+from sutazai.gateway.ads import AggregatedDiscoveryService
+from sutazai.gateway.catalog import REFLECTION_V1_SERVICE, ServiceCatalog
+from sutazai.gateway.mesh_health import MeshHealth
+from sutazai.gateway.registry_watch import Instances, RegistryMirror, RegistryOpener
+from sutazai.gateway.resources import EdgePolicy
+from sutazai.gateway.snapshot import SnapshotBuilder, SnapshotCache
+from sutazai.gateway.xds_status import XdsStatus
+from sutazai.services.runtime.messaging import connect_nats
+from sutazai.services.runtime.metrics import MetricsEndpoint
+from sutazai.services.runtime.registry import Registry
+from sutazai.services.runtime.settings import MeshSettings
+
+log = structlog.get_logger(__name__)
+
+INITIAL_SYNC_TIMEOUT: Final = 5.0
+"""How long to wait for the registry before serving a configuration without endpoints."""
+STOP_GRACE: Final = 2.0
+"""Seconds in-flight reflection and health calls get when the gateway stops."""
+
+
+def create_grpc_server() -> grpc.aio.Server:
+    """The gateway's grpc.aio server, before any service is added.
+
+    The single place that decides how the server is built, so it can move onto the shared
+    service runtime without touching the rest of the gateway.
+    """
+    return grpc.aio.server(
+        options=[
+            # A second process must not bind the same port silently (FIELD_GUIDE §2.7).
+            ("grpc.so_reuseport", 0),
+            # ADS streams are quiet for long periods; accept client keepalive pings during
+            # them instead of answering GOAWAY "too_many_pings".
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+        ]
+    )
+
+
+class Gateway:
+    """The xDS control plane bound to one registry. Use :meth:`start` and :meth:`stop`."""
+
+    def __init__(
+        self,
+        open_registry: RegistryOpener,
+        *,
+        catalog: ServiceCatalog,
+        edge_host: str,
+        edge_port: int,
+        policy: EdgePolicy | None = None,
+        metrics_registry: CollectorRegistry | None = None,
+        initial_sync_timeout: float = INITIAL_SYNC_TIMEOUT,
+        retry_wait_max: float = 5.0,
+    ) -> None:
+        """Prepare a gateway configuring an edge that listens on ``edge_host:edge_port``.
+
+        ``open_registry`` is called from the background (and again after NATS failures), so
+        the gateway serves Envoy even while NATS is still starting.
+        """
+        self._catalog = catalog
+        self._builder = SnapshotBuilder(
+            catalog, policy or EdgePolicy(), host=edge_host, port=edge_port
+        )
+        self.cache = SnapshotCache()
+        """The snapshots served to Envoy."""
+        self.status = XdsStatus(metrics_registry)
+        """ACKs and NACKs reported by Envoys."""
+        self._health = MeshHealth(health.aio.HealthServicer(), catalog.service_names)
+        self._mirror = RegistryMirror(
+            open_registry, self._on_registry_change, retry_wait_max=retry_wait_max
+        )
+        self._initial_sync_timeout = initial_sync_timeout
+        self._ads = AggregatedDiscoveryService(self.cache, self.status)
+        self._server: grpc.aio.Server | None = None
+        self._mirror_task: asyncio.Task[None] | None = None
+        self._fallback_task: asyncio.Task[None] | None = None
+        self._port = 0
+
+    @property
+    def port(self) -> int:
+        """The port the gateway listens on (after :meth:`start`)."""
+        return self._port
+
+    @property
+    def instances(self) -> Instances:
+        """The registry instances the current configuration was built from."""
+        return self._mirror.instances
+
+    async def start(self, host: str, port: int) -> None:
+        """Serve on ``host:port`` (port 0 picks a free one) and start following the registry."""
+        server = create_grpc_server()
+        server.add_generic_rpc_handlers([self._ads.rpc_handler()])
+        health_pb2_grpc.add_HealthServicer_to_server(self._health.servicer, server)
+        _add_reflection(server, self._catalog)
+        self._port = server.add_insecure_port(f"{host}:{port}")
+        if self._port == 0:
+            raise OSError(f"cannot bind the gateway to {host}:{port}")
+        await server.start()
+        self._server = server
+        await self._health.start()
+        self._mirror_task = asyncio.create_task(self._mirror.run(), name="gateway:registry")
+        self._fallback_task = asyncio.create_task(
+            self._publish_if_registry_silent(), name="gateway:sync-timeout"
+        )
+        log.info("gateway.started", address=f"{host}:{self._port}")
+
+    async def wait_failed(self) -> None:
+        """Raise when following the registry failed beyond retrying (after :meth:`start`)."""
+        if self._mirror_task is None:
+            raise RuntimeError("the gateway is not started")
+        await asyncio.wait([self._mirror_task])
+        self._mirror_task.result()
+
+    async def stop(self) -> None:
+        """Report NOT_SERVING, stop following the registry, end ADS streams, stop serving."""
+        if self._server is None:
+            return
+        await self._health.shutdown()
+        self._ads.close_streams()
+        for task in (self._mirror_task, self._fallback_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await self._server.stop(STOP_GRACE)
+        self._server = None
+        log.info("gateway.stopped")
+
+    async def _on_registry_change(self, instances: Instances) -> None:
+        snapshot = self._builder.build(instances.values())
+        if self.cache.set(snapshot):
+            log.info("gateway.snapshot", version=snapshot.version, instances=len(instances))
+        await self._health.update(instances.values())
+
+    async def _publish_if_registry_silent(self) -> None:
+        """Give a fresh Envoy its listener and routes even while NATS is unreachable."""
+        try:
+            await asyncio.wait_for(self._mirror.wait_synced(), self._initial_sync_timeout)
+        except TimeoutError:
+            if self.cache.snapshot is None:
+                log.warning(
+                    "gateway.registry_unavailable", serving="configuration without endpoints"
+                )
+                self.cache.set(self._builder.build(()))
+
+
+def _add_reflection(server: grpc.aio.Server, catalog: ServiceCatalog) -> None:
+    """Reflection for every mesh service, answered from the descriptor set.
+
+    v1alpha comes from grpcio-reflection; v1 (tried first by newer clients) is the same
+    servicer under the v1 name, which is wire-identical.
+    """
+    names = [*catalog.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
+    servicer = reflection.aio.ReflectionServicer(names, pool=catalog.descriptor_pool())
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    server.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                REFLECTION_V1_SERVICE,
+                {
+                    "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+                        servicer.ServerReflectionInfo,
+                        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+                        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+                    )
+                },
+            )
+        ]
+    )
+
+
+class NatsRegistry:
+    """Opens the registry over one NATS connection, made on first use and kept."""
+
+    def __init__(self, settings: MeshSettings, *, client_name: str = "gateway") -> None:
+        self._settings = settings
+        self._client_name = client_name
+        self._nc: Client | None = None
+
+    async def open(self) -> Registry:
+        """Connect if not yet connected (NATS reconnects by itself afterwards), then bind."""
+        if self._nc is None:
+            self._nc = await connect_nats(self._settings, name=self._client_name)
+        return await Registry.open(self._nc.jetstream(), self._settings.registry)
+
+    async def close(self) -> None:
+        """Close the connection, if one was made."""
+        if self._nc is not None:
+            await self._nc.close()
+            self._nc = None
+
+
+async def run_gateway(settings: MeshSettings, *, metrics_port: int | None = None) -> None:
+    """Run the control plane until SIGTERM or SIGINT, then stop gracefully.
+
+    Serves on ``settings.host:settings.gateway.port`` at once and follows the registry over
+    NATS in the background (retrying while NATS is unreachable). With ``metrics_port``
+    (0 = any free port) the xDS metrics are served over HTTP at ``/metrics``.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    metrics_registry = CollectorRegistry()
+    nats_registry = NatsRegistry(settings)
+    gateway = Gateway(
+        nats_registry.open,
+        catalog=ServiceCatalog.packaged(),
+        edge_host=settings.host,
+        edge_port=settings.envoy.port,
+        metrics_registry=metrics_registry,
+    )
+    metrics: MetricsEndpoint | None = None
+    try:
+        await gateway.start(settings.host, settings.gateway.port)
+        if metrics_port is not None:
+            metrics = MetricsEndpoint.start(metrics_registry, settings.host, metrics_port)
+            log.info("gateway.metrics", address=metrics.address)
+        stopped = asyncio.ensure_future(stop.wait())
+        failed = asyncio.ensure_future(gateway.wait_failed())
+        await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if failed.done():
+            failed.result()
+        failed.cancel()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await asyncio.shield(gateway.stop())
+        await nats_registry.close()
+        if metrics is not None:
+            metrics.stop()

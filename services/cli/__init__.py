@@ -1,0 +1,33 @@
+"""The ``sutazai`` command line: ``up``, ``down``, ``status``, ``logs``, ``serve``."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.text import Text
+
+from sutazai.services.cli.app import app
+from sutazai.services.cli.console import err
+from sutazai.services.cli.errors import CliError
+from sutazai.services.runtime.errors import MeshRuntimeError
+from sutazai.services.supervisor.errors import SupervisorError
+
+
+def main() -> None:
+    """Entry point of the ``sutazai`` console script.
+
+    Expected failures (mesh not running, secrets missing, a component that does not start)
+    end with a message on stderr and a non-zero exit status, never a traceback.
+    """
+    try:
+        app()
+    except (CliError, SupervisorError, MeshRuntimeError) as exc:
+        # Text, not markup: messages quote log lines that may contain brackets.
+        err.print(Text.assemble(("error: ", "bold red"), str(exc)), soft_wrap=True)
+        sys.exit(exc.exit_code if isinstance(exc, CliError) else 1)
+    except KeyboardInterrupt:
+        # Ctrl-C before a command installed its own handling (e.g. during `status --wait`).
+        sys.exit(130)
+
+
+__all__ = ["app", "main"]

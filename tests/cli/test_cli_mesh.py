@@ -1,0 +1,50 @@
+"""The whole mesh through the real CLI: `up --detach`, `status --wait`, `down`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from sutazai.services.supervisor.environment import settings_environment
+from sutazai.services.supervisor.pidfile import running_supervisor
+from tests.harness import MeshPorts, build_settings, new_state_dir, remove_state_dir, running
+from tests.harness.cli import run_cli
+
+
+@pytest.fixture
+def state_dir() -> Iterator[Path]:
+    path = new_state_dir()
+    yield path
+    remove_state_dir(path)
+
+
+async def test_up_status_down(state_dir: Path) -> None:
+    settings = build_settings(state_dir, MeshPorts.pick())
+    env = settings_environment(settings)
+    try:
+        up = await run_cli("up", "--detach", "--timeout", "120", env=env, timeout=150)
+        assert up.code == 0, up.stderr
+        supervisor = running_supervisor(state_dir)
+        assert supervisor is not None
+        family = [supervisor, *(p.pid for p in psutil.Process(supervisor).children(recursive=True))]
+
+        status = await run_cli("status", "--wait", "60", "--json", env=env, timeout=90)
+        assert status.code == 0, status.stderr
+        document = json.loads(status.stdout)
+        assert document["overall"] == "HEALTHY"
+        names = {component["name"] for component in document["components"]}
+        assert {"postgres", "redis", "nats", "envoy"} <= names
+        assert any(name.startswith("system/") for name in names)
+
+        again = await run_cli("up", "--detach", env=env)
+        assert again.code == 1
+        assert "already running" in again.stderr
+    finally:
+        down = await run_cli("down", env=env, timeout=150)
+    assert down.code == 0, down.stderr
+    assert running_supervisor(state_dir) is None
+    assert not [pid for pid in family if running(pid)]

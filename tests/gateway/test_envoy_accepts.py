@@ -1,0 +1,85 @@
+"""Envoy itself judges the generated configuration (`envoy --mode validate`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sutazai.gateway.bootstrap import render_bootstrap
+from sutazai.gateway.catalog import ServiceCatalog
+from sutazai.gateway.resources import EdgePolicy
+from sutazai.gateway.snapshot import build_snapshot
+from sutazai.registry.v1.registry_pb2 import ServiceInstance
+from sutazai.services.runtime.settings import EnvoySettings, GatewaySettings, MeshSettings
+from tests.gateway.demo_descriptors import DEMO_SERVICE, demo_descriptor_set
+from tests.gateway.envoy_static import envoy_validate, static_bootstrap
+
+
+@pytest.mark.parametrize(
+    ("catalog", "service", "policy"),
+    [
+        pytest.param(
+            ServiceCatalog.packaged(),
+            "sutazai.system.v1.SystemService",
+            EdgePolicy(),
+            id="packaged-protos",
+        ),
+        pytest.param(
+            ServiceCatalog.from_descriptor_set(demo_descriptor_set()),
+            DEMO_SERVICE,
+            EdgePolicy(cors_origins=("http://localhost:3000",)),
+            id="streaming-post-and-cors",
+        ),
+    ],
+)
+def test_envoy_accepts_the_snapshot(
+    tmp_path: Path, catalog: ServiceCatalog, service: str, policy: EdgePolicy
+) -> None:
+    instance = ServiceInstance(
+        service="svc", instance_id="a", host="127.0.0.1", port=5001, grpc_services=[service]
+    )
+    snapshot = build_snapshot(catalog, [instance], host="127.0.0.1", port=10005, policy=policy)
+    config = tmp_path / "static.pb"
+    config.write_bytes(static_bootstrap(snapshot))
+
+    result = envoy_validate(config)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_bootstrap_renders_settings_and_envoy_accepts_it(tmp_path: Path) -> None:
+    settings = MeshSettings(
+        host="127.0.0.1",
+        envoy=EnvoySettings(port=21005, admin_port=21015, base_id=21005),
+        gateway=GatewaySettings(port=21006),
+    )
+    text = render_bootstrap(settings, node_id="edge: #1")
+    config = tmp_path / "bootstrap.yaml"
+    config.write_text(text, encoding="utf-8")
+
+    result = envoy_validate(config)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert '"edge: #1"' in text
+    assert "port_value: 21015" in text
+    assert "port_value: 21006" in text
+    assert "deprecated" not in (result.stdout + result.stderr).lower()
+
+
+def test_bootstrap_connects_a_wildcard_host_over_loopback() -> None:
+    text = render_bootstrap(MeshSettings(host="0.0.0.0"), node_id="edge")
+
+    assert 'address: "127.0.0.1", port_value: 10006' in text
+    assert "address: 127.0.0.1, port_value: 10015" in text, "admin stays on loopback"
+
+
+def test_bootstrap_resolves_a_gateway_host_name(tmp_path: Path) -> None:
+    text = render_bootstrap(MeshSettings(host="localhost"), node_id="edge")
+    config = tmp_path / "bootstrap.yaml"
+    config.write_text(text, encoding="utf-8")
+
+    result = envoy_validate(config)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert 'type: "STRICT_DNS"' in text

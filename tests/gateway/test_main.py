@@ -1,0 +1,85 @@
+"""`python -m sutazai.gateway` as the supervisor runs it: settings from env, SIGTERM to stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import uuid
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from nats.aio.client import Client
+
+from sutazai.registry.v1.registry_pb2 import ServiceInstance
+from sutazai.services.runtime.registry import Registry
+from sutazai.services.runtime.settings import RegistrySettings
+from tests.gateway.processes import read_log, start_process, stop_process
+from tests.harness.mesh import free_ports
+from tests.harness.waiting import wait_for
+
+SYSTEM_SERVICE = "sutazai.system.v1.SystemService"
+SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_gateway_process_serves_follows_the_registry_and_stops_on_sigterm(
+    nats_url: str, nats_client: Client, tmp_path: Path
+) -> None:
+    gateway_port, envoy_port = free_ports(2)
+    bucket = f"main_{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        "SUTAZAI_STATE_DIR": str(tmp_path),
+        "SUTAZAI_HOST": "127.0.0.1",
+        "SUTAZAI_NATS__URL": nats_url,
+        "SUTAZAI_GATEWAY__PORT": str(gateway_port),
+        "SUTAZAI_ENVOY__PORT": str(envoy_port),
+        "SUTAZAI_REGISTRY__BUCKET": bucket,
+    }
+    log = tmp_path / "gateway.log"
+    process = start_process([sys.executable, "-m", "sutazai.gateway"], log=log, env=env)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway_port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+
+            async def status(service: str) -> int | None:
+                if process.poll() is not None:
+                    raise RuntimeError(f"gateway exited: {read_log(log)}")
+                try:
+                    request = health_pb2.HealthCheckRequest(service=service)
+                    response = await health.Check(request, timeout=1)
+                except grpc.aio.AioRpcError:
+                    return None
+                return int(response.status)
+
+            async def serving(service: str) -> bool:
+                return bool(await status(service) == SERVING)
+
+            await wait_for(lambda: serving(""), timeout=30, message="gateway serving")
+            assert await status(SYSTEM_SERVICE) == health_pb2.HealthCheckResponse.NOT_SERVING
+
+            registry = await Registry.open(
+                nats_client.jetstream(), RegistrySettings(bucket=bucket, ttl_seconds=300)
+            )
+            await registry.put(
+                ServiceInstance(
+                    service="system",
+                    instance_id="a",
+                    host="127.0.0.1",
+                    port=5001,
+                    grpc_services=[SYSTEM_SERVICE],
+                )
+            )
+            await wait_for(lambda: serving(SYSTEM_SERVICE), timeout=10, message="registry seen")
+
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0, read_log(log)
+    finally:
+        stop_process(process)
+
+    events = [json.loads(line)["event"] for line in read_log(log).splitlines() if line]
+    assert "gateway.started" in events
+    assert "registry.synced" in events
+    assert events[-1] == "gateway.stopped"

@@ -1,0 +1,41 @@
+"""Run the real ``sutazai`` command in a child process, as a user would."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class CliRun:
+    """Exit status and output of one ``sutazai`` invocation."""
+
+    code: int
+    stdout: str
+    stderr: str
+
+
+async def run_cli(*args: str, env: Mapping[str, str], timeout: float = 120.0) -> CliRun:  # noqa: ASYNC109
+    """``python -m sutazai.services.cli ARGS`` with ``env`` over a clean ``SUTAZAI_*`` slate."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SUTAZAI_")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sutazai.services.cli",
+        *args,
+        env={**base, "COLUMNS": "200", **env},
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode is not None
+    return CliRun(process.returncode, stdout.decode(), stderr.decode())

@@ -1,0 +1,94 @@
+"""Session fixtures: real NATS, PostgreSQL and Redis; opt-in gateway, Envoy and services.
+
+Fixture graph (all session-scoped)::
+
+    mesh_ports, mesh_state_dir
+      └─ mesh_config ─ infrastructure ─ mesh_settings ─ gateway ─ envoy ─ mesh_services
+
+``mesh_settings`` is what most integration tests want: the settings of a running NATS (with
+JetStream), PostgreSQL and Redis. ``gateway``, ``envoy`` and ``mesh_services`` each add the
+next layer and yield the same settings once it is healthy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from sutazai.services.runtime.settings import MeshSettings
+from sutazai.services.supervisor import Supervisor
+from sutazai.services.supervisor.catalog import load_catalog
+from sutazai.services.supervisor.components import (
+    envoy_component,
+    gateway_component,
+    infrastructure_components,
+    service_components,
+)
+from sutazai.services.supervisor.environment import child_environment
+from tests.harness.mesh import (
+    MeshPorts,
+    build_settings,
+    new_state_dir,
+    remove_state_dir,
+    supervised,
+)
+
+
+@pytest.fixture(scope="session")
+def mesh_ports() -> MeshPorts:
+    """Free ports (and an Envoy base id) for the session's mesh."""
+    return MeshPorts.pick()
+
+
+@pytest.fixture(scope="session")
+def mesh_state_dir() -> Iterator[Path]:
+    """The session mesh's state directory, removed at the end."""
+    state_dir = new_state_dir()
+    yield state_dir
+    remove_state_dir(state_dir)
+
+
+@pytest.fixture(scope="session")
+def mesh_config(mesh_state_dir: Path, mesh_ports: MeshPorts) -> MeshSettings:
+    """Settings of the session mesh, secrets generated, nothing started."""
+    return build_settings(mesh_state_dir, mesh_ports)
+
+
+@pytest.fixture(scope="session")
+async def infrastructure(mesh_config: MeshSettings) -> AsyncIterator[Supervisor]:
+    """The supervisor running the session's NATS, PostgreSQL and Redis."""
+    components = infrastructure_components(mesh_config, child_environment(mesh_config))
+    async with supervised(mesh_config, components) as supervisor:
+        yield supervisor
+
+
+@pytest.fixture(scope="session")
+def mesh_settings(infrastructure: Supervisor) -> MeshSettings:
+    """Settings of a running NATS, PostgreSQL and Redis (127.0.0.1, free ports)."""
+    return infrastructure.settings
+
+
+@pytest.fixture(scope="session")
+async def gateway(mesh_settings: MeshSettings) -> AsyncIterator[MeshSettings]:
+    """Opt-in: also the gateway (xDS control plane), healthy; yields the settings."""
+    components = [gateway_component(mesh_settings, child_environment(mesh_settings))]
+    async with supervised(mesh_settings, components):
+        yield mesh_settings
+
+
+@pytest.fixture(scope="session")
+async def envoy(gateway: MeshSettings) -> AsyncIterator[MeshSettings]:
+    """Opt-in: also Envoy (bootstrapped from the gateway), LIVE; yields the settings."""
+    components = [envoy_component(gateway, child_environment(gateway))]
+    async with supervised(gateway, components):
+        yield gateway
+
+
+@pytest.fixture(scope="session")
+async def mesh_services(envoy: MeshSettings) -> AsyncIterator[MeshSettings]:
+    """Opt-in: also every service of ``deploy/mesh.toml``, registered; yields the settings."""
+    components = service_components(envoy, load_catalog(), child_environment(envoy))
+    async with supervised(envoy, components):
+        yield envoy

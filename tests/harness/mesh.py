@@ -1,0 +1,142 @@
+"""Build settings on free ports and run supervisors that can never outlive the test session."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from sutazai.services.runtime.secrets import ensure_secrets
+from sutazai.services.runtime.settings import (
+    EnvoySettings,
+    GatewaySettings,
+    MeshSettings,
+    NatsSettings,
+    PostgresSettings,
+    RedisSettings,
+)
+from sutazai.services.supervisor import ComponentSpec, RestartPolicy, Supervisor
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports that are free on 127.0.0.1 right now.
+
+    All sockets stay open until every port is picked, so the ports are distinct.
+    """
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind((LOOPBACK, 0))
+            ports.append(sock.getsockname()[1])
+        return ports
+
+
+@dataclass(frozen=True, slots=True)
+class MeshPorts:
+    """Every port of a test mesh."""
+
+    nats: int
+    nats_monitor: int
+    postgres: int
+    redis: int
+    gateway: int
+    envoy: int
+    envoy_admin: int
+    envoy_base_id: int
+    """Not a port: Envoy's shared-memory id. A just-free port number is as unique per run."""
+
+    @classmethod
+    def pick(cls) -> MeshPorts:
+        """Fresh free ports for every field."""
+        return cls(*free_ports(8))
+
+
+def new_state_dir() -> Path:
+    """A private temporary state directory (removed by :func:`remove_state_dir`).
+
+    Not under pytest's ``tmp_path``: its parent is 0700, and as root PostgreSQL runs as another
+    user that must be able to reach its data directory.
+    """
+    return Path(tempfile.mkdtemp(prefix="sutazai-test-"))
+
+
+def remove_state_dir(state_dir: Path) -> None:
+    """Delete a state directory made by :func:`new_state_dir`."""
+    shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def build_settings(state_dir: Path, ports: MeshPorts) -> MeshSettings:
+    """Settings for a mesh on ``ports``, bound to 127.0.0.1, with secrets generated."""
+    ensure_secrets(state_dir)
+    return MeshSettings(
+        state_dir=state_dir,
+        host=LOOPBACK,
+        nats=NatsSettings(port=ports.nats, monitor_port=ports.nats_monitor),
+        postgres=PostgresSettings(port=ports.postgres),
+        redis=RedisSettings(port=ports.redis),
+        gateway=GatewaySettings(port=ports.gateway),
+        envoy=EnvoySettings(
+            port=ports.envoy, admin_port=ports.envoy_admin, base_id=ports.envoy_base_id
+        ),
+    )
+
+
+# Quick restarts keep crash tests short; the cap still bounds a crash loop.
+TEST_RESTART_POLICY = RestartPolicy(initial_seconds=0.1, max_seconds=2.0)
+
+
+@contextlib.asynccontextmanager
+async def supervised(
+    settings: MeshSettings,
+    components: Sequence[ComponentSpec],
+    *,
+    restart_policy: RestartPolicy = TEST_RESTART_POLICY,
+) -> AsyncIterator[Supervisor]:
+    """Start ``components`` under a supervisor; stop them on exit, whatever happens.
+
+    Should the interpreter exit without running the ``finally`` (an interrupted session), an
+    atexit hook kills what is left; should the whole process be killed, the children's
+    parent-death signal does.
+    """
+    supervisor = Supervisor(settings, components, restart_policy=restart_policy)
+    reaper = _Reaper(supervisor)
+    atexit.register(reaper)
+    try:
+        await supervisor.start()
+        yield supervisor
+    finally:
+        await supervisor.stop()
+        atexit.unregister(reaper)
+
+
+class _Reaper:
+    """Kills, synchronously, the process groups of a supervisor's children."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self._supervisor = supervisor
+
+    def __call__(self) -> None:
+        for state in self._supervisor.snapshot():
+            if state.pid is not None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(state.pid, signal.SIGKILL)
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a live (not zombie) process."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -1,0 +1,217 @@
+"""Supervisor lifecycle on real processes: restarts, shutdown, persistence, parent death."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import psutil
+import pytest
+import redis.asyncio as aioredis
+
+from sutazai.services.runtime.secrets import ensure_secrets, secrets_path
+from sutazai.services.runtime.settings import MeshSettings, RedisSettings
+from sutazai.services.supervisor import ComponentSpec, Launch, StartupError, Supervisor
+from sutazai.services.supervisor.components import infrastructure_components
+from sutazai.services.supervisor.components.nats import nats_component
+from sutazai.services.supervisor.components.postgres import postgres_component
+from sutazai.services.supervisor.components.redis import redis_component
+from sutazai.services.supervisor.environment import child_environment, settings_environment
+from sutazai.services.supervisor.probes import connect_nats, redis_ping
+from tests.harness import (
+    MeshPorts,
+    build_settings,
+    new_state_dir,
+    remove_state_dir,
+    running,
+    supervised,
+    wait_for,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def state_dir() -> Iterator[Path]:
+    path = new_state_dir()
+    yield path
+    remove_state_dir(path)
+
+
+@pytest.fixture
+def settings(state_dir: Path) -> MeshSettings:
+    return build_settings(state_dir, MeshPorts.pick())
+
+
+@pytest.fixture
+async def redis_only(settings: MeshSettings) -> AsyncIterator[Supervisor]:
+    env = child_environment(settings)
+    async with supervised(settings, [redis_component(settings, env)]) as supervisor:
+        yield supervisor
+
+
+def _family(pids: list[int]) -> list[int]:
+    """The pids and every descendant of them (PostgreSQL's backends, for instance)."""
+    found = list(pids)
+    for pid in pids:
+        try:
+            found += [child.pid for child in psutil.Process(pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+async def test_a_killed_child_is_restarted(redis_only: Supervisor) -> None:
+    settings = redis_only.settings
+    first = redis_only.pid_of("redis")
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+
+    def restarted() -> bool:
+        pid = redis_only.pid_of("redis")
+        return pid is not None and pid != first
+
+    await wait_for(restarted, timeout=15, message="redis restarted")
+    await wait_for(lambda: _pings(settings), timeout=15, message="restarted redis answers")
+    assert redis_only.snapshot()[0].restarts == 1
+    log = (settings.state_dir / "logs" / "redis.log").read_text()
+    assert log.count("supervisor starts redis") == 2
+
+
+async def _pings(settings: MeshSettings) -> bool:
+    try:
+        await redis_ping(settings.redis_url)
+    except Exception:
+        return False
+    return True
+
+
+async def test_stop_leaves_no_process_behind(settings: MeshSettings) -> None:
+    components = infrastructure_components(settings, child_environment(settings))
+    async with supervised(settings, components) as supervisor:
+        pids = [state.pid for state in supervisor.snapshot() if state.pid is not None]
+        assert len(pids) == 3
+        family = _family(pids)
+        assert len(family) > 3  # PostgreSQL's own children are covered too.
+    assert not [pid for pid in family if running(pid)]
+    mine = {child.pid for child in psutil.Process().children(recursive=True)}
+    assert not mine & set(family)
+
+
+async def test_data_and_secrets_survive_a_restart(settings: MeshSettings) -> None:
+    secrets_before = secrets_path(settings.state_dir).read_bytes()
+
+    def components() -> list[ComponentSpec]:
+        env = child_environment(settings)
+        return [postgres_component(settings, env), redis_component(settings, env)]
+
+    async with supervised(settings, components()):
+        connection = await asyncpg.connect(settings.postgres_dsn)
+        try:
+            await connection.execute("CREATE TABLE survivors (name text PRIMARY KEY)")
+            await connection.execute("INSERT INTO survivors VALUES ('kept')")
+        finally:
+            await connection.close()
+        client = aioredis.Redis.from_url(settings.redis_url)
+        try:
+            await client.set("survivor", "kept")
+        finally:
+            await client.aclose()
+
+    assert ensure_secrets(settings.state_dir) == settings.secrets
+    assert secrets_path(settings.state_dir).read_bytes() == secrets_before
+    # A fresh settings object, so the secrets are read from disk again.
+    restarted = MeshSettings(**settings.model_dump())
+    async with supervised(restarted, components()):
+        connection = await asyncpg.connect(restarted.postgres_dsn)
+        try:
+            assert await connection.fetchval("SELECT name FROM survivors") == "kept"
+        finally:
+            await connection.close()
+        client = aioredis.Redis.from_url(restarted.redis_url)
+        try:
+            assert await client.get("survivor") == b"kept"
+        finally:
+            await client.aclose()
+
+
+async def test_children_die_with_the_supervisor(settings: MeshSettings) -> None:
+    env = {**os.environ, **settings_environment(settings)}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.harness.standalone",
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    try:
+        line = await asyncio.wait_for(process.stdout.readline(), timeout=30)
+        pids = list(json.loads(line).values())
+        assert len(pids) == 2
+        assert all(running(pid) for pid in pids)
+    finally:
+        process.kill()
+        await process.wait()
+    await wait_for(
+        lambda: not any(running(pid) for pid in pids), timeout=15, message="children gone"
+    )
+
+
+async def test_a_failed_start_reports_the_log_and_stops_what_started(
+    settings: MeshSettings,
+) -> None:
+    env = child_environment(settings)
+
+    async def never(_pid: int | None) -> None:
+        raise AssertionError("a crashed component is never probed healthy")
+
+    crashing = ComponentSpec(
+        name="crasher",
+        launch=Launch(
+            argv=[sys.executable, "-c", "print('configuration is broken'); raise SystemExit(3)"],
+            env=env,
+        ),
+        probe=never,
+        start_timeout=20,
+    )
+    supervisor = Supervisor(settings, [redis_component(settings, env), crashing])
+    with pytest.raises(StartupError, match="exit status 3") as caught:
+        await supervisor.start()
+    assert "configuration is broken" in caught.value.log_tail
+    assert supervisor.snapshot() == []
+
+
+async def test_an_external_dependency_is_probed_not_started(mesh_settings: MeshSettings) -> None:
+    external = mesh_settings.model_copy(
+        update={"redis": RedisSettings(url=mesh_settings.redis_url)}
+    )
+    spec = redis_component(external, child_environment(external))
+    assert spec.external
+    async with supervised(external, [spec]) as supervisor:
+        assert supervisor.snapshot()[0].pid is None
+
+
+async def test_nats_keeps_jetstream_data_across_restarts(settings: MeshSettings) -> None:
+    env = child_environment(settings)
+    async with supervised(settings, [nats_component(settings, env)]):
+        client = await connect_nats(settings)
+        try:
+            kv = await client.jetstream().create_key_value(bucket="survivors")
+            await kv.put("k", b"kept")
+        finally:
+            await client.close()
+    async with supervised(settings, [nats_component(settings, env)]):
+        client = await connect_nats(settings)
+        try:
+            kv = await client.jetstream().key_value("survivors")
+            assert (await kv.get("k")).value == b"kept"
+        finally:
+            await client.close()

@@ -1,0 +1,88 @@
+"""Pure pieces of the supervisor: restart backoff, child environment, catalog, pid file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from sutazai.services.runtime.settings import MeshSettings, PostgresSettings
+from sutazai.services.supervisor import AlreadyRunningError, RestartPolicy
+from sutazai.services.supervisor.catalog import find_service, load_catalog
+from sutazai.services.supervisor.components.services import service_components
+from sutazai.services.supervisor.environment import child_environment, settings_environment
+from sutazai.services.supervisor.errors import SupervisorError
+from sutazai.services.supervisor.logfiles import last_lines
+from sutazai.services.supervisor.pidfile import PidFile, running_supervisor
+
+
+def test_restart_delays_grow_exponentially_up_to_the_cap() -> None:
+    policy = RestartPolicy(initial_seconds=0.5, factor=2.0, max_seconds=4.0)
+    assert [policy.delay(n) for n in range(1, 7)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    assert policy.delay(10_000) == 4.0
+
+
+def test_a_stable_run_forgives_earlier_crashes() -> None:
+    policy = RestartPolicy(stable_after_seconds=30.0)
+    assert policy.failures_after(5, uptime_seconds=1.0) == 6
+    assert policy.failures_after(5, uptime_seconds=31.0) == 1
+
+
+def test_children_rebuild_the_same_settings_from_their_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    settings = MeshSettings(
+        state_dir=tmp_path,
+        postgres=PostgresSettings(port=12345, dsn="postgresql://u:p@db:5432/x"),
+    )
+    env = settings_environment(settings)
+    assert env["SUTAZAI_POSTGRES__DSN"] == "postgresql://u:p@db:5432/x"
+    for key in [k for k in os.environ if k.startswith("SUTAZAI_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert MeshSettings() == settings
+
+
+def test_explicit_settings_win_over_inherited_variables(tmp_path: Path) -> None:
+    settings = MeshSettings(state_dir=tmp_path, postgres=PostgresSettings(port=12345))
+    env = child_environment(
+        settings, {"PATH": "/bin", "SUTAZAI_POSTGRES__PORT": "1", "SUTAZAI_OTHER": "kept"}
+    )
+    assert env["PATH"] == "/bin"
+    assert env["SUTAZAI_POSTGRES__PORT"] == "12345"
+    assert env["SUTAZAI_OTHER"] == "kept"
+
+
+def test_the_catalog_names_the_system_service(tmp_path: Path) -> None:
+    assert find_service("system").module == "sutazai.services.system.server"
+    with pytest.raises(SupervisorError, match="unknown service 'nope'"):
+        find_service("nope")
+    settings = MeshSettings(state_dir=tmp_path)
+    specs = service_components(settings, load_catalog(), env={})
+    assert [spec.name for spec in specs] == ["system"]
+    assert specs[0].launch is not None
+    assert list(specs[0].launch.argv[1:]) == ["-m", "sutazai.services.cli", "serve", "system"]
+
+
+def test_the_pid_file_excludes_a_second_supervisor(tmp_path: Path) -> None:
+    assert running_supervisor(tmp_path) is None
+    with PidFile(tmp_path):
+        assert running_supervisor(tmp_path) == os.getpid()
+        with pytest.raises(AlreadyRunningError, match=str(os.getpid())), PidFile(tmp_path):
+            pass
+    assert running_supervisor(tmp_path) is None
+    assert not (tmp_path / "supervisor.pid").exists()
+
+
+def test_a_stale_pid_file_is_not_a_running_supervisor(tmp_path: Path) -> None:
+    (tmp_path / "supervisor.pid").write_text("999999\n")
+    assert running_supervisor(tmp_path) is None
+
+
+def test_last_lines_reads_the_end_of_large_logs(tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    log.write_text("".join(f"line {i}\n" for i in range(20_000)))
+    assert last_lines(log, 3) == ["line 19997", "line 19998", "line 19999"]
+    assert last_lines(tmp_path / "missing.log", 3) == []
