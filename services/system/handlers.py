@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import grpc
 
+from sutazai.services.runtime.faults import invalid_argument
 from sutazai.services.system.domain import (
     ComponentStatus,
     Health,
@@ -12,6 +15,7 @@ from sutazai.services.system.domain import (
     Overall,
     StatusBoard,
 )
+from sutazai.services.system.prober import Prober
 from sutazai.system.v1 import system_service_pb2 as pb
 from sutazai.system.v1 import system_service_pb2_grpc as pb_grpc
 
@@ -34,8 +38,9 @@ _KIND = {
 class SystemHandlers(pb_grpc.SystemServiceServicer):
     """Answers from the status board the prober keeps current."""
 
-    def __init__(self, board: StatusBoard, reporter: str) -> None:
+    def __init__(self, board: StatusBoard, prober: Prober, reporter: str) -> None:
         self._board = board
+        self._prober = prober
         self._reporter = reporter
 
     async def GetStatus(  # noqa: N802 - generated servicer method name
@@ -43,6 +48,46 @@ class SystemHandlers(pb_grpc.SystemServiceServicer):
     ) -> pb.GetStatusResponse:
         """Return the latest probe round."""
         return to_proto(self._board.snapshot(), self._reporter)
+
+    async def RefreshStatus(  # noqa: N802 - generated servicer method name
+        self, request: pb.RefreshStatusRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RefreshStatusResponse:
+        """Probe now (or join the round in progress) and return the requested components."""
+        violations = _name_violations(request.components)
+        if violations:
+            raise invalid_argument(violations)
+        status = await self._prober.probe_once()
+        known = {c.name for c in status.components}
+        unknown = {
+            f"components[{i}]": f"unknown component {name!r}; known: {', '.join(sorted(known))}"
+            for i, name in enumerate(request.components)
+            if name not in known
+        }
+        if unknown:
+            raise invalid_argument(unknown)
+        wanted = set(request.components)
+        full = to_proto(status, self._reporter)
+        response = pb.RefreshStatusResponse(
+            overall=full.overall,
+            components=[c for c in full.components if not wanted or c.name in wanted],
+            reported_by=full.reported_by,
+        )
+        response.checked_at.CopyFrom(full.checked_at)
+        return response
+
+
+MAX_NAMES = 64
+MAX_NAME_LENGTH = 128
+
+
+def _name_violations(names: Sequence[str]) -> dict[str, str]:
+    if len(names) > MAX_NAMES:
+        return {"components": f"at most {MAX_NAMES} names"}
+    return {
+        f"components[{i}]": f"must be 1 to {MAX_NAME_LENGTH} characters"
+        for i, name in enumerate(names)
+        if not 0 < len(name) <= MAX_NAME_LENGTH
+    }
 
 
 def to_proto(status: MeshStatus, reporter: str) -> pb.GetStatusResponse:

@@ -21,9 +21,17 @@ class Prober:
         self._probes = probes
         self._board = board
         self._interval = interval
+        self._round: asyncio.Future[MeshStatus] | None = None
 
     async def probe_once(self) -> MeshStatus:
-        """Run one round now and record it."""
+        """Run a round now, or join the one in progress, and return its result."""
+        if self._round is None or self._round.done():
+            self._round = asyncio.ensure_future(self._probe_round())
+        # Shielded: one caller giving up (deadline, cancellation) must not cancel the round the
+        # other callers are waiting for.
+        return await asyncio.shield(self._round)
+
+    async def _probe_round(self) -> MeshStatus:
         rounds = await asyncio.gather(*(probe() for probe in self._probes))
         status = self._board.apply_round(
             (outcome for outcomes in rounds for outcome in outcomes), datetime.now(UTC)

@@ -78,7 +78,9 @@ async def build(
         servicers=[
             Servicer(
                 name="sutazai.system.v1.SystemService",
-                implementation=SystemHandlers(board, reporter=f"{SERVICE_NAME}/{instance_id}"),
+                implementation=SystemHandlers(
+                    board, prober, reporter=f"{SERVICE_NAME}/{instance_id}"
+                ),
                 add_to_server=system_service_pb2_grpc.add_SystemServiceServicer_to_server,
             )
         ],

@@ -166,6 +166,70 @@ class GetStatusResponse(_message.Message):
 Global___GetStatusResponse: _TypeAlias = GetStatusResponse  # noqa: Y015
 
 @_typing.final
+class RefreshStatusRequest(_message.Message):
+    """RefreshStatusRequest says which components the caller wants to see."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMPONENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def components(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of the components to return (as in ComponentStatus.name); empty returns all. Every
+        component is probed either way; an unknown name is an INVALID_ARGUMENT.
+        """
+
+    def __init__(
+        self,
+        *,
+        components: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["components", b"components"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefreshStatusRequest: _TypeAlias = RefreshStatusRequest  # noqa: Y015
+
+@_typing.final
+class RefreshStatusResponse(_message.Message):
+    """RefreshStatusResponse is the result of the probe round the call ran (or joined)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OVERALL_FIELD_NUMBER: _builtins.int
+    COMPONENTS_FIELD_NUMBER: _builtins.int
+    CHECKED_AT_FIELD_NUMBER: _builtins.int
+    REPORTED_BY_FIELD_NUMBER: _builtins.int
+    overall: Global___OverallState.ValueType
+    """The summary of all components, including those not returned."""
+    reported_by: _builtins.str
+    """The instance of the system service that answered."""
+    @_builtins.property
+    def components(self) -> _containers.RepeatedCompositeFieldContainer[Global___ComponentStatus]:
+        """The requested components, infrastructure first, then service instances by name."""
+
+    @_builtins.property
+    def checked_at(self) -> _timestamp_pb2.Timestamp:
+        """When the probe round finished."""
+
+    def __init__(
+        self,
+        *,
+        overall: Global___OverallState.ValueType = ...,
+        components: _abc.Iterable[Global___ComponentStatus] | None = ...,
+        checked_at: _timestamp_pb2.Timestamp | None = ...,
+        reported_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checked_at", b"checked_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checked_at", b"checked_at", "components", b"components", "overall", b"overall", "reported_by", b"reported_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefreshStatusResponse: _TypeAlias = RefreshStatusResponse  # noqa: Y015
+
+@_typing.final
 class ComponentStatus(_message.Message):
     """ComponentStatus is the latest probe result for one component."""
 

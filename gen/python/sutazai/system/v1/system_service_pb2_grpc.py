@@ -41,6 +41,11 @@ class SystemServiceStub:
                 request_serializer=sutazai_dot_system_dot_v1_dot_system__service__pb2.GetStatusRequest.SerializeToString,
                 response_deserializer=sutazai_dot_system_dot_v1_dot_system__service__pb2.GetStatusResponse.FromString,
                 _registered_method=True)
+        self.RefreshStatus = channel.unary_unary(
+                '/sutazai.system.v1.SystemService/RefreshStatus',
+                request_serializer=sutazai_dot_system_dot_v1_dot_system__service__pb2.RefreshStatusRequest.SerializeToString,
+                response_deserializer=sutazai_dot_system_dot_v1_dot_system__service__pb2.RefreshStatusResponse.FromString,
+                _registered_method=True)
 
 
 class SystemServiceServicer:
@@ -56,6 +61,14 @@ class SystemServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RefreshStatus(self, request, context):
+        """RefreshStatus runs a probe round now, instead of waiting for the next scheduled one, and
+        returns its result. Concurrent callers share one round.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SystemServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -63,6 +76,11 @@ def add_SystemServiceServicer_to_server(servicer, server):
                     servicer.GetStatus,
                     request_deserializer=sutazai_dot_system_dot_v1_dot_system__service__pb2.GetStatusRequest.FromString,
                     response_serializer=sutazai_dot_system_dot_v1_dot_system__service__pb2.GetStatusResponse.SerializeToString,
+            ),
+            'RefreshStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.RefreshStatus,
+                    request_deserializer=sutazai_dot_system_dot_v1_dot_system__service__pb2.RefreshStatusRequest.FromString,
+                    response_serializer=sutazai_dot_system_dot_v1_dot_system__service__pb2.RefreshStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -94,6 +112,33 @@ class SystemService:
             '/sutazai.system.v1.SystemService/GetStatus',
             sutazai_dot_system_dot_v1_dot_system__service__pb2.GetStatusRequest.SerializeToString,
             sutazai_dot_system_dot_v1_dot_system__service__pb2.GetStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RefreshStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sutazai.system.v1.SystemService/RefreshStatus',
+            sutazai_dot_system_dot_v1_dot_system__service__pb2.RefreshStatusRequest.SerializeToString,
+            sutazai_dot_system_dot_v1_dot_system__service__pb2.RefreshStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

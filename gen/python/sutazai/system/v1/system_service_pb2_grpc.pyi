@@ -39,6 +39,10 @@ class SystemServiceStub:
     """GetStatus returns the overall state and one entry per component. Probes run in the
     background on a fixed cadence, so the call is cheap and never waits on a slow dependency.
     """
+    RefreshStatus: _grpc.UnaryUnaryMultiCallable[_system_service_pb2.RefreshStatusRequest, _system_service_pb2.RefreshStatusResponse]
+    """RefreshStatus runs a probe round now, instead of waiting for the next scheduled one, and
+    returns its result. Concurrent callers share one round.
+    """
 
 @_typing.type_check_only
 class SystemServiceAsyncStub(SystemServiceStub):
@@ -50,6 +54,10 @@ class SystemServiceAsyncStub(SystemServiceStub):
     GetStatus: _aio.UnaryUnaryMultiCallable[_system_service_pb2.GetStatusRequest, _system_service_pb2.GetStatusResponse]  # type: ignore[assignment]
     """GetStatus returns the overall state and one entry per component. Probes run in the
     background on a fixed cadence, so the call is cheap and never waits on a slow dependency.
+    """
+    RefreshStatus: _aio.UnaryUnaryMultiCallable[_system_service_pb2.RefreshStatusRequest, _system_service_pb2.RefreshStatusResponse]  # type: ignore[assignment]
+    """RefreshStatus runs a probe round now, instead of waiting for the next scheduled one, and
+    returns its result. Concurrent callers share one round.
     """
 
 class SystemServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -65,6 +73,16 @@ class SystemServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_system_service_pb2.GetStatusResponse, _abc.Awaitable[_system_service_pb2.GetStatusResponse]]:
         """GetStatus returns the overall state and one entry per component. Probes run in the
         background on a fixed cadence, so the call is cheap and never waits on a slow dependency.
+        """
+
+    @_abc_1.abstractmethod
+    def RefreshStatus(
+        self,
+        request: _system_service_pb2.RefreshStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_system_service_pb2.RefreshStatusResponse, _abc.Awaitable[_system_service_pb2.RefreshStatusResponse]]:
+        """RefreshStatus runs a probe round now, instead of waiting for the next scheduled one, and
+        returns its result. Concurrent callers share one round.
         """
 
 def add_SystemServiceServicer_to_server(servicer: SystemServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,226 @@
+"""The whole mesh, started by the real supervisor, driven through Envoy over gRPC and REST."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+import httpx
+import pytest
+
+from sutazai.services.runtime.messaging import connect_nats
+from sutazai.services.runtime.registry import Registry
+from sutazai.services.runtime.settings import MeshSettings
+from sutazai.services.supervisor import Supervisor
+from sutazai.services.supervisor.environment import child_environment
+from sutazai.system.v1 import system_service_pb2 as pb
+from sutazai.system.v1 import system_service_pb2_grpc as pb_grpc
+from tests.harness.waiting import wait_for
+
+CLUSTER = "sutazai.system.v1.SystemService"
+
+
+@pytest.fixture(scope="module")
+async def edge(mesh_services: MeshSettings) -> AsyncIterator[pb_grpc.SystemServiceStub]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh_services.envoy.port}") as channel:
+        yield pb_grpc.SystemServiceStub(channel)
+
+
+@pytest.fixture(scope="module")
+async def rest(mesh_services: MeshSettings) -> AsyncIterator[httpx.AsyncClient]:
+    base = f"http://127.0.0.1:{mesh_services.envoy.port}"
+    async with httpx.AsyncClient(base_url=base, timeout=5) as client:
+        yield client
+
+
+async def healthy_status(edge: pb_grpc.SystemServiceStub) -> pb.GetStatusResponse:
+    latest: list[pb.GetStatusResponse] = []
+
+    async def healthy() -> bool:
+        latest[:] = [await edge.GetStatus(pb.GetStatusRequest(), timeout=5)]
+        return latest[0].overall == pb.HEALTHY
+
+    await wait_for(healthy, timeout=30, interval=0.2, message="mesh HEALTHY")
+    return latest[0]
+
+
+async def test_status_lists_every_component_over_grpc_and_rest(
+    edge: pb_grpc.SystemServiceStub, rest: httpx.AsyncClient
+) -> None:
+    status = await healthy_status(edge)
+    names = [c.name for c in status.components]
+    assert names[:4] == ["envoy", "nats", "postgres", "redis"]
+    assert any(name.startswith("system/") for name in names[4:])
+    assert all(c.state == pb.COMPONENT_STATE_HEALTHY for c in status.components)
+    assert all(c.latency_ms > 0 and c.since.seconds > 0 for c in status.components)
+
+    reply = await rest.get("/v1/system/status")
+    assert reply.status_code == 200
+    body = reply.json()
+    assert body["overall"] == "HEALTHY"
+    assert {"postgres", "redis", "nats", "envoy"} <= {c["name"] for c in body["components"]}
+    assert {"latency_ms", "last_error", "since"} <= set(body["components"][0])
+
+
+async def test_refresh_probes_now_and_filters(rest: httpx.AsyncClient) -> None:
+    reply = await rest.post("/v1/system/status:refresh", json={"components": ["redis"]})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert [c["name"] for c in body["components"]] == ["redis"]
+    assert body["overall"] in {"HEALTHY", "DEGRADED", "CRITICAL"}
+
+
+async def test_rest_edge_answers_bad_input_clearly(rest: httpx.AsyncClient) -> None:
+    assert (await rest.get("/v1/nowhere")).status_code == 404
+    assert (await rest.get("/v1/system/status", params={"verbose": "1"})).status_code == 400
+
+    malformed = await rest.post(
+        "/v1/system/status:refresh",
+        content=b'{"components": [',
+        headers={"content-type": "application/json"},
+    )
+    assert malformed.status_code == 400
+    assert "Unexpected end of string" in malformed.text
+
+    unknown_component = await rest.post(
+        "/v1/system/status:refresh", json={"components": ["redis", "mongo"]}
+    )
+    assert unknown_component.status_code == 400
+    error = unknown_component.json()
+    assert error["code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    (detail,) = error["details"]
+    assert detail["@type"] == "type.googleapis.com/google.rpc.BadRequest"
+    (violation,) = detail["field_violations"]
+    assert violation["field"] == "components[1]"
+    assert "unknown component 'mongo'" in violation["description"]
+
+
+async def test_unknown_method_through_envoy_is_unimplemented(mesh_services: MeshSettings) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh_services.envoy.port}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await channel.unary_unary(f"/{CLUSTER}/Reboot")(b"", timeout=5)
+    assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_stopped_redis_is_reported_then_recovers(
+    infrastructure: Supervisor, edge: pb_grpc.SystemServiceStub
+) -> None:
+    await healthy_status(edge)
+    pid = infrastructure.pid_of("redis")
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+
+        async def redis_unhealthy() -> bool:
+            status = await edge.GetStatus(pb.GetStatusRequest(), timeout=5)
+            redis = next(c for c in status.components if c.name == "redis")
+            return redis.state == pb.COMPONENT_STATE_UNHEALTHY and status.overall == pb.CRITICAL
+
+        await wait_for(redis_unhealthy, timeout=10, interval=0.2, message="redis reported down")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    status = await healthy_status(edge)
+    redis = next(c for c in status.components if c.name == "redis")
+    assert redis.last_error == ""
+
+
+async def envoy_hosts(admin: httpx.AsyncClient) -> dict[str, str]:
+    """Each endpoint of the system cluster with its health flags, from Envoy's admin."""
+    hosts = {}
+    for line in (await admin.get("/clusters")).text.splitlines():
+        if line.startswith(f"{CLUSTER}::") and "::health_flags::" in line:
+            _, address, _, flags = line.split("::", 3)
+            hosts[address] = flags
+    return hosts
+
+
+async def registered_ports(settings: MeshSettings) -> set[int]:
+    nc = await connect_nats(settings, name="e2e")
+    try:
+        registry = await Registry.open(nc.jetstream(), settings.registry)
+        return {i.port for i in await registry.list() if i.service == "system"}
+    finally:
+        await nc.close()
+
+
+@contextlib.asynccontextmanager
+async def extra_instance(settings: MeshSettings) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`sutazai serve system`: one more instance joining the running mesh."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sutazai.services.cli",
+        "serve",
+        "system",
+        env=child_environment(settings),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await asyncio.wait_for(process.wait(), timeout=10)
+
+
+async def test_second_instance_joins_and_a_killed_one_fails_no_call(
+    mesh_services: MeshSettings, edge: pb_grpc.SystemServiceStub
+) -> None:
+    settings = mesh_services
+    before = await registered_ports(settings)
+    async with (
+        httpx.AsyncClient(base_url=settings.envoy_admin_url, timeout=5) as admin,
+        extra_instance(settings) as process,
+    ):
+        new_ports: set[int] = set()
+
+        async def registered() -> bool:
+            new_ports.update(await registered_ports(settings) - before)
+            return bool(new_ports)
+
+        await wait_for(registered, timeout=60, interval=0.2, message="second instance registered")
+        (port,) = new_ports
+        address = f"127.0.0.1:{port}"
+
+        async def in_envoy() -> bool:
+            return (await envoy_hosts(admin)).get(address) == "healthy"
+
+        await wait_for(in_envoy, timeout=5, interval=0.1, message="endpoint healthy in Envoy")
+
+        failures: list[grpc.StatusCode] = []
+        calls = 0
+        stop = asyncio.Event()
+
+        async def caller() -> None:
+            nonlocal calls
+            while not stop.is_set():
+                try:
+                    await edge.GetStatus(pb.GetStatusRequest(), timeout=5)
+                    calls += 1
+                except grpc.aio.AioRpcError as exc:
+                    failures.append(exc.code())
+
+        callers = [asyncio.create_task(caller()) for _ in range(8)]
+        try:
+            await wait_for(lambda: calls >= 200, timeout=30, message="traffic flowing")
+            process.send_signal(signal.SIGKILL)
+            killed_at, calls_at_kill = time.monotonic(), calls
+
+            async def gone() -> bool:
+                return address not in await envoy_hosts(admin)
+
+            await wait_for(gone, timeout=settings.registry.ttl_seconds + 15, interval=0.2)
+            # Keep calling a little after removal too; the pace is whatever the mesh sustains.
+            await wait_for(lambda: calls >= calls_at_kill + 500, timeout=30)
+        finally:
+            stop.set()
+            await asyncio.gather(*callers)
+        assert failures == []
+        assert time.monotonic() > killed_at
