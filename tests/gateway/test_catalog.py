@@ -10,9 +10,10 @@ def test_packaged_descriptor_declares_the_system_service() -> None:
     catalog = ServiceCatalog.packaged()
 
     assert "sutazai.system.v1.SystemService" in catalog.service_names
-    (get_status,) = catalog.services[
+    methods = catalog.services[
         catalog.service_names.index("sutazai.system.v1.SystemService")
     ].methods
+    (get_status,) = [m for m in methods if m.name == "GetStatus"]
     assert get_status.name == "GetStatus"
     assert get_status.idempotent, "GET-mapped methods are idempotent"
     assert not get_status.streaming

@@ -15,6 +15,7 @@ from sutazai.services.runtime import context as rpc_context
 from sutazai.services.runtime.faults import invalid_argument
 from sutazai.services.runtime.interceptors import PropagatingClientInterceptor, ServerInterceptor
 from sutazai.services.runtime.metrics import RpcMetrics
+from tests.harness.waiting import wait_for
 
 METHODS = "test.v1.Probe"
 
@@ -118,11 +119,16 @@ async def test_fault_becomes_invalid_argument_with_field_violations(server) -> N
     assert [(v.field, v.description) for v in bad_request.field_violations] == [
         ("name", "must not be empty")
     ]
-    handled = registry.get_sample_value(
-        "sutazai_grpc_server_handled_total",
-        {"grpc_method": f"/{METHODS}/Reject", "grpc_code": "INVALID_ARGUMENT"},
-    )
-    assert handled == 1
+
+    def counted() -> bool:
+        # The server records the outcome after the status is on the wire: wait for it.
+        handled = registry.get_sample_value(
+            "sutazai_grpc_server_handled_total",
+            {"grpc_method": f"/{METHODS}/Reject", "grpc_code": "INVALID_ARGUMENT"},
+        )
+        return handled == 1
+
+    await wait_for(counted, timeout=5, message="INVALID_ARGUMENT counted")
 
 
 async def test_unexpected_exception_is_internal_without_internals(server) -> None:
