@@ -77,7 +77,8 @@ gen-check: gen
 		{ echo "generated code is stale: run 'make gen' and commit the result"; exit 1; }
 
 bench: install-dev
-	$(BIN)/python -m sutazai.services.bench
+	$(BIN)/python -m sutazai.services.bench edge
+	$(BIN)/python -m sutazai.services.bench auth
 
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .pytest_cache .ruff_cache

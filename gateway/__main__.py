@@ -1,7 +1,8 @@
 """``python -m sutazai.gateway``: run the xDS control plane with settings from the environment.
 
 Settings come from ``SUTAZAI_*`` variables (see :class:`~sutazai.services.runtime.settings.
-MeshSettings`); logs are JSON lines on stderr.
+MeshSettings`); logs are JSON lines on stderr. A configuration problem (e.g. no key ring yet) is
+logged as one ``gateway.misconfigured`` line and exits with status 2.
 """
 
 from __future__ import annotations
@@ -9,9 +10,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+import structlog
+
 from sutazai.gateway.server import run_gateway
+from sutazai.services.runtime.errors import ConfigurationError
 from sutazai.services.runtime.logging import configure_logging
 from sutazai.services.runtime.settings import MeshSettings
+
+EXIT_MISCONFIGURED = 2
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,7 +34,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     configure_logging("gateway")
-    asyncio.run(run_gateway(MeshSettings(), metrics_port=args.metrics_port))
+    try:
+        asyncio.run(run_gateway(MeshSettings(), metrics_port=args.metrics_port))
+    except ConfigurationError as exc:
+        structlog.get_logger(__name__).error("gateway.misconfigured", error=str(exc))
+        raise SystemExit(EXIT_MISCONFIGURED) from None
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """The gRPC services the edge exposes, read from the buf-built descriptor set.
 
 The descriptor set (``gateway/descriptor.binpb``, written by ``make gen``) is the single source
-of truth for what Envoy routes and transcodes: a new proto with a ``sutazai.`` package becomes a
-cluster, routes and REST mappings without touching the gateway.
+of truth for what Envoy routes, transcodes and guards: a new proto with a ``sutazai.`` package
+becomes a cluster, routes, REST mappings and JWT rules (from its ``(sutazai.auth.v1.access)``
+options) without touching the gateway.
 """
 
 from __future__ import annotations
@@ -12,10 +13,14 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Final
 
-from google.api import annotations_pb2  # type: ignore[import-untyped]
+from google.api import annotations_pb2, http_pb2  # type: ignore[import-untyped]
 from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
+
+# annotations_pb2 and access_pb2 are needed for their extensions too: the upb runtime resolves
+# the extensions of the set's options when it parses the set, so they must be registered first.
+from sutazai.auth.v1 import access_pb2
 
 MESH_PACKAGE_PREFIX: Final = "sutazai."
 """Proto packages whose services are mesh services (get a cluster, routes and transcoding)."""
@@ -35,14 +40,28 @@ _IDEMPOTENT_LEVELS: Final = frozenset(
 
 
 @dataclass(frozen=True, slots=True)
+class HttpBinding:
+    """One ``google.api.http`` mapping of an RPC: an HTTP method and a path template."""
+
+    verb: str
+    """``GET``, ``POST``, ... (a ``custom`` rule's kind, upper-cased)."""
+    template: str
+    """The path template, e.g. ``/v1/users/{username}:setRole``."""
+
+
+@dataclass(frozen=True, slots=True)
 class GrpcMethod:
-    """One RPC of a service, with what routing needs to know about it."""
+    """One RPC of a service, with what routing and the edge's guards need to know about it."""
 
     name: str
     client_streaming: bool
     server_streaming: bool
     idempotent: bool
     """Safe to repeat: declared ``idempotency_level`` or mapped to HTTP ``GET``."""
+    public: bool = False
+    """Callable without a token (``(sutazai.auth.v1.access).public``)."""
+    http_bindings: tuple[HttpBinding, ...] = ()
+    """Its REST mappings, additional bindings included."""
 
     @property
     def streaming(self) -> bool:
@@ -154,10 +173,44 @@ def _service(name: str, methods: Iterable[descriptor_pb2.MethodDescriptorProto])
     return GrpcService(
         name,
         tuple(
-            GrpcMethod(m.name, m.client_streaming, m.server_streaming, _is_idempotent(m))
+            GrpcMethod(
+                m.name,
+                m.client_streaming,
+                m.server_streaming,
+                _is_idempotent(m),
+                public=_access(m).public,
+                http_bindings=tuple(_http_bindings(m)),
+            )
             for m in methods
         ),
     )
+
+
+def _access(method: descriptor_pb2.MethodDescriptorProto) -> access_pb2.Access:
+    """The method's declared access policy (empty: signed-in callers only)."""
+    if not method.options.HasExtension(access_pb2.access):
+        return access_pb2.Access()
+    declared: access_pb2.Access = method.options.Extensions[access_pb2.access]
+    return declared
+
+
+def _http_bindings(method: descriptor_pb2.MethodDescriptorProto) -> Iterator[HttpBinding]:
+    if not method.options.HasExtension(annotations_pb2.http):
+        return
+    rule = method.options.Extensions[annotations_pb2.http]
+    for binding in (rule, *rule.additional_bindings):
+        found = _binding(binding)
+        if found is not None:
+            yield found
+
+
+def _binding(rule: http_pb2.HttpRule) -> HttpBinding | None:
+    pattern = rule.WhichOneof("pattern")
+    if pattern is None:
+        return None
+    if pattern == "custom":
+        return HttpBinding(str(rule.custom.kind).upper(), str(rule.custom.path))
+    return HttpBinding(str(pattern).upper(), str(getattr(rule, pattern)))
 
 
 def _is_idempotent(method: descriptor_pb2.MethodDescriptorProto) -> bool:

@@ -19,3 +19,6 @@ EDGE_ROUTES: Final = "edge_routes"
 
 EDGE_STAT_PREFIX: Final = "edge"
 """Stat prefix of the edge's HTTP connection manager (``http.edge.*`` in Envoy stats)."""
+
+EDGE_JWT_CONFIG: Final = "edge_jwt_authn"
+"""The edge's jwt_authn filter, whose configuration (with the key ring) is delivered by ECDS."""

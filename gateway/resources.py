@@ -9,7 +9,9 @@ Shape of the edge (FIELD_GUIDE sections 1 and 2):
 * one EDS cluster per mesh gRPC service, HTTP/2 upstream, gRPC health check on that service
   name, outlier detection, circuit breakers with a retry budget;
 * one listener ``edge`` whose HTTP connection manager (codec AUTO: HTTP/1.1 REST and HTTP/2
-  gRPC on one port) runs ``cors → [guard filters] → grpc_json_transcoder → router``;
+  gRPC on one port) runs ``cors → [guard filters] → grpc_json_transcoder → router`` (the guards,
+  JWT and rate limit, are built in :mod:`~sutazai.gateway.guards`) and answers REST callers'
+  local replies in JSON (:mod:`~sutazai.gateway.local_replies`);
 * one route configuration ``edge_routes`` matching gRPC paths (the transcoder rewrites REST paths
   before the router), gateway-served health and reflection, and a ``/v1/`` catch-all so filters
   that run before the transcoder (CORS, JWT) see a route.
@@ -18,7 +20,6 @@ Shape of the edge (FIELD_GUIDE sections 1 and 2):
 from __future__ import annotations
 
 import ipaddress
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -41,10 +42,6 @@ from envoy_data_plane.envoy.config.core.v3 import (
     AggregatedConfigSource,
     ApiVersion,
     ConfigSource,
-    DataSource,
-    HeaderValue,
-    HeaderValueOption,
-    HeaderValueOptionHeaderAppendAction,
     HealthCheck,
     HealthCheckGrpcHealthCheck,
     Http2ProtocolOptions,
@@ -61,7 +58,6 @@ from envoy_data_plane.envoy.config.endpoint.v3 import (
 )
 from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Listener
 from envoy_data_plane.envoy.config.route.v3 import (
-    DirectResponseAction,
     RetryPolicy,
     RetryPolicyRetryBackOff,
     RetryPolicyRetryHostPredicate,
@@ -96,8 +92,10 @@ from envoy_data_plane.envoy.type.v3 import Percent
 from envoy_data_plane.google.protobuf import Any, Struct
 
 from sutazai.gateway.catalog import GrpcMethod, GrpcService, ServiceCatalog, gateway_services
+from sutazai.gateway.local_replies import local_reply_config
 from sutazai.gateway.names import EDGE_LISTENER, EDGE_ROUTES, EDGE_STAT_PREFIX, XDS_CLUSTER
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
+from sutazai.services.runtime.settings import MeshSettings
 
 HTTP_PROTOCOL_OPTIONS: Final = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 CORS_FILTER: Final = "envoy.filters.http.cors"
@@ -131,6 +129,8 @@ ACCESS_LOG_FORMAT: Final[dict[str, str]] = {
     "upstream_host": "%UPSTREAM_HOST%",
     "downstream_remote_address": "%DOWNSTREAM_REMOTE_ADDRESS%",
     "request_id": "%REQ(X-REQUEST-ID)%",
+    # The caller as proven by its token (jwt_authn's payload_in_metadata); empty if anonymous.
+    "user": "%DYNAMIC_METADATA(envoy.filters.http.jwt_authn:jwt_payload:name)%",
 }
 
 _UNDECLARED_METHOD: Final = GrpcMethod(
@@ -138,10 +138,8 @@ _UNDECLARED_METHOD: Final = GrpcMethod(
 )
 """How a method the descriptor does not declare is routed: unary, not safe to repeat."""
 
-UNKNOWN_REST_BODY: Final = json.dumps(
-    {"code": 5, "message": "no REST method matches this path", "details": []}
-)
-"""Body of the ``/v1/`` catch-all, shaped like the transcoder's ``google.rpc.Status`` errors."""
+REST_CATCH_ALL: Final = "rest-catch-all"
+"""Name of the ``/v1/`` route that gives filters running before the transcoder a route."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,8 +162,11 @@ class EdgePolicy:
     """Largest retry back-off."""
     health_check_interval: timedelta = timedelta(seconds=1)
     """Active gRPC health check cadence per upstream host."""
-    max_body_bytes: int = 4 * 1024 * 1024
-    """Largest REST request or response body the transcoder buffers (413 beyond)."""
+    max_request_bytes: int = 1024 * 1024
+    """Largest REST request body the transcoder buffers (413 beyond); also the request body
+    buffer limit of every route."""
+    max_response_bytes: int = 4 * 1024 * 1024
+    """Largest REST response body the transcoder buffers."""
     max_connections: int = 1024
     """Per-cluster circuit breaker: connections, pending and active requests."""
     retry_budget_percent: float = 25.0
@@ -176,6 +177,23 @@ class EdgePolicy:
     instead of retrying them, which a steady stream of calls through Envoy showed."""
     cors_origins: tuple[str, ...] = ()
     """Browser origins allowed by CORS (exact match); none by default."""
+    jwt_issuer: str = "sutazai"
+    """The ``iss`` claim a token must carry to pass the edge."""
+    rate_limit_burst: int = 400
+    """Requests the edge accepts in a burst, all callers together (token bucket size)."""
+    rate_limit_per_second: int = 200
+    """Requests per second the edge sustains, all callers together (bucket refill)."""
+
+    @classmethod
+    def from_settings(cls, settings: MeshSettings) -> EdgePolicy:
+        """The policy ``settings.edge`` and ``settings.auth`` describe; other fields default."""
+        return cls(
+            cors_origins=tuple(settings.edge.cors_origins),
+            max_request_bytes=settings.edge.max_request_bytes,
+            jwt_issuer=settings.auth.issuer,
+            rate_limit_burst=settings.edge.rate_limit_burst,
+            rate_limit_per_second=settings.edge.rate_limit_per_second,
+        )
 
 
 def build_cluster(service: GrpcService, policy: EdgePolicy) -> Cluster:
@@ -300,6 +318,7 @@ def build_listener(
             HttpFilter(name=TRANSCODER_FILTER, typed_config=Any.pack(_transcoder(catalog, policy))),
             HttpFilter(name=ROUTER_FILTER, typed_config=Any.pack(Router())),
         ],
+        local_reply_config=local_reply_config(),
         access_log=[
             AccessLog(
                 name="envoy.access_loggers.stdout",
@@ -349,22 +368,26 @@ def build_route_configuration(catalog: ServiceCatalog, policy: EdgePolicy) -> Ro
         routes += _service_routes(service, service.name, policy)
     for service in gateway_services():
         routes += _service_routes(service, XDS_CLUSTER, policy)
+    # REST paths match no gRPC route until the transcoder rewrites them, but CORS looks up its
+    # policy before that. The route must forward: a direct response has no route entry, and
+    # CORS found no policy there (a preflight to /v1/auth/login got no CORS headers). Its
+    # upstream sees only gRPC-framed calls to /v1/ paths (the gateway answers UNIMPLEMENTED):
+    # the transcoder answers 404 to every other request it cannot map.
     routes.append(
         Route(
-            name="rest-unmatched",
+            name=REST_CATCH_ALL,
             match=RouteMatch(prefix="/v1/"),
-            direct_response=DirectResponseAction(
-                status=404, body=DataSource(inline_string=UNKNOWN_REST_BODY)
-            ),
-            response_headers_to_add=[
-                HeaderValueOption(
-                    header=HeaderValue(key="content-type", value="application/json"),
-                    append_action=HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
-                )
-            ],
+            route=_route_action(XDS_CLUSTER, _UNDECLARED_METHOD, policy),
         )
     )
-    virtual_host = VirtualHost(name="edge", domains=["*"], routes=routes)
+    virtual_host = VirtualHost(
+        name="edge",
+        domains=["*"],
+        routes=routes,
+        # What a buffering filter (the transcoder, the router for retries) may hold of one
+        # request body; past it a buffering filter answers 413 instead of growing.
+        request_body_buffer_limit=policy.max_request_bytes,
+    )
     if policy.cors_origins:
         virtual_host.typed_per_filter_config = {CORS_FILTER: Any.pack(_cors_policy(policy))}
     return RouteConfiguration(
@@ -452,18 +475,17 @@ def _transcoder(catalog: ServiceCatalog, policy: EdgePolicy) -> GrpcJsonTranscod
             reject_unknown_method=True,
             reject_unknown_query_parameters=True,
         ),
-        max_request_body_size=policy.max_body_bytes,
-        max_response_body_size=policy.max_body_bytes,
+        max_request_body_size=policy.max_request_bytes,
+        max_response_body_size=policy.max_response_bytes,
     )
 
 
 def _cors_policy(policy: EdgePolicy) -> CorsPolicy:
     return CorsPolicy(
         allow_origin_string_match=[StringMatcher(exact=o) for o in policy.cors_origins],
-        allow_methods="GET, POST, PUT, PATCH, DELETE, OPTIONS",
-        allow_headers=(
-            "authorization, content-type, x-request-id, x-grpc-web, grpc-timeout, x-user-agent"
-        ),
+        # The REST API only maps GET and POST (DESIGN §3).
+        allow_methods="GET, POST, OPTIONS",
+        allow_headers="authorization, content-type, x-request-id, grpc-timeout, x-grpc-web",
         expose_headers="grpc-status, grpc-message, x-request-id",
         max_age="600",
     )

@@ -1,9 +1,9 @@
 """The gateway process: one gRPC port serving ADS to Envoy, plus mesh-wide reflection and health.
 
-:class:`Gateway` wires the parts together: the registry mirror feeds a
+:class:`Gateway` wires the parts together: the registry mirror and the key ring watch feed a
 :class:`~sutazai.gateway.snapshot.SnapshotBuilder`, whose snapshots go into the
-:class:`~sutazai.gateway.snapshot.SnapshotCache` that every ADS stream serves from, and into the
-mesh health statuses. :func:`run_gateway` is the process entry point
+:class:`~sutazai.gateway.snapshot.SnapshotCache` that every ADS stream serves from; the registry
+also feeds the mesh health statuses. :func:`run_gateway` is the process entry point
 (``python -m sutazai.gateway``).
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from pathlib import Path
 from typing import Final
 
 import grpc
@@ -23,11 +24,13 @@ from prometheus_client import CollectorRegistry
 
 from sutazai.gateway.ads import AggregatedDiscoveryService
 from sutazai.gateway.catalog import REFLECTION_V1_SERVICE, ServiceCatalog
+from sutazai.gateway.key_watch import POLL_INTERVAL, KeyRingWatch
 from sutazai.gateway.mesh_health import MeshHealth
 from sutazai.gateway.registry_watch import Instances, RegistryMirror, RegistryOpener
 from sutazai.gateway.resources import EdgePolicy
 from sutazai.gateway.snapshot import SnapshotBuilder, SnapshotCache
 from sutazai.gateway.xds_status import XdsStatus
+from sutazai.services.runtime.keys import KeyRing
 from sutazai.services.runtime.messaging import connect_nats
 from sutazai.services.runtime.metrics import MetricsEndpoint
 from sutazai.services.runtime.registry import Registry
@@ -69,19 +72,30 @@ class Gateway:
         catalog: ServiceCatalog,
         edge_host: str,
         edge_port: int,
+        keys_file: Path,
         policy: EdgePolicy | None = None,
         metrics_registry: CollectorRegistry | None = None,
         initial_sync_timeout: float = INITIAL_SYNC_TIMEOUT,
         retry_wait_max: float = 5.0,
+        keys_poll_interval: float = POLL_INTERVAL,
     ) -> None:
         """Prepare a gateway configuring an edge that listens on ``edge_host:edge_port``.
 
         ``open_registry`` is called from the background (and again after NATS failures), so
-        the gateway serves Envoy even while NATS is still starting.
+        the gateway serves Envoy even while NATS is still starting. Envoy checks tokens against
+        the key ring in ``keys_file``, which is followed for rotations.
+
+        Raises:
+            ConfigurationError: the key ring file is missing or unreadable.
         """
         self._catalog = catalog
+        self._keys = KeyRingWatch(keys_file, interval=keys_poll_interval)
         self._builder = SnapshotBuilder(
-            catalog, policy or EdgePolicy(), host=edge_host, port=edge_port
+            catalog,
+            policy or EdgePolicy(),
+            host=edge_host,
+            port=edge_port,
+            jwks=self._keys.load().jwks(),
         )
         self.cache = SnapshotCache()
         """The snapshots served to Envoy."""
@@ -96,6 +110,7 @@ class Gateway:
         self._server: grpc.aio.Server | None = None
         self._mirror_task: asyncio.Task[None] | None = None
         self._fallback_task: asyncio.Task[None] | None = None
+        self._keys_task: asyncio.Task[None] | None = None
         self._port = 0
 
     @property
@@ -124,14 +139,20 @@ class Gateway:
         self._fallback_task = asyncio.create_task(
             self._publish_if_registry_silent(), name="gateway:sync-timeout"
         )
-        log.info("gateway.started", address=f"{host}:{self._port}")
+        self._keys_task = asyncio.create_task(
+            self._keys.run(self._on_keys_change), name="gateway:keys"
+        )
+        log.info("gateway.started", address=f"{host}:{self._port}", keys=str(self._keys.path))
 
     async def wait_failed(self) -> None:
-        """Raise when following the registry failed beyond retrying (after :meth:`start`)."""
-        if self._mirror_task is None:
+        """Raise when following the registry or the key ring failed (after :meth:`start`)."""
+        if self._mirror_task is None or self._keys_task is None:
             raise RuntimeError("the gateway is not started")
-        await asyncio.wait([self._mirror_task])
-        self._mirror_task.result()
+        done, _ = await asyncio.wait(
+            [self._mirror_task, self._keys_task], return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in done:
+            task.result()
 
     async def stop(self) -> None:
         """Report NOT_SERVING, stop following the registry, end ADS streams, stop serving."""
@@ -139,7 +160,7 @@ class Gateway:
             return
         await self._health.shutdown()
         self._ads.close_streams()
-        for task in (self._mirror_task, self._fallback_task):
+        for task in (self._mirror_task, self._fallback_task, self._keys_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -153,6 +174,13 @@ class Gateway:
         if self.cache.set(snapshot):
             log.info("gateway.snapshot", version=snapshot.version, instances=len(instances))
         await self._health.update(instances.values())
+
+    def _on_keys_change(self, ring: KeyRing) -> None:
+        self._builder.set_jwks(ring.jwks())
+        current = self.cache.snapshot
+        # Before the first snapshot there is nothing to update: the first one gets the new keys.
+        if current is not None and self.cache.set(self._builder.rekeyed(current)):
+            log.info("gateway.keys_pushed", kids=[k.kid for k in ring.keys])
 
     async def _publish_if_registry_silent(self) -> None:
         """Give a fresh Envoy its listener and routes even while NATS is unreachable."""
@@ -216,13 +244,13 @@ async def run_gateway(settings: MeshSettings, *, metrics_port: int | None = None
     """Run the control plane until SIGTERM or SIGINT, then stop gracefully.
 
     Serves on ``settings.host:settings.gateway.port`` at once and follows the registry over
-    NATS in the background (retrying while NATS is unreachable). With ``metrics_port``
-    (0 = any free port) the xDS metrics are served over HTTP at ``/metrics``.
+    NATS in the background (retrying while NATS is unreachable). The edge enforces
+    ``settings.edge`` and checks tokens against the key ring at ``settings.keys_file``. With
+    ``metrics_port`` (0 = any free port) the xDS metrics are served over HTTP at ``/metrics``.
+
+    Raises:
+        ConfigurationError: the key ring does not exist (yet) or cannot be read.
     """
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     metrics_registry = CollectorRegistry()
     nats_registry = NatsRegistry(settings)
     gateway = Gateway(
@@ -230,8 +258,14 @@ async def run_gateway(settings: MeshSettings, *, metrics_port: int | None = None
         catalog=ServiceCatalog.packaged(),
         edge_host=settings.host,
         edge_port=settings.envoy.port,
+        keys_file=settings.keys_file,
+        policy=EdgePolicy.from_settings(settings),
         metrics_registry=metrics_registry,
     )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     metrics: MetricsEndpoint | None = None
     try:
         await gateway.start(settings.host, settings.gateway.port)

@@ -7,13 +7,15 @@ The xDS rules this follows (https://www.envoyproxy.io/docs/envoy/latest/api-docs
 * a request answering the latest nonce is an ACK, or a NACK when it carries ``error_detail``
   (Envoy then keeps running the previous version; resending the same content would only be
   rejected again, so nothing is sent until the configuration changes);
-* CDS and LDS are wildcard subscriptions (all resources); EDS and RDS name the resources
+* CDS and LDS are wildcard subscriptions (all resources); EDS, RDS and ECDS name the resources
   wanted, and a change of names is answered at once;
-* on a configuration change, types are pushed in make-before-break order (CDS, EDS, LDS, RDS);
+* on a configuration change, types are pushed in make-before-break order (CDS, EDS, LDS, RDS,
+  ECDS);
 * a cluster (listener) that changes is re-created by Envoy and warms until it receives its
-  endpoints (routes) again: Envoy re-requests them with the names and nonce it already had,
-  which looks like an ACK, so after a CDS (LDS) response the next EDS (RDS) request is always
-  answered. Without that the new cluster only warms at Envoy's 15 s initial-fetch timeout.
+  endpoints (routes, filter configurations) again: Envoy re-requests them with the names and
+  nonce it already had, which looks like an ACK, so after a CDS (LDS) response the next EDS
+  (RDS, ECDS) request is always answered. Without that the new cluster only warms at Envoy's
+  15 s initial-fetch timeout.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from envoy_data_plane.envoy.service.discovery.v3 import DiscoveryRequest, Discov
 from sutazai.gateway.snapshot import (
     CLUSTER_TYPE,
     ENDPOINT_TYPE,
+    EXTENSION_CONFIG_TYPE,
     LISTENER_TYPE,
     PUSH_ORDER,
     ROUTE_TYPE,
@@ -36,8 +39,11 @@ from sutazai.gateway.xds_status import Nack, XdsStatus, utcnow
 
 CONTROL_PLANE_ID: Final = "sutazai-gateway"
 WILDCARD_TYPES: Final = frozenset({CLUSTER_TYPE, LISTENER_TYPE})
-DEPENDENT_TYPE: Final = {CLUSTER_TYPE: ENDPOINT_TYPE, LISTENER_TYPE: ROUTE_TYPE}
-"""The type a warming resource of the key type waits for."""
+DEPENDENT_TYPES: Final = {
+    CLUSTER_TYPE: (ENDPOINT_TYPE,),
+    LISTENER_TYPE: (ROUTE_TYPE, EXTENSION_CONFIG_TYPE),
+}
+"""The types a warming resource of the key type waits for."""
 
 
 @dataclass(slots=True)
@@ -71,7 +77,7 @@ class AdsSession:
             self.node_id = request.node.id
         type_url = request.type_url
         if type_url not in PUSH_ORDER:
-            # Only the four types of the edge are served; Envoy treats the silence as
+            # Only the five types of the edge are served; Envoy treats the silence as
             # "no such resources" once its initial fetch times out.
             return []
         names = self._requested_names(type_url, request)
@@ -131,9 +137,10 @@ class AdsSession:
         subscription.sent_version = version
         subscription.sent_names = subscription.names
         subscription.resend = False
-        dependent = self._subscriptions.get(DEPENDENT_TYPE.get(type_url, ""))
-        if dependent is not None:
-            dependent.resend = True
+        for dependent_type in DEPENDENT_TYPES.get(type_url, ()):
+            dependent = self._subscriptions.get(dependent_type)
+            if dependent is not None:
+                dependent.resend = True
         resources = snapshot.resources(type_url, subscription.names)
         self.status.responded(self.node_id, type_url, version, len(resources))
         return [

@@ -1,12 +1,17 @@
 """Versioned, self-consistent sets of xDS resources, and the cache ADS streams serve from.
 
-A :class:`Snapshot` holds every resource of the four types the edge uses, each type with a
+A :class:`Snapshot` holds every resource of the five types the edge uses, each type with a
 version that is a hash of its content: rebuilding from an unchanged registry yields the same
 versions, so Envoy is not sent (and does not re-apply) identical configuration.
+
+The fifth type, ECDS (``TypedExtensionConfig``), carries the jwt_authn configuration with the
+key ring, so a key rotation changes that one resource and nothing else (see
+:mod:`~sutazai.gateway.guards`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -16,6 +21,7 @@ from typing import Final, Generic, TypeVar
 
 import betterproto2
 from envoy_data_plane.envoy.config.cluster.v3 import Cluster, ClusterDiscoveryType
+from envoy_data_plane.envoy.config.core.v3 import TypedExtensionConfig
 from envoy_data_plane.envoy.config.endpoint.v3 import ClusterLoadAssignment
 from envoy_data_plane.envoy.config.listener.v3 import Listener
 from envoy_data_plane.envoy.config.route.v3 import RouteConfiguration
@@ -25,6 +31,7 @@ from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v
 from envoy_data_plane.google.protobuf import Any
 
 from sutazai.gateway.catalog import ServiceCatalog
+from sutazai.gateway.guards import guard_filters, jwt_extension_config
 from sutazai.gateway.names import XDS_CLUSTER
 from sutazai.gateway.resources import (
     EdgePolicy,
@@ -40,9 +47,11 @@ CLUSTER_TYPE: Final = _TYPE_PREFIX + "envoy.config.cluster.v3.Cluster"
 ENDPOINT_TYPE: Final = _TYPE_PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment"
 LISTENER_TYPE: Final = _TYPE_PREFIX + "envoy.config.listener.v3.Listener"
 ROUTE_TYPE: Final = _TYPE_PREFIX + "envoy.config.route.v3.RouteConfiguration"
+EXTENSION_CONFIG_TYPE: Final = _TYPE_PREFIX + "envoy.config.core.v3.TypedExtensionConfig"
 
-PUSH_ORDER: Final = (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE)
-"""Make-before-break: clusters and their endpoints exist before anything routes to them."""
+PUSH_ORDER: Final = (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, EXTENSION_CONFIG_TYPE)
+"""Make-before-break: clusters and their endpoints exist before anything routes to them.
+(Envoy asks for routes and filter configurations only once a listener names them.)"""
 
 STATIC_CLUSTERS: Final = frozenset({XDS_CLUSTER})
 """Clusters defined in the bootstrap, which routes may name without CDS declaring them."""
@@ -96,6 +105,8 @@ class Snapshot:
     endpoints: ResourceSet[ClusterLoadAssignment]
     listeners: ResourceSet[Listener]
     routes: ResourceSet[RouteConfiguration]
+    extension_configs: ResourceSet[TypedExtensionConfig]
+    """HTTP filter configurations delivered by ECDS (the jwt_authn filter's)."""
 
     @property
     def version(self) -> str:
@@ -109,6 +120,7 @@ class Snapshot:
             ENDPOINT_TYPE: self.endpoints,
             LISTENER_TYPE: self.listeners,
             ROUTE_TYPE: self.routes,
+            EXTENSION_CONFIG_TYPE: self.extension_configs,
         }
         return sets[type_url]
 
@@ -133,6 +145,11 @@ class Snapshot:
             for route_name in _rds_names(listener):
                 if route_name not in self.routes.messages:
                     problems.append(f"listener {listener.name!r} needs routes {route_name!r}")
+            for config_name in _ecds_names(listener):
+                if config_name not in self.extension_configs.messages:
+                    problems.append(
+                        f"listener {listener.name!r} needs filter configuration {config_name!r}"
+                    )
         known_clusters = set(self.clusters.messages) | set(static_clusters)
         for route_config in self.routes.messages.values():
             for vhost in route_config.virtual_hosts:
@@ -148,32 +165,55 @@ class Snapshot:
 
 
 class SnapshotBuilder:
-    """Builds snapshots for one edge; only endpoints depend on the registry.
+    """Builds snapshots for one edge: endpoints follow the registry, ECDS the key ring.
 
     Clusters, the listener (which embeds the whole descriptor set) and routes follow the catalog
-    alone, so they are built and versioned once; registry churn rebuilds EDS only.
+    alone, so they are built and versioned once; registry churn rebuilds EDS only, and a key
+    rotation (:meth:`set_jwks`) ECDS only.
     """
 
     def __init__(
-        self, catalog: ServiceCatalog, policy: EdgePolicy, *, host: str, port: int
+        self, catalog: ServiceCatalog, policy: EdgePolicy, *, host: str, port: int, jwks: str
     ) -> None:
-        """Prepare the edge listening on ``host:port`` for the services of ``catalog``."""
-        self._service_names = catalog.service_names
+        """Prepare the edge listening on ``host:port`` for the services of ``catalog``.
+
+        ``jwks`` is the JWKS document (``KeyRing.jwks()``) of the keys tokens are checked with.
+        """
+        self._catalog = catalog
+        self._policy = policy
         self._clusters = ResourceSet.of(
             CLUSTER_TYPE, [build_cluster(s, policy) for s in catalog.services]
         )
-        self._listeners = ResourceSet.of(
-            LISTENER_TYPE, [build_listener(catalog, policy, host=host, port=port)]
+        listener = build_listener(
+            catalog, policy, host=host, port=port, guard_filters=guard_filters(policy)
         )
+        self._listeners = ResourceSet.of(LISTENER_TYPE, [listener])
         self._routes = ResourceSet.of(ROUTE_TYPE, [build_route_configuration(catalog, policy)])
+        self._extension_configs = self._filter_configs(jwks)
+
+    def set_jwks(self, jwks: str) -> None:
+        """Check tokens against ``jwks`` in the snapshots built from now on."""
+        self._extension_configs = self._filter_configs(jwks)
 
     def build(self, instances: Iterable[ServiceInstance]) -> Snapshot:
         """The edge's configuration for the current registry content."""
         instances = list(instances)
         endpoints = ResourceSet.of(
-            ENDPOINT_TYPE, [build_load_assignment(n, instances) for n in self._service_names]
+            ENDPOINT_TYPE,
+            [build_load_assignment(n, instances) for n in self._catalog.service_names],
         )
-        return Snapshot(self._clusters, endpoints, self._listeners, self._routes)
+        return Snapshot(
+            self._clusters, endpoints, self._listeners, self._routes, self._extension_configs
+        )
+
+    def rekeyed(self, snapshot: Snapshot) -> Snapshot:
+        """``snapshot`` with the current keys; its endpoints (and all else) unchanged."""
+        return dataclasses.replace(snapshot, extension_configs=self._extension_configs)
+
+    def _filter_configs(self, jwks: str) -> ResourceSet[TypedExtensionConfig]:
+        return ResourceSet.of(
+            EXTENSION_CONFIG_TYPE, [jwt_extension_config(self._catalog, self._policy, jwks)]
+        )
 
 
 def build_snapshot(
@@ -183,29 +223,42 @@ def build_snapshot(
     host: str,
     port: int,
     policy: EdgePolicy,
+    jwks: str,
 ) -> Snapshot:
     """One-off :meth:`SnapshotBuilder.build` (the builder caches the catalog-only parts)."""
-    return SnapshotBuilder(catalog, policy, host=host, port=port).build(instances)
+    return SnapshotBuilder(catalog, policy, host=host, port=port, jwks=jwks).build(instances)
 
 
 def resource_name(message: betterproto2.Message) -> str:
     """The xDS resource name of a resource message."""
     if isinstance(message, ClusterLoadAssignment):
         return message.cluster_name
-    if isinstance(message, Cluster | Listener | RouteConfiguration):
+    if isinstance(message, Cluster | Listener | RouteConfiguration | TypedExtensionConfig):
         return message.name
     raise TypeError(f"not an xDS resource the edge uses: {type(message).__name__}")
 
 
 def _rds_names(listener: Listener) -> Iterator[str]:
+    for hcm in _connection_managers(listener):
+        if hcm.rds is not None:
+            yield hcm.rds.route_config_name
+
+
+def _ecds_names(listener: Listener) -> Iterator[str]:
+    """Names of the HTTP filter configurations the listener expects over ECDS."""
+    for hcm in _connection_managers(listener):
+        yield from (f.name for f in hcm.http_filters if f.config_discovery is not None)
+
+
+def _connection_managers(listener: Listener) -> Iterator[HttpConnectionManager]:
     for chain in listener.filter_chains:
         for network_filter in chain.filters:
             typed = network_filter.typed_config
             if typed is None:
                 continue
             hcm = typed.unpack()
-            if isinstance(hcm, HttpConnectionManager) and hcm.rds is not None:
-                yield hcm.rds.route_config_name
+            if isinstance(hcm, HttpConnectionManager):
+                yield hcm
 
 
 SnapshotListener = Callable[[Snapshot], None]

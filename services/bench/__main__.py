@@ -1,7 +1,8 @@
-"""``python -m sutazai.services.bench``: benchmark the running mesh's edge and print JSON.
+"""``python -m sutazai.services.bench``: benchmarks of the running mesh, each printing JSON.
 
-Start the mesh first (``sutazai up --detach``). The direct target is a system-service instance
-found in the registry; the edge target is Envoy's listener.
+Start the mesh first (``sutazai up --detach``). Raise the edge rate limit for the run
+(``SUTAZAI_EDGE__RATE_LIMIT_PER_SECOND``, ``SUTAZAI_EDGE__RATE_LIMIT_BURST``), or the limiter,
+not the path, is what gets measured.
 """
 
 from __future__ import annotations
@@ -12,12 +13,16 @@ from typing import Annotated
 
 import typer
 
-from sutazai.services.bench.edge import compare
+from sutazai.services.bench import auth as auth_bench
+from sutazai.services.bench import edge as edge_bench
 from sutazai.services.runtime.messaging import connect_nats
 from sutazai.services.runtime.registry import Registry
 from sutazai.services.runtime.settings import MeshSettings
 
-app = typer.Typer(add_completion=False)
+app = typer.Typer(add_completion=False, no_args_is_help=True)
+
+Requests = Annotated[int, typer.Option(min=100, help="Calls per run.")]
+Concurrency = Annotated[list[int] | None, typer.Option(help="Concurrent callers (repeatable).")]
 
 
 async def _system_instance(mesh: MeshSettings) -> str:
@@ -33,19 +38,33 @@ async def _system_instance(mesh: MeshSettings) -> str:
 
 
 @app.command()
-def edge(
-    requests: Annotated[int, typer.Option(min=100, help="Calls per run.")] = 5000,
-    concurrency: Annotated[list[int] | None, typer.Option(help="Concurrent callers.")] = None,
-) -> None:
-    """Call GetStatus directly and through Envoy at each concurrency; print JSON."""
+def edge(requests: Requests = 5000, concurrency: Concurrency = None) -> None:
+    """GetStatus called directly and through Envoy (anonymous)."""
     mesh = MeshSettings()
-    levels = concurrency or [1, 64]
 
     async def run() -> dict[str, object]:
         direct = await _system_instance(mesh)
-        return await compare(direct, f"{mesh.host}:{mesh.envoy.port}", levels, requests)
+        return await edge_bench.compare(
+            direct, f"{mesh.host}:{mesh.envoy.port}", concurrency or [1, 64], requests
+        )
 
     typer.echo(json.dumps(asyncio.run(run()), indent=2))
+
+
+@app.command()
+def auth(
+    requests: Requests = 5000,
+    concurrency: Concurrency = None,
+    logins: Annotated[int, typer.Option(min=10, help="Sequential logins timed.")] = 100,
+) -> None:
+    """Login latency, and token-verified against anonymous GetStatus through Envoy."""
+    mesh = MeshSettings()
+    result = asyncio.run(
+        auth_bench.compare(
+            f"{mesh.host}:{mesh.envoy.port}", concurrency or [1, 64], requests, logins
+        )
+    )
+    typer.echo(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,13 @@ class Result:
     p99_ms: float
 
 
-async def measure(target: str, address: str, concurrency: int, requests: int) -> Result:
+async def measure(
+    target: str,
+    address: str,
+    concurrency: int,
+    requests: int,
+    metadata: tuple[tuple[str, str], ...] = (),
+) -> Result:
     """Send ``requests`` calls from ``concurrency`` concurrent callers on one channel."""
     latencies: list[float] = []
     errors = 0
@@ -41,7 +47,7 @@ async def measure(target: str, address: str, concurrency: int, requests: int) ->
         stub = pb_grpc.SystemServiceStub(channel)
         request = pb.GetStatusRequest()
         for _ in range(min(200, requests)):  # warm-up: connections, Envoy's first host pick
-            await stub.GetStatus(request, timeout=5)
+            await stub.GetStatus(request, timeout=5, metadata=metadata)
         remaining = requests
 
         async def caller() -> None:
@@ -50,7 +56,7 @@ async def measure(target: str, address: str, concurrency: int, requests: int) ->
                 remaining -= 1
                 started = time.perf_counter()
                 try:
-                    await stub.GetStatus(request, timeout=5)
+                    await stub.GetStatus(request, timeout=5, metadata=metadata)
                 except grpc.aio.AioRpcError:
                     errors += 1
                     continue

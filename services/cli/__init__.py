@@ -1,4 +1,4 @@
-"""The ``sutazai`` command line: ``up``, ``down``, ``status``, ``logs``, ``serve``."""
+"""The ``sutazai`` command line: run, inspect and stop the mesh; administer and sign in users."""
 
 from __future__ import annotations
 

@@ -9,10 +9,12 @@ import typer
 
 from sutazai.services.cli.context import GlobalOptions
 from sutazai.services.cli.down import down
+from sutazai.services.cli.login import login
 from sutazai.services.cli.logs import logs
 from sutazai.services.cli.serve import serve
 from sutazai.services.cli.status import status
 from sutazai.services.cli.up import up
+from sutazai.services.cli.users import users
 
 app = typer.Typer(
     name="sutazai",
@@ -43,3 +45,5 @@ app.command()(down)
 app.command()(status)
 app.command()(logs)
 app.command()(serve)
+app.command()(login)
+app.add_typer(users)

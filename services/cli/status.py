@@ -18,6 +18,7 @@ from rich.table import Table
 from sutazai.services.cli.console import out
 from sutazai.services.cli.context import mesh_settings
 from sutazai.services.cli.errors import CliError
+from sutazai.services.cli.login import load_token
 from sutazai.services.runtime.settings import MeshSettings
 from sutazai.system.v1.system_service_pb2 import (
     ComponentKind,
@@ -77,19 +78,35 @@ async def poll_status(settings: MeshSettings, wait: float) -> StatusOutcome:
     """Call ``GetStatus`` through Envoy until the mesh is healthy or ``wait`` seconds passed."""
     target = f"{settings.host}:{settings.envoy.port}"
     deadline = time.monotonic() + max(wait, 0.0)
+    metadata = _signed_in(settings)
     async with grpc.aio.insecure_channel(target) as channel:
         stub = SystemServiceStub(channel)
         while True:
-            outcome = await _ask(stub, target)
+            outcome = await _ask(stub, target, metadata)
             remaining = deadline - time.monotonic()
             if outcome.healthy or remaining <= 0:
                 return outcome
             await asyncio.sleep(min(_POLL_INTERVAL, remaining))
 
 
-async def _ask(stub: SystemServiceStub, target: str) -> StatusOutcome:
+def _signed_in(settings: MeshSettings) -> tuple[tuple[str, str], ...]:
+    """The saved token as call metadata, if one is saved and unexpired.
+
+    Signed out, ``GetStatus`` answers with the overall state only (no components).
+    """
+    token = load_token(settings.state_dir)
+    if token is None or token.expires_at <= datetime.now(UTC):
+        return ()
+    return (("authorization", f"Bearer {token.access_token}"),)
+
+
+async def _ask(
+    stub: SystemServiceStub, target: str, metadata: tuple[tuple[str, str], ...]
+) -> StatusOutcome:
     try:
-        response = await stub.GetStatus(GetStatusRequest(), timeout=_CALL_TIMEOUT)
+        response = await stub.GetStatus(
+            GetStatusRequest(), timeout=_CALL_TIMEOUT, metadata=metadata
+        )
     except grpc.aio.AioRpcError as exc:
         if exc.code() == grpc.StatusCode.UNAVAILABLE:
             problem = f"Envoy unreachable at {target}: {exc.details()}"
@@ -113,7 +130,11 @@ def render_table(response: GetStatusResponse) -> Table:
     color = "green" if response.overall == OverallState.HEALTHY else "red"
     table = Table(
         title=f"mesh [bold {color}]{overall}[/]",
-        caption=f"reported by {response.reported_by or '?'} at {_time(response.checked_at)}",
+        caption=(
+            f"reported by {response.reported_by or '?'} at {_time(response.checked_at)}"
+            if response.components
+            else "signed out: components are shown after 'sutazai login'"
+        ),
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )

@@ -19,10 +19,10 @@ from sutazai.services.cli.console import err, out
 from sutazai.services.cli.context import mesh_settings
 from sutazai.services.cli.errors import CliError
 from sutazai.services.cli.logging_setup import configure_logging
-from sutazai.services.runtime.secrets import ensure_secrets
 from sutazai.services.runtime.settings import MeshSettings
 from sutazai.services.supervisor import Supervisor
 from sutazai.services.supervisor.components import mesh_components
+from sutazai.services.supervisor.credentials import ensure_credentials
 from sutazai.services.supervisor.logfiles import log_path, tail
 from sutazai.services.supervisor.pidfile import PidFile, running_supervisor
 
@@ -41,7 +41,8 @@ def up(
 ) -> None:
     """Start the whole mesh: NATS, PostgreSQL, Redis, gateway, Envoy, then the services."""
     settings = mesh_settings(ctx)
-    ensure_secrets(settings.state_dir)
+    # Passwords and signing keys exist before any child (or the detached supervisor) reads them.
+    ensure_credentials(settings)
     running = running_supervisor(settings.state_dir)
     if running is not None:
         raise CliError(f"the mesh is already running (supervisor pid {running})")

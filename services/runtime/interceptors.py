@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
 import structlog
 
 from sutazai.services.runtime import context as rpc_context
+from sutazai.services.runtime.auth import Guard
 from sutazai.services.runtime.faults import RpcStatusError
 from sutazai.services.runtime.metrics import RpcMetrics
+from sutazai.services.runtime.roles import MethodAccess
 
 log = structlog.get_logger(__name__)
 
@@ -29,19 +31,22 @@ _Handler = Any
 
 
 class _Outcome:
-    """The status code an RPC ended with, filled in while it runs."""
+    """The status code an RPC ended with, and its access policy once admitted."""
 
-    __slots__ = ("code",)
+    __slots__ = ("code", "policy")
 
     def __init__(self) -> None:
         self.code = grpc.StatusCode.OK
+        self.policy: MethodAccess | None = None
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Request id, deadline, fault mapping and metrics for every RPC."""
+    """Request id, deadline, access control, fault mapping and metrics for every RPC."""
 
-    def __init__(self, metrics: RpcMetrics) -> None:
+    def __init__(self, metrics: RpcMetrics, guard: Guard | None = None) -> None:
+        """Build the interceptor; without a ``guard`` every call is admitted (tests, tools)."""
         self._metrics = metrics
+        self._guard = guard
 
     async def intercept_service(
         self,
@@ -81,8 +86,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self, method: str, behavior: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
     ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            with self._call(method, context) as outcome:
+            async with self._call(method, context) as outcome:
                 try:
+                    await self._admit(method, context, outcome)
                     return await behavior(request, context)
                 except RpcStatusError as fault:
                     outcome.code = fault.code
@@ -101,8 +107,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self, method: str, behavior: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
     ) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            with self._call(method, context) as outcome:
+            async with self._call(method, context) as outcome:
                 try:
+                    await self._admit(method, context, outcome)
                     async for response in behavior(request, context):
                         yield response
                 except RpcStatusError as fault:
@@ -118,8 +125,20 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
         return stream
 
-    @contextmanager
-    def _call(self, method: str, context: grpc.aio.ServicerContext) -> Iterator[_Outcome]:
+    async def _admit(
+        self, method: str, context: grpc.aio.ServicerContext, outcome: _Outcome
+    ) -> None:
+        if self._guard is None:
+            return
+        # Set before admitting, so a refused call is settled (audited) too.
+        outcome.policy = self._guard.policy(method)
+        metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+        await self._guard.admit(outcome.policy, method, metadata, context.peer())
+
+    @asynccontextmanager
+    async def _call(
+        self, method: str, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[_Outcome]:
         metadata = dict(context.invocation_metadata() or ())
         request_id = str(metadata.get(rpc_context.REQUEST_ID_HEADER) or uuid.uuid4())
         remaining = context.time_remaining()
@@ -134,6 +153,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             try:
                 yield outcome
             finally:
+                if self._guard is not None and outcome.policy is not None:
+                    await self._guard.settle(method, outcome.policy, outcome.code)
                 elapsed = time.monotonic() - started
                 self._metrics.handled.labels(method, outcome.code.name).inc()
                 self._metrics.latency.labels(method).observe(elapsed)

@@ -21,10 +21,13 @@ import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from nats.aio.client import Client as NatsClient
 from prometheus_client import CollectorRegistry
 
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
+from sutazai.services.runtime.auth import Guard
 from sutazai.services.runtime.interceptors import ServerInterceptor
+from sutazai.services.runtime.messaging import connect_nats
 from sutazai.services.runtime.metrics import MetricsEndpoint, RpcMetrics
 from sutazai.services.runtime.registry import Heartbeat, Registry
 from sutazai.services.runtime.settings import MeshSettings, ServiceSettings
@@ -32,6 +35,7 @@ from sutazai.services.runtime.settings import MeshSettings, ServiceSettings
 log = structlog.get_logger(__name__)
 
 HEALTH_SERVICE = health.SERVICE_NAME
+GUARD_READY_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +59,8 @@ class ServiceHost:
     servicers: Sequence[Servicer]
     registry: Registry | None
     """Where to register; ``None`` serves without registering (e.g. a unit test)."""
+    guard: Guard | None = None
+    """Access control for every call; ``None`` admits everything (tests and tools only)."""
     background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()
     """Coroutines that run for the life of the instance (e.g. a prober)."""
     instance_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
@@ -82,7 +88,7 @@ class ServiceHost:
     async def start(self) -> None:
         """Bind, serve, expose metrics, start background work and register."""
         server = grpc.aio.server(
-            interceptors=[ServerInterceptor(RpcMetrics.create(self.metrics_registry))],
+            interceptors=[ServerInterceptor(RpcMetrics.create(self.metrics_registry), self.guard)],
             options=[
                 # grpcio enables SO_REUSEPORT by default, which lets a second process bind the
                 # same port silently and steal calls; every instance must own its port.
@@ -104,13 +110,19 @@ class ServiceHost:
             raise OSError(f"cannot bind {self.mesh.host}:{self.settings.port}")
         await server.start()
         self._server, self._health = server, health_servicer
-        for name in ["", *names]:
-            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         if self.settings.metrics_port >= 0:
             self._metrics = MetricsEndpoint.start(
                 self.metrics_registry, self.mesh.host, self.settings.metrics_port
             )
-        self._tasks = [asyncio.create_task(job()) for job in self.background]
+        jobs = [*self.background, *([self.guard.run] if self.guard else [])]
+        self._tasks = [asyncio.create_task(job()) for job in jobs]
+        if self.guard is not None:
+            # SERVING only once revocations are known; should Redis be away, serve anyway after
+            # a while (signed-in callers get UNAVAILABLE until it is back).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.guard.wait_ready(), GUARD_READY_SECONDS)
+        for name in ["", *names]:
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         if self.registry is not None:
             self._heartbeat = Heartbeat(self.registry, self._instance(names))
             await self._heartbeat.start()
@@ -176,3 +188,25 @@ class ServiceHost:
         )
         instance.started_at.GetCurrentTime()
         return instance
+
+
+Builder = Callable[
+    [MeshSettings, ServiceSettings, contextlib.AsyncExitStack], Coroutine[Any, Any, ServiceHost]
+]
+"""Creates a service's connections (closed by the stack) and its unstarted host."""
+
+
+async def serve_until_stopped(build: Builder, mesh: MeshSettings, service: ServiceSettings) -> None:
+    """Build a service instance and run it until SIGTERM/SIGINT, then close its connections."""
+    async with contextlib.AsyncExitStack() as stack:
+        host = await build(mesh, service, stack)
+        await host.run()
+
+
+async def join_registry(
+    mesh: MeshSettings, service_name: str, stack: contextlib.AsyncExitStack
+) -> tuple[NatsClient, Registry]:
+    """Connect to NATS as ``service_name`` (closed by ``stack``) and open the registry."""
+    nc = await connect_nats(mesh, name=f"sutazai-{service_name}")
+    stack.push_async_callback(nc.close)
+    return nc, await Registry.open(nc.jetstream(), mesh.registry)

@@ -30,19 +30,42 @@ class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+NATS_ADMIN = "admin"
+"""The unrestricted NATS principal of the embedded server: the supervisor and the CLI's tools."""
+
+_INBOX = "_INBOX"
+
+
 class NatsSettings(_Section):
     """NATS with JetStream: the registry, task dispatch and events."""
 
     url: str | None = None
     """External server URL(s), comma-separated; unset runs the embedded server."""
-    user: str = "sutazai"
-    """User name for the embedded server (its password is a generated secret)."""
+    user: str = NATS_ADMIN
+    """The principal this process connects as.
+
+    On the embedded server each principal has its own generated password and subject
+    permissions (``nats/permissions.toml``): the supervisor sets ``gateway`` for the gateway and
+    the service's name for each service; tools default to ``admin``. For an external server,
+    the user name it expects.
+    """
     password: SecretStr | None = None
-    """Password for an external server; unset uses the generated secret."""
+    """Password for an external server; unset uses the principal's generated secret."""
     port: int = 10007
     """Client port of the embedded server."""
     monitor_port: int = 10008
     """HTTP monitoring port of the embedded server."""
+
+    @property
+    def inbox_prefix(self) -> str:
+        """``_INBOX.<user>``: replies and push deliveries go to subjects only this user reads.
+
+        The embedded server lets each principal subscribe to its own prefix only. A user name
+        that is not a single subject token (possible on an external server) keeps ``_INBOX``.
+        """
+        if not self.user or any(c in self.user for c in ".*> \t\r\n"):
+            return _INBOX
+        return f"{_INBOX}.{self.user}"
 
 
 class PostgresSettings(_Section):
@@ -53,9 +76,13 @@ class PostgresSettings(_Section):
     port: int = 10000
     """Port of the embedded server."""
     user: str = "sutazai"
-    """Role the mesh connects as on the embedded server."""
+    """Bootstrap superuser of the embedded server: used by the supervisor for administration
+    only (creating the application role and the database)."""
+    app_user: str = "sutazai_app"
+    """Application role every service connects as on the embedded server: no superuser, no
+    CREATEROLE or CREATEDB; it owns :attr:`database`, so services run their own migrations."""
     database: str = "sutazai"
-    """Database the mesh uses on the embedded server."""
+    """Database the mesh uses on the embedded server (owned by :attr:`app_user`)."""
 
 
 class RedisSettings(_Section):
@@ -76,6 +103,45 @@ class EnvoySettings(_Section):
     """Admin interface (always bound to loopback)."""
     base_id: int = 10005
     """Shared-memory id; distinct per Envoy on one host."""
+
+
+class EdgeSettings(_Section):
+    """What Envoy enforces for every caller, before any service sees a request."""
+
+    cors_origins: tuple[str, ...] = (
+        "http://localhost:10011",
+        "http://127.0.0.1:10011",
+        "http://localhost:3000",
+        "http://127.0.0.1:3000",
+    )
+    """Browser origins allowed to call the REST API (exact matches; no wildcard)."""
+    rate_limit_burst: int = Field(default=400, gt=0)
+    """Requests Envoy accepts in a burst (token bucket size), for all callers together."""
+    rate_limit_per_second: int = Field(default=200, gt=0)
+    """Requests per second Envoy sustains, for all callers together."""
+    max_request_bytes: int = Field(default=1024 * 1024, gt=0)
+    """Largest request body accepted at the edge (413 beyond)."""
+
+
+class AuthSettings(_Section):
+    """Tokens, sign-in policy and per-user limits."""
+
+    issuer: str = "sutazai"
+    """The ``iss`` claim of access tokens, checked by Envoy and every service."""
+    access_ttl_seconds: int = Field(default=1800, gt=0)
+    """Lifetime of an access token."""
+    refresh_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)
+    """Lifetime of a refresh token (each rotation issues a new one)."""
+    keys_file: Path | None = None
+    """Signing keys (JSON, mode 0600); unset means ``<state dir>/jwt_keys.json``."""
+    lockout_threshold: int = Field(default=5, gt=0)
+    """Consecutive failed logins that lock an account."""
+    lockout_seconds: int = Field(default=1800, gt=0)
+    """How long a locked account stays locked."""
+    user_rate_burst: int = Field(default=10, gt=0)
+    """Expensive calls (``rate_limited`` in the access table) one user may make in a burst."""
+    user_rate_per_second: float = Field(default=1.0, gt=0)
+    """Expensive calls per second one user sustains, across all instances."""
 
 
 class GatewaySettings(_Section):
@@ -115,6 +181,8 @@ class MeshSettings(BaseSettings):
     envoy: EnvoySettings = EnvoySettings()
     gateway: GatewaySettings = GatewaySettings()
     registry: RegistrySettings = RegistrySettings()
+    edge: EdgeSettings = EdgeSettings()
+    auth: AuthSettings = AuthSettings()
 
     @cached_property
     def secrets(self) -> MeshSecrets:
@@ -130,22 +198,36 @@ class MeshSettings(BaseSettings):
 
     @property
     def nats_credentials(self) -> tuple[str, str] | None:
-        """User and password for NATS, or ``None`` for an external server without auth."""
+        """User and password for NATS, or ``None`` for an external server without auth.
+
+        On the embedded server: :attr:`NatsSettings.user` (the process's principal) and that
+        principal's generated password.
+        """
         if self.nats.password is not None:
             return self.nats.user, self.nats.password.get_secret_value()
         if self.nats.url:
             return None
-        return self.nats.user, self.secrets.nats_password
+        return self.nats.user, self.secrets.nats_password(self.nats.user)
+
+    def as_nats_principal(self, principal: str) -> MeshSettings:
+        """These settings, connecting to the embedded NATS as ``principal``.
+
+        Unchanged for an external NATS: it has the one user that was configured.
+        """
+        if self.nats.url:
+            return self
+        return self.model_copy(update={"nats": self.nats.model_copy(update={"user": principal})})
 
     @property
     def postgres_dsn(self) -> str:
-        """DSN of the mesh database, embedded or external."""
+        """DSN of the mesh database, embedded (as the application role) or external."""
         if self.postgres.dsn is not None:
             return self.postgres.dsn.get_secret_value()
-        password = quote(self.secrets.postgres_password, safe="")
+        user = quote(self.postgres.app_user, safe="")
+        password = quote(self.secrets.postgres_app_password, safe="")
         return (
-            f"postgresql://{self.postgres.user}:{password}@{self.host}:"
-            f"{self.postgres.port}/{self.postgres.database}"
+            f"postgresql://{user}:{password}@{self.host}:"
+            f"{self.postgres.port}/{quote(self.postgres.database, safe='')}"
         )
 
     @property
@@ -155,6 +237,11 @@ class MeshSettings(BaseSettings):
             return self.redis.url.get_secret_value()
         password = quote(self.secrets.redis_password, safe="")
         return f"redis://:{password}@{self.host}:{self.redis.port}/0"
+
+    @property
+    def keys_file(self) -> Path:
+        """Where the token signing keys are kept."""
+        return self.auth.keys_file or self.state_dir / "jwt_keys.json"
 
     @property
     def envoy_admin_url(self) -> str:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, SecretStr
+from pydantic_core import to_jsonable_python
 
 from sutazai.services.runtime.settings import MeshSettings
 
 ENV_PREFIX = "SUTAZAI_"
 NESTED = "__"
+NATS_USER = f"{ENV_PREFIX}NATS{NESTED}USER"
+"""The variable naming the NATS principal a child connects as."""
 
 
 def settings_environment(settings: MeshSettings) -> dict[str, str]:
@@ -38,6 +42,18 @@ def child_environment(
     return base
 
 
+def principal_environment(
+    settings: MeshSettings, env: Mapping[str, str], principal: str
+) -> dict[str, str]:
+    """``env`` for a child that connects to NATS as ``principal`` (``SUTAZAI_NATS__USER``).
+
+    The child then authenticates with that principal's password from the secrets file and gets
+    only its permissions. An external NATS keeps its one configured user
+    (:meth:`MeshSettings.as_nats_principal`).
+    """
+    return {**env, NATS_USER: settings.as_nats_principal(principal).nats.user}
+
+
 def _flatten(model: BaseModel, prefix: str) -> dict[str, str]:
     flat: dict[str, str] = {}
     for name in type(model).model_fields:
@@ -51,6 +67,9 @@ def _flatten(model: BaseModel, prefix: str) -> dict[str, str]:
             flat[key] = value.get_secret_value()
         elif isinstance(value, Path):
             flat[key] = str(value.resolve())
-        else:
+        elif isinstance(value, str | int | float):
             flat[key] = str(value)
+        else:
+            # Collections (e.g. the CORS origins): pydantic-settings reads these as JSON.
+            flat[key] = json.dumps(to_jsonable_python(value))
     return flat

@@ -72,6 +72,7 @@ async def connect_nats(settings: MeshSettings) -> NatsClient:
         servers=settings.nats_servers,
         user=credentials[0] if credentials else None,
         password=credentials[1] if credentials else None,
+        inbox_prefix=settings.nats.inbox_prefix,
         connect_timeout=_TIMEOUT,
         allow_reconnect=False,
         max_reconnect_attempts=0,

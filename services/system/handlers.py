@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import grpc
 
+from sutazai.services.runtime.auth import current_identity
 from sutazai.services.runtime.faults import invalid_argument
 from sutazai.services.system.domain import (
     ComponentStatus,
@@ -46,8 +47,11 @@ class SystemHandlers(pb_grpc.SystemServiceServicer):
     async def GetStatus(  # noqa: N802 - generated servicer method name
         self, request: pb.GetStatusRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetStatusResponse:
-        """Return the latest probe round."""
-        return to_proto(self._board.snapshot(), self._reporter)
+        """Return the latest probe round; anonymous callers get the overall state only."""
+        response = to_proto(self._board.snapshot(), self._reporter)
+        if current_identity() is None:
+            del response.components[:]
+        return response
 
     async def RefreshStatus(  # noqa: N802 - generated servicer method name
         self, request: pb.RefreshStatusRequest, context: grpc.aio.ServicerContext

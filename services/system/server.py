@@ -11,9 +11,14 @@ import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from sutazai.services.runtime.messaging import connect_nats
-from sutazai.services.runtime.registry import Registry
-from sutazai.services.runtime.server import ServiceHost, Servicer
+from sutazai.services.runtime.audit import AuditLog
+from sutazai.services.runtime.auth import open_guard
+from sutazai.services.runtime.server import (
+    ServiceHost,
+    Servicer,
+    join_registry,
+    serve_until_stopped,
+)
 from sutazai.services.runtime.settings import MeshSettings, ServiceSettings
 from sutazai.services.system.domain import StatusBoard
 from sutazai.services.system.handlers import SystemHandlers
@@ -29,22 +34,19 @@ from sutazai.services.system.probes import (
 from sutazai.system.v1 import system_service_pb2_grpc
 
 SERVICE_NAME = "system"
+SYSTEM_SERVICE = "sutazai.system.v1.SystemService"
 
 
 async def serve(mesh: MeshSettings, service: ServiceSettings) -> None:
-    """Run one system-service instance until SIGTERM/SIGINT or cancellation."""
-    async with contextlib.AsyncExitStack() as stack:
-        host = await build(mesh, service, stack)
-        await host.run()
+    """Run one instance until SIGTERM/SIGINT or cancellation."""
+    await serve_until_stopped(build, mesh, service)
 
 
 async def build(
     mesh: MeshSettings, service: ServiceSettings, stack: contextlib.AsyncExitStack
 ) -> ServiceHost:
     """Create the instance's connections (closed by ``stack``) and its unstarted host."""
-    nc = await connect_nats(mesh, name=f"sutazai-{SERVICE_NAME}")
-    stack.push_async_callback(nc.close)
-    registry = await Registry.open(nc.jetstream(), mesh.registry)
+    nc, registry = await join_registry(mesh, SERVICE_NAME, stack)
     # min_size=0: the pool must not need PostgreSQL up to start; it reconnects after restarts.
     pool = await asyncpg.create_pool(mesh.postgres_dsn, min_size=0, max_size=2)
     stack.push_async_callback(pool.close)
@@ -52,6 +54,11 @@ async def build(
         mesh.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0)
     )
     stack.push_async_callback(redis_client.aclose)
+    # The guard's own client: the probe client's tight timeouts would cut its long-lived
+    # subscription to revocations.
+    guard_redis = aioredis.Redis.from_url(mesh.redis_url, health_check_interval=10)
+    stack.push_async_callback(guard_redis.aclose)
+    audit = await AuditLog.open(pool)
     http = httpx.AsyncClient(timeout=1.0)
     stack.push_async_callback(http.aclose)
     instances = InstancesProbe(registry)
@@ -71,13 +78,14 @@ async def build(
     )
     await prober.probe_once()
     instance_id = uuid.uuid4().hex[:12]
+    guard = open_guard(mesh, [SYSTEM_SERVICE], redis=guard_redis, audit=audit)
     return ServiceHost(
         name=SERVICE_NAME,
         mesh=mesh,
         settings=service,
         servicers=[
             Servicer(
-                name="sutazai.system.v1.SystemService",
+                name=SYSTEM_SERVICE,
                 implementation=SystemHandlers(
                     board, prober, reporter=f"{SERVICE_NAME}/{instance_id}"
                 ),
@@ -85,6 +93,7 @@ async def build(
             )
         ],
         registry=registry,
+        guard=guard,
         background=[prober.run],
         instance_id=instance_id,
     )

@@ -35,10 +35,8 @@ async def test_up_status_down(state_dir: Path) -> None:
         status = await run_cli("status", "--wait", "60", "--json", env=env, timeout=90)
         assert status.code == 0, status.stderr
         document = json.loads(status.stdout)
+        # Without a token the status is the overall state only; the components need a login.
         assert document["overall"] == "HEALTHY"
-        names = {component["name"] for component in document["components"]}
-        assert {"postgres", "redis", "nats", "envoy"} <= names
-        assert any(name.startswith("system/") for name in names)
 
         again = await run_cli("up", "--detach", env=env)
         assert again.code == 1

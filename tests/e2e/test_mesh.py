@@ -26,24 +26,38 @@ from tests.harness.waiting import wait_for
 CLUSTER = "sutazai.system.v1.SystemService"
 
 
+class SignedIn:
+    """A SystemService stub that sends the operator's token on every call."""
+
+    def __init__(self, channel: grpc.aio.Channel, token: str) -> None:
+        self._stub = pb_grpc.SystemServiceStub(channel)
+        self._metadata = (("authorization", f"Bearer {token}"),)
+
+    async def status(self) -> pb.GetStatusResponse:
+        return await self._stub.GetStatus(pb.GetStatusRequest(), timeout=5, metadata=self._metadata)
+
+
 @pytest.fixture(scope="module")
-async def edge(mesh_services: MeshSettings) -> AsyncIterator[pb_grpc.SystemServiceStub]:
+async def edge(mesh_services: MeshSettings, operator_token: str) -> AsyncIterator[SignedIn]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh_services.envoy.port}") as channel:
-        yield pb_grpc.SystemServiceStub(channel)
+        yield SignedIn(channel, operator_token)
 
 
 @pytest.fixture(scope="module")
-async def rest(mesh_services: MeshSettings) -> AsyncIterator[httpx.AsyncClient]:
+async def rest(
+    mesh_services: MeshSettings, operator_token: str
+) -> AsyncIterator[httpx.AsyncClient]:
     base = f"http://127.0.0.1:{mesh_services.envoy.port}"
-    async with httpx.AsyncClient(base_url=base, timeout=5) as client:
+    headers = {"authorization": f"Bearer {operator_token}"}
+    async with httpx.AsyncClient(base_url=base, timeout=5, headers=headers) as client:
         yield client
 
 
-async def healthy_status(edge: pb_grpc.SystemServiceStub) -> pb.GetStatusResponse:
+async def healthy_status(edge: SignedIn) -> pb.GetStatusResponse:
     latest: list[pb.GetStatusResponse] = []
 
     async def healthy() -> bool:
-        latest[:] = [await edge.GetStatus(pb.GetStatusRequest(), timeout=5)]
+        latest[:] = [await edge.status()]
         return latest[0].overall == pb.HEALTHY
 
     await wait_for(healthy, timeout=30, interval=0.2, message="mesh HEALTHY")
@@ -51,7 +65,7 @@ async def healthy_status(edge: pb_grpc.SystemServiceStub) -> pb.GetStatusRespons
 
 
 async def test_status_lists_every_component_over_grpc_and_rest(
-    edge: pb_grpc.SystemServiceStub, rest: httpx.AsyncClient
+    edge: SignedIn, rest: httpx.AsyncClient
 ) -> None:
     status = await healthy_status(edge)
     names = [c.name for c in status.components]
@@ -64,6 +78,10 @@ async def test_status_lists_every_component_over_grpc_and_rest(
     assert reply.status_code == 200
     body = reply.json()
     assert body["overall"] == "HEALTHY"
+    async with httpx.AsyncClient(base_url=rest.base_url, timeout=5) as signed_out:
+        anonymous = (await signed_out.get("/v1/system/status")).json()
+    assert anonymous["overall"] == "HEALTHY"
+    assert anonymous["components"] == []
     assert {"postgres", "redis", "nats", "envoy"} <= {c["name"] for c in body["components"]}
     assert {"latency_ms", "last_error", "since"} <= set(body["components"][0])
 
@@ -101,15 +119,19 @@ async def test_rest_edge_answers_bad_input_clearly(rest: httpx.AsyncClient) -> N
     assert "unknown component 'mongo'" in violation["description"]
 
 
-async def test_unknown_method_through_envoy_is_unimplemented(mesh_services: MeshSettings) -> None:
+async def test_unknown_method_through_envoy_is_unimplemented(
+    mesh_services: MeshSettings, operator_token: str
+) -> None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh_services.envoy.port}") as channel:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await channel.unary_unary(f"/{CLUSTER}/Reboot")(b"", timeout=5)
+            await channel.unary_unary(f"/{CLUSTER}/Reboot")(
+                b"", timeout=5, metadata=(("authorization", f"Bearer {operator_token}"),)
+            )
     assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
 
 
 async def test_stopped_redis_is_reported_then_recovers(
-    infrastructure: Supervisor, edge: pb_grpc.SystemServiceStub
+    infrastructure: Supervisor, edge: SignedIn
 ) -> None:
     await healthy_status(edge)
     pid = infrastructure.pid_of("redis")
@@ -118,7 +140,7 @@ async def test_stopped_redis_is_reported_then_recovers(
     try:
 
         async def redis_unhealthy() -> bool:
-            status = await edge.GetStatus(pb.GetStatusRequest(), timeout=5)
+            status = await edge.status()
             redis = next(c for c in status.components if c.name == "redis")
             return redis.state == pb.COMPONENT_STATE_UNHEALTHY and status.overall == pb.CRITICAL
 
@@ -171,7 +193,7 @@ async def extra_instance(settings: MeshSettings) -> AsyncIterator[asyncio.subpro
 
 
 async def test_second_instance_joins_and_a_killed_one_fails_no_call(
-    mesh_services: MeshSettings, edge: pb_grpc.SystemServiceStub
+    mesh_services: MeshSettings, edge: SignedIn
 ) -> None:
     settings = mesh_services
     before = await registered_ports(settings)
@@ -202,7 +224,7 @@ async def test_second_instance_joins_and_a_killed_one_fails_no_call(
             nonlocal calls
             while not stop.is_set():
                 try:
-                    await edge.GetStatus(pb.GetStatusRequest(), timeout=5)
+                    await edge.status()
                     calls += 1
                 except grpc.aio.AioRpcError as exc:
                     failures.append(exc.code())

@@ -13,7 +13,11 @@ import httpx
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from sutazai.gateway.bootstrap import render_bootstrap
+from sutazai.gateway.catalog import ServiceCatalog
+from sutazai.gateway.resources import EdgePolicy
+from sutazai.gateway.server import Gateway
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
+from sutazai.services.runtime.registry import Registry
 from sutazai.services.runtime.settings import EnvoySettings, GatewaySettings, MeshSettings
 from sutazai.system.v1 import system_service_pb2, system_service_pb2_grpc
 from tests.gateway.processes import ENVOY, read_log, start_process, stop_process
@@ -42,6 +46,59 @@ class Edge:
             if len(parts) == 4 and parts[0] == cluster and parts[2] == "health_flags":
                 flags[parts[1]] = parts[3]
         return flags
+
+
+@asynccontextmanager
+async def running_gateway(
+    registry: Registry,
+    *,
+    edge_port: int,
+    keys_file: Path,
+    policy: EdgePolicy | None = None,
+    keys_poll_interval: float = 0.1,
+) -> AsyncIterator[Gateway]:
+    """The gateway in-process on a free port, following ``registry`` and ``keys_file``."""
+
+    async def open_registry() -> Registry:
+        return registry
+
+    gateway = Gateway(
+        open_registry,
+        catalog=ServiceCatalog.packaged(),
+        edge_host="127.0.0.1",
+        edge_port=edge_port,
+        keys_file=keys_file,
+        policy=policy,
+        keys_poll_interval=keys_poll_interval,
+    )
+    await gateway.start("127.0.0.1", 0)
+    try:
+        yield gateway
+    finally:
+        await gateway.stop()
+
+
+@asynccontextmanager
+async def registered_in(
+    registry: Registry, edge: Edge, instance: ServiceInstance, service: str
+) -> AsyncIterator[ServiceInstance]:
+    """``instance`` registered and healthy in Envoy's ``service`` cluster; removed on exit."""
+    address = f"{instance.host}:{instance.port}"
+    async with httpx.AsyncClient(timeout=2) as http:
+
+        async def healthy() -> bool:
+            return (await edge.host_health(http, service)).get(address) == "healthy"
+
+        async def gone() -> bool:
+            return address not in await edge.host_health(http, service)
+
+        await registry.put(instance)
+        await wait_for(healthy, timeout=15, message=f"{address} healthy in envoy")
+        try:
+            yield instance
+        finally:
+            await registry.remove(instance)
+            await wait_for(gone, timeout=15, message=f"{address} gone from envoy")
 
 
 @asynccontextmanager

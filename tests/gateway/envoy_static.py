@@ -30,7 +30,7 @@ from tests.gateway.processes import ENVOY
 
 
 def static_bootstrap(snapshot: Snapshot) -> bytes:
-    """The snapshot as static resources: EDS clusters inlined, RDS inlined into the listener."""
+    """The snapshot as static resources: EDS clusters inlined, RDS and ECDS into the listener."""
     clusters = []
     for cluster in snapshot.clusters.messages.values():
         static = Cluster.parse(bytes(cluster))
@@ -73,6 +73,11 @@ def static_bootstrap(snapshot: Snapshot) -> bytes:
                 assert hcm.rds is not None
                 hcm.route_config = snapshot.routes.messages[hcm.rds.route_config_name]
                 hcm.rds = None
+                for http_filter in hcm.http_filters:
+                    if http_filter.config_discovery is not None:
+                        ecds = snapshot.extension_configs.messages[http_filter.name]
+                        http_filter.typed_config = ecds.typed_config
+                        http_filter.config_discovery = None
                 network_filter.typed_config = Any.pack(hcm)
         listeners.append(static_listener)
     return bytes(

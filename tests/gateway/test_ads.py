@@ -18,10 +18,13 @@ from sutazai.gateway.resources import EdgePolicy
 from sutazai.gateway.snapshot import CLUSTER_TYPE, ENDPOINT_TYPE, SnapshotBuilder, SnapshotCache
 from sutazai.gateway.xds_status import XdsStatus
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
+from tests.gateway.tokens import TEST_JWKS
 from tests.harness.waiting import wait_for
 
 SYSTEM_SERVICE = "sutazai.system.v1.SystemService"
-BUILDER = SnapshotBuilder(ServiceCatalog.packaged(), EdgePolicy(), host="127.0.0.1", port=10005)
+BUILDER = SnapshotBuilder(
+    ServiceCatalog.packaged(), EdgePolicy(), host="127.0.0.1", port=10005, jwks=TEST_JWKS
+)
 
 
 class FakeEnvoy:

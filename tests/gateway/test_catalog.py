@@ -2,7 +2,12 @@ from __future__ import annotations
 
 import pytest
 
-from sutazai.gateway.catalog import REFLECTION_V1_SERVICE, ServiceCatalog, gateway_services
+from sutazai.gateway.catalog import (
+    REFLECTION_V1_SERVICE,
+    HttpBinding,
+    ServiceCatalog,
+    gateway_services,
+)
 from tests.gateway.demo_descriptors import DEMO_SERVICE, demo_descriptor_set
 
 
@@ -63,3 +68,30 @@ def test_gateway_serves_health_and_both_reflection_versions() -> None:
     (info,) = services[REFLECTION_V1_SERVICE].methods
     assert info.client_streaming
     assert info.server_streaming
+
+
+def test_access_and_rest_bindings_come_from_the_descriptor() -> None:
+    catalog = ServiceCatalog.packaged()
+    auth = catalog.services[catalog.service_names.index("sutazai.auth.v1.AuthService")]
+    methods = {m.name: m for m in auth.methods}
+
+    assert methods["Login"].public
+    assert methods["Login"].http_bindings == (HttpBinding("POST", "/v1/auth/login"),)
+    assert not methods["GetMe"].public
+    assert methods["GetMe"].http_bindings == (HttpBinding("GET", "/v1/auth/me"),)
+    assert not methods["SetUserRole"].public
+    assert methods["SetUserRole"].http_bindings == (
+        HttpBinding("POST", "/v1/users/{username}:setRole"),
+    )
+
+
+def test_additional_and_custom_bindings_are_read() -> None:
+    (service,) = ServiceCatalog.from_descriptor_set(demo_descriptor_set()).services
+    methods = {m.name: m for m in service.methods}
+
+    assert methods["Get"].http_bindings == (
+        HttpBinding("GET", "/v1/demo/{text}"),
+        HttpBinding("HEAD", "/v1/demo/{text}/head"),
+    )
+    assert methods["Get"].public
+    assert not methods["Create"].public

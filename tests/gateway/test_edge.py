@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -15,9 +16,10 @@ from envoy_data_plane.envoy.config.cluster.v3 import Cluster, ClusterLbPolicy
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from sutazai.gateway.catalog import REFLECTION_V1_SERVICE, ServiceCatalog
+from sutazai.gateway.catalog import REFLECTION_V1_SERVICE
+from sutazai.gateway.resources import EdgePolicy
 from sutazai.gateway.server import Gateway
-from sutazai.gateway.snapshot import CLUSTER_TYPE, ResourceSet, Snapshot
+from sutazai.gateway.snapshot import CLUSTER_TYPE, ResourceSet
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
 from sutazai.services.runtime.registry import Registry
 from sutazai.services.runtime.settings import RegistrySettings
@@ -27,9 +29,11 @@ from tests.gateway.edge_harness import (
     SYSTEM_SERVICE,
     Edge,
     running_envoy,
+    running_gateway,
     system_backend,
 )
 from tests.gateway.processes import read_log
+from tests.gateway.tokens import ISSUER, KeyRingFile, sign
 from tests.harness.mesh import free_ports
 from tests.harness.waiting import wait_for
 
@@ -45,19 +49,24 @@ async def registry(nats_url: str) -> AsyncIterator[Registry]:
 
 
 @pytest.fixture(scope="module")
-async def control_plane(registry: Registry, edge_port: int) -> AsyncIterator[Gateway]:
-    async def open_registry() -> Registry:
-        return registry
+def keys(tmp_path_factory: pytest.TempPathFactory) -> KeyRingFile:
+    return KeyRingFile(tmp_path_factory.mktemp("keys") / "jwt_keys.json")
 
-    gateway = Gateway(
-        open_registry,
-        catalog=ServiceCatalog.packaged(),
-        edge_host="127.0.0.1",
-        edge_port=edge_port,
-    )
-    await gateway.start("127.0.0.1", 0)
-    yield gateway
-    await gateway.stop()
+
+@pytest.fixture(scope="module")
+async def control_plane(
+    registry: Registry, edge_port: int, keys: KeyRingFile
+) -> AsyncIterator[Gateway]:
+    async with running_gateway(
+        registry, edge_port=edge_port, keys_file=keys.path, policy=EdgePolicy(jwt_issuer=ISSUER)
+    ) as gateway:
+        yield gateway
+
+
+@pytest.fixture(scope="module")
+def token_metadata(keys: KeyRingFile) -> tuple[tuple[str, str]]:
+    """gRPC metadata of a signed-in caller."""
+    return (("authorization", f"Bearer {sign(keys.ring.signing)}"),)
 
 
 @pytest.fixture(scope="module")
@@ -163,27 +172,38 @@ async def test_rest_access_is_logged_as_json(
 
 
 async def test_rest_edge_rejects_bad_requests(
-    registered: ServiceInstance, edge: Edge, http: httpx.AsyncClient
+    registered: ServiceInstance,
+    edge: Edge,
+    http: httpx.AsyncClient,
+    token_metadata: tuple[tuple[str, str]],
 ) -> None:
     base = f"http://127.0.0.1:{edge.port}"
+    signed_in = dict(token_metadata)
 
-    assert (await http.get(f"{base}/v1/nope")).status_code == 404
-    assert (await http.get(f"{base}/v1/system/status?nope=1")).status_code == 400
+    unknown = await http.get(f"{base}/v1/nope", headers=signed_in)
+    bad_query = await http.get(f"{base}/v1/system/status?nope=1")
+
+    assert unknown.status_code == 404
+    assert bad_query.status_code == 400
+    assert unknown.headers["content-type"] == bad_query.headers["content-type"]
+    assert bad_query.json()["code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
 
 
 async def test_unknown_grpc_method_is_unimplemented(
-    registered: ServiceInstance, channel: grpc.aio.Channel
+    registered: ServiceInstance,
+    channel: grpc.aio.Channel,
+    token_metadata: tuple[tuple[str, str]],
 ) -> None:
     call = channel.unary_unary(f"/{SYSTEM_SERVICE}/Nope")
 
     with pytest.raises(grpc.aio.AioRpcError) as error:
-        await call(b"", timeout=5)
+        await call(b"", metadata=token_metadata, timeout=5)
 
     assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 async def test_reflection_through_envoy_lists_mesh_services(
-    control_plane: Gateway, channel: grpc.aio.Channel
+    control_plane: Gateway, channel: grpc.aio.Channel, token_metadata: tuple[tuple[str, str]]
 ) -> None:
     request = reflection_pb2.ServerReflectionRequest(list_services="")
     v1alpha = reflection_pb2_grpc.ServerReflectionStub(channel)
@@ -193,13 +213,18 @@ async def test_reflection_through_envoy_lists_mesh_services(
         response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
     )
 
-    for call in (v1alpha.ServerReflectionInfo(iter([request])), v1(iter([request]))):
+    for call in (
+        v1alpha.ServerReflectionInfo(iter([request]), metadata=token_metadata),
+        v1(iter([request]), metadata=token_metadata),
+    ):
         responses = [r async for r in call]
         names = {s.name for s in responses[0].list_services_response.service}
         assert {SYSTEM_SERVICE, "grpc.health.v1.Health"} <= names
 
     symbol = reflection_pb2.ServerReflectionRequest(file_containing_symbol=SYSTEM_SERVICE)
-    (described,) = [r async for r in v1alpha.ServerReflectionInfo(iter([symbol]))]
+    (described,) = [
+        r async for r in v1alpha.ServerReflectionInfo(iter([symbol]), metadata=token_metadata)
+    ]
     assert described.file_descriptor_response.file_descriptor_proto
 
 
@@ -227,7 +252,11 @@ async def test_mesh_health_through_envoy_follows_the_registry(
 
 
 async def test_removed_instance_leaves_envoy_at_once(
-    registered: ServiceInstance, registry: Registry, edge: Edge, http: httpx.AsyncClient
+    registered: ServiceInstance,
+    registry: Registry,
+    edge: Edge,
+    http: httpx.AsyncClient,
+    channel: grpc.aio.Channel,
 ) -> None:
     address = f"{registered.host}:{registered.port}"
 
@@ -240,6 +269,16 @@ async def test_removed_instance_leaves_envoy_at_once(
     await wait_for(gone, timeout=10, message="host removed from envoy")
     response = await http.get(f"http://127.0.0.1:{edge.port}/v1/system/status")
     assert response.status_code == 503
+    assert response.json() == {
+        "code": grpc.StatusCode.UNAVAILABLE.value[0],
+        "message": "no healthy upstream",
+        "details": [],
+    }
+    stub = system_service_pb2_grpc.SystemServiceStub(channel)
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await stub.GetStatus(system_service_pb2.GetStatusRequest(), timeout=5)
+    assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert error.value.details() == "no healthy upstream", "gRPC local replies stay plain"
 
 
 async def test_config_envoy_rejects_is_reported_as_nack(control_plane: Gateway, edge: Edge) -> None:
@@ -251,9 +290,7 @@ async def test_config_envoy_rejects_is_reported_as_nack(control_plane: Gateway, 
         # Valid protobuf, refused by Envoy: EDS clusters cannot use a cluster-provided LB.
         bad.lb_policy = ClusterLbPolicy.CLUSTER_PROVIDED
         clusters.append(bad)
-    rejected = Snapshot(
-        ResourceSet.of(CLUSTER_TYPE, clusters), good.endpoints, good.listeners, good.routes
-    )
+    rejected = dataclasses.replace(good, clusters=ResourceSet.of(CLUSTER_TYPE, clusters))
 
     try:
         assert control_plane.cache.set(rejected)
@@ -286,9 +323,7 @@ async def test_changed_cluster_warms_at_once(
         changed = Cluster.parse(bytes(cluster))
         changed.connect_timeout = timedelta(seconds=2)
         clusters.append(changed)
-    updated = Snapshot(
-        ResourceSet.of(CLUSTER_TYPE, clusters), good.endpoints, good.listeners, good.routes
-    )
+    updated = dataclasses.replace(good, clusters=ResourceSet.of(CLUSTER_TYPE, clusters))
 
     try:
         control_plane.cache.set(updated)

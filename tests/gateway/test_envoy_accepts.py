@@ -14,6 +14,7 @@ from sutazai.registry.v1.registry_pb2 import ServiceInstance
 from sutazai.services.runtime.settings import EnvoySettings, GatewaySettings, MeshSettings
 from tests.gateway.demo_descriptors import DEMO_SERVICE, demo_descriptor_set
 from tests.gateway.envoy_static import envoy_validate, static_bootstrap
+from tests.gateway.tokens import TEST_JWKS
 
 
 @pytest.mark.parametrize(
@@ -39,7 +40,9 @@ def test_envoy_accepts_the_snapshot(
     instance = ServiceInstance(
         service="svc", instance_id="a", host="127.0.0.1", port=5001, grpc_services=[service]
     )
-    snapshot = build_snapshot(catalog, [instance], host="127.0.0.1", port=10005, policy=policy)
+    snapshot = build_snapshot(
+        catalog, [instance], host="127.0.0.1", port=10005, policy=policy, jwks=TEST_JWKS
+    )
     config = tmp_path / "static.pb"
     config.write_bytes(static_bootstrap(snapshot))
 

@@ -17,6 +17,7 @@ from sutazai.registry.v1.registry_pb2 import ServiceInstance
 from sutazai.services.runtime.registry import Registry
 from sutazai.services.runtime.settings import RegistrySettings
 from tests.gateway.processes import read_log, start_process, stop_process
+from tests.gateway.tokens import KeyRingFile
 from tests.harness.mesh import free_ports
 from tests.harness.waiting import wait_for
 
@@ -29,14 +30,9 @@ async def test_gateway_process_serves_follows_the_registry_and_stops_on_sigterm(
 ) -> None:
     gateway_port, envoy_port = free_ports(2)
     bucket = f"main_{uuid.uuid4().hex[:8]}"
-    env = {
-        **os.environ,
-        "SUTAZAI_STATE_DIR": str(tmp_path),
-        "SUTAZAI_HOST": "127.0.0.1",
-        "SUTAZAI_NATS__URL": nats_url,
-        "SUTAZAI_GATEWAY__PORT": str(gateway_port),
-        "SUTAZAI_ENVOY__PORT": str(envoy_port),
-        "SUTAZAI_REGISTRY__BUCKET": bucket,
+    KeyRingFile(tmp_path / "jwt_keys.json")  # where the supervisor puts it in the state dir
+    env = gateway_env(tmp_path, nats_url, gateway_port, envoy_port) | {
+        "SUTAZAI_REGISTRY__BUCKET": bucket
     }
     log = tmp_path / "gateway.log"
     process = start_process([sys.executable, "-m", "sutazai.gateway"], log=log, env=env)
@@ -83,3 +79,34 @@ async def test_gateway_process_serves_follows_the_registry_and_stops_on_sigterm(
     assert "gateway.started" in events
     assert "registry.synced" in events
     assert events[-1] == "gateway.stopped"
+
+
+def test_gateway_process_without_key_ring_exits_with_a_clear_error(
+    nats_url: str, tmp_path: Path
+) -> None:
+    gateway_port, envoy_port = free_ports(2)
+    log = tmp_path / "gateway.log"
+    env = gateway_env(tmp_path, nats_url, gateway_port, envoy_port)
+
+    process = start_process([sys.executable, "-m", "sutazai.gateway"], log=log, env=env)
+    try:
+        assert process.wait(timeout=30) == 2, read_log(log)
+    finally:
+        stop_process(process)
+
+    (line,) = [json.loads(line) for line in read_log(log).splitlines() if line]
+    assert line["event"] == "gateway.misconfigured"
+    assert str(tmp_path / "jwt_keys.json") in line["error"]
+
+
+def gateway_env(
+    state_dir: Path, nats_url: str, gateway_port: int, envoy_port: int
+) -> dict[str, str]:
+    return {
+        **os.environ,
+        "SUTAZAI_STATE_DIR": str(state_dir),
+        "SUTAZAI_HOST": "127.0.0.1",
+        "SUTAZAI_NATS__URL": nats_url,
+        "SUTAZAI_GATEWAY__PORT": str(gateway_port),
+        "SUTAZAI_ENVOY__PORT": str(envoy_port),
+    }

@@ -20,6 +20,7 @@ from sutazai.gateway.names import EDGE_ROUTES, XDS_CLUSTER
 from sutazai.gateway.resources import (
     CORS_FILTER,
     HTTP_PROTOCOL_OPTIONS,
+    REST_CATCH_ALL,
     RETRY_ON_ANY,
     RETRY_ON_IDEMPOTENT,
     EdgePolicy,
@@ -29,6 +30,7 @@ from sutazai.gateway.resources import (
     build_route_configuration,
 )
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
+from sutazai.services.runtime.settings import AuthSettings, EdgeSettings, MeshSettings
 from tests.gateway.demo_descriptors import DEMO_SERVICE, demo_descriptor_set
 
 CATALOG = ServiceCatalog.from_descriptor_set(demo_descriptor_set())
@@ -136,9 +138,12 @@ def test_listener_filter_order_and_transcoder() -> None:
     assert transcoder.request_validation_options is not None
     assert transcoder.request_validation_options.reject_unknown_method
     assert transcoder.request_validation_options.reject_unknown_query_parameters
-    assert transcoder.max_request_body_size == POLICY.max_body_bytes
+    assert transcoder.max_request_body_size == POLICY.max_request_bytes
+    assert transcoder.max_response_body_size == POLICY.max_response_bytes
     (access_log,) = hcm.access_log
     assert access_log.name == "envoy.access_loggers.stdout"
+    assert hcm.local_reply_config is not None
+    assert hcm.local_reply_config.mappers
 
 
 def test_guard_filters_go_between_cors_and_transcoder() -> None:
@@ -185,12 +190,12 @@ def test_route_order_methods_then_service_then_gateway_then_rest_catch_all() -> 
     names = [r.name for r in vhost.routes]
 
     assert names.index(f"{DEMO_SERVICE}/Create") < names.index(DEMO_SERVICE)
-    assert names[-1] == "rest-unmatched"
+    assert names[-1] == REST_CATCH_ALL
     catch_all = vhost.routes[-1]
     assert catch_all.match is not None
     assert catch_all.match.prefix == "/v1/"
-    assert catch_all.direct_response is not None
-    assert catch_all.direct_response.status == 404
+    assert catch_all.route is not None, "CORS finds no policy on a direct response"
+    assert vhost.request_body_buffer_limit == POLICY.max_request_bytes
 
 
 def test_health_and_reflection_route_to_the_gateway() -> None:
@@ -219,6 +224,27 @@ def test_cors_policy_only_with_explicit_origins() -> None:
     policy = with_origins.virtual_hosts[0].typed_per_filter_config[CORS_FILTER].unpack()
     assert isinstance(policy, CorsPolicy)
     assert [m.exact for m in policy.allow_origin_string_match] == ["http://localhost:3000"]
+    assert policy.allow_methods == "GET, POST, OPTIONS"
+    assert "authorization" in policy.allow_headers
+
+
+def test_policy_from_settings() -> None:
+    settings = MeshSettings(
+        edge=EdgeSettings(
+            cors_origins=("http://a.example",),
+            rate_limit_burst=7,
+            rate_limit_per_second=3,
+            max_request_bytes=1234,
+        ),
+        auth=AuthSettings(issuer="mesh-x"),
+    )
+
+    policy = EdgePolicy.from_settings(settings)
+
+    assert policy.cors_origins == ("http://a.example",)
+    assert (policy.rate_limit_burst, policy.rate_limit_per_second) == (7, 3)
+    assert policy.max_request_bytes == 1234
+    assert policy.jwt_issuer == "mesh-x"
 
 
 def test_packing_uses_type_urls_envoy_accepts() -> None:

@@ -10,11 +10,13 @@ from envoy_data_plane.google.rpc import Status
 from prometheus_client import CollectorRegistry
 
 from sutazai.gateway.catalog import ServiceCatalog
+from sutazai.gateway.names import EDGE_JWT_CONFIG, EDGE_ROUTES
 from sutazai.gateway.resources import EdgePolicy
 from sutazai.gateway.session import AdsSession
 from sutazai.gateway.snapshot import (
     CLUSTER_TYPE,
     ENDPOINT_TYPE,
+    EXTENSION_CONFIG_TYPE,
     LISTENER_TYPE,
     ROUTE_TYPE,
     SnapshotBuilder,
@@ -22,18 +24,21 @@ from sutazai.gateway.snapshot import (
 from sutazai.gateway.xds_status import XdsStatus
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
 from tests.gateway.demo_descriptors import DEMO_SERVICE, demo_descriptor_set
+from tests.gateway.tokens import OTHER_JWKS, TEST_JWKS
 
 BUILDER = SnapshotBuilder(
     ServiceCatalog.from_descriptor_set(demo_descriptor_set()),
     EdgePolicy(),
     host="127.0.0.1",
     port=10005,
+    jwks=TEST_JWKS,
 )
 BUILDER_WITH_OTHER_POLICY = SnapshotBuilder(
     ServiceCatalog.from_descriptor_set(demo_descriptor_set()),
     EdgePolicy(connect_timeout=timedelta(seconds=2)),
     host="127.0.0.1",
     port=10005,
+    jwks=TEST_JWKS,
 )
 EMPTY = BUILDER.build([])
 ONE = BUILDER.build(
@@ -202,3 +207,51 @@ def test_endpoints_are_resent_after_clusters_change() -> None:
     assert (
         session.on_request(request(ENDPOINT_TYPE, names=[DEMO_SERVICE], ack=resent), changed) == []
     )
+
+
+def test_new_keys_push_only_the_filter_configuration() -> None:
+    session, _, _ = new_session()
+    for type_url, names in (
+        (CLUSTER_TYPE, None),
+        (ENDPOINT_TYPE, [DEMO_SERVICE]),
+        (LISTENER_TYPE, None),
+        (ROUTE_TYPE, [EDGE_ROUTES]),
+        (EXTENSION_CONFIG_TYPE, [EDGE_JWT_CONFIG]),
+    ):
+        assert session.on_request(request(type_url, names=names), EMPTY)
+    builder = SnapshotBuilder(
+        ServiceCatalog.from_descriptor_set(demo_descriptor_set()),
+        EdgePolicy(),
+        host="127.0.0.1",
+        port=10005,
+        jwks=TEST_JWKS,
+    )
+    builder.set_jwks(OTHER_JWKS)
+
+    (pushed,) = session.on_snapshot(builder.rekeyed(EMPTY))
+
+    assert pushed.type_url == EXTENSION_CONFIG_TYPE
+    assert len(pushed.resources) == 1
+
+
+def test_filter_configuration_is_resent_after_the_listener_changes() -> None:
+    session, _, _ = new_session()
+    (listeners,) = session.on_request(request(LISTENER_TYPE), EMPTY)
+    (configs,) = session.on_request(request(EXTENSION_CONFIG_TYPE, names=[EDGE_JWT_CONFIG]), EMPTY)
+    assert session.on_request(request(LISTENER_TYPE, ack=listeners), EMPTY) == []
+    changed = SnapshotBuilder(
+        ServiceCatalog.from_descriptor_set(demo_descriptor_set()),
+        EdgePolicy(rate_limit_burst=1),
+        host="127.0.0.1",
+        port=10005,
+        jwks=TEST_JWKS,
+    ).build([])
+
+    (pushed,) = session.on_snapshot(changed)
+    assert pushed.type_url == LISTENER_TYPE
+    # A re-created listener may ask again for the filter configuration it already has.
+    (resent,) = session.on_request(
+        request(EXTENSION_CONFIG_TYPE, names=[EDGE_JWT_CONFIG], ack=configs), changed
+    )
+
+    assert resent.version_info == configs.version_info

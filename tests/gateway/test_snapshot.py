@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from envoy_data_plane.envoy.config.cluster.v3 import Cluster
 from envoy_data_plane.envoy.config.endpoint.v3 import ClusterLoadAssignment
@@ -9,21 +11,23 @@ from sutazai.gateway.resources import EdgePolicy
 from sutazai.gateway.snapshot import (
     CLUSTER_TYPE,
     ENDPOINT_TYPE,
+    EXTENSION_CONFIG_TYPE,
     LISTENER_TYPE,
     ROUTE_TYPE,
     ResourceSet,
-    Snapshot,
     SnapshotBuilder,
     SnapshotCache,
 )
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
 from tests.gateway.demo_descriptors import DEMO_SERVICE, demo_descriptor_set
+from tests.gateway.tokens import OTHER_JWKS, TEST_JWKS
 
 BUILDER = SnapshotBuilder(
     ServiceCatalog.from_descriptor_set(demo_descriptor_set()),
     EdgePolicy(),
     host="127.0.0.1",
     port=10005,
+    jwks=TEST_JWKS,
 )
 
 
@@ -44,6 +48,9 @@ def test_snapshot_holds_every_type_and_is_consistent() -> None:
     assert [a.type_url for a in snapshot.resources(ENDPOINT_TYPE)] == [ENDPOINT_TYPE]
     assert [a.type_url for a in snapshot.resources(LISTENER_TYPE)] == [LISTENER_TYPE]
     assert [a.type_url for a in snapshot.resources(ROUTE_TYPE)] == [ROUTE_TYPE]
+    assert [a.type_url for a in snapshot.resources(EXTENSION_CONFIG_TYPE)] == [
+        EXTENSION_CONFIG_TYPE
+    ]
     assert snapshot.consistent()
     assert snapshot.missing_references() == []
 
@@ -63,8 +70,27 @@ def test_versions_change_only_with_content() -> None:
     assert same.version == first.version
     assert moved.version != first.version
     assert moved.endpoints.version != first.endpoints.version
-    for type_url in (CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE):
+    for type_url in (CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE, EXTENSION_CONFIG_TYPE):
         assert moved.resource_set(type_url).version == first.resource_set(type_url).version
+
+
+def test_new_keys_change_only_the_filter_configuration() -> None:
+    builder = SnapshotBuilder(
+        ServiceCatalog.from_descriptor_set(demo_descriptor_set()),
+        EdgePolicy(),
+        host="127.0.0.1",
+        port=10005,
+        jwks=TEST_JWKS,
+    )
+    before = builder.build([demo_instance("a", 5001)])
+
+    builder.set_jwks(OTHER_JWKS)
+    after = builder.rekeyed(before)
+
+    assert after.extension_configs.version != before.extension_configs.version
+    for type_url in (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE):
+        assert after.resource_set(type_url) is before.resource_set(type_url)
+    assert builder.build([demo_instance("a", 5001)]).version == after.version
 
 
 def test_instance_order_does_not_change_the_version() -> None:
@@ -75,12 +101,7 @@ def test_instance_order_does_not_change_the_version() -> None:
 
 def test_missing_endpoints_are_reported() -> None:
     full = BUILDER.build([])
-    broken = Snapshot(
-        clusters=full.clusters,
-        endpoints=ResourceSet.of(ENDPOINT_TYPE, []),
-        listeners=full.listeners,
-        routes=full.routes,
-    )
+    broken = dataclasses.replace(full, endpoints=ResourceSet.of(ENDPOINT_TYPE, []))
 
     assert not broken.consistent()
     assert broken.missing_references() == [
@@ -90,20 +111,18 @@ def test_missing_endpoints_are_reported() -> None:
 
 def test_missing_routes_and_clusters_are_reported() -> None:
     full = BUILDER.build([])
-    broken = Snapshot(
+    broken = dataclasses.replace(
+        full,
         clusters=ResourceSet.of(CLUSTER_TYPE, []),
-        endpoints=full.endpoints,
-        listeners=full.listeners,
         routes=ResourceSet.of(ROUTE_TYPE, []),
+        extension_configs=ResourceSet.of(EXTENSION_CONFIG_TYPE, []),
     )
 
-    assert broken.missing_references() == ["listener 'edge' needs routes 'edge_routes'"]
-    no_clusters = Snapshot(
-        clusters=ResourceSet.of(CLUSTER_TYPE, []),
-        endpoints=full.endpoints,
-        listeners=full.listeners,
-        routes=full.routes,
-    )
+    assert broken.missing_references() == [
+        "listener 'edge' needs routes 'edge_routes'",
+        "listener 'edge' needs filter configuration 'edge_jwt_authn'",
+    ]
+    no_clusters = dataclasses.replace(full, clusters=ResourceSet.of(CLUSTER_TYPE, []))
     problems = no_clusters.missing_references()
     assert problems
     assert all(DEMO_SERVICE in p for p in problems), "routes to `xds` are fine (bootstrap)"
@@ -135,7 +154,7 @@ def test_cache_notifies_on_change_only() -> None:
 def test_cache_refuses_an_inconsistent_snapshot() -> None:
     cache = SnapshotCache()
     full = BUILDER.build([])
-    broken = Snapshot(full.clusters, ResourceSet.of(ENDPOINT_TYPE, []), full.listeners, full.routes)
+    broken = dataclasses.replace(full, endpoints=ResourceSet.of(ENDPOINT_TYPE, []))
 
     with pytest.raises(ValueError, match="inconsistent"):
         cache.set(broken)

@@ -18,8 +18,16 @@ class CliRun:
     stderr: str
 
 
-async def run_cli(*args: str, env: Mapping[str, str], timeout: float = 120.0) -> CliRun:  # noqa: ASYNC109
-    """``python -m sutazai.services.cli ARGS`` with ``env`` over a clean ``SUTAZAI_*`` slate."""
+async def run_cli(
+    *args: str,
+    env: Mapping[str, str],
+    stdin: str | None = None,
+    timeout: float = 120.0,  # noqa: ASYNC109
+) -> CliRun:
+    """``python -m sutazai.services.cli ARGS`` with ``env`` over a clean ``SUTAZAI_*`` slate.
+
+    ``stdin`` is fed to the command (e.g. ``--password-stdin``); without it stdin is empty.
+    """
     base = {k: v for k, v in os.environ.items() if not k.startswith("SUTAZAI_")}
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -27,12 +35,13 @@ async def run_cli(*args: str, env: Mapping[str, str], timeout: float = 120.0) ->
         "sutazai.services.cli",
         *args,
         env={**base, "COLUMNS": "200", **env},
-        stdin=asyncio.subprocess.DEVNULL,
+        stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
+        fed = None if stdin is None else stdin.encode()
+        stdout, stderr = await asyncio.wait_for(process.communicate(fed), timeout)
     except TimeoutError:
         process.kill()
         await process.wait()

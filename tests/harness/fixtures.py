@@ -12,9 +12,11 @@ next layer and yield the same settings once it is healthy.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from sutazai.services.runtime.settings import MeshSettings
@@ -26,7 +28,8 @@ from sutazai.services.supervisor.components import (
     infrastructure_components,
     service_components,
 )
-from sutazai.services.supervisor.environment import child_environment
+from sutazai.services.supervisor.environment import child_environment, settings_environment
+from tests.harness.cli import run_cli
 from tests.harness.mesh import (
     MeshPorts,
     build_settings,
@@ -52,7 +55,11 @@ def mesh_state_dir() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def mesh_config(mesh_state_dir: Path, mesh_ports: MeshPorts) -> MeshSettings:
-    """Settings of the session mesh, secrets generated, nothing started."""
+    """Settings of the session mesh, credentials generated (secrets, key ring), nothing started.
+
+    The settings are the supervisor's: NATS principal ``admin``. For another principal use
+    ``settings.as_nats_principal(name)``.
+    """
     return build_settings(mesh_state_dir, mesh_ports)
 
 
@@ -92,3 +99,31 @@ async def mesh_services(envoy: MeshSettings) -> AsyncIterator[MeshSettings]:
     components = service_components(envoy, load_catalog(), child_environment(envoy))
     async with supervised(envoy, components):
         yield envoy
+
+
+@pytest.fixture(scope="session")
+async def operator_token(mesh_services: MeshSettings) -> str:
+    """An access token of an operator created with ``sutazai users create``, signed in over REST."""
+    username = f"op{secrets.token_hex(4)}"
+    password = f"{secrets.token_urlsafe(12)}-Aa1"
+    created = await run_cli(
+        "users",
+        "create",
+        "--username",
+        username,
+        "--email",
+        f"{username}@example.org",
+        "--role",
+        "operator",
+        "--password-stdin",
+        env=settings_environment(mesh_services),
+        stdin=f"{password}\n",
+    )
+    assert created.code == 0, created.stderr
+    base = f"http://127.0.0.1:{mesh_services.envoy.port}"
+    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+        reply = await client.post(
+            "/v1/auth/login", json={"username": username, "password": password}
+        )
+    assert reply.status_code == 200, reply.text
+    return str(reply.json()["access_token"])

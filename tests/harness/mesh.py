@@ -9,14 +9,14 @@ import shutil
 import signal
 import socket
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
-from sutazai.services.runtime.secrets import ensure_secrets
 from sutazai.services.runtime.settings import (
+    EdgeSettings,
     EnvoySettings,
     GatewaySettings,
     MeshSettings,
@@ -25,6 +25,7 @@ from sutazai.services.runtime.settings import (
     RedisSettings,
 )
 from sutazai.services.supervisor import ComponentSpec, RestartPolicy, Supervisor
+from sutazai.services.supervisor.credentials import ensure_credentials
 
 LOOPBACK = "127.0.0.1"
 
@@ -77,10 +78,15 @@ def remove_state_dir(state_dir: Path) -> None:
     shutil.rmtree(state_dir, ignore_errors=True)
 
 
-def build_settings(state_dir: Path, ports: MeshPorts) -> MeshSettings:
-    """Settings for a mesh on ``ports``, bound to 127.0.0.1, with secrets generated."""
-    ensure_secrets(state_dir)
-    return MeshSettings(
+def build_settings(
+    state_dir: Path, ports: MeshPorts, *, services: Iterable[str] | None = None
+) -> MeshSettings:
+    """Settings for a mesh on ``ports``, bound to 127.0.0.1, with credentials generated.
+
+    As ``sutazai up`` does: secrets (a NATS password for each principal: ``admin``, ``gateway``
+    and ``services``, by default those of ``deploy/mesh.toml``) and the signing key ring.
+    """
+    settings = MeshSettings(
         state_dir=state_dir,
         host=LOOPBACK,
         nats=NatsSettings(port=ports.nats, monitor_port=ports.nats_monitor),
@@ -90,7 +96,12 @@ def build_settings(state_dir: Path, ports: MeshPorts) -> MeshSettings:
         envoy=EnvoySettings(
             port=ports.envoy, admin_port=ports.envoy_admin, base_id=ports.envoy_base_id
         ),
+        # The shared test mesh carries load tests (a steady stream of calls through a failover);
+        # the edge limiter itself is tested on an Envoy of its own (tests/gateway).
+        edge=EdgeSettings(rate_limit_burst=100_000, rate_limit_per_second=100_000),
     )
+    ensure_credentials(settings, services=services)
+    return settings
 
 
 # Quick restarts keep crash tests short; the cap still bounds a crash loop.

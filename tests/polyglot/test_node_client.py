@@ -183,7 +183,7 @@ async def node_client(node_modules: Path, tmp_path_factory: pytest.TempPathFacto
 
 
 async def test_node_client_calls_get_status_through_envoy(
-    mesh_services: MeshSettings, node_client: Path, node_modules: Path
+    mesh_services: MeshSettings, node_client: Path, node_modules: Path, operator_token: str
 ) -> None:
     base_url = f"http://127.0.0.1:{mesh_services.envoy.port}"
     attempts: list[Run] = []
@@ -196,7 +196,7 @@ async def test_node_client_calls_get_status_through_envoy(
             base_url,
             "5000",
             cwd=node_client,
-            env=node_env(node_modules),
+            env={**node_env(node_modules), "SUTAZAI_TOKEN": operator_token},
             timeout=CALL_TIMEOUT,
         )
         attempts.append(attempt)

@@ -32,6 +32,7 @@ async def test_secrets_and_rendered_configs_are_private(mesh_settings: MeshSetti
     state_dir = mesh_settings.state_dir
     for path in (
         secrets_path(state_dir),
+        mesh_settings.keys_file,
         state_dir / "nats" / "nats-server.conf",
         state_dir / "redis" / "redis.conf",
     ):
@@ -81,7 +82,7 @@ async def test_postgres_serves_the_mesh_database_with_password_auth(
     finally:
         await connection.close()
     wrong = mesh_settings.postgres_dsn.replace(
-        mesh_settings.secrets.postgres_password, "not-the-password"
+        mesh_settings.secrets.postgres_app_password, "not-the-password"
     )
     with pytest.raises(asyncpg.InvalidPasswordError):
         await asyncpg.connect(wrong)

@@ -6,6 +6,8 @@ import sys
 from collections.abc import Mapping
 
 from sutazai.services.runtime.settings import MeshSettings
+from sutazai.services.supervisor.environment import principal_environment
+from sutazai.services.supervisor.nats_auth import GATEWAY
 from sutazai.services.supervisor.probes import grpc_serving
 from sutazai.services.supervisor.spec import ComponentSpec, Launch
 
@@ -13,11 +15,17 @@ NAME = "gateway"
 
 
 def gateway_component(settings: MeshSettings, env: Mapping[str, str]) -> ComponentSpec:
-    """``python -m sutazai.gateway``, healthy when its gRPC health service says SERVING."""
+    """``python -m sutazai.gateway``, healthy when its gRPC health service says SERVING.
+
+    It connects to NATS as the ``gateway`` principal: it may read the registry, not write it.
+    """
     target = f"{settings.host}:{settings.gateway.port}"
     return ComponentSpec(
         name=NAME,
-        launch=Launch(argv=[sys.executable, "-m", "sutazai.gateway"], env=env),
+        launch=Launch(
+            argv=[sys.executable, "-m", "sutazai.gateway"],
+            env=principal_environment(settings, env, GATEWAY),
+        ),
         probe=lambda _pid: grpc_serving(target),
         start_timeout=30.0,
     )

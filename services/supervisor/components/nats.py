@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from string import Template
 
-from sutazai.services.runtime.settings import MeshSettings
+import nats.errors
+
+from sutazai.services.runtime.errors import MeshRuntimeError
+from sutazai.services.runtime.registry import Registry
+from sutazai.services.runtime.secrets import ensure_secrets
+from sutazai.services.runtime.settings import NATS_ADMIN, MeshSettings
 from sutazai.services.supervisor.binaries import executable
+from sutazai.services.supervisor.catalog import load_catalog
+from sutazai.services.supervisor.errors import LaunchError
 from sutazai.services.supervisor.files import write_private
-from sutazai.services.supervisor.probes import http_ok, nats_connect
+from sutazai.services.supervisor.nats_auth import Policy, Principal, mesh_principals, users_config
+from sutazai.services.supervisor.probes import connect_nats, http_ok, nats_connect
 from sutazai.services.supervisor.spec import ComponentSpec, Launch
 
 NAME = "nats"
@@ -23,28 +31,53 @@ def nats_dir(settings: MeshSettings) -> Path:
     return settings.state_dir / "nats"
 
 
-def render_config(settings: MeshSettings) -> str:
-    """The embedded server's configuration, from the template in ``sutazai.nats``."""
+def render_config(settings: MeshSettings, principals: Iterable[Principal]) -> str:
+    """The embedded server's configuration, from the template in ``sutazai.nats``.
+
+    Each principal becomes a user with its permissions from ``permissions.toml`` and its
+    password from the secrets file (missing passwords are generated first).
+    """
+    principals = list(principals)
+    secrets = ensure_secrets(settings.state_dir, nats_principals=[p.name for p in principals])
     template = Template(resources.files("sutazai.nats").joinpath(TEMPLATE).read_text("utf-8"))
-    quoted = {
+    values = {
         "listen": f"{settings.host}:{settings.nats.port}",
         "monitor": f"{settings.host}:{settings.nats.monitor_port}",
         "store_dir": str(nats_dir(settings) / "jetstream"),
-        "user": settings.nats.user,
-        "password": settings.secrets.nats_password,
+        "users": users_config(
+            principals, secrets, bucket=settings.registry.bucket, policy=Policy.packaged()
+        ),
     }
-    # JSON string quoting is valid NATS configuration quoting.
-    return template.substitute({key: json.dumps(value) for key, value in quoted.items()})
+    # JSON (strings, lists, maps) is valid NATS configuration syntax.
+    return template.substitute({key: json.dumps(value) for key, value in values.items()})
 
 
-def nats_component(settings: MeshSettings, env: Mapping[str, str]) -> ComponentSpec:
-    """NATS: started from the template unless ``settings.nats.url`` names an external server."""
+def nats_component(
+    settings: MeshSettings, env: Mapping[str, str], *, services: Sequence[str] | None = None
+) -> ComponentSpec:
+    """NATS: started from the template unless ``settings.nats.url`` names an external server.
+
+    The embedded server has one user per principal: ``admin``, ``gateway`` and each of
+    ``services`` (default: the services of ``deploy/mesh.toml``). Once it is healthy the
+    registry bucket is created, as ``admin``, so that no other principal needs to create it.
+    """
+
+    async def bootstrap() -> None:
+        await _ensure_registry(settings)
+
     if settings.nats.url:
-        return ComponentSpec(name=NAME, probe=lambda _pid: nats_connect(settings))
+        return ComponentSpec(
+            name=NAME, probe=lambda _pid: nats_connect(settings), bootstrap=bootstrap
+        )
+    names = [entry.name for entry in load_catalog()] if services is None else list(services)
+    principals = mesh_principals(names)
     config = nats_dir(settings) / "nats-server.conf"
 
     async def prepare() -> None:
-        write_private(config, render_config(settings))
+        try:
+            write_private(config, render_config(settings, principals))
+        except MeshRuntimeError as exc:
+            raise LaunchError(f"cannot render the NATS configuration: {exc}") from exc
 
     health = f"http://{settings.host}:{settings.nats.monitor_port}/healthz?js-enabled-only=true"
     return ComponentSpec(
@@ -55,5 +88,20 @@ def nats_component(settings: MeshSettings, env: Mapping[str, str]) -> ComponentS
         ),
         prepare=prepare,
         probe=lambda _pid: http_ok(health),
+        bootstrap=bootstrap,
         start_timeout=30.0,
     )
+
+
+async def _ensure_registry(settings: MeshSettings) -> None:
+    """Create the registry bucket if it does not exist yet (idempotent)."""
+    try:
+        client = await connect_nats(settings.as_nats_principal(NATS_ADMIN))
+        try:
+            await Registry.open(client.jetstream(), settings.registry)
+        finally:
+            await client.close()
+    except (nats.errors.Error, OSError, TimeoutError) as exc:
+        raise LaunchError(
+            f"cannot create the registry bucket {settings.registry.bucket!r}: {exc}"
+        ) from exc

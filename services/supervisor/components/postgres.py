@@ -2,8 +2,11 @@
 
 The embedded cluster lives in ``<state dir>/postgres/data``, listens on ``host:port`` only
 (its unix socket stays inside the state directory), and accepts scram-sha-256 password logins
-for ``settings.postgres.user`` with the generated password. PostgreSQL refuses to run as root,
-so under root it runs as the unprivileged system user :data:`SYSTEM_USER`.
+only. Its bootstrap superuser (``settings.postgres.user``) is for the supervisor's
+administration; services connect as the application role ``settings.postgres.app_user``, which
+the bootstrap step creates and makes the owner of the mesh database (:mod:`.postgres_roles`).
+PostgreSQL refuses to run as root, so under root it runs as the unprivileged system user
+:data:`SYSTEM_USER`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ import asyncpg
 
 from sutazai.services.runtime.settings import MeshSettings
 from sutazai.services.supervisor.binaries import postgres_bin_dir
+from sutazai.services.supervisor.components.postgres_roles import (
+    ensure_app_database,
+    ensure_app_role,
+)
 from sutazai.services.supervisor.errors import LaunchError
 from sutazai.services.supervisor.files import write_private
 from sutazai.services.supervisor.probes import postgres_select_one
@@ -55,7 +62,7 @@ class PostgresLayout:
 
 
 def maintenance_dsn(settings: MeshSettings) -> str:
-    """DSN of the ``postgres`` database, which exists before the mesh database is created."""
+    """The superuser's DSN of the ``postgres`` database (exists before the mesh database)."""
     password = quote(settings.secrets.postgres_password, safe="")
     return (
         f"postgresql://{quote(settings.postgres.user, safe='')}:{password}@"
@@ -76,7 +83,7 @@ def postgres_component(settings: MeshSettings, env: Mapping[str, str]) -> Compon
         await _prepare(settings, layout, bin_dir, account)
 
     async def bootstrap() -> None:
-        await _ensure_database(settings)
+        await _ensure_app_access(settings)
 
     return ComponentSpec(
         name=NAME,
@@ -167,17 +174,21 @@ async def _initdb(
     staging.rename(layout.data)
 
 
-async def _ensure_database(settings: MeshSettings) -> None:
-    """Create the mesh database on first start (idempotent)."""
-    name = settings.postgres.database
+async def _ensure_app_access(settings: MeshSettings) -> None:
+    """Create (or repair) the application role and the mesh database it owns. Idempotent."""
+    pg = settings.postgres
+    if pg.app_user == pg.user:
+        raise LaunchError(
+            f"the application role {pg.app_user!r} must differ from the superuser {pg.user!r}"
+        )
     try:
         connection = await asyncpg.connect(maintenance_dsn(settings), timeout=5.0)
         try:
-            exists = await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
-            if not exists:
-                identifier = '"' + name.replace('"', '""') + '"'
-                await connection.execute(f"CREATE DATABASE {identifier}")
+            await ensure_app_role(connection, pg.app_user, settings.secrets.postgres_app_password)
+            await ensure_app_database(connection, pg.database, owner=pg.app_user)
         finally:
             await connection.close()
     except (OSError, asyncpg.PostgresError) as exc:
-        raise LaunchError(f"cannot create database {name!r}: {exc}") from exc
+        raise LaunchError(
+            f"cannot set up role {pg.app_user!r} and database {pg.database!r}: {exc}"
+        ) from exc

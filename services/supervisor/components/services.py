@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 
 from sutazai.services.runtime.settings import MeshSettings, ServiceSettings
 from sutazai.services.supervisor.catalog import ServiceEntry
+from sutazai.services.supervisor.environment import principal_environment
 from sutazai.services.supervisor.probes import registry_has
 from sutazai.services.supervisor.spec import ComponentSpec, Launch, Probe
 
@@ -29,16 +30,21 @@ def service_components(
     *,
     stop_timeout: float = DEFAULT_STOP_TIMEOUT,
 ) -> list[ComponentSpec]:
-    """One component per instance of every catalog entry."""
+    """One component per instance of every catalog entry.
+
+    Every instance connects to NATS as the principal named after its service, which may write
+    only that service's registry entries.
+    """
     components = []
     for entry in entries:
+        service_env = principal_environment(settings, env, entry.name)
         for index in range(1, entry.instances + 1):
             components.append(
                 ComponentSpec(
                     name=instance_name(entry, index),
                     launch=Launch(
                         argv=[sys.executable, "-m", "sutazai.services.cli", "serve", entry.name],
-                        env=env,
+                        env=service_env,
                         stop_signal=signal.SIGTERM,
                         stop_timeout=stop_timeout,
                     ),

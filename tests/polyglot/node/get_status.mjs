@@ -1,7 +1,8 @@
 // A gRPC client in another language, generated from protos/: calls
 // sutazai.system.v1.SystemService/GetStatus over gRPC (HTTP/2) and prints the response as proto
 // JSON (proto field names) on stdout. Exits non-zero, with the gRPC status on stderr, if the call
-// fails. Usage: node get_status.mjs BASE_URL [TIMEOUT_MS]
+// fails. Usage: node get_status.mjs BASE_URL [TIMEOUT_MS]; with SUTAZAI_TOKEN set, the call is
+// signed in (a signed-out caller gets the overall state only).
 //
 // ./gen is written by `buf generate` with buf.gen.yaml next to this file; the test copies this
 // script next to it (see tests/polyglot/test_node_client.py).
@@ -22,7 +23,9 @@ if (!baseUrl) {
 
 const client = createClient(SystemService, createGrpcTransport({ baseUrl }));
 try {
-  const response = await client.getStatus({}, { timeoutMs: Number(timeoutArg) });
+  const token = process.env.SUTAZAI_TOKEN;
+  const headers = token ? { authorization: `Bearer ${token}` } : {};
+  const response = await client.getStatus({}, { timeoutMs: Number(timeoutArg), headers });
   console.log(toJsonString(GetStatusResponseSchema, response, { useProtoFieldName: true }));
 } catch (error) {
   const reason = ConnectError.from(error);

@@ -24,9 +24,10 @@ _sym_db = _symbol_database.Default()
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from sutazai.auth.v1 import access_pb2 as sutazai_dot_auth_dot_v1_dot_access__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&sutazai/system/v1/system_service.proto\x12\x11sutazai.system.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n\x10GetStatusRequest\"\xee\x01\n\x11GetStatusResponse\x12\x39\n\x07overall\x18\x01 \x01(\x0e\x32\x1f.sutazai.system.v1.OverallStateR\x07overall\x12\x42\n\ncomponents\x18\x02 \x03(\x0b\x32\".sutazai.system.v1.ComponentStatusR\ncomponents\x12\x39\n\nchecked_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcheckedAt\x12\x1f\n\x0breported_by\x18\x04 \x01(\tR\nreportedBy\"6\n\x14RefreshStatusRequest\x12\x1e\n\ncomponents\x18\x01 \x03(\tR\ncomponents\"\xf2\x01\n\x15RefreshStatusResponse\x12\x39\n\x07overall\x18\x01 \x01(\x0e\x32\x1f.sutazai.system.v1.OverallStateR\x07overall\x12\x42\n\ncomponents\x18\x02 \x03(\x0b\x32\".sutazai.system.v1.ComponentStatusR\ncomponents\x12\x39\n\nchecked_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcheckedAt\x12\x1f\n\x0breported_by\x18\x04 \x01(\tR\nreportedBy\"\xb8\x02\n\x0f\x43omponentStatus\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x34\n\x04kind\x18\x02 \x01(\x0e\x32 .sutazai.system.v1.ComponentKindR\x04kind\x12\x37\n\x05state\x18\x03 \x01(\x0e\x32!.sutazai.system.v1.ComponentStateR\x05state\x12\x18\n\x07\x61\x64\x64ress\x18\x04 \x01(\tR\x07\x61\x64\x64ress\x12\x1d\n\nlatency_ms\x18\x05 \x01(\x01R\tlatencyMs\x12\x1d\n\nlast_error\x18\x06 \x01(\tR\tlastError\x12\x30\n\x05since\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x05since\x12\x18\n\x07version\x18\x08 \x01(\tR\x07version*V\n\x0cOverallState\x12\x1d\n\x19OVERALL_STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07HEALTHY\x10\x01\x12\x0c\n\x08\x44\x45GRADED\x10\x02\x12\x0c\n\x08\x43RITICAL\x10\x03*m\n\x0e\x43omponentState\x12\x1f\n\x1b\x43OMPONENT_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43OMPONENT_STATE_HEALTHY\x10\x01\x12\x1d\n\x19\x43OMPONENT_STATE_UNHEALTHY\x10\x02*w\n\rComponentKind\x12\x1e\n\x1a\x43OMPONENT_KIND_UNSPECIFIED\x10\x00\x12!\n\x1d\x43OMPONENT_KIND_INFRASTRUCTURE\x10\x01\x12#\n\x1f\x43OMPONENT_KIND_SERVICE_INSTANCE\x10\x02\x32\x8d\x02\n\rSystemService\x12q\n\tGetStatus\x12#.sutazai.system.v1.GetStatusRequest\x1a$.sutazai.system.v1.GetStatusResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/system/status\x12\x88\x01\n\rRefreshStatus\x12\'.sutazai.system.v1.RefreshStatusRequest\x1a(.sutazai.system.v1.RefreshStatusResponse\"$\x82\xd3\xe4\x93\x02\x1e\"\x19/v1/system/status:refresh:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&sutazai/system/v1/system_service.proto\x12\x11sutazai.system.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1csutazai/auth/v1/access.proto\"\x12\n\x10GetStatusRequest\"\xee\x01\n\x11GetStatusResponse\x12\x39\n\x07overall\x18\x01 \x01(\x0e\x32\x1f.sutazai.system.v1.OverallStateR\x07overall\x12\x42\n\ncomponents\x18\x02 \x03(\x0b\x32\".sutazai.system.v1.ComponentStatusR\ncomponents\x12\x39\n\nchecked_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcheckedAt\x12\x1f\n\x0breported_by\x18\x04 \x01(\tR\nreportedBy\"6\n\x14RefreshStatusRequest\x12\x1e\n\ncomponents\x18\x01 \x03(\tR\ncomponents\"\xf2\x01\n\x15RefreshStatusResponse\x12\x39\n\x07overall\x18\x01 \x01(\x0e\x32\x1f.sutazai.system.v1.OverallStateR\x07overall\x12\x42\n\ncomponents\x18\x02 \x03(\x0b\x32\".sutazai.system.v1.ComponentStatusR\ncomponents\x12\x39\n\nchecked_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcheckedAt\x12\x1f\n\x0breported_by\x18\x04 \x01(\tR\nreportedBy\"\xb8\x02\n\x0f\x43omponentStatus\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x34\n\x04kind\x18\x02 \x01(\x0e\x32 .sutazai.system.v1.ComponentKindR\x04kind\x12\x37\n\x05state\x18\x03 \x01(\x0e\x32!.sutazai.system.v1.ComponentStateR\x05state\x12\x18\n\x07\x61\x64\x64ress\x18\x04 \x01(\tR\x07\x61\x64\x64ress\x12\x1d\n\nlatency_ms\x18\x05 \x01(\x01R\tlatencyMs\x12\x1d\n\nlast_error\x18\x06 \x01(\tR\tlastError\x12\x30\n\x05since\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x05since\x12\x18\n\x07version\x18\x08 \x01(\tR\x07version*V\n\x0cOverallState\x12\x1d\n\x19OVERALL_STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07HEALTHY\x10\x01\x12\x0c\n\x08\x44\x45GRADED\x10\x02\x12\x0c\n\x08\x43RITICAL\x10\x03*m\n\x0e\x43omponentState\x12\x1f\n\x1b\x43OMPONENT_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43OMPONENT_STATE_HEALTHY\x10\x01\x12\x1d\n\x19\x43OMPONENT_STATE_UNHEALTHY\x10\x02*w\n\rComponentKind\x12\x1e\n\x1a\x43OMPONENT_KIND_UNSPECIFIED\x10\x00\x12!\n\x1d\x43OMPONENT_KIND_INFRASTRUCTURE\x10\x01\x12#\n\x1f\x43OMPONENT_KIND_SERVICE_INSTANCE\x10\x02\x32\x99\x02\n\rSystemService\x12w\n\tGetStatus\x12#.sutazai.system.v1.GetStatusRequest\x1a$.sutazai.system.v1.GetStatusResponse\"\x1f\xca\xf3\x18\x02\x08\x01\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/system/status\x12\x8e\x01\n\rRefreshStatus\x12\'.sutazai.system.v1.RefreshStatusRequest\x1a(.sutazai.system.v1.RefreshStatusResponse\"*\xca\xf3\x18\x02 \x01\x82\xd3\xe4\x93\x02\x1e\"\x19/v1/system/status:refresh:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,25 +35,25 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sutazai.system.v1.system_se
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SYSTEMSERVICE'].methods_by_name['GetStatus']._loaded_options = None
-  _globals['_SYSTEMSERVICE'].methods_by_name['GetStatus']._serialized_options = b'\202\323\344\223\002\023\022\021/v1/system/status'
+  _globals['_SYSTEMSERVICE'].methods_by_name['GetStatus']._serialized_options = b'\312\363\030\002\010\001\202\323\344\223\002\023\022\021/v1/system/status'
   _globals['_SYSTEMSERVICE'].methods_by_name['RefreshStatus']._loaded_options = None
-  _globals['_SYSTEMSERVICE'].methods_by_name['RefreshStatus']._serialized_options = b'\202\323\344\223\002\036\"\031/v1/system/status:refresh:\001*'
-  _globals['_OVERALLSTATE']._serialized_start=1001
-  _globals['_OVERALLSTATE']._serialized_end=1087
-  _globals['_COMPONENTSTATE']._serialized_start=1089
-  _globals['_COMPONENTSTATE']._serialized_end=1198
-  _globals['_COMPONENTKIND']._serialized_start=1200
-  _globals['_COMPONENTKIND']._serialized_end=1319
-  _globals['_GETSTATUSREQUEST']._serialized_start=124
-  _globals['_GETSTATUSREQUEST']._serialized_end=142
-  _globals['_GETSTATUSRESPONSE']._serialized_start=145
-  _globals['_GETSTATUSRESPONSE']._serialized_end=383
-  _globals['_REFRESHSTATUSREQUEST']._serialized_start=385
-  _globals['_REFRESHSTATUSREQUEST']._serialized_end=439
-  _globals['_REFRESHSTATUSRESPONSE']._serialized_start=442
-  _globals['_REFRESHSTATUSRESPONSE']._serialized_end=684
-  _globals['_COMPONENTSTATUS']._serialized_start=687
-  _globals['_COMPONENTSTATUS']._serialized_end=999
-  _globals['_SYSTEMSERVICE']._serialized_start=1322
-  _globals['_SYSTEMSERVICE']._serialized_end=1591
+  _globals['_SYSTEMSERVICE'].methods_by_name['RefreshStatus']._serialized_options = b'\312\363\030\002 \001\202\323\344\223\002\036\"\031/v1/system/status:refresh:\001*'
+  _globals['_OVERALLSTATE']._serialized_start=1031
+  _globals['_OVERALLSTATE']._serialized_end=1117
+  _globals['_COMPONENTSTATE']._serialized_start=1119
+  _globals['_COMPONENTSTATE']._serialized_end=1228
+  _globals['_COMPONENTKIND']._serialized_start=1230
+  _globals['_COMPONENTKIND']._serialized_end=1349
+  _globals['_GETSTATUSREQUEST']._serialized_start=154
+  _globals['_GETSTATUSREQUEST']._serialized_end=172
+  _globals['_GETSTATUSRESPONSE']._serialized_start=175
+  _globals['_GETSTATUSRESPONSE']._serialized_end=413
+  _globals['_REFRESHSTATUSREQUEST']._serialized_start=415
+  _globals['_REFRESHSTATUSREQUEST']._serialized_end=469
+  _globals['_REFRESHSTATUSRESPONSE']._serialized_start=472
+  _globals['_REFRESHSTATUSRESPONSE']._serialized_end=714
+  _globals['_COMPONENTSTATUS']._serialized_start=717
+  _globals['_COMPONENTSTATUS']._serialized_end=1029
+  _globals['_SYSTEMSERVICE']._serialized_start=1352
+  _globals['_SYSTEMSERVICE']._serialized_end=1633
 # @@protoc_insertion_point(module_scope)

@@ -1,0 +1,193 @@
+"""The edge's guard filters: JWT verification and the edge rate limit (FIELD_GUIDE §2.4, §2.5).
+
+They sit between CORS and the transcoder (``cors → jwt_authn → local_ratelimit → transcoder``),
+so they see the REST path and reject before any transcoding work.
+
+**Who needs a token** is derived from the access table in the descriptor set
+(``(sutazai.auth.v1.access)``), not written here: a public method's gRPC path and each of its
+REST paths take a token optionally (verified if present), gRPC health is public, and every
+other path (the REST API, every mesh service, server reflection, unknown paths) requires one.
+Services verify the token again; the edge only keeps unauthenticated traffic out early.
+
+**The key ring** reaches Envoy as ``local_jwks`` inside the jwt_authn configuration, which is
+served over ECDS (its own xDS resource) rather than inline in the listener: a listener update
+drains the connections open on the old listener, and clients holding such a connection would
+keep the old keys for up to Envoy's drain time. An ECDS update applies to the next request on
+every connection, so an added key is accepted and a retired one refused at once.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Final
+
+from envoy_data_plane.envoy.config.core.v3 import (
+    AggregatedConfigSource,
+    ApiVersion,
+    ConfigSource,
+    DataSource,
+    ExtensionConfigSource,
+    HeaderValue,
+    HeaderValueOption,
+    HeaderValueOptionHeaderAppendAction,
+    RuntimeFractionalPercent,
+    TypedExtensionConfig,
+)
+from envoy_data_plane.envoy.config.route.v3 import HeaderMatcher, RouteMatch
+from envoy_data_plane.envoy.extensions.filters.http.jwt_authn.v3 import (
+    JwtAuthentication,
+    JwtHeader,
+    JwtProvider,
+    JwtRequirement,
+    JwtRequirementOrList,
+    RequirementRule,
+)
+from envoy_data_plane.envoy.extensions.filters.http.local_ratelimit.v3 import LocalRateLimit
+from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import (
+    HttpFilter,
+)
+from envoy_data_plane.envoy.type.matcher.v3 import RegexMatcher, StringMatcher
+from envoy_data_plane.envoy.type.v3 import (
+    FractionalPercent,
+    FractionalPercentDenominatorType,
+    TokenBucket,
+)
+from envoy_data_plane.google.protobuf import Any, Empty
+
+from sutazai.gateway.catalog import GrpcService, ServiceCatalog
+from sutazai.gateway.names import EDGE_JWT_CONFIG
+from sutazai.gateway.path_templates import template_regex
+from sutazai.gateway.resources import EdgePolicy
+
+JWT_PROVIDER: Final = "sutazai"
+"""The one token issuer the edge trusts: the auth service, with the mesh's key ring."""
+JWT_CONFIG_TYPE: Final = (
+    "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication"
+)
+JWT_PAYLOAD_METADATA: Final = "jwt_payload"
+"""Dynamic metadata key (namespace ``envoy.filters.http.jwt_authn``) of a verified token's
+claims; the access log reads the caller's name from it."""
+RATE_LIMIT_FILTER: Final = "envoy.filters.http.local_ratelimit"
+RATE_LIMIT_HEADER: Final = "x-local-rate-limit"
+HEALTH_PREFIX: Final = "/grpc.health.v1.Health/"
+"""gRPC health: public, so load balancers and probes need no token."""
+
+_OPTIONAL: Final = JwtRequirement(
+    requires_any=JwtRequirementOrList(
+        requirements=[
+            JwtRequirement(provider_name=JWT_PROVIDER),
+            JwtRequirement(allow_missing=Empty()),
+        ]
+    )
+)
+"""No token is fine; a token that is sent must verify (``allow_missing``, unlike
+``allow_missing_or_failed``, still rejects a forged or expired one)."""
+_REQUIRED: Final = JwtRequirement(provider_name=JWT_PROVIDER)
+
+
+def guard_filters(policy: EdgePolicy) -> list[HttpFilter]:
+    """``jwt_authn`` (configured over ECDS, see :func:`jwt_extension_config`), then the limit."""
+    return [
+        HttpFilter(
+            name=EDGE_JWT_CONFIG,
+            config_discovery=ExtensionConfigSource(
+                config_source=ConfigSource(
+                    ads=AggregatedConfigSource(), resource_api_version=ApiVersion.V3
+                ),
+                type_urls=[JWT_CONFIG_TYPE],
+            ),
+        ),
+        HttpFilter(name=RATE_LIMIT_FILTER, typed_config=Any.pack(rate_limit(policy))),
+    ]
+
+
+def jwt_extension_config(
+    catalog: ServiceCatalog, policy: EdgePolicy, jwks: str
+) -> TypedExtensionConfig:
+    """The ECDS resource configuring the edge's ``jwt_authn`` filter with the keys ``jwks``."""
+    return TypedExtensionConfig(
+        name=EDGE_JWT_CONFIG, typed_config=Any.pack(jwt_authentication(catalog, policy, jwks))
+    )
+
+
+def jwt_authentication(catalog: ServiceCatalog, policy: EdgePolicy, jwks: str) -> JwtAuthentication:
+    """jwt_authn verifying HS256 tokens of ``policy.jwt_issuer`` against the JWKS ``jwks``."""
+    provider = JwtProvider(
+        issuer=policy.jwt_issuer,
+        local_jwks=DataSource(inline_string=jwks),
+        # Only the Authorization header, where services look too (the default would also
+        # take an access_token query parameter, which ends up in logs).
+        from_headers=[JwtHeader(name="authorization", value_prefix="Bearer ")],
+        # Services verify the token again (defence in depth): pass it on.
+        forward=True,
+        require_expiration=True,
+        payload_in_metadata=JWT_PAYLOAD_METADATA,
+    )
+    return JwtAuthentication(
+        providers={JWT_PROVIDER: provider},
+        rules=jwt_rules(catalog),
+        # A preflight carries no credentials; CORS answers it (or lets it through) unchecked.
+        bypass_cors_preflight=True,
+    )
+
+
+def jwt_rules(catalog: ServiceCatalog) -> list[RequirementRule]:
+    """First match wins: public methods and health take an optional token, the rest needs one.
+
+    The last rule matches every path, so anything not declared public (including a future
+    route nobody thought about) needs a token.
+    """
+    rules: list[RequirementRule] = []
+    for service in catalog.services:
+        rules += _public_method_rules(service)
+    rules.append(RequirementRule(match=RouteMatch(prefix=HEALTH_PREFIX), requires=_OPTIONAL))
+    rules.append(RequirementRule(match=RouteMatch(prefix="/"), requires=_REQUIRED))
+    return rules
+
+
+def _public_method_rules(service: GrpcService) -> list[RequirementRule]:
+    rules: list[RequirementRule] = []
+    for method in service.methods:
+        if not method.public:
+            continue
+        rules.append(
+            RequirementRule(match=RouteMatch(path=service.method_path(method)), requires=_OPTIONAL)
+        )
+        for binding in method.http_bindings:
+            match = RouteMatch(
+                safe_regex=RegexMatcher(regex=template_regex(binding.template)),
+                headers=[
+                    HeaderMatcher(name=":method", string_match=StringMatcher(exact=binding.verb))
+                ],
+            )
+            rules.append(RequirementRule(match=match, requires=_OPTIONAL))
+    return rules
+
+
+def rate_limit(policy: EdgePolicy) -> LocalRateLimit:
+    """One token bucket for all callers of this Envoy (per-user limits live in the services)."""
+    always = RuntimeFractionalPercent(
+        default_value=FractionalPercent(
+            numerator=100, denominator=FractionalPercentDenominatorType.HUNDRED
+        )
+    )
+    return LocalRateLimit(
+        stat_prefix="edge_rate_limit",
+        token_bucket=TokenBucket(
+            max_tokens=policy.rate_limit_burst,
+            tokens_per_fill=policy.rate_limit_per_second,
+            fill_interval=timedelta(seconds=1),
+        ),
+        # Both are needed: "enabled" alone only counts what would have been limited.
+        filter_enabled=always,
+        filter_enforced=always,
+        response_headers_to_add=[
+            HeaderValueOption(
+                header=HeaderValue(key=RATE_LIMIT_HEADER, value="true"),
+                append_action=HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
+            )
+        ],
+        # gRPC callers see RESOURCE_EXHAUSTED (back off) instead of UNAVAILABLE, which
+        # retrying clients would hammer; REST callers get 429.
+        rate_limited_as_resource_exhausted=True,
+    )

@@ -1,0 +1,226 @@
+"""The auth service's rules, with no I/O: input validation, lock-out, refresh tokens, paging.
+
+Everything here is a pure function of its arguments (the clock is passed in), so the rules are
+unit-tested without a database and the store and handlers only apply them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import hashlib
+import json
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sutazai.services.auth.passwords import MAX_LENGTH, password_problems
+from sutazai.services.runtime.roles import Role
+
+USERNAME = re.compile(r"[A-Za-z0-9._-]{3,32}")
+# A shape check, not RFC 5322: one @, no spaces, a dot in the domain. Whether the address
+# works is only proven by mail, which the mesh does not send.
+EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+")
+MAX_EMAIL = 254
+MAX_LOGIN_NAME = MAX_EMAIL
+"""Login names are only looked up, never stored; anything longer cannot exist."""
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """One account as stored."""
+
+    user_id: str
+    username: str
+    email: str
+    role: Role
+    active: bool
+    password_hash: str
+    failed_logins: int
+    locked_until: datetime | None
+    created_at: datetime
+    last_login_at: datetime | None
+
+
+def username_problem(username: str) -> str | None:
+    """Why ``username`` cannot be a username, or ``None``."""
+    if USERNAME.fullmatch(username) is None:
+        return "must be 3 to 32 characters of letters, digits, '.', '_' or '-'"
+    return None
+
+
+def email_problem(email: str) -> str | None:
+    """Why ``email`` does not look like an e-mail address, or ``None``."""
+    if len(email) > MAX_EMAIL:
+        return f"must be at most {MAX_EMAIL} characters"
+    if EMAIL.fullmatch(email) is None:
+        return "must be an e-mail address such as name@example.org"
+    return None
+
+
+def registration_violations(username: str, email: str, password: str) -> dict[str, str]:
+    """Field violations of a new account (empty when it may be created)."""
+    violations = {}
+    if (problem := username_problem(username)) is not None:
+        violations["username"] = problem
+    if (problem := email_problem(email)) is not None:
+        violations["email"] = problem
+    if problems := password_problems(password, username=username):
+        violations["password"] = "; ".join(problems)
+    return violations
+
+
+def credential_violations(username: str, password: str) -> dict[str, str]:
+    """Field violations of a sign-in attempt: only what no account could ever accept."""
+    violations = {}
+    if not username:
+        violations["username"] = "required"
+    elif len(username) > MAX_LOGIN_NAME:
+        violations["username"] = f"must be at most {MAX_LOGIN_NAME} characters"
+    if not password:
+        violations["password"] = "required"  # noqa: S105 - a field violation
+    elif len(password) > MAX_LENGTH:
+        violations["password"] = f"must be at most {MAX_LENGTH} characters"
+    return violations
+
+
+def role_problem(label: str) -> str | None:
+    """Why ``label`` is not a role, or ``None``."""
+    try:
+        Role.from_label(label)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """An account's counters after one more failed sign-in."""
+
+    failed_logins: int
+    locked_until: datetime | None
+    """Set when this failure locked the account."""
+
+
+@dataclass(frozen=True, slots=True)
+class LockoutPolicy:
+    """``threshold`` consecutive failures lock an account for ``duration``."""
+
+    threshold: int
+    duration: timedelta
+
+    def is_locked(self, locked_until: datetime | None, now: datetime) -> bool:
+        """Whether an account locked until ``locked_until`` is still locked at ``now``."""
+        return locked_until is not None and now < locked_until
+
+    def after_failure(self, failed_logins: int, now: datetime) -> Failure:
+        """The counters after a failure, given ``failed_logins`` consecutive ones before it.
+
+        Reaching the threshold locks the account and starts the count again, so an account
+        whose lock has ended gets ``threshold`` fresh attempts, not one.
+        """
+        failures = failed_logins + 1
+        if failures >= self.threshold:
+            return Failure(failed_logins=0, locked_until=now + self.duration)
+        return Failure(failed_logins=failures, locked_until=None)
+
+
+REFRESH_TOKEN_BYTES = 32
+
+
+def new_refresh_token() -> str:
+    """A fresh opaque refresh token (256 random bits, URL-safe)."""
+    return secrets.token_urlsafe(REFRESH_TOKEN_BYTES)
+
+
+def hash_refresh_token(token: str) -> str:
+    """What the store keeps of a refresh token: its SHA-256, hex.
+
+    A fast hash suffices (unlike passwords): the token is 256 random bits, so a leaked table
+    cannot be brute-forced back into working tokens.
+    """
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Verdict(enum.Enum):
+    """What presenting a refresh token means."""
+
+    ROTATE = "rotate"
+    """Valid: issue the next token of the family and retire this one."""
+    REUSED = "reused"
+    """Already rotated: a copy is in other hands; revoke the whole family."""
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+    INACTIVE = "inactive"
+    """The account was deactivated."""
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshState:
+    """What the store knows about one presented refresh token."""
+
+    rotated: bool
+    revoked: bool
+    expires_at: datetime
+    user_active: bool
+
+
+def judge_refresh(state: RefreshState, now: datetime) -> Verdict:
+    """The verdict on a presented refresh token.
+
+    Reuse is checked first: a rotated token is evidence of theft whatever else holds, even in
+    a family already revoked or expired.
+    """
+    if state.rotated:
+        return Verdict.REUSED
+    if state.revoked:
+        return Verdict.REVOKED
+    if now >= state.expires_at:
+        return Verdict.EXPIRED
+    if not state.user_active:
+        return Verdict.INACTIVE
+    return Verdict.ROTATE
+
+
+@dataclass(frozen=True, slots=True)
+class PageLimits:
+    """Bounds of one listing's ``page_size``."""
+
+    default: int
+    maximum: int
+
+    def size(self, requested: int) -> int | None:
+        """The page size to use for ``requested`` (0 means the default), ``None`` if invalid."""
+        if requested == 0:
+            return self.default
+        if 1 <= requested <= self.maximum:
+            return requested
+        return None
+
+    def problem(self) -> str:
+        """The field violation of a page size out of range."""
+        return f"must be 1 to {self.maximum} (0 for {self.default})"
+
+
+def encode_page_token(listing: str, position: str | int) -> str:
+    """An opaque token continuing ``listing`` after ``position``."""
+    raw = json.dumps({"l": listing, "p": position}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def decode_page_token(listing: str, token: str) -> str | int | None:
+    """The position in a token of ``listing``; ``None`` if it is not one."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        document = json.loads(raw)
+    except (binascii.Error, ValueError):
+        return None
+    if not isinstance(document, dict) or document.get("l") != listing:
+        return None
+    position = document.get("p")
+    # bool is an int; a token never holds one.
+    if isinstance(position, str | int) and not isinstance(position, bool):
+        return position
+    return None

@@ -1,0 +1,164 @@
+"""gRPC handlers of ``sutazai.auth.v1.AuthService``: requests in, responses out.
+
+Access control happens before these run (the runtime's guard, from the access table in the
+protos); the rules live in :mod:`.accounts` and :mod:`.sessions`.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from sutazai.auth.v1 import auth_service_pb2 as pb
+from sutazai.auth.v1 import auth_service_pb2_grpc as pb_grpc
+from sutazai.services.auth.accounts import Accounts
+from sutazai.services.auth.domain import User
+from sutazai.services.auth.sessions import Sessions
+from sutazai.services.auth.trail import REGISTER, Trail
+from sutazai.services.runtime.audit import AuditEvent
+from sutazai.services.runtime.auth import current_identity, require_identity
+from sutazai.services.runtime.roles import Role
+
+TOKEN_TYPE = "Bearer"  # noqa: S105 - the OAuth token type, not a secret
+
+
+class AuthHandlers(pb_grpc.AuthServiceServicer):
+    """Every RPC of the auth service."""
+
+    def __init__(self, accounts: Accounts, sessions: Sessions, trail: Trail) -> None:
+        self._accounts = accounts
+        self._sessions = sessions
+        self._trail = trail
+
+    async def Register(  # noqa: N802 - generated servicer method name
+        self, request: pb.RegisterRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RegisterResponse:
+        """Create an account with the ``user`` role."""
+        caller = current_identity()
+        user = await self._accounts.create(
+            username=request.username,
+            email=request.email,
+            password=request.password,
+            role=Role.USER,
+            actor=caller.username if caller else "",
+            action=REGISTER,
+        )
+        return pb.RegisterResponse(user=user_message(user))
+
+    async def Login(  # noqa: N802 - generated servicer method name
+        self, request: pb.LoginRequest, context: grpc.aio.ServicerContext
+    ) -> pb.LoginResponse:
+        """Exchange credentials for a token pair."""
+        pair = await self._sessions.login(request.username, request.password)
+        return pb.LoginResponse(
+            access_token=pair.access_token,
+            refresh_token=pair.refresh_token,
+            expires_in=pair.expires_in,
+            token_type=TOKEN_TYPE,
+        )
+
+    async def Refresh(  # noqa: N802 - generated servicer method name
+        self, request: pb.RefreshRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RefreshResponse:
+        """Rotate a refresh token into a new pair."""
+        pair = await self._sessions.refresh(request.refresh_token)
+        return pb.RefreshResponse(
+            access_token=pair.access_token,
+            refresh_token=pair.refresh_token,
+            expires_in=pair.expires_in,
+            token_type=TOKEN_TYPE,
+        )
+
+    async def Logout(  # noqa: N802 - generated servicer method name
+        self, request: pb.LogoutRequest, context: grpc.aio.ServicerContext
+    ) -> pb.LogoutResponse:
+        """Revoke the session's refresh-token family and the caller's access token."""
+        await self._sessions.logout(require_identity(), request.refresh_token)
+        return pb.LogoutResponse()
+
+    async def GetMe(  # noqa: N802 - generated servicer method name
+        self, request: pb.GetMeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetMeResponse:
+        """The caller's account."""
+        user = await self._accounts.me(require_identity())
+        response = pb.GetMeResponse(
+            username=user.username, email=user.email, role=user.role.label, user_id=user.user_id
+        )
+        response.created_at.FromDatetime(user.created_at)
+        return response
+
+    async def ChangePassword(  # noqa: N802 - generated servicer method name
+        self, request: pb.ChangePasswordRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ChangePasswordResponse:
+        """Replace the caller's password; every refresh token of theirs stops working."""
+        await self._accounts.change_password(
+            require_identity(), request.current_password, request.new_password
+        )
+        return pb.ChangePasswordResponse()
+
+    async def ListUsers(  # noqa: N802 - generated servicer method name
+        self, request: pb.ListUsersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListUsersResponse:
+        """One page of accounts, by username."""
+        users, next_token = await self._accounts.list_users(request.page_size, request.page_token)
+        return pb.ListUsersResponse(
+            users=[user_message(u) for u in users], next_page_token=next_token
+        )
+
+    async def SetUserRole(  # noqa: N802 - generated servicer method name
+        self, request: pb.SetUserRoleRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SetUserRoleResponse:
+        """Change another user's role."""
+        user = await self._accounts.set_role(require_identity(), request.username, request.role)
+        return pb.SetUserRoleResponse(user=user_message(user))
+
+    async def DeactivateUser(  # noqa: N802 - generated servicer method name
+        self, request: pb.DeactivateUserRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeactivateUserResponse:
+        """Disable another user's account and end their sessions."""
+        user = await self._accounts.deactivate(require_identity(), request.username)
+        return pb.DeactivateUserResponse(user=user_message(user))
+
+    async def ListAuditEvents(  # noqa: N802 - generated servicer method name
+        self, request: pb.ListAuditEventsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListAuditEventsResponse:
+        """One page of the audit log, newest first."""
+        events, next_token = await self._trail.page(
+            page_size=request.page_size,
+            page_token=request.page_token,
+            actor=request.actor,
+            action=request.action,
+        )
+        return pb.ListAuditEventsResponse(
+            events=[event_message(e) for e in events], next_page_token=next_token
+        )
+
+
+def user_message(user: User) -> pb.User:
+    """An account as the API shows it (never its password hash or counters)."""
+    message = pb.User(
+        user_id=user.user_id,
+        username=user.username,
+        email=user.email,
+        role=user.role.label,
+        active=user.active,
+    )
+    message.created_at.FromDatetime(user.created_at)
+    if user.last_login_at is not None:
+        message.last_login_at.FromDatetime(user.last_login_at)
+    return message
+
+
+def event_message(event: AuditEvent) -> pb.AuditEvent:
+    """An audit event as the API shows it."""
+    message = pb.AuditEvent(
+        event_id=event.event_id,
+        actor=event.actor,
+        action=event.action,
+        target=event.target,
+        outcome=event.outcome,
+        detail=event.detail,
+        request_id=event.request_id,
+    )
+    if event.occurred_at is not None:
+        message.occurred_at.FromDatetime(event.occurred_at)
+    return message

@@ -1,0 +1,1 @@
+"""SQL migrations of the auth service's schema ``auth`` (applied by the runtime's runner)."""

@@ -1,0 +1,123 @@
+"""Access tokens: HS256 JWTs with ``sub``, ``role``, ``jti``, ``iss``, ``iat`` and ``exp``."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import jwt
+
+from sutazai.services.runtime.errors import MeshRuntimeError
+from sutazai.services.runtime.keys import KeyRing
+from sutazai.services.runtime.roles import Role
+
+ALGORITHM = "HS256"
+
+
+class InvalidTokenError(MeshRuntimeError):
+    """A token that is malformed, forged, expired, revoked or from another issuer."""
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who is calling, as proven by a verified access token."""
+
+    user_id: str
+    username: str
+    role: Role
+    token_id: str
+    """The token's ``jti`` (what logout deny-lists)."""
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """A freshly signed access token and what it says."""
+
+    token: str
+    identity: Identity
+
+
+class TokenIssuer:
+    """Signs access tokens with the ring's newest key."""
+
+    def __init__(
+        self,
+        keys: Callable[[], KeyRing],
+        *,
+        issuer: str,
+        ttl: timedelta,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._keys = keys
+        self._issuer = issuer
+        self._ttl = ttl
+        self._clock = clock
+
+    def issue(self, *, user_id: str, username: str, role: Role) -> IssuedToken:
+        """Sign a token for a user."""
+        now = self._clock()
+        identity = Identity(
+            user_id=user_id,
+            username=username,
+            role=role,
+            token_id=uuid.uuid4().hex,
+            expires_at=now + self._ttl,
+        )
+        key = self._keys().signing
+        claims = {
+            "iss": self._issuer,
+            "sub": user_id,
+            "name": username,
+            "role": role.label,
+            "jti": identity.token_id,
+            "iat": int(now.timestamp()),
+            "exp": int(identity.expires_at.timestamp()),
+        }
+        token = jwt.encode(claims, key.secret, algorithm=ALGORITHM, headers={"kid": key.kid})
+        return IssuedToken(token, identity)
+
+
+class TokenVerifier:
+    """Checks signature (by ``kid``), algorithm, issuer, expiry and claims of a token.
+
+    The key ring is asked for on every check (it is cheap: the caller caches it), so a rotated
+    key is honoured as soon as the ring is reloaded.
+    """
+
+    def __init__(self, keys: Callable[[], KeyRing], *, issuer: str) -> None:
+        self._keys = keys
+        self._issuer = issuer
+
+    def verify(self, token: str) -> Identity:
+        """The identity a token proves.
+
+        Raises:
+            InvalidTokenError: for any token that must not be trusted.
+        """
+        try:
+            header = jwt.get_unverified_header(token)
+            key = self._keys().find(str(header.get("kid", "")))
+            if key is None:
+                raise InvalidTokenError("token signed with an unknown key")
+            claims = jwt.decode(
+                token,
+                key.secret,
+                algorithms=[ALGORITHM],
+                issuer=self._issuer,
+                options={"require": ["exp", "iat", "iss", "sub", "jti", "role"]},
+            )
+            role = Role.from_label(str(claims["role"]))
+        except jwt.PyJWTError as exc:
+            raise InvalidTokenError(str(exc)) from exc
+        except ValueError as exc:
+            raise InvalidTokenError(f"bad role claim: {exc}") from exc
+        return Identity(
+            user_id=str(claims["sub"]),
+            username=str(claims.get("name", "")),
+            role=role,
+            token_id=str(claims["jti"]),
+            expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
+        )

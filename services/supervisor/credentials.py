@@ -1,0 +1,32 @@
+"""Everything secret the mesh needs, generated before any component starts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sutazai.services.runtime.keys import ensure_key_ring
+from sutazai.services.runtime.secrets import MeshSecrets, ensure_secrets
+from sutazai.services.runtime.settings import MeshSettings
+from sutazai.services.supervisor.catalog import load_catalog
+from sutazai.services.supervisor.nats_auth import mesh_principals
+
+
+def ensure_credentials(
+    settings: MeshSettings, *, services: Iterable[str] | None = None
+) -> MeshSecrets:
+    """Generate what is missing: passwords (one per NATS principal) and the signing key ring.
+
+    Existing secrets and keys are kept. ``services`` are the services that get a NATS principal
+    (default: those of ``deploy/mesh.toml``). Call it before anything reads ``settings.secrets``,
+    which is read once per settings object.
+
+    Raises:
+        ConfigurationError: an existing secrets or key file is unreadable or not private.
+        SupervisorError: a service name cannot name a NATS principal.
+
+    """
+    names = [entry.name for entry in load_catalog()] if services is None else services
+    principals = [principal.name for principal in mesh_principals(names)]
+    secrets = ensure_secrets(settings.state_dir, nats_principals=principals)
+    ensure_key_ring(settings.keys_file)
+    return secrets

@@ -1,0 +1,98 @@
+"""The auth service hosted in-process on real PostgreSQL and Redis, behind a real guard."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import asyncpg
+import grpc
+import pytest
+import redis.asyncio as aioredis
+
+from sutazai.auth.v1 import auth_service_pb2_grpc as pb_grpc
+from sutazai.services.auth.accounts import Accounts
+from sutazai.services.auth.server import SERVICE_NAME, open_accounts, open_service
+from sutazai.services.runtime.keys import KeyRing, ensure_key_ring
+from sutazai.services.runtime.server import ServiceHost
+from sutazai.services.runtime.settings import AuthSettings, MeshSettings, ServiceSettings
+from tests.auth.helpers import Caller
+
+
+@pytest.fixture(scope="session")
+def key_ring(mesh_settings: MeshSettings) -> KeyRing:
+    """The session's signing keys (the supervisor makes them at start-up; tests may be first)."""
+    return ensure_key_ring(mesh_settings.keys_file)
+
+
+@pytest.fixture(scope="session")
+async def pool(mesh_settings: MeshSettings) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(mesh_settings.postgres_dsn, min_size=1, max_size=10)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(scope="session")
+async def redis_client(mesh_settings: MeshSettings) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(mesh_settings.redis_url)
+    yield client
+    await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def hosted(
+    settings: MeshSettings, pool: asyncpg.Pool, redis_client: aioredis.Redis
+) -> AsyncIterator[Caller]:
+    """An auth service on a free port with ``settings``, and a client calling it directly."""
+    servicer, guard = await open_service(settings, pool, redis_client)
+    host = ServiceHost(
+        name=SERVICE_NAME,
+        mesh=settings,
+        settings=ServiceSettings(port=0, metrics_port=-1, grace_seconds=1.0),
+        servicers=[servicer],
+        registry=None,
+        guard=guard,
+    )
+    await host.start()
+    try:
+        async with grpc.aio.insecure_channel(host.address) as channel:
+            yield Caller(pb_grpc.AuthServiceStub(channel), host.address)
+    finally:
+        await host.stop()
+
+
+@pytest.fixture(scope="session")
+async def auth(
+    mesh_settings: MeshSettings,
+    key_ring: KeyRing,
+    pool: asyncpg.Pool,
+    redis_client: aioredis.Redis,
+) -> AsyncIterator[Caller]:
+    """The service with the mesh's default settings (5 failures lock for 30 minutes)."""
+    async with hosted(mesh_settings, pool, redis_client) as caller:
+        yield caller
+
+
+STRICT = AuthSettings(
+    lockout_threshold=5, lockout_seconds=3, user_rate_burst=2, user_rate_per_second=0.01
+)
+"""Locks that end within a test, and a per-user bucket that empties after two calls."""
+
+
+@pytest.fixture(scope="session")
+async def strict(
+    mesh_settings: MeshSettings,
+    key_ring: KeyRing,
+    pool: asyncpg.Pool,
+    redis_client: aioredis.Redis,
+) -> AsyncIterator[Caller]:
+    """A second instance on the same database with :data:`STRICT` auth settings."""
+    settings = mesh_settings.model_copy(update={"auth": STRICT})
+    async with hosted(settings, pool, redis_client) as caller:
+        yield caller
+
+
+@pytest.fixture(scope="session")
+async def accounts(mesh_settings: MeshSettings, pool: asyncpg.Pool) -> Accounts:
+    """Account administration as the CLI does it (to create admins)."""
+    return await open_accounts(mesh_settings, pool)

@@ -1,0 +1,336 @@
+"""Registration, the caller's account, administration, the audit log and per-user limits."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from sutazai.auth.v1 import auth_service_pb2 as pb
+from sutazai.services.auth.accounts import Accounts
+from sutazai.services.auth.errors import INVALID_CREDENTIALS
+from sutazai.services.runtime.roles import Role
+from tests.auth.helpers import (
+    TIMEOUT,
+    Account,
+    Caller,
+    bearer,
+    error_info,
+    failure,
+    field_violations,
+    new_name,
+    new_password,
+)
+from tests.harness.waiting import wait_for
+
+LIST_USERS = "/sutazai.auth.v1.AuthService/ListUsers"
+
+
+@pytest.fixture(scope="module")
+async def admin(auth: Caller, accounts: Accounts) -> tuple[Account, str]:
+    """An admin (made as the CLI makes one) and their access token."""
+    name = new_name("admin")
+    account = Account(name, new_password(), f"{name}@example.org")
+    await accounts.create(
+        username=account.username,
+        email=account.email,
+        password=account.password,
+        role=Role.ADMIN,
+        actor="tests",
+        action="tests.setup",
+    )
+    return account, (await auth.login(account.username, account.password)).access_token
+
+
+async def test_bad_registration_names_each_field(auth: Caller) -> None:
+    error = await failure(
+        auth.stub.Register(
+            pb.RegisterRequest(username="a!", email="not-an-email", password="short"),
+            timeout=TIMEOUT,
+        )
+    )
+    violations = field_violations(error)
+    assert set(violations) == {"username", "email", "password"}
+    assert "3 to 32 characters" in violations["username"]
+    assert "e-mail address" in violations["email"]
+    assert "at least 10 characters" in violations["password"]
+
+
+async def test_taken_username_and_email_are_refused_whatever_their_case(auth: Caller) -> None:
+    first = await auth.register(new_name("Grace"))
+    same_name = await failure(
+        auth.stub.Register(
+            pb.RegisterRequest(
+                username=first.username.upper(),
+                email=f"{new_name()}@example.org",
+                password=new_password(),
+            ),
+            timeout=TIMEOUT,
+        )
+    )
+    assert same_name.code() is grpc.StatusCode.ALREADY_EXISTS
+    assert error_info(same_name).metadata["field"] == "username"
+
+    same_email = await failure(
+        auth.stub.Register(
+            pb.RegisterRequest(
+                username=new_name(), email=first.email.upper(), password=new_password()
+            ),
+            timeout=TIMEOUT,
+        )
+    )
+    assert same_email.code() is grpc.StatusCode.ALREADY_EXISTS
+    assert error_info(same_email).metadata["field"] == "email"
+
+
+async def test_change_password_revokes_sessions_and_checks_the_current_one(auth: Caller) -> None:
+    account, pair = await auth.signed_in()
+    token = bearer(pair.access_token)
+    new = new_password()
+
+    wrong = await failure(
+        auth.stub.ChangePassword(
+            pb.ChangePasswordRequest(current_password=new_password(), new_password=new),
+            metadata=token,
+            timeout=TIMEOUT,
+        )
+    )
+    assert set(field_violations(wrong)) == {"current_password"}
+    weak = await failure(
+        auth.stub.ChangePassword(
+            pb.ChangePasswordRequest(current_password=account.password, new_password="weak"),
+            metadata=token,
+            timeout=TIMEOUT,
+        )
+    )
+    assert set(field_violations(weak)) == {"new_password"}
+
+    await auth.stub.ChangePassword(
+        pb.ChangePasswordRequest(current_password=account.password, new_password=new),
+        metadata=token,
+        timeout=TIMEOUT,
+    )
+    stale = await failure(
+        auth.stub.Refresh(pb.RefreshRequest(refresh_token=pair.refresh_token), timeout=TIMEOUT)
+    )
+    assert stale.code() is grpc.StatusCode.UNAUTHENTICATED
+    old = await failure(auth.login(account.username, account.password))
+    assert old.details() == INVALID_CREDENTIALS
+    await auth.login(account.username, new)
+
+
+async def test_wrong_current_passwords_lock_the_account_too(auth: Caller) -> None:
+    account, pair = await auth.signed_in()
+    token = bearer(pair.access_token)
+    request = pb.ChangePasswordRequest(current_password=new_password(), new_password=new_password())
+    for _ in range(5):
+        wrong = await failure(auth.stub.ChangePassword(request, metadata=token, timeout=TIMEOUT))
+        assert set(field_violations(wrong)) == {"current_password"}
+    locked = await failure(
+        auth.stub.ChangePassword(
+            pb.ChangePasswordRequest(
+                current_password=account.password, new_password=new_password()
+            ),
+            metadata=token,
+            timeout=TIMEOUT,
+        )
+    )
+    assert locked.code() is grpc.StatusCode.FAILED_PRECONDITION
+    signed_out = await failure(auth.login(account.username, account.password))
+    assert signed_out.details() == INVALID_CREDENTIALS
+
+
+async def test_a_user_calling_an_admin_rpc_is_denied_and_audited(
+    auth: Caller, admin: tuple[Account, str]
+) -> None:
+    user, pair = await auth.signed_in()
+    denied = await failure(
+        auth.stub.ListUsers(
+            pb.ListUsersRequest(), metadata=bearer(pair.access_token), timeout=TIMEOUT
+        )
+    )
+    assert denied.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert "needs the admin role" in denied.details()
+
+    async def audited() -> bool:
+        page = await auth.stub.ListAuditEvents(
+            pb.ListAuditEventsRequest(actor=user.username, action=LIST_USERS),
+            metadata=bearer(admin[1]),
+            timeout=TIMEOUT,
+        )
+        return any(e.outcome == "PERMISSION_DENIED" for e in page.events)
+
+    await wait_for(audited, timeout=10, message="denial in the audit log")
+
+
+async def test_sign_ins_and_lockouts_are_audited(
+    auth: Caller, strict: Caller, admin: tuple[Account, str]
+) -> None:
+    # Registered on the default instance: Register is rate-limited too, per client address.
+    account = await auth.register()
+    await strict.login(account.username, account.password)
+    for _ in range(5):
+        await failure(strict.login(account.username, new_password()))
+    page = await strict.stub.ListAuditEvents(
+        pb.ListAuditEventsRequest(actor=account.username),
+        metadata=bearer(admin[1]),
+        timeout=TIMEOUT,
+    )
+    # Newest first.
+    trail = [(e.action, e.outcome) for e in page.events]
+    assert trail == [
+        ("auth.lockout", "ok"),
+        *[("auth.login", "UNAUTHENTICATED")] * 5,
+        ("auth.login", "ok"),
+    ]
+    assert page.events[1].detail == "wrong password; account locked"
+    assert page.events[2].detail == "wrong password (4 of 5)"
+    assert all(e.target == account.username and e.request_id for e in page.events)
+
+
+async def test_admin_lists_users_page_by_page(auth: Caller, admin: tuple[Account, str]) -> None:
+    token = bearer(admin[1])
+    await auth.register()
+    first = await auth.stub.ListUsers(
+        pb.ListUsersRequest(page_size=1), metadata=token, timeout=TIMEOUT
+    )
+    assert len(first.users) == 1
+    assert first.next_page_token
+    second = await auth.stub.ListUsers(
+        pb.ListUsersRequest(page_size=1, page_token=first.next_page_token),
+        metadata=token,
+        timeout=TIMEOUT,
+    )
+    assert second.users[0].username.lower() > first.users[0].username.lower()
+
+    bad = await failure(
+        auth.stub.ListUsers(
+            pb.ListUsersRequest(page_size=201, page_token="forged"), metadata=token, timeout=TIMEOUT
+        )
+    )
+    assert set(field_violations(bad)) == {"page_size", "page_token"}
+
+
+async def test_audit_events_page_backwards(auth: Caller, admin: tuple[Account, str]) -> None:
+    token = bearer(admin[1])
+    first = await auth.stub.ListAuditEvents(
+        pb.ListAuditEventsRequest(page_size=2), metadata=token, timeout=TIMEOUT
+    )
+    assert len(first.events) == 2
+    assert first.events[0].event_id > first.events[1].event_id
+    older = await auth.stub.ListAuditEvents(
+        pb.ListAuditEventsRequest(page_size=2, page_token=first.next_page_token),
+        metadata=token,
+        timeout=TIMEOUT,
+    )
+    assert older.events[0].event_id < first.events[1].event_id
+    bad = await failure(
+        auth.stub.ListAuditEvents(
+            pb.ListAuditEventsRequest(page_size=501), metadata=token, timeout=TIMEOUT
+        )
+    )
+    assert set(field_violations(bad)) == {"page_size"}
+
+
+async def test_role_changes(auth: Caller, admin: tuple[Account, str]) -> None:
+    admin_account, admin_token = admin
+    token = bearer(admin_token)
+    user, pair = await auth.signed_in()
+
+    changed = await auth.stub.SetUserRole(
+        pb.SetUserRoleRequest(username=user.username.upper(), role="operator"),
+        metadata=token,
+        timeout=TIMEOUT,
+    )
+    assert changed.user.role == "operator"
+    # The new role is in the next token the user gets.
+    refreshed = await auth.stub.Refresh(
+        pb.RefreshRequest(refresh_token=pair.refresh_token), timeout=TIMEOUT
+    )
+    me = await auth.stub.GetMe(
+        pb.GetMeRequest(), metadata=bearer(refreshed.access_token), timeout=TIMEOUT
+    )
+    assert me.role == "operator"
+
+    own = await failure(
+        auth.stub.SetUserRole(
+            pb.SetUserRoleRequest(username=admin_account.username, role="user"),
+            metadata=token,
+            timeout=TIMEOUT,
+        )
+    )
+    assert own.code() is grpc.StatusCode.FAILED_PRECONDITION
+    unknown = await failure(
+        auth.stub.SetUserRole(
+            pb.SetUserRoleRequest(username=new_name(), role="user"), metadata=token, timeout=TIMEOUT
+        )
+    )
+    assert unknown.code() is grpc.StatusCode.NOT_FOUND
+    bad_role = await failure(
+        auth.stub.SetUserRole(
+            pb.SetUserRoleRequest(username=user.username, role="root"),
+            metadata=token,
+            timeout=TIMEOUT,
+        )
+    )
+    assert set(field_violations(bad_role)) == {"role"}
+
+
+async def test_deactivation_ends_sessions_and_sign_ins(
+    auth: Caller, admin: tuple[Account, str]
+) -> None:
+    admin_account, admin_token = admin
+    token = bearer(admin_token)
+    user, pair = await auth.signed_in()
+
+    done = await auth.stub.DeactivateUser(
+        pb.DeactivateUserRequest(username=user.username), metadata=token, timeout=TIMEOUT
+    )
+    assert not done.user.active
+    refresh = await failure(
+        auth.stub.Refresh(pb.RefreshRequest(refresh_token=pair.refresh_token), timeout=TIMEOUT)
+    )
+    assert refresh.code() is grpc.StatusCode.UNAUTHENTICATED
+    login = await failure(auth.login(user.username, user.password))
+    assert login.details() == INVALID_CREDENTIALS
+    # The access token still verifies until it expires, but the account answers no more.
+    me = await failure(
+        auth.stub.GetMe(pb.GetMeRequest(), metadata=bearer(pair.access_token), timeout=TIMEOUT)
+    )
+    assert me.code() is grpc.StatusCode.UNAUTHENTICATED
+
+    own = await failure(
+        auth.stub.DeactivateUser(
+            pb.DeactivateUserRequest(username=admin_account.username),
+            metadata=token,
+            timeout=TIMEOUT,
+        )
+    )
+    assert own.code() is grpc.StatusCode.FAILED_PRECONDITION
+    unknown = await failure(
+        auth.stub.DeactivateUser(
+            pb.DeactivateUserRequest(username=new_name()), metadata=token, timeout=TIMEOUT
+        )
+    )
+    assert unknown.code() is grpc.StatusCode.NOT_FOUND
+
+
+async def test_one_users_rate_limit_leaves_others_alone(auth: Caller, strict: Caller) -> None:
+    _, first = await auth.signed_in()
+    _, second = await auth.signed_in()
+    # A policy-violating new password is refused before any hashing: the calls are cheap, but
+    # each still takes a token from the caller's bucket (2 at most, refilled very slowly).
+    request = pb.ChangePasswordRequest(current_password="irrelevant", new_password="weak")
+    for _ in range(2):
+        error = await failure(
+            strict.stub.ChangePassword(request, metadata=bearer(first.access_token), timeout=5)
+        )
+        assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    limited = await failure(
+        strict.stub.ChangePassword(request, metadata=bearer(first.access_token), timeout=5)
+    )
+    assert limited.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    other = await failure(
+        strict.stub.ChangePassword(request, metadata=bearer(second.access_token), timeout=5)
+    )
+    assert other.code() is grpc.StatusCode.INVALID_ARGUMENT

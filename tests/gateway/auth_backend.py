@@ -1,0 +1,89 @@
+"""A stand-in for the auth and system services behind the edge, in-process.
+
+It verifies nothing: it reports what reached it, so a test sees what the edge let through and
+that the token was forwarded (services verify it again in the real mesh).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, TypeAlias
+
+import grpc
+import jwt
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from sutazai.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
+from sutazai.registry.v1.registry_pb2 import ServiceInstance
+from sutazai.system.v1 import system_service_pb2_grpc
+from tests.gateway.edge_harness import SYSTEM_SERVICE, StaticSystemService
+
+AUTH_SERVICE = "sutazai.auth.v1.AuthService"
+
+_Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+
+
+def forwarded_name(context: _Context) -> str:
+    """The ``name`` claim of the bearer token the call carried (unverified), or ``""``."""
+    metadata = dict(context.invocation_metadata() or ())
+    authorization = str(metadata.get("authorization", ""))
+    if not authorization.startswith("Bearer "):
+        return ""
+    claims = jwt.decode(authorization.removeprefix("Bearer "), options={"verify_signature": False})
+    return str(claims.get("name", ""))
+
+
+class EchoAuthService(auth_service_pb2_grpc.AuthServiceServicer):
+    """Login (public) and GetMe/SetUserRole (protected) answer with the caller's token name."""
+
+    async def Login(  # noqa: N802 (gRPC method name)
+        self, request: auth_service_pb2.LoginRequest, context: _Context
+    ) -> auth_service_pb2.LoginResponse:
+        return auth_service_pb2.LoginResponse(
+            access_token=f"for-{request.username}", token_type="Bearer"
+        )
+
+    async def GetMe(  # noqa: N802 (gRPC method name)
+        self, request: auth_service_pb2.GetMeRequest, context: _Context
+    ) -> auth_service_pb2.GetMeResponse:
+        return auth_service_pb2.GetMeResponse(username=forwarded_name(context), role="user")
+
+    async def SetUserRole(  # noqa: N802 (gRPC method name)
+        self, request: auth_service_pb2.SetUserRoleRequest, context: _Context
+    ) -> auth_service_pb2.SetUserRoleResponse:
+        return auth_service_pb2.SetUserRoleResponse(
+            user=auth_service_pb2.User(username=request.username, role=request.role)
+        )
+
+
+@asynccontextmanager
+async def auth_backend() -> AsyncIterator[ServiceInstance]:
+    """A grpc.aio server with the stand-in auth and system services and health.
+
+    Yields its instance (not registered).
+    """
+    instance_id = uuid.uuid4().hex[:8]
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    auth_service_pb2_grpc.add_AuthServiceServicer_to_server(EchoAuthService(), server)
+    system_service_pb2_grpc.add_SystemServiceServicer_to_server(
+        StaticSystemService(f"system/{instance_id}"), server
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    for service in (AUTH_SERVICE, SYSTEM_SERVICE):
+        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    try:
+        yield ServiceInstance(
+            service="stand-in",
+            instance_id=instance_id,
+            host="127.0.0.1",
+            port=port,
+            version="test",
+            grpc_services=[AUTH_SERVICE, SYSTEM_SERVICE],
+        )
+    finally:
+        await server.stop(0)

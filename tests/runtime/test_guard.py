@@ -1,0 +1,219 @@
+"""Access control inside a service: the Guard on a real ServiceHost, real Redis and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import grpc
+import jwt
+import pytest
+import redis.asyncio as aioredis
+
+from sutazai.auth.v1 import auth_service_pb2  # noqa: F401 - puts AuthService in the pool
+from sutazai.services.runtime.audit import AuditLog
+from sutazai.services.runtime.auth import Guard, open_guard
+from sutazai.services.runtime.denylist import DenyList
+from sutazai.services.runtime.faults import RpcStatusError
+from sutazai.services.runtime.keys import ensure_key_ring, load_key_ring, save_key_ring
+from sutazai.services.runtime.roles import Role, access_table
+from sutazai.services.runtime.settings import MeshSettings, ServiceSettings
+from sutazai.services.runtime.tokens import TokenIssuer
+from sutazai.services.system.server import build
+from sutazai.system.v1 import system_service_pb2 as pb
+from sutazai.system.v1 import system_service_pb2_grpc as pb_grpc
+from tests.harness.waiting import wait_for
+
+ADMIN_ONLY = "/sutazai.auth.v1.AuthService/ListUsers"
+
+
+@pytest.fixture(scope="module")
+async def settings(mesh_settings: MeshSettings) -> MeshSettings:
+    ensure_key_ring(mesh_settings.keys_file)
+    return mesh_settings
+
+
+def issuer(settings: MeshSettings, ttl: timedelta = timedelta(minutes=5)) -> TokenIssuer:
+    return TokenIssuer(
+        lambda: load_key_ring(settings.keys_file), issuer=settings.auth.issuer, ttl=ttl
+    )
+
+
+def bearer(token: str) -> tuple[tuple[str, str]]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+@pytest.fixture(scope="module")
+async def system(settings: MeshSettings) -> AsyncIterator[pb_grpc.SystemServiceStub]:
+    async with contextlib.AsyncExitStack() as stack:
+        host = await build(settings, ServiceSettings(metrics_port=-1), stack)
+        await host.start()
+        stack.push_async_callback(host.stop)
+        channel = await stack.enter_async_context(grpc.aio.insecure_channel(host.address))
+        yield pb_grpc.SystemServiceStub(channel)
+
+
+async def test_anonymous_status_is_a_summary_signed_in_is_complete(
+    settings: MeshSettings, system: pb_grpc.SystemServiceStub
+) -> None:
+    anonymous = await system.GetStatus(pb.GetStatusRequest(), timeout=5)
+    assert anonymous.overall != pb.OVERALL_STATE_UNSPECIFIED
+    assert list(anonymous.components) == []
+
+    token = issuer(settings).issue(user_id="u1", username="ada", role=Role.USER).token
+    signed_in = await system.GetStatus(pb.GetStatusRequest(), metadata=bearer(token), timeout=5)
+    assert {"postgres", "redis", "nats"} <= {c.name for c in signed_in.components}
+
+
+async def test_untrustworthy_tokens_are_unauthenticated(
+    settings: MeshSettings, system: pb_grpc.SystemServiceStub
+) -> None:
+    ring = load_key_ring(settings.keys_file)
+    now = datetime.now(UTC)
+    claims = {
+        "iss": settings.auth.issuer,
+        "sub": "u1",
+        "role": "admin",
+        "jti": "j1",
+        "iat": int(now.timestamp()),
+        "exp": int((now + timedelta(minutes=5)).timestamp()),
+    }
+    kid = {"kid": ring.signing.kid}
+    forged = jwt.encode(claims, b"another-key-of-32-bytes-or-more!!", "HS256", headers=kid)
+    expired = jwt.encode(
+        {**claims, "exp": int((now - timedelta(minutes=1)).timestamp())},
+        ring.signing.secret,
+        "HS256",
+        headers=kid,
+    )
+    unsigned = jwt.encode(claims, None, "none", headers=kid)
+    foreign = jwt.encode({**claims, "iss": "elsewhere"}, ring.signing.secret, "HS256", headers=kid)
+    for token in (forged, expired, unsigned, foreign, "not-a-jwt"):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await system.GetStatus(pb.GetStatusRequest(), metadata=bearer(token), timeout=5)
+        assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED, token
+
+
+async def test_signed_in_only_rpc_refuses_anonymous_callers(
+    system: pb_grpc.SystemServiceStub,
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await system.RefreshStatus(pb.RefreshStatusRequest(), timeout=5)
+    assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_revoked_token_stops_working_at_once(
+    settings: MeshSettings, system: pb_grpc.SystemServiceStub
+) -> None:
+    issued = issuer(settings).issue(user_id="u2", username="bob", role=Role.USER)
+    await system.GetStatus(pb.GetStatusRequest(), metadata=bearer(issued.token), timeout=5)
+    client = aioredis.Redis.from_url(settings.redis_url)
+    try:
+        await DenyList(client).revoke(issued.identity.token_id, ttl_seconds=300)
+    finally:
+        await client.aclose()
+
+    async def refused() -> bool:
+        try:
+            await system.GetStatus(pb.GetStatusRequest(), metadata=bearer(issued.token), timeout=5)
+        except grpc.aio.AioRpcError as exc:
+            return exc.code() is grpc.StatusCode.UNAUTHENTICATED
+        return False
+
+    # The revocation reaches the service's mirror over pub/sub; a second is generous.
+    await wait_for(refused, timeout=1, interval=0.01, message="revoked token refused")
+
+
+async def test_rotation_keeps_old_tokens_until_the_old_key_retires(
+    settings: MeshSettings, system: pb_grpc.SystemServiceStub
+) -> None:
+    old_token = issuer(settings).issue(user_id="u3", username="cy", role=Role.USER).token
+    original = load_key_ring(settings.keys_file)
+    save_key_ring(settings.keys_file, original.rotated())
+    try:
+        new_token = issuer(settings).issue(user_id="u3", username="cy", role=Role.USER).token
+        assert jwt.get_unverified_header(new_token)["kid"] != original.signing.kid
+        for token in (old_token, new_token):
+            await system.GetStatus(pb.GetStatusRequest(), metadata=bearer(token), timeout=5)
+
+        save_key_ring(
+            settings.keys_file, load_key_ring(settings.keys_file).retired(original.signing.kid)
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await system.GetStatus(pb.GetStatusRequest(), metadata=bearer(old_token), timeout=5)
+        assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
+        await system.GetStatus(pb.GetStatusRequest(), metadata=bearer(new_token), timeout=5)
+    finally:
+        save_key_ring(settings.keys_file, original)
+
+
+@pytest.fixture
+async def guard(settings: MeshSettings) -> AsyncIterator[tuple[Guard, AuditLog]]:
+    pool = await asyncpg.create_pool(settings.postgres_dsn, min_size=1, max_size=2)
+    client = aioredis.Redis.from_url(settings.redis_url)
+    audit = await AuditLog.open(pool)
+    limits = {"user_rate_burst": 2, "user_rate_per_second": 0.01}
+    tight = settings.model_copy(update={"auth": settings.auth.model_copy(update=limits)})
+    built = open_guard(tight, ["sutazai.auth.v1.AuthService"], redis=client, audit=audit)
+    follower = asyncio.create_task(built.run())
+    await asyncio.wait_for(built.wait_ready(), timeout=10)
+    try:
+        yield built, audit
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+        await client.aclose()
+        await pool.close()
+
+
+async def test_role_is_enforced_and_denials_are_audited(
+    settings: MeshSettings, guard: tuple[Guard, AuditLog]
+) -> None:
+    checker, audit = guard
+    user = issuer(settings).issue(user_id="u4", username="dora", role=Role.USER)
+    admin = issuer(settings).issue(user_id="u5", username="eve", role=Role.ADMIN)
+    policy = checker.policy(ADMIN_ONLY)
+    assert policy.role is Role.ADMIN
+
+    with pytest.raises(RpcStatusError) as caught:
+        await checker.admit(policy, ADMIN_ONLY, {"authorization": f"Bearer {user.token}"}, "peer")
+    assert caught.value.code is grpc.StatusCode.PERMISSION_DENIED
+    await checker.settle(ADMIN_ONLY, policy, grpc.StatusCode.PERMISSION_DENIED)
+    await checker.admit(policy, ADMIN_ONLY, {"authorization": f"Bearer {admin.token}"}, "peer")
+
+    (event,) = await audit.page(limit=1, actor="dora")
+    assert (event.action, event.outcome) == (ADMIN_ONLY, "PERMISSION_DENIED")
+
+
+async def test_per_user_limit_does_not_touch_other_users(
+    settings: MeshSettings, guard: tuple[Guard, AuditLog]
+) -> None:
+    checker, _ = guard
+    method = "/sutazai.auth.v1.AuthService/ChangePassword"
+    policy = checker.policy(method)
+    assert policy.rate_limited
+    heavy = issuer(settings).issue(user_id="heavy-user", username="hu", role=Role.USER)
+    light = issuer(settings).issue(user_id="light-user", username="lu", role=Role.USER)
+    headers = {"authorization": f"Bearer {heavy.token}"}
+    for _ in range(2):
+        await checker.admit(policy, method, headers, "peer")
+    with pytest.raises(RpcStatusError) as caught:
+        await checker.admit(policy, method, headers, "peer")
+    assert caught.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+    await checker.admit(policy, method, {"authorization": f"Bearer {light.token}"}, "peer")
+
+
+def test_access_table_comes_from_the_protos() -> None:
+    table = access_table(["sutazai.auth.v1.AuthService", "sutazai.system.v1.SystemService"])
+    assert table["/sutazai.auth.v1.AuthService/Login"].public
+    assert table["/sutazai.auth.v1.AuthService/SetUserRole"].audited
+    assert table["/sutazai.auth.v1.AuthService/SetUserRole"].role is Role.ADMIN
+    assert not table["/sutazai.auth.v1.AuthService/GetMe"].public
+    assert table["/sutazai.system.v1.SystemService/GetStatus"].public
+    assert not table["/sutazai.system.v1.SystemService/RefreshStatus"].allows(Role.ANONYMOUS)
+    assert table["/sutazai.auth.v1.AuthService/ListUsers"].allows(Role.ADMIN)
+    assert not table["/sutazai.auth.v1.AuthService/ListUsers"].allows(Role.OPERATOR)

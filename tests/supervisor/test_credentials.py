@@ -1,0 +1,128 @@
+"""Generated credentials: the secrets file, NATS principals and which one each process is."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from sutazai.services.runtime.errors import ConfigurationError
+from sutazai.services.runtime.secrets import ensure_secrets, load_secrets, secrets_path
+from sutazai.services.runtime.settings import MeshSettings, NatsSettings
+from sutazai.services.supervisor.catalog import load_catalog
+from sutazai.services.supervisor.components.gateway import gateway_component
+from sutazai.services.supervisor.components.services import service_components
+from sutazai.services.supervisor.credentials import ensure_credentials
+from sutazai.services.supervisor.environment import NATS_USER, principal_environment
+from sutazai.services.supervisor.errors import SupervisorError
+from sutazai.services.supervisor.nats_auth import Policy, Principal, mesh_principals
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_secrets_are_completed_never_changed(tmp_path: Path) -> None:
+    first = ensure_secrets(tmp_path, nats_principals=["admin"])
+    assert _mode(secrets_path(tmp_path)) == 0o600
+    assert list(first.nats_passwords) == ["admin"]
+    second = ensure_secrets(tmp_path, nats_principals=["admin", "system"])
+    assert second.postgres_password == first.postgres_password
+    assert second.postgres_app_password == first.postgres_app_password
+    assert second.nats_password("admin") == first.nats_password("admin")
+    assert second.nats_password("system") not in {first.nats_password("admin"), ""}
+    assert load_secrets(tmp_path) == second
+    before = secrets_path(tmp_path).read_bytes()
+    assert ensure_secrets(tmp_path, nats_principals=["system"]) == second
+    assert secrets_path(tmp_path).read_bytes() == before
+    with pytest.raises(ConfigurationError, match="no NATS password for principal 'nobody'"):
+        second.nats_password("nobody")
+
+
+def _write(path: Path, document: object, mode: int = 0o600) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(document, handle)
+    os.chmod(path, mode)
+
+
+def test_a_malformed_or_exposed_secrets_file_is_refused_not_replaced(tmp_path: Path) -> None:
+    path = secrets_path(tmp_path)
+    _write(path, {"postgres_password": "p", "redis_password": "r", "nats_passwords": ["x"]})
+    before = path.read_bytes()
+    with pytest.raises(ConfigurationError, match="nats_passwords must map"):
+        ensure_secrets(tmp_path, nats_principals=["admin"])
+    assert path.read_bytes() == before
+    _write(path, {"postgres_password": "p"}, mode=0o640)
+    with pytest.raises(ConfigurationError, match="must be 0600"):
+        ensure_secrets(tmp_path)
+    _write(path, {"postgres_password": "p"})
+    with pytest.raises(ConfigurationError, match="lacks postgres_app_password"):
+        load_secrets(tmp_path)
+
+
+def test_ensure_credentials_covers_every_catalog_service_and_the_key_ring(tmp_path: Path) -> None:
+    settings = MeshSettings(state_dir=tmp_path)
+    secrets = ensure_credentials(settings)
+    expected = {"admin", "gateway", *(entry.name for entry in load_catalog())}
+    assert set(secrets.nats_passwords) == expected
+    assert _mode(settings.keys_file) == 0o600
+
+
+def test_principal_names_are_subject_tokens_and_not_reserved() -> None:
+    names = [p.name for p in mesh_principals(["system", "auth", "system"])]
+    assert names == ["admin", "gateway", "system", "auth"]
+    for bad in ("gateway", "admin", "a.b", "*", "Upper", "", "has space"):
+        with pytest.raises(SupervisorError):
+            mesh_principals([bad])
+
+
+def test_permissions_confine_each_service_to_its_own_registry_keys() -> None:
+    policy = Policy.packaged()
+    alpha = policy.permissions(Principal("alpha", "service"), bucket="reg")
+    assert "$KV.reg.alpha.>" in alpha.publish
+    assert not [s for s in alpha.publish if s.startswith("$KV.") and s != "$KV.reg.alpha.>"]
+    assert alpha.subscribe == ("_INBOX.alpha.>",)
+    assert "$JS.API.STREAM.INFO.KV_reg" in alpha.publish
+    assert not [s for s in alpha.publish if ".STREAM.CREATE." in s or ".DELETE." in s]
+
+    gateway = policy.permissions(Principal("gateway", "gateway"), bucket="reg")
+    assert not [s for s in gateway.publish if s.startswith("$KV.")]
+    assert gateway.subscribe == ("_INBOX.gateway.>",)
+    assert policy.permissions(Principal("admin", "admin"), bucket="reg").publish == (">",)
+
+
+def test_children_get_their_principal_on_the_embedded_nats_only(tmp_path: Path) -> None:
+    embedded = MeshSettings(state_dir=tmp_path)
+    assert embedded.nats.user == "admin"
+    gateway = gateway_component(embedded, {"SUTAZAI_X": "kept"})
+    assert gateway.launch is not None
+    assert gateway.launch.env[NATS_USER] == "gateway"
+    assert gateway.launch.env["SUTAZAI_X"] == "kept"
+    services = service_components(embedded, load_catalog(), {})
+    assert all(s.launch is not None and s.launch.env[NATS_USER] == s.name for s in services)
+
+    external = MeshSettings(
+        state_dir=tmp_path, nats=NatsSettings(url="nats://nats.example:4222", user="mesh")
+    )
+    assert principal_environment(external, {}, "gateway") == {NATS_USER: "mesh"}
+    assert external.as_nats_principal("system") is external
+
+
+def test_credentials_follow_the_principal(tmp_path: Path) -> None:
+    settings = MeshSettings(state_dir=tmp_path)
+    secrets = ensure_credentials(settings, services=["system"])
+    system = settings.as_nats_principal("system")
+    assert system.nats_credentials == ("system", secrets.nats_password("system"))
+    assert system.nats.inbox_prefix == "_INBOX.system"
+    assert settings.nats_credentials == ("admin", secrets.nats_password("admin"))
+    assert f"sutazai_app:{secrets.postgres_app_password}@" in settings.postgres_dsn
+
+    external = MeshSettings(
+        state_dir=tmp_path,
+        nats=NatsSettings(url="nats://nats.example:4222", user="a.b", password="pw"),
+    )
+    assert external.nats_credentials == ("a.b", "pw")
+    assert external.nats.inbox_prefix == "_INBOX"
