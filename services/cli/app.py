@@ -9,6 +9,7 @@ import typer
 
 from sutazai.services.cli.context import GlobalOptions
 from sutazai.services.cli.down import down
+from sutazai.services.cli.keys import keys
 from sutazai.services.cli.login import login
 from sutazai.services.cli.logs import logs
 from sutazai.services.cli.serve import serve
@@ -47,3 +48,4 @@ app.command()(logs)
 app.command()(serve)
 app.command()(login)
 app.add_typer(users)
+app.add_typer(keys)
