@@ -64,7 +64,8 @@ class TokenIssuer:
             username=username,
             role=role,
             token_id=uuid.uuid4().hex,
-            expires_at=now + self._ttl,
+            # Whole seconds, as in the token's `exp`: the issued identity is what verify returns.
+            expires_at=(now + self._ttl).replace(microsecond=0),
         )
         key = self._keys().signing
         claims = {
@@ -84,12 +85,16 @@ class TokenVerifier:
     """Checks signature (by ``kid``), algorithm, issuer, expiry and claims of a token.
 
     The key ring is asked for on every check (it is cheap: the caller caches it), so a rotated
-    key is honoured as soon as the ring is reloaded.
+    key is honoured as soon as the ring is reloaded. A client sends the same token on every call,
+    so verified tokens are remembered (as Envoy's ``jwt_authn`` does) until they expire or the
+    ring changes; revocation is checked separately, on every call, by the caller.
     """
 
-    def __init__(self, keys: Callable[[], KeyRing], *, issuer: str) -> None:
+    def __init__(self, keys: Callable[[], KeyRing], *, issuer: str, cache_size: int = 4096) -> None:
         self._keys = keys
         self._issuer = issuer
+        self._cache_size = cache_size
+        self._verified: dict[str, tuple[KeyRing, Identity]] = {}
 
     def verify(self, token: str) -> Identity:
         """The identity a token proves.
@@ -97,9 +102,24 @@ class TokenVerifier:
         Raises:
             InvalidTokenError: for any token that must not be trusted.
         """
+        ring = self._keys()
+        remembered = self._verified.get(token)
+        if remembered is not None:
+            verified_with, identity = remembered
+            if verified_with is ring and identity.expires_at > datetime.now(UTC):
+                return identity
+            del self._verified[token]
+        identity = self._verify(token, ring)
+        if len(self._verified) >= self._cache_size:
+            # Dicts keep insertion order: drop the oldest entry.
+            del self._verified[next(iter(self._verified))]
+        self._verified[token] = (ring, identity)
+        return identity
+
+    def _verify(self, token: str, ring: KeyRing) -> Identity:
         try:
             header = jwt.get_unverified_header(token)
-            key = self._keys().find(str(header.get("kid", "")))
+            key = ring.find(str(header.get("kid", "")))
             if key is None:
                 raise InvalidTokenError("token signed with an unknown key")
             claims = jwt.decode(

@@ -217,3 +217,26 @@ def test_access_table_comes_from_the_protos() -> None:
     assert not table["/sutazai.system.v1.SystemService/RefreshStatus"].allows(Role.ANONYMOUS)
     assert table["/sutazai.auth.v1.AuthService/ListUsers"].allows(Role.ADMIN)
     assert not table["/sutazai.auth.v1.AuthService/ListUsers"].allows(Role.OPERATOR)
+
+
+def test_verified_tokens_are_remembered_until_the_ring_changes_or_they_expire() -> None:
+    from sutazai.services.runtime.keys import KeyRing, SigningKey
+    from sutazai.services.runtime.tokens import InvalidTokenError, TokenVerifier
+
+    first = KeyRing((SigningKey.generate(),))
+    current = [first]
+    ring = lambda: current[0]  # noqa: E731 - a key source the test can swap
+    verifier = TokenVerifier(ring, issuer="t", cache_size=2)
+    short = TokenIssuer(ring, issuer="t", ttl=timedelta(seconds=-1)).issue(
+        user_id="u", username="n", role=Role.USER
+    )
+    issued = TokenIssuer(ring, issuer="t", ttl=timedelta(minutes=5)).issue(
+        user_id="u", username="n", role=Role.USER
+    )
+    assert verifier.verify(issued.token) == verifier.verify(issued.token) == issued.identity
+    with pytest.raises(InvalidTokenError):
+        verifier.verify(short.token)
+
+    current[0] = KeyRing((SigningKey.generate(),))  # the signing key was retired
+    with pytest.raises(InvalidTokenError):
+        verifier.verify(issued.token)
