@@ -68,8 +68,14 @@ def status(
                     always_print_fields_with_no_presence=True,
                 )
             )
-        else:
+        elif outcome.response.components:
             out.print(render_table(outcome.response))
+        else:
+            # Signed out, GetStatus answers with the summary only.
+            out.print(
+                f"mesh {_overall_label(outcome.response.overall)} "
+                "(sign in with 'sutazai login' to see every component)"
+            )
     if outcome.problem is not None:
         raise CliError(outcome.problem)
 
@@ -130,11 +136,7 @@ def render_table(response: GetStatusResponse) -> Table:
     color = "green" if response.overall == OverallState.HEALTHY else "red"
     table = Table(
         title=f"mesh [bold {color}]{overall}[/]",
-        caption=(
-            f"reported by {response.reported_by or '?'} at {_time(response.checked_at)}"
-            if response.components
-            else "signed out: components are shown after 'sutazai login'"
-        ),
+        caption=f"reported by {response.reported_by or '?'} at {_time(response.checked_at)}",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )
