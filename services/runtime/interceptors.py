@@ -90,16 +90,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 try:
                     await self._admit(method, context, outcome)
                     return await behavior(request, context)
-                except RpcStatusError as fault:
-                    outcome.code = fault.code
-                    await context.abort_with_status(fault.to_status())
-                except grpc.aio.AbortError:
-                    outcome.code = context.code() or grpc.StatusCode.UNKNOWN
-                    raise
-                except Exception:
-                    outcome.code = grpc.StatusCode.INTERNAL
-                    log.exception("rpc.failed", grpc_method=method)
-                    await context.abort(grpc.StatusCode.INTERNAL, _internal_message())
+                except Exception as exc:
+                    await _answer_failure(exc, method, context, outcome)
 
         return unary
 
@@ -112,16 +104,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     await self._admit(method, context, outcome)
                     async for response in behavior(request, context):
                         yield response
-                except RpcStatusError as fault:
-                    outcome.code = fault.code
-                    await context.abort_with_status(fault.to_status())
-                except grpc.aio.AbortError:
-                    outcome.code = context.code() or grpc.StatusCode.UNKNOWN
-                    raise
-                except Exception:
-                    outcome.code = grpc.StatusCode.INTERNAL
-                    log.exception("rpc.failed", grpc_method=method)
-                    await context.abort(grpc.StatusCode.INTERNAL, _internal_message())
+                except Exception as exc:
+                    await _answer_failure(exc, method, context, outcome)
 
         return stream
 
@@ -161,6 +145,24 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 log.debug("rpc.done", grpc_code=outcome.code.name, ms=round(elapsed * 1e3, 3))
                 rpc_context.deadline.reset(deadline_token)
                 rpc_context.request_id.reset(rid_token)
+
+
+async def _answer_failure(
+    exc: Exception, method: str, context: grpc.aio.ServicerContext, outcome: _Outcome
+) -> None:
+    """End a failed call with the right status: the fault's, the abort's, or INTERNAL.
+
+    Always raises (grpc's AbortError), which is how a handler's status reaches the caller.
+    """
+    if isinstance(exc, RpcStatusError):
+        outcome.code = exc.code
+        await context.abort_with_status(exc.to_status())
+    if isinstance(exc, grpc.aio.AbortError):
+        outcome.code = context.code() or grpc.StatusCode.UNKNOWN
+        raise exc
+    outcome.code = grpc.StatusCode.INTERNAL
+    log.error("rpc.failed", grpc_method=method, exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, _internal_message())
 
 
 def _internal_message() -> str:
