@@ -30,9 +30,10 @@ from sutazai.gateway.registry_watch import Instances, RegistryMirror, RegistryOp
 from sutazai.gateway.resources import EdgePolicy
 from sutazai.gateway.snapshot import SnapshotBuilder, SnapshotCache
 from sutazai.gateway.xds_status import XdsStatus
+from sutazai.services.runtime.interceptors import ServerInterceptor
 from sutazai.services.runtime.keys import KeyRing
 from sutazai.services.runtime.messaging import connect_nats
-from sutazai.services.runtime.metrics import MetricsEndpoint
+from sutazai.services.runtime.metrics import MetricsEndpoint, RpcMetrics
 from sutazai.services.runtime.registry import Registry
 from sutazai.services.runtime.settings import MeshSettings
 
@@ -44,13 +45,14 @@ STOP_GRACE: Final = 2.0
 """Seconds in-flight reflection and health calls get when the gateway stops."""
 
 
-def create_grpc_server() -> grpc.aio.Server:
+def create_grpc_server(metrics: CollectorRegistry) -> grpc.aio.Server:
     """The gateway's grpc.aio server, before any service is added.
 
-    The single place that decides how the server is built, so it can move onto the shared
-    service runtime without touching the rest of the gateway.
+    It carries the services' interceptor (request ids in the logs, per-method metrics, status
+    mapping) but no guard: its port is internal, and Envoy checks tokens for reflection.
     """
     return grpc.aio.server(
+        interceptors=[ServerInterceptor(RpcMetrics.create(metrics))],
         options=[
             # A second process must not bind the same port silently (FIELD_GUIDE §2.7).
             ("grpc.so_reuseport", 0),
@@ -58,7 +60,7 @@ def create_grpc_server() -> grpc.aio.Server:
             # them instead of answering GOAWAY "too_many_pings".
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ("grpc.keepalive_permit_without_calls", 1),
-        ]
+        ],
     )
 
 
@@ -99,7 +101,8 @@ class Gateway:
         )
         self.cache = SnapshotCache()
         """The snapshots served to Envoy."""
-        self.status = XdsStatus(metrics_registry)
+        self._metrics_registry = metrics_registry or CollectorRegistry()
+        self.status = XdsStatus(self._metrics_registry)
         """ACKs and NACKs reported by Envoys."""
         self._health = MeshHealth(health.aio.HealthServicer(), catalog.service_names)
         self._mirror = RegistryMirror(
@@ -125,7 +128,7 @@ class Gateway:
 
     async def start(self, host: str, port: int) -> None:
         """Serve on ``host:port`` (port 0 picks a free one) and start following the registry."""
-        server = create_grpc_server()
+        server = create_grpc_server(self._metrics_registry)
         server.add_generic_rpc_handlers([self._ads.rpc_handler()])
         health_pb2_grpc.add_HealthServicer_to_server(self._health.servicer, server)
         _add_reflection(server, self._catalog)
