@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> None:
         "--metrics-port",
         type=int,
         default=None,
-        help="serve Prometheus metrics on this port (0: any free port; default: off)",
+        help="serve Prometheus metrics on this port (0: any free port; -1: off); "
+        "overrides SUTAZAI_GATEWAY__METRICS_PORT",
     )
     args = parser.parse_args(argv)
     configure_logging("gateway")

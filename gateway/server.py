@@ -248,8 +248,10 @@ async def run_gateway(settings: MeshSettings, *, metrics_port: int | None = None
 
     Serves on ``settings.host:settings.gateway.port`` at once and follows the registry over
     NATS in the background (retrying while NATS is unreachable). The edge enforces
-    ``settings.edge`` and checks tokens against the key ring at ``settings.keys_file``. With
-    ``metrics_port`` (0 = any free port) the xDS metrics are served over HTTP at ``/metrics``.
+    ``settings.edge`` and checks tokens against the key ring at ``settings.keys_file``. The
+    metrics (xDS versions and NACKs, RPCs) are served over HTTP at ``/metrics`` on
+    ``metrics_port``, else ``settings.gateway.metrics_port`` (0 = any free port, logged;
+    -1 = off).
 
     Raises:
         ConfigurationError: the key ring does not exist (yet) or cannot be read.
@@ -272,8 +274,9 @@ async def run_gateway(settings: MeshSettings, *, metrics_port: int | None = None
     metrics: MetricsEndpoint | None = None
     try:
         await gateway.start(settings.host, settings.gateway.port)
-        if metrics_port is not None:
-            metrics = MetricsEndpoint.start(metrics_registry, settings.host, metrics_port)
+        port = settings.gateway.metrics_port if metrics_port is None else metrics_port
+        if port >= 0:
+            metrics = MetricsEndpoint.start(metrics_registry, settings.host, port)
             log.info("gateway.metrics", address=metrics.address)
         stopped = asyncio.ensure_future(stop.wait())
         failed = asyncio.ensure_future(gateway.wait_failed())

@@ -149,6 +149,8 @@ class GatewaySettings(_Section):
 
     port: int = 10006
     """ADS, mesh-wide reflection and health, on one gRPC port."""
+    metrics_port: int = 0
+    """Prometheus metrics (xDS versions, NACKs, RPCs); 0 picks a free one (logged), -1 disables."""
 
 
 class RegistrySettings(_Section):
