@@ -30,7 +30,7 @@ RegistryOpener = Callable[[], Awaitable[Registry]]
 """Connects (as needed) and binds the registry; called again after a failure."""
 
 
-class WatchEndedError(Exception):
+class WatchEndedError(RegistryError):
     """The registry watch stopped without an error; it is restarted like a failure."""
 
 
@@ -39,9 +39,8 @@ TRANSIENT_ERRORS: Final = (
     nats.errors.Error,
     OSError,
     TimeoutError,
-    WatchEndedError,
 )
-"""Failures worth retrying: NATS unreachable or restarting, a watch that died."""
+"""Failures worth retrying: NATS unreachable or restarting, a watch that died or ended."""
 
 
 class RegistryMirror:

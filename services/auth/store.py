@@ -24,6 +24,7 @@ from sutazai.services.auth.domain import (
     Verdict,
     judge_refresh,
 )
+from sutazai.services.runtime.errors import MeshRuntimeError
 from sutazai.services.runtime.migrations import migrate
 from sutazai.services.runtime.roles import Role
 
@@ -39,7 +40,7 @@ _TAKEN_FIELD = {"users_username_key": "username", "users_email_key": "email"}
 Connection = asyncpg.Connection | PoolConnectionProxy
 
 
-class Taken(Exception):  # noqa: N818 - the name reads as the outcome: the username is taken
+class Taken(MeshRuntimeError):  # noqa: N818 - the name reads as the outcome: the username is taken
     """A new account's username or e-mail address is already in use."""
 
     def __init__(self, field: str) -> None:

@@ -3,7 +3,8 @@
 SupervisorError
 ├── StartupError          a component did not become healthy, so the mesh did not start
 ├── AlreadyRunningError   another supervisor owns the state directory
-└── LaunchError           a binary or a preparation step (initdb, config rendering) failed
+├── LaunchError           a binary or a preparation step (initdb, config rendering) failed
+└── ProbeError            a health probe got an answer, and the answer says "unhealthy"
 """
 
 from __future__ import annotations

@@ -12,11 +12,12 @@ from nats.aio.client import Client as NatsClient
 
 from sutazai.services.runtime.registry import Registry
 from sutazai.services.runtime.settings import MeshSettings
+from sutazai.services.supervisor.errors import SupervisorError
 
 _TIMEOUT = 2.0
 
 
-class ProbeError(Exception):
+class ProbeError(SupervisorError):
     """A probe reached the component but the answer says it is not healthy."""
 
 
