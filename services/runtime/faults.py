@@ -23,6 +23,7 @@ class RpcStatusError(MeshRuntimeError):
     def __init__(
         self, code: grpc.StatusCode, message: str, details: Sequence[Message] = ()
     ) -> None:
+        message = _bounded(message)
         super().__init__(message)
         self.code = code
         self.message = message
@@ -41,11 +42,22 @@ class RpcStatusError(MeshRuntimeError):
         return rpc_status.to_status(proto)
 
 
+MAX_TEXT = 512
+"""Characters of a message or description sent back: errors may echo what the caller sent, and
+a status travels in HTTP/2 headers, whose size Envoy caps (a huge echo would become a 502)."""
+
+
+def _bounded(text: str) -> str:
+    return text if len(text) <= MAX_TEXT else f"{text[: MAX_TEXT - 1]}…"
+
+
 def invalid_argument(violations: Mapping[str, str], message: str = "") -> RpcStatusError:
     """INVALID_ARGUMENT with one ``google.rpc.BadRequest`` field violation per field."""
     bad_request = error_details_pb2.BadRequest(
         field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=field, description=description)
+            error_details_pb2.BadRequest.FieldViolation(
+                field=_bounded(field), description=_bounded(description)
+            )
             for field, description in violations.items()
         ]
     )

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
 import structlog
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import DecodeError, Message
 
 from sutazai.services.runtime import context as rpc_context
 from sutazai.services.runtime.auth import Guard
-from sutazai.services.runtime.faults import RpcStatusError
+from sutazai.services.runtime.faults import RpcStatusError, invalid_argument
 from sutazai.services.runtime.metrics import RpcMetrics
 from sutazai.services.runtime.roles import MethodAccess
 
@@ -58,51 +60,57 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler is None:
             return None
         method: str = handler_call_details.method
+        decode = _decoder(handler.request_deserializer)
+        # Requests reach the wrappers as raw bytes: grpc's own decoding failure is UNKNOWN
+        # (a server fault to the caller), while undecodable input is the caller's.
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                self._wrap_unary(method, handler.unary_unary, decode),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(method, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
+                self._wrap_stream(method, handler.unary_stream, decode),
                 response_serializer=handler.response_serializer,
             )
+        decode_each = _stream_decoder(decode)
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
-                self._wrap_unary(method, handler.stream_unary),
-                request_deserializer=handler.request_deserializer,
+                self._wrap_unary(method, handler.stream_unary, decode_each),
                 response_serializer=handler.response_serializer,
             )
         return grpc.stream_stream_rpc_method_handler(
-            self._wrap_stream(method, handler.stream_stream),
-            request_deserializer=handler.request_deserializer,
+            self._wrap_stream(method, handler.stream_stream, decode_each),
             response_serializer=handler.response_serializer,
         )
 
     def _wrap_unary(
-        self, method: str, behavior: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+        self,
+        method: str,
+        behavior: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]],
+        decode: Callable[[Any], Any],
     ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             async with self._call(method, context) as outcome:
                 try:
                     await self._admit(method, context, outcome)
-                    return await behavior(request, context)
+                    return await behavior(decode(request), context)
                 except Exception as exc:
                     await _answer_failure(exc, method, context, outcome)
 
         return unary
 
     def _wrap_stream(
-        self, method: str, behavior: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
+        self,
+        method: str,
+        behavior: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]],
+        decode: Callable[[Any], Any],
     ) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             async with self._call(method, context) as outcome:
                 try:
                     await self._admit(method, context, outcome)
-                    async for response in behavior(request, context):
+                    async for response in behavior(decode(request), context):
                         yield response
                 except Exception as exc:
                     await _answer_failure(exc, method, context, outcome)
@@ -163,6 +171,69 @@ async def _answer_failure(
     outcome.code = grpc.StatusCode.INTERNAL
     log.error("rpc.failed", grpc_method=method, exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, _internal_message())
+
+
+def _decoder(deserializer: Callable[[bytes], Any] | None) -> Callable[[Any], Any]:
+    """Decode a raw request, answering INVALID_ARGUMENT for bytes that are not the message."""
+    if deserializer is None:
+        return lambda request: request
+
+    def decode(raw: bytes) -> Any:
+        try:
+            request = deserializer(raw)
+        except DecodeError as exc:
+            raise invalid_argument(
+                {"request": f"not a valid request message: {exc}"}, "malformed request message"
+            ) from exc
+        if isinstance(request, Message):
+            violations = dict.fromkeys(_nul_fields(request), "must not contain NUL characters")
+            if violations:
+                raise invalid_argument(violations)
+        return request
+
+    return decode
+
+
+def _nul_fields(message: Message, prefix: str = "") -> Iterator[str]:
+    """Paths of the string fields (nested ones too) that hold a NUL character.
+
+    No text the mesh stores or compares may carry one (PostgreSQL refuses it outright), so it is
+    refused at the door for every RPC rather than failing deep inside a handler.
+    """
+    for field, value in message.ListFields():
+        path = f"{prefix}{field.name}"
+        if field.type == FieldDescriptor.TYPE_MESSAGE:
+            if field.message_type.GetOptions().map_entry:
+                values_are_messages = (
+                    field.message_type.fields_by_name["value"].type == FieldDescriptor.TYPE_MESSAGE
+                )
+                for key, item in value.items():
+                    entry = f"{path}[{key!r}]"
+                    if isinstance(key, str) and "\x00" in key:
+                        yield entry
+                    if values_are_messages:
+                        yield from _nul_fields(item, f"{entry}.")
+                    elif isinstance(item, str) and "\x00" in item:
+                        yield entry
+            elif field.is_repeated:
+                for index, item in enumerate(value):
+                    yield from _nul_fields(item, f"{path}[{index}].")
+            else:
+                yield from _nul_fields(value, f"{path}.")
+        elif field.type == FieldDescriptor.TYPE_STRING:
+            texts = value if field.is_repeated else (value,)
+            if any("\x00" in text for text in texts):
+                yield path
+
+
+def _stream_decoder(decode: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Decode each message of a client stream lazily, as the handler reads it."""
+
+    async def each(requests: AsyncIterator[bytes]) -> AsyncIterator[Any]:
+        async for raw in requests:
+            yield decode(raw)
+
+    return each
 
 
 def _internal_message() -> str:

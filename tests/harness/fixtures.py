@@ -101,10 +101,9 @@ async def mesh_services(envoy: MeshSettings) -> AsyncIterator[MeshSettings]:
         yield envoy
 
 
-@pytest.fixture(scope="session")
-async def operator_token(mesh_services: MeshSettings) -> str:
-    """An access token of an operator created with ``sutazai users create``, signed in over REST."""
-    username = f"op{secrets.token_hex(4)}"
+async def _signed_in(settings: MeshSettings, role: str) -> str:
+    """An access token of a new ``role`` account made with ``sutazai users create``, over REST."""
+    username = f"{role[:2]}{secrets.token_hex(4)}"
     password = f"{secrets.token_urlsafe(12)}-Aa1"
     created = await run_cli(
         "users",
@@ -114,16 +113,28 @@ async def operator_token(mesh_services: MeshSettings) -> str:
         "--email",
         f"{username}@example.org",
         "--role",
-        "operator",
+        role,
         "--password-stdin",
-        env=settings_environment(mesh_services),
+        env=settings_environment(settings),
         stdin=f"{password}\n",
     )
     assert created.code == 0, created.stderr
-    base = f"http://127.0.0.1:{mesh_services.envoy.port}"
+    base = f"http://127.0.0.1:{settings.envoy.port}"
     async with httpx.AsyncClient(base_url=base, timeout=10) as client:
         reply = await client.post(
             "/v1/auth/login", json={"username": username, "password": password}
         )
     assert reply.status_code == 200, reply.text
     return str(reply.json()["access_token"])
+
+
+@pytest.fixture(scope="session")
+async def operator_token(mesh_services: MeshSettings) -> str:
+    """An access token of an operator, signed in through Envoy."""
+    return await _signed_in(mesh_services, "operator")
+
+
+@pytest.fixture(scope="session")
+async def admin_token(mesh_services: MeshSettings) -> str:
+    """An access token of an admin, signed in through Envoy."""
+    return await _signed_in(mesh_services, "admin")

@@ -7,13 +7,18 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+from google.protobuf import struct_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from prometheus_client import CollectorRegistry
 
 from sutazai.services.runtime import context as rpc_context
 from sutazai.services.runtime.faults import invalid_argument
-from sutazai.services.runtime.interceptors import PropagatingClientInterceptor, ServerInterceptor
+from sutazai.services.runtime.interceptors import (
+    PropagatingClientInterceptor,
+    ServerInterceptor,
+    _nul_fields,
+)
 from sutazai.services.runtime.metrics import RpcMetrics
 from tests.harness.waiting import wait_for
 
@@ -165,3 +170,17 @@ async def test_no_deadline_means_no_remaining_time() -> None:
         assert rpc_context.remaining_seconds() == 0.0
     finally:
         rpc_context.deadline.reset(token)
+
+
+def test_nul_characters_are_found_in_nested_repeated_and_map_fields() -> None:
+    clean = struct_pb2.Struct()
+    clean.update({"a": "text", "b": [1, "x"], "c": {"d": "e"}})
+    assert list(_nul_fields(clean)) == []
+
+    dirty = struct_pb2.Struct()
+    dirty.update({"ok": "fine", "bad\x00key": 1, "deep": {"list": ["x", "y\x00"]}})
+    found = sorted(_nul_fields(dirty))
+    assert found == [
+        "fields['bad\\x00key']",
+        "fields['deep'].struct_value.fields['list'].list_value.values[1].string_value",
+    ]
