@@ -202,10 +202,11 @@ def _nul_fields(message: Message, prefix: str = "") -> Iterator[str]:
     """
     for field, value in message.ListFields():
         path = f"{prefix}{field.name}"
-        if field.type == FieldDescriptor.TYPE_MESSAGE:
-            if field.message_type.GetOptions().map_entry:
+        entry_type = field.message_type
+        if entry_type is not None:
+            if entry_type.GetOptions().map_entry:
                 values_are_messages = (
-                    field.message_type.fields_by_name["value"].type == FieldDescriptor.TYPE_MESSAGE
+                    entry_type.fields_by_name["value"].type == FieldDescriptor.TYPE_MESSAGE
                 )
                 for key, item in value.items():
                     entry = f"{path}[{key!r}]"
