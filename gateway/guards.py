@@ -1,4 +1,4 @@
-"""The edge's guard filters: JWT verification and the edge rate limit (FIELD_GUIDE §2.4, §2.5).
+"""The edge's guard filters: JWT verification and the edge rate limits (FIELD_GUIDE §2.4, §2.5).
 
 They sit between CORS and the transcoder (``cors → jwt_authn → local_ratelimit → transcoder``),
 so they see the REST path and reject before any transcoding work.
@@ -33,7 +33,19 @@ from envoy_data_plane.envoy.config.core.v3 import (
     RuntimeFractionalPercent,
     TypedExtensionConfig,
 )
-from envoy_data_plane.envoy.config.route.v3 import HeaderMatcher, RouteMatch
+from envoy_data_plane.envoy.config.route.v3 import (
+    HeaderMatcher,
+    RateLimit,
+    RateLimitAction,
+    RateLimitActionMaskedRemoteAddress,
+    RateLimitActionMetaData,
+    RateLimitActionMetaDataSource,
+    RouteMatch,
+)
+from envoy_data_plane.envoy.extensions.common.ratelimit.v3 import (
+    LocalRateLimitDescriptor,
+    RateLimitDescriptorEntry,
+)
 from envoy_data_plane.envoy.extensions.filters.http.jwt_authn.v3 import (
     JwtAuthentication,
     JwtHeader,
@@ -47,6 +59,7 @@ from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v
     HttpFilter,
 )
 from envoy_data_plane.envoy.type.matcher.v3 import RegexMatcher, StringMatcher
+from envoy_data_plane.envoy.type.metadata.v3 import MetadataKey, MetadataKeyPathSegment
 from envoy_data_plane.envoy.type.v3 import (
     FractionalPercent,
     FractionalPercentDenominatorType,
@@ -67,7 +80,14 @@ JWT_CONFIG_TYPE: Final = (
 JWT_PAYLOAD_METADATA: Final = "jwt_payload"
 """Dynamic metadata key (namespace ``envoy.filters.http.jwt_authn``) of a verified token's
 claims; the access log reads the caller's name from it."""
+JWT_FILTER_NAMESPACE: Final = "envoy.filters.http.jwt_authn"
 RATE_LIMIT_FILTER: Final = "envoy.filters.http.local_ratelimit"
+PRINCIPAL_KEY: Final = "principal"
+"""Rate-limit descriptor key of the caller: a token's ``sub``, or :data:`ANONYMOUS`."""
+ANONYMOUS: Final = "-"
+"""The principal of a request without a verified token (never a user id)."""
+ADDRESS_KEY: Final = "masked_remote_address"
+"""Rate-limit descriptor key Envoy's ``masked_remote_address`` action fills."""
 RATE_LIMIT_HEADER: Final = "x-local-rate-limit"
 HEALTH_PREFIX: Final = "/grpc.health.v1.Health/"
 """gRPC health: public, so load balancers and probes need no token."""
@@ -165,7 +185,22 @@ def _public_method_rules(service: GrpcService) -> list[RequirementRule]:
 
 
 def rate_limit(policy: EdgePolicy) -> LocalRateLimit:
-    """One token bucket for all callers of this Envoy (per-user limits live in the services)."""
+    """A token bucket per caller, and one for all callers together (the overload guard).
+
+    Two rate-limit actions describe each request after ``jwt_authn`` ran:
+
+    * ``(principal, <sub>)`` for a verified token (its claims in dynamic metadata); a request
+      without one produces no such descriptor;
+    * ``(principal, -), (masked_remote_address, <peer>/32 or /64)`` for an anonymous request.
+      (A signed-in request produces ``(principal, <sub>), (masked_remote_address, …)``, which
+      matches no configured descriptor, so a signed-in caller never spends its address's
+      tokens.)
+
+    Descriptors with an empty value are wildcards: Envoy keeps one bucket per distinct value
+    (an LRU of :attr:`EdgePolicy.rate_limit_clients`). The filter's own bucket is taken from
+    for every request and is the global guard. The peer is the address Envoy saw: the edge
+    trusts no ``x-forwarded-for`` hop (:func:`~sutazai.gateway.resources.build_listener`).
+    """
     always = RuntimeFractionalPercent(
         default_value=FractionalPercent(
             numerator=100, denominator=FractionalPercentDenominatorType.HUNDRED
@@ -173,11 +208,40 @@ def rate_limit(policy: EdgePolicy) -> LocalRateLimit:
     )
     return LocalRateLimit(
         stat_prefix="edge_rate_limit",
-        token_bucket=TokenBucket(
-            max_tokens=policy.rate_limit_burst,
-            tokens_per_fill=policy.rate_limit_per_second,
-            fill_interval=timedelta(seconds=1),
-        ),
+        token_bucket=_bucket(policy.global_rate_limit_burst, policy.global_rate_limit_per_second),
+        rate_limits=[
+            RateLimit(actions=[_principal_action(default="")]),
+            RateLimit(
+                actions=[
+                    _principal_action(default=ANONYMOUS),
+                    RateLimitAction(
+                        masked_remote_address=RateLimitActionMaskedRemoteAddress(
+                            v4_prefix_mask_len=32,
+                            # One IPv6 host usually owns a whole /64.
+                            v6_prefix_mask_len=64,
+                        )
+                    ),
+                ]
+            ),
+        ],
+        descriptors=[
+            LocalRateLimitDescriptor(
+                entries=[RateLimitDescriptorEntry(key=PRINCIPAL_KEY)],
+                token_bucket=_bucket(
+                    policy.user_rate_limit_burst, policy.user_rate_limit_per_second
+                ),
+            ),
+            LocalRateLimitDescriptor(
+                entries=[
+                    RateLimitDescriptorEntry(key=PRINCIPAL_KEY, value=ANONYMOUS),
+                    RateLimitDescriptorEntry(key=ADDRESS_KEY),
+                ],
+                token_bucket=_bucket(
+                    policy.address_rate_limit_burst, policy.address_rate_limit_per_second
+                ),
+            ),
+        ],
+        max_dynamic_descriptors=policy.rate_limit_clients,
         # Both are needed: "enabled" alone only counts what would have been limited.
         filter_enabled=always,
         filter_enforced=always,
@@ -190,4 +254,28 @@ def rate_limit(policy: EdgePolicy) -> LocalRateLimit:
         # gRPC callers see RESOURCE_EXHAUSTED (back off) instead of UNAVAILABLE, which
         # retrying clients would hammer; REST callers get 429.
         rate_limited_as_resource_exhausted=True,
+    )
+
+
+def _principal_action(*, default: str) -> RateLimitAction:
+    """``(principal, <the verified token's sub>)``, else ``default`` (none: no descriptor)."""
+    return RateLimitAction(
+        metadata=RateLimitActionMetaData(
+            descriptor_key=PRINCIPAL_KEY,
+            metadata_key=MetadataKey(
+                key=JWT_FILTER_NAMESPACE,
+                path=[
+                    MetadataKeyPathSegment(key=JWT_PAYLOAD_METADATA),
+                    MetadataKeyPathSegment(key="sub"),
+                ],
+            ),
+            default_value=default,
+            source=RateLimitActionMetaDataSource.DYNAMIC,
+        )
+    )
+
+
+def _bucket(burst: int, per_second: int) -> TokenBucket:
+    return TokenBucket(
+        max_tokens=burst, tokens_per_fill=per_second, fill_interval=timedelta(seconds=1)
     )

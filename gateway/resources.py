@@ -23,6 +23,7 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Final
 
 from envoy_data_plane.envoy.config.accesslog.v3 import AccessLog
@@ -42,6 +43,10 @@ from envoy_data_plane.envoy.config.core.v3 import (
     AggregatedConfigSource,
     ApiVersion,
     ConfigSource,
+    DataSource,
+    HeaderValue,
+    HeaderValueOption,
+    HeaderValueOptionHeaderAppendAction,
     HealthCheck,
     HealthCheckGrpcHealthCheck,
     Http2ProtocolOptions,
@@ -49,6 +54,7 @@ from envoy_data_plane.envoy.config.core.v3 import (
     SocketAddress,
     SubstitutionFormatString,
     TcpKeepalive,
+    TransportSocket,
 )
 from envoy_data_plane.envoy.config.endpoint.v3 import (
     ClusterLoadAssignment,
@@ -83,6 +89,13 @@ from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v
     Rds,
 )
 from envoy_data_plane.envoy.extensions.retry.host.previous_hosts.v3 import PreviousHostsPredicate
+from envoy_data_plane.envoy.extensions.transport_sockets.tls.v3 import (
+    CommonTlsContext,
+    DownstreamTlsContext,
+    TlsCertificate,
+    TlsParameters,
+    TlsParametersTlsProtocol,
+)
 from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
     HttpProtocolOptions,
     HttpProtocolOptionsExplicitHttpConfig,
@@ -101,6 +114,9 @@ HTTP_PROTOCOL_OPTIONS: Final = "envoy.extensions.upstreams.http.v3.HttpProtocolO
 CORS_FILTER: Final = "envoy.filters.http.cors"
 TRANSCODER_FILTER: Final = "envoy.filters.http.grpc_json_transcoder"
 ROUTER_FILTER: Final = "envoy.filters.http.router"
+TLS_TRANSPORT_SOCKET: Final = "envoy.transport_sockets.tls"
+CLIENT_ADDRESS_HEADER: Final = "x-sutazai-client-address"
+"""Request header carrying the client address Envoy saw (set by Envoy, never by a caller)."""
 
 # Retry triggers (FIELD_GUIDE §2.2). Connect failures and refused streams never reached a
 # handler, and UNAVAILABLE is gRPC's "try again" (a draining server answers it before running
@@ -179,10 +195,25 @@ class EdgePolicy:
     """Browser origins allowed by CORS (exact match); none by default."""
     jwt_issuer: str = "sutazai"
     """The ``iss`` claim a token must carry to pass the edge."""
-    rate_limit_burst: int = 400
-    """Requests the edge accepts in a burst, all callers together (token bucket size)."""
-    rate_limit_per_second: int = 200
-    """Requests per second the edge sustains, all callers together (bucket refill)."""
+    user_rate_limit_burst: int = 200
+    """Requests one signed-in caller (the token's ``sub``) may make in a burst."""
+    user_rate_limit_per_second: int = 100
+    """Requests per second one signed-in caller sustains."""
+    address_rate_limit_burst: int = 100
+    """Anonymous requests one client address may make in a burst."""
+    address_rate_limit_per_second: int = 50
+    """Anonymous requests per second one client address sustains."""
+    rate_limit_clients: int = 10_000
+    """Per-caller buckets kept for each kind (least recently used evicted)."""
+    global_rate_limit_burst: int = 20_000
+    """The overload guard: requests accepted in a burst from all callers together."""
+    global_rate_limit_per_second: int = 10_000
+    """Requests per second sustained from all callers together."""
+    tls_cert_file: Path | None = None
+    """PEM certificate chain of the edge; with :attr:`tls_key_file` the listener is TLS only.
+    Envoy reads both files by path: no key material travels in xDS."""
+    tls_key_file: Path | None = None
+    """PEM private key of :attr:`tls_cert_file`."""
 
     @classmethod
     def from_settings(cls, settings: MeshSettings) -> EdgePolicy:
@@ -191,8 +222,15 @@ class EdgePolicy:
             cors_origins=tuple(settings.edge.cors_origins),
             max_request_bytes=settings.edge.max_request_bytes,
             jwt_issuer=settings.auth.issuer,
-            rate_limit_burst=settings.edge.rate_limit_burst,
-            rate_limit_per_second=settings.edge.rate_limit_per_second,
+            user_rate_limit_burst=settings.edge.user_rate_limit_burst,
+            user_rate_limit_per_second=settings.edge.user_rate_limit_per_second,
+            address_rate_limit_burst=settings.edge.address_rate_limit_burst,
+            address_rate_limit_per_second=settings.edge.address_rate_limit_per_second,
+            rate_limit_clients=settings.edge.rate_limit_clients,
+            global_rate_limit_burst=settings.edge.global_rate_limit_burst,
+            global_rate_limit_per_second=settings.edge.global_rate_limit_per_second,
+            tls_cert_file=settings.edge.tls_cert_file,
+            tls_key_file=settings.edge.tls_key_file,
         )
 
 
@@ -332,8 +370,10 @@ def build_listener(
             )
         ],
         # Envoy's edge recommendations: the peer address is the real client (no proxy in
-        # front), slow-header clients are cut, quiet streams end.
+        # front, so no x-forwarded-for hop is trusted), slow-header clients are cut, quiet
+        # streams end.
         use_remote_address=True,
+        xff_num_trusted_hops=0,
         request_headers_timeout=timedelta(seconds=10),
         stream_idle_timeout=policy.stream_idle_timeout,
         normalize_path=True,
@@ -352,7 +392,9 @@ def build_listener(
                         name="envoy.filters.network.http_connection_manager",
                         typed_config=Any.pack(hcm),
                     )
-                ]
+                ],
+                # The only chain: with TLS configured there is no plaintext fallback.
+                transport_socket=_tls_socket(policy),
             )
         ],
         # Fail loudly when the port is taken instead of silently sharing it with another
@@ -384,6 +426,18 @@ def build_route_configuration(catalog: ServiceCatalog, policy: EdgePolicy) -> Ro
         name="edge",
         domains=["*"],
         routes=routes,
+        # Services learn the caller's address from this header, set from the connection Envoy
+        # accepted and overwriting whatever a caller sent; a caller's x-forwarded-for is
+        # dropped so nothing downstream can mistake it for the client.
+        request_headers_to_add=[
+            HeaderValueOption(
+                header=HeaderValue(
+                    key=CLIENT_ADDRESS_HEADER, value="%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"
+                ),
+                append_action=HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
+            )
+        ],
+        request_headers_to_remove=["x-forwarded-for"],
         # What a buffering filter (the transcoder, the router for retries) may hold of one
         # request body; past it a buffering filter answers 413 instead of growing.
         request_body_buffer_limit=policy.max_request_bytes,
@@ -489,6 +543,30 @@ def _cors_policy(policy: EdgePolicy) -> CorsPolicy:
         expose_headers="grpc-status, grpc-message, x-request-id",
         max_age="600",
     )
+
+
+def _tls_socket(policy: EdgePolicy) -> TransportSocket | None:
+    """Envoy's TLS server socket for the edge, if a certificate is configured.
+
+    Certificate and key are referenced by path (Envoy reads them), never inlined: xDS and
+    Envoy's admin output must not carry key material.
+    """
+    if policy.tls_cert_file is None or policy.tls_key_file is None:
+        return None
+    context = DownstreamTlsContext(
+        common_tls_context=CommonTlsContext(
+            tls_certificates=[
+                TlsCertificate(
+                    certificate_chain=DataSource(filename=str(policy.tls_cert_file)),
+                    private_key=DataSource(filename=str(policy.tls_key_file)),
+                )
+            ],
+            tls_params=TlsParameters(tls_minimum_protocol_version=TlsParametersTlsProtocol.TLSv1_2),
+            # gRPC needs h2; REST clients may speak either.
+            alpn_protocols=["h2", "http/1.1"],
+        )
+    )
+    return TransportSocket(name=TLS_TRANSPORT_SOCKET, typed_config=Any.pack(context))
 
 
 def _ads_source() -> ConfigSource:

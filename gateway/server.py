@@ -30,6 +30,7 @@ from sutazai.gateway.registry_watch import Instances, RegistryMirror, RegistryOp
 from sutazai.gateway.resources import EdgePolicy
 from sutazai.gateway.snapshot import SnapshotBuilder, SnapshotCache
 from sutazai.gateway.xds_status import XdsStatus
+from sutazai.services.runtime.exposure import require_safe_edge
 from sutazai.services.runtime.interceptors import ServerInterceptor
 from sutazai.services.runtime.keys import KeyRing
 from sutazai.services.runtime.messaging import connect_nats
@@ -246,7 +247,7 @@ class NatsRegistry:
 async def run_gateway(settings: MeshSettings, *, metrics_port: int | None = None) -> None:
     """Run the control plane until SIGTERM or SIGINT, then stop gracefully.
 
-    Serves on ``settings.host:settings.gateway.port`` at once and follows the registry over
+    Serves on ``settings.internal_host:settings.gateway.port`` at once and follows the registry over
     NATS in the background (retrying while NATS is unreachable). The edge enforces
     ``settings.edge`` and checks tokens against the key ring at ``settings.keys_file``. The
     metrics (xDS versions and NACKs, RPCs) are served over HTTP at ``/metrics`` on
@@ -254,8 +255,10 @@ async def run_gateway(settings: MeshSettings, *, metrics_port: int | None = None
     -1 = off).
 
     Raises:
-        ConfigurationError: the key ring does not exist (yet) or cannot be read.
+        ConfigurationError: the key ring does not exist (yet) or cannot be read, or the edge
+            would serve plaintext off loopback (:func:`require_safe_edge`).
     """
+    require_safe_edge(settings)
     metrics_registry = CollectorRegistry()
     nats_registry = NatsRegistry(settings)
     gateway = Gateway(
@@ -273,10 +276,10 @@ async def run_gateway(settings: MeshSettings, *, metrics_port: int | None = None
         loop.add_signal_handler(sig, stop.set)
     metrics: MetricsEndpoint | None = None
     try:
-        await gateway.start(settings.host, settings.gateway.port)
+        await gateway.start(settings.internal_host, settings.gateway.port)
         port = settings.gateway.metrics_port if metrics_port is None else metrics_port
         if port >= 0:
-            metrics = MetricsEndpoint.start(metrics_registry, settings.host, port)
+            metrics = MetricsEndpoint.start(metrics_registry, settings.internal_host, port)
             log.info("gateway.metrics", address=metrics.address)
         stopped = asyncio.ensure_future(stop.wait())
         failed = asyncio.ensure_future(gateway.wait_failed())

@@ -1,8 +1,9 @@
 """``python -m sutazai.services.bench``: benchmarks of the running mesh, each printing JSON.
 
-Start the mesh first (``sutazai up --detach``). Raise the edge rate limit for the run
-(``SUTAZAI_EDGE__RATE_LIMIT_PER_SECOND``, ``SUTAZAI_EDGE__RATE_LIMIT_BURST``), or the limiter,
-not the path, is what gets measured.
+Start the mesh first (``sutazai up --detach``, plaintext on loopback). Raise the edge's
+per-caller limits for the run (``SUTAZAI_EDGE__USER_RATE_LIMIT_*`` for signed-in calls,
+``SUTAZAI_EDGE__ADDRESS_RATE_LIMIT_*`` for anonymous ones; one client is one caller), or the
+limiter, not the path, is what gets measured.
 """
 
 from __future__ import annotations

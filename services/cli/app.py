@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from sutazai.services.cli.certs import certs
 from sutazai.services.cli.context import GlobalOptions
 from sutazai.services.cli.down import down
 from sutazai.services.cli.keys import keys
@@ -47,5 +48,6 @@ app.command()(status)
 app.command()(logs)
 app.command()(serve)
 app.command()(login)
+app.command()(certs)
 app.add_typer(users)
 app.add_typer(keys)

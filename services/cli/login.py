@@ -24,6 +24,7 @@ from sutazai.auth.v1.auth_service_pb2 import LoginRequest
 from sutazai.auth.v1.auth_service_pb2_grpc import AuthServiceStub
 from sutazai.services.cli.console import out
 from sutazai.services.cli.context import mesh_settings
+from sutazai.services.cli.edge import edge_channel, edge_target
 from sutazai.services.cli.errors import CliError
 from sutazai.services.runtime.settings import MeshSettings
 
@@ -86,9 +87,9 @@ async def sign_in(settings: MeshSettings, username: str, password: str) -> CliTo
         CliError: wrong credentials, invalid input, or Envoy unreachable.
 
     """
-    target = f"{settings.host}:{settings.envoy.port}"
+    target = edge_target(settings)
     sent_at = datetime.now(UTC)
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with edge_channel(settings) as channel:
         try:
             reply = await AuthServiceStub(channel).Login(
                 LoginRequest(username=username, password=password), timeout=_CALL_TIMEOUT

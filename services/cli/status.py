@@ -17,6 +17,7 @@ from rich.table import Table
 
 from sutazai.services.cli.console import out
 from sutazai.services.cli.context import mesh_settings
+from sutazai.services.cli.edge import edge_channel, edge_target
 from sutazai.services.cli.errors import CliError
 from sutazai.services.cli.login import load_token
 from sutazai.services.runtime.settings import MeshSettings
@@ -82,10 +83,10 @@ def status(
 
 async def poll_status(settings: MeshSettings, wait: float) -> StatusOutcome:
     """Call ``GetStatus`` through Envoy until the mesh is healthy or ``wait`` seconds passed."""
-    target = f"{settings.host}:{settings.envoy.port}"
+    target = edge_target(settings)
     deadline = time.monotonic() + max(wait, 0.0)
     metadata = _signed_in(settings)
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with edge_channel(settings) as channel:
         stub = SystemServiceStub(channel)
         while True:
             outcome = await _ask(stub, target, metadata)

@@ -19,6 +19,8 @@ from sutazai.services.cli.console import err, out
 from sutazai.services.cli.context import mesh_settings
 from sutazai.services.cli.errors import CliError
 from sutazai.services.cli.logging_setup import configure_logging
+from sutazai.services.runtime.errors import ConfigurationError
+from sutazai.services.runtime.exposure import require_safe_edge
 from sutazai.services.runtime.settings import MeshSettings
 from sutazai.services.supervisor import Supervisor
 from sutazai.services.supervisor.components import mesh_components
@@ -41,6 +43,10 @@ def up(
 ) -> None:
     """Start the whole mesh: NATS, PostgreSQL, Redis, gateway, Envoy, then the services."""
     settings = mesh_settings(ctx)
+    try:
+        require_safe_edge(settings)
+    except ConfigurationError as exc:
+        raise CliError(str(exc)) from exc
     # Passwords and signing keys exist before any child (or the detached supervisor) reads them.
     ensure_credentials(settings)
     running = running_supervisor(settings.state_dir)

@@ -76,7 +76,7 @@ class ServiceHost:
     @property
     def address(self) -> str:
         """``host:port`` the gRPC server listens on (after :meth:`start`)."""
-        return f"{self.mesh.host}:{self._port}"
+        return f"{self.mesh.internal_host}:{self._port}"
 
     @property
     def health(self) -> health.aio.HealthServicer:
@@ -105,14 +105,14 @@ class ServiceHost:
         reflection.enable_server_reflection(
             [*names, HEALTH_SERVICE, reflection.SERVICE_NAME], server
         )
-        self._port = server.add_insecure_port(f"{self.mesh.host}:{self.settings.port}")
+        self._port = server.add_insecure_port(f"{self.mesh.internal_host}:{self.settings.port}")
         if self._port == 0:
-            raise OSError(f"cannot bind {self.mesh.host}:{self.settings.port}")
+            raise OSError(f"cannot bind {self.mesh.internal_host}:{self.settings.port}")
         await server.start()
         self._server, self._health = server, health_servicer
         if self.settings.metrics_port >= 0:
             self._metrics = MetricsEndpoint.start(
-                self.metrics_registry, self.mesh.host, self.settings.metrics_port
+                self.metrics_registry, self.mesh.internal_host, self.settings.metrics_port
             )
         jobs = [*self.background, *([self.guard.run] if self.guard else [])]
         self._tasks = [asyncio.create_task(job()) for job in jobs]
@@ -179,7 +179,7 @@ class ServiceHost:
         instance = ServiceInstance(
             service=self.name,
             instance_id=self.instance_id,
-            host=self.mesh.host,
+            host=self.mesh.internal_host,
             port=self._port,
             version=self.mesh.version,
             grpc_services=grpc_services,

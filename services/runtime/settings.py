@@ -12,7 +12,7 @@ from functools import cached_property
 from pathlib import Path
 from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sutazai.services.runtime.secrets import MeshSecrets, load_secrets
@@ -115,10 +115,40 @@ class EdgeSettings(_Section):
         "http://127.0.0.1:3000",
     )
     """Browser origins allowed to call the REST API (exact matches; no wildcard)."""
-    rate_limit_burst: int = Field(default=400, gt=0)
-    """Requests Envoy accepts in a burst (token bucket size), for all callers together."""
-    rate_limit_per_second: int = Field(default=200, gt=0)
-    """Requests per second Envoy sustains, for all callers together."""
+    user_rate_limit_burst: int = Field(default=200, gt=0)
+    """Requests one signed-in caller (the token's ``sub``) may make in a burst at the edge."""
+    user_rate_limit_per_second: int = Field(default=100, gt=0)
+    """Requests per second one signed-in caller sustains at the edge."""
+    address_rate_limit_burst: int = Field(default=100, gt=0)
+    """Anonymous requests one client address (as Envoy saw it) may make in a burst."""
+    address_rate_limit_per_second: int = Field(default=50, gt=0)
+    """Anonymous requests per second one client address sustains."""
+    rate_limit_clients: int = Field(default=10_000, gt=0)
+    """Per-caller buckets Envoy keeps (least recently used evicted), for each of the two
+    kinds; an evicted caller starts again with a full bucket."""
+    global_rate_limit_burst: int = Field(default=20_000, gt=0)
+    """The overload guard: requests Envoy accepts in a burst from all callers together."""
+    global_rate_limit_per_second: int = Field(default=10_000, gt=0)
+    """Requests per second Envoy sustains from all callers together."""
+    max_downstream_connections: int = Field(default=50_000, gt=0)
+    """Open downstream connections Envoy accepts in all (its overload manager refuses more)."""
+    tls_cert_file: Path | None = None
+    """PEM certificate chain the edge serves (e.g. from ``sutazai certs``); with
+    :attr:`tls_key_file`, the edge speaks TLS only. Required off loopback."""
+    tls_key_file: Path | None = None
+    """PEM private key of :attr:`tls_cert_file` (Envoy reads it; mode 0600)."""
+    tls_ca_file: Path | None = None
+    """CA certificate the CLI and the benchmarks trust for the edge (``<tls dir>/ca.pem`` of
+    ``sutazai certs``); unset uses the system's trusted roots."""
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> EdgeSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError(
+                "set both SUTAZAI_EDGE__TLS_CERT_FILE and SUTAZAI_EDGE__TLS_KEY_FILE, or neither"
+            )
+        return self
+
     max_request_bytes: int = Field(default=1024 * 1024, gt=0)
     """Largest request body accepted at the edge (413 beyond)."""
 
@@ -174,7 +204,8 @@ class MeshSettings(BaseSettings):
     state_dir: Path = Field(default_factory=default_state_dir)
     """Data, logs, generated configs and secrets; survives restarts."""
     host: str = LOOPBACK
-    """Address every mesh-internal server binds and advertises."""
+    """Address the edge (Envoy's listener) binds. Anything but loopback needs TLS
+    (:attr:`EdgeSettings.tls_cert_file`); every other server binds :attr:`internal_host`."""
     version: str = "0.1.0"
     """Release advertised by service instances."""
     nats: NatsSettings = NatsSettings()
@@ -186,6 +217,20 @@ class MeshSettings(BaseSettings):
     edge: EdgeSettings = EdgeSettings()
     auth: AuthSettings = AuthSettings()
 
+    @property
+    def internal_host(self) -> str:
+        """Loopback: where every mesh-internal server binds and advertises, whatever the edge does.
+
+        Services, the gateway, NATS, PostgreSQL, Redis, metrics and Envoy's admin are never
+        reachable from another machine; only the edge listener follows :attr:`host`.
+        """
+        return LOOPBACK
+
+    @property
+    def edge_tls(self) -> bool:
+        """Whether the edge serves TLS (a certificate and key are configured)."""
+        return self.edge.tls_cert_file is not None and self.edge.tls_key_file is not None
+
     @cached_property
     def secrets(self) -> MeshSecrets:
         """The generated secrets of :attr:`state_dir` (read once)."""
@@ -196,7 +241,7 @@ class MeshSettings(BaseSettings):
         """NATS server URLs, embedded or external."""
         if self.nats.url:
             return [u.strip() for u in self.nats.url.split(",") if u.strip()]
-        return [f"nats://{self.host}:{self.nats.port}"]
+        return [f"nats://{self.internal_host}:{self.nats.port}"]
 
     @property
     def nats_credentials(self) -> tuple[str, str] | None:
@@ -228,7 +273,7 @@ class MeshSettings(BaseSettings):
         user = quote(self.postgres.app_user, safe="")
         password = quote(self.secrets.postgres_app_password, safe="")
         return (
-            f"postgresql://{user}:{password}@{self.host}:"
+            f"postgresql://{user}:{password}@{self.internal_host}:"
             f"{self.postgres.port}/{quote(self.postgres.database, safe='')}"
         )
 
@@ -238,7 +283,7 @@ class MeshSettings(BaseSettings):
         if self.redis.url is not None:
             return self.redis.url.get_secret_value()
         password = quote(self.secrets.redis_password, safe="")
-        return f"redis://:{password}@{self.host}:{self.redis.port}/0"
+        return f"redis://:{password}@{self.internal_host}:{self.redis.port}/0"
 
     @property
     def keys_file(self) -> Path:

@@ -16,6 +16,7 @@ import jwt
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from sutazai.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
+from sutazai.gateway.resources import CLIENT_ADDRESS_HEADER
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
 from sutazai.system.v1 import system_service_pb2_grpc
 from tests.gateway.edge_harness import SYSTEM_SERVICE, StaticSystemService
@@ -36,7 +37,10 @@ def forwarded_name(context: _Context) -> str:
 
 
 class EchoAuthService(auth_service_pb2_grpc.AuthServiceServicer):
-    """Login (public) and GetMe/SetUserRole (protected) answer with the caller's token name."""
+    """Login (public) and GetMe/SetUserRole (protected) answer with the caller's token name.
+
+    GetMe reports, as ``email``, the client address the edge set (``x-sutazai-client-address``).
+    """
 
     async def Login(  # noqa: N802 (gRPC method name)
         self, request: auth_service_pb2.LoginRequest, context: _Context
@@ -48,7 +52,12 @@ class EchoAuthService(auth_service_pb2_grpc.AuthServiceServicer):
     async def GetMe(  # noqa: N802 (gRPC method name)
         self, request: auth_service_pb2.GetMeRequest, context: _Context
     ) -> auth_service_pb2.GetMeResponse:
-        return auth_service_pb2.GetMeResponse(username=forwarded_name(context), role="user")
+        metadata = dict(context.invocation_metadata() or ())
+        return auth_service_pb2.GetMeResponse(
+            username=forwarded_name(context),
+            email=str(metadata.get(CLIENT_ADDRESS_HEADER, "")),
+            role="user",
+        )
 
     async def SetUserRole(  # noqa: N802 (gRPC method name)
         self, request: auth_service_pb2.SetUserRoleRequest, context: _Context

@@ -21,10 +21,12 @@ from sutazai.services.runtime.registry import Registry
 from sutazai.services.runtime.settings import EnvoySettings, GatewaySettings, MeshSettings
 from sutazai.system.v1 import system_service_pb2, system_service_pb2_grpc
 from tests.gateway.processes import ENVOY, read_log, start_process, stop_process
-from tests.harness.mesh import free_ports
+from tests.harness.mesh import UNLIMITED_EDGE, free_ports
 from tests.harness.waiting import wait_for
 
 SYSTEM_SERVICE = "sutazai.system.v1.SystemService"
+UNLIMITED = EdgePolicy.from_settings(MeshSettings(edge=UNLIMITED_EDGE))
+"""An edge whose limits no load test reaches."""
 NODE_ID = "test-edge"
 
 

@@ -11,7 +11,13 @@ from sutazai.gateway.catalog import ServiceCatalog
 from sutazai.gateway.resources import EdgePolicy
 from sutazai.gateway.snapshot import build_snapshot
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
-from sutazai.services.runtime.settings import EnvoySettings, GatewaySettings, MeshSettings
+from sutazai.services.cli.certificates import issue_edge_certificate
+from sutazai.services.runtime.settings import (
+    EdgeSettings,
+    EnvoySettings,
+    GatewaySettings,
+    MeshSettings,
+)
 from tests.gateway.demo_descriptors import DEMO_SERVICE, demo_descriptor_set
 from tests.gateway.envoy_static import envoy_validate, static_bootstrap
 from tests.gateway.tokens import TEST_JWKS
@@ -51,6 +57,25 @@ def test_envoy_accepts_the_snapshot(
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_envoy_accepts_a_tls_edge_on_every_address(tmp_path: Path) -> None:
+    issued = issue_edge_certificate(tmp_path / "tls", ["edge.example"])
+    policy = EdgePolicy(tls_cert_file=issued.cert, tls_key_file=issued.key)
+    # Validation binds nothing, so the wildcard address is checked without exposing a port.
+    snapshot = build_snapshot(
+        ServiceCatalog.packaged(), [], host="0.0.0.0", port=10005, policy=policy, jwks=TEST_JWKS
+    )
+    config = tmp_path / "static.pb"
+    config.write_bytes(static_bootstrap(snapshot))
+
+    result = envoy_validate(config)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    key_body = "".join(issued.key.read_text().splitlines()[1:-1]).encode()
+    listener = b"".join(a.value for a in snapshot.listeners.packed.values())
+    assert str(issued.key).encode() in listener, "the key is referenced by path"
+    assert key_body[:40] not in config.read_bytes(), "no key material in xDS"
+
+
 def test_bootstrap_renders_settings_and_envoy_accepts_it(tmp_path: Path) -> None:
     settings = MeshSettings(
         host="127.0.0.1",
@@ -70,19 +95,17 @@ def test_bootstrap_renders_settings_and_envoy_accepts_it(tmp_path: Path) -> None
     assert "deprecated" not in (result.stdout + result.stderr).lower()
 
 
-def test_bootstrap_connects_a_wildcard_host_over_loopback() -> None:
-    text = render_bootstrap(MeshSettings(host="0.0.0.0"), node_id="edge")
+def test_bootstrap_reaches_the_gateway_over_loopback_whatever_the_edge_host() -> None:
+    for host in ("0.0.0.0", "192.0.2.10", "edge.example"):
+        text = render_bootstrap(MeshSettings(host=host), node_id="edge")
 
-    assert 'address: "127.0.0.1", port_value: 10006' in text
-    assert "address: 127.0.0.1, port_value: 10015" in text, "admin stays on loopback"
+        assert 'address: "127.0.0.1", port_value: 10006' in text
+        assert "address: 127.0.0.1, port_value: 10015" in text, "admin stays on loopback"
 
 
-def test_bootstrap_resolves_a_gateway_host_name(tmp_path: Path) -> None:
-    text = render_bootstrap(MeshSettings(host="localhost"), node_id="edge")
-    config = tmp_path / "bootstrap.yaml"
-    config.write_text(text, encoding="utf-8")
+def test_bootstrap_sets_the_downstream_connection_limit() -> None:
+    settings = MeshSettings(edge=EdgeSettings(max_downstream_connections=321))
 
-    result = envoy_validate(config)
+    text = render_bootstrap(settings, node_id="edge")
 
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert 'type: "STRICT_DNS"' in text
+    assert "max_active_downstream_connections: 321" in text

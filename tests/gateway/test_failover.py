@@ -18,13 +18,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sutazai.gateway.catalog import ServiceCatalog
-from sutazai.gateway.resources import EdgePolicy
 from sutazai.gateway.server import Gateway
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
 from sutazai.services.runtime.registry import Registry
 from sutazai.services.runtime.settings import RegistrySettings
 from sutazai.system.v1 import system_service_pb2, system_service_pb2_grpc
-from tests.gateway.edge_harness import SYSTEM_SERVICE, Edge, running_envoy
+from tests.gateway.edge_harness import SYSTEM_SERVICE, UNLIMITED, Edge, running_envoy
 from tests.gateway.processes import start_process, stop_process
 from tests.gateway.tokens import KeyRingFile
 from tests.harness.mesh import free_ports
@@ -87,8 +86,8 @@ async def test_sigkill_under_load_fails_no_call(nats_url: str, tmp_path: Path) -
         edge_host="127.0.0.1",
         edge_port=edge_port,
         keys_file=KeyRingFile(tmp_path / "jwt_keys.json").path,
-        # Steady traffic from four clients: far above the default edge rate limit.
-        policy=EdgePolicy(rate_limit_burst=100_000, rate_limit_per_second=100_000),
+        # Steady traffic from four clients: far above the default edge rate limits.
+        policy=UNLIMITED,
     )
     await gateway.start("127.0.0.1", 0)
     try:

@@ -11,9 +11,12 @@ from envoy_data_plane.envoy.extensions.filters.http.local_ratelimit.v3 import Lo
 
 from sutazai.gateway.catalog import ServiceCatalog
 from sutazai.gateway.guards import (
+    ADDRESS_KEY,
+    ANONYMOUS,
     HEALTH_PREFIX,
     JWT_CONFIG_TYPE,
     JWT_PROVIDER,
+    PRINCIPAL_KEY,
     RATE_LIMIT_FILTER,
     guard_filters,
     jwt_authentication,
@@ -111,15 +114,36 @@ def test_jwt_config_is_an_ecds_resource_the_listener_refers_to() -> None:
 
 
 def test_rate_limit_follows_the_policy() -> None:
-    (_, limit) = guard_filters(EdgePolicy(rate_limit_burst=7, rate_limit_per_second=3))
+    policy = EdgePolicy(
+        user_rate_limit_burst=7,
+        user_rate_limit_per_second=3,
+        address_rate_limit_burst=5,
+        address_rate_limit_per_second=2,
+        rate_limit_clients=11,
+        global_rate_limit_burst=70,
+        global_rate_limit_per_second=30,
+    )
+    (_, limit) = guard_filters(policy)
     assert limit.typed_config is not None
     config = limit.typed_config.unpack()
 
     assert isinstance(config, LocalRateLimit)
     assert config.token_bucket is not None
-    assert config.token_bucket.max_tokens == 7
-    assert config.token_bucket.tokens_per_fill == 3
+    assert (config.token_bucket.max_tokens, config.token_bucket.tokens_per_fill) == (70, 30)
     assert config.token_bucket.fill_interval == timedelta(seconds=1)
+    buckets = {
+        tuple((e.key, e.value) for e in d.entries): (
+            d.token_bucket.max_tokens,
+            d.token_bucket.tokens_per_fill,
+        )
+        for d in config.descriptors
+        if d.token_bucket is not None
+    }
+    assert buckets == {
+        ((PRINCIPAL_KEY, ""),): (7, 3),
+        ((PRINCIPAL_KEY, ANONYMOUS), (ADDRESS_KEY, "")): (5, 2),
+    }
+    assert config.max_dynamic_descriptors == 11
     assert config.rate_limited_as_resource_exhausted
     for fraction in (config.filter_enabled, config.filter_enforced):
         assert fraction is not None

@@ -232,8 +232,13 @@ def test_policy_from_settings() -> None:
     settings = MeshSettings(
         edge=EdgeSettings(
             cors_origins=("http://a.example",),
-            rate_limit_burst=7,
-            rate_limit_per_second=3,
+            user_rate_limit_burst=7,
+            user_rate_limit_per_second=3,
+            address_rate_limit_burst=5,
+            address_rate_limit_per_second=2,
+            rate_limit_clients=11,
+            global_rate_limit_burst=70,
+            global_rate_limit_per_second=30,
             max_request_bytes=1234,
         ),
         auth=AuthSettings(issuer="mesh-x"),
@@ -242,7 +247,10 @@ def test_policy_from_settings() -> None:
     policy = EdgePolicy.from_settings(settings)
 
     assert policy.cors_origins == ("http://a.example",)
-    assert (policy.rate_limit_burst, policy.rate_limit_per_second) == (7, 3)
+    assert (policy.user_rate_limit_burst, policy.user_rate_limit_per_second) == (7, 3)
+    assert (policy.address_rate_limit_burst, policy.address_rate_limit_per_second) == (5, 2)
+    assert policy.rate_limit_clients == 11
+    assert (policy.global_rate_limit_burst, policy.global_rate_limit_per_second) == (70, 30)
     assert policy.max_request_bytes == 1234
     assert policy.jwt_issuer == "mesh-x"
 

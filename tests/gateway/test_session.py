@@ -241,7 +241,7 @@ def test_filter_configuration_is_resent_after_the_listener_changes() -> None:
     assert session.on_request(request(LISTENER_TYPE, ack=listeners), EMPTY) == []
     changed = SnapshotBuilder(
         ServiceCatalog.from_descriptor_set(demo_descriptor_set()),
-        EdgePolicy(rate_limit_burst=1),
+        EdgePolicy(global_rate_limit_burst=1),
         host="127.0.0.1",
         port=10005,
         jwks=TEST_JWKS,

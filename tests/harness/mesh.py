@@ -28,6 +28,15 @@ from sutazai.services.supervisor import ComponentSpec, RestartPolicy, Supervisor
 from sutazai.services.supervisor.credentials import ensure_credentials
 
 LOOPBACK = "127.0.0.1"
+UNLIMITED_EDGE = EdgeSettings(
+    user_rate_limit_burst=100_000,
+    user_rate_limit_per_second=100_000,
+    address_rate_limit_burst=100_000,
+    address_rate_limit_per_second=100_000,
+    global_rate_limit_burst=100_000,
+    global_rate_limit_per_second=100_000,
+)
+"""Edge limits no load test reaches (the limiter is tested on an Envoy of its own)."""
 
 
 def free_ports(count: int) -> list[int]:
@@ -98,7 +107,7 @@ def build_settings(
         ),
         # The shared test mesh carries load tests (a steady stream of calls through a failover);
         # the edge limiter itself is tested on an Envoy of its own (tests/gateway).
-        edge=EdgeSettings(rate_limit_burst=100_000, rate_limit_per_second=100_000),
+        edge=UNLIMITED_EDGE,
     )
     ensure_credentials(settings, services=services)
     return settings

@@ -19,7 +19,7 @@ def gateway_component(settings: MeshSettings, env: Mapping[str, str]) -> Compone
 
     It connects to NATS as the ``gateway`` principal: it may read the registry, not write it.
     """
-    target = f"{settings.host}:{settings.gateway.port}"
+    target = f"{settings.internal_host}:{settings.gateway.port}"
     return ComponentSpec(
         name=NAME,
         launch=Launch(

@@ -41,8 +41,8 @@ def render_config(settings: MeshSettings, principals: Iterable[Principal]) -> st
     secrets = ensure_secrets(settings.state_dir, nats_principals=[p.name for p in principals])
     template = Template(resources.files("sutazai.nats").joinpath(TEMPLATE).read_text("utf-8"))
     values = {
-        "listen": f"{settings.host}:{settings.nats.port}",
-        "monitor": f"{settings.host}:{settings.nats.monitor_port}",
+        "listen": f"{settings.internal_host}:{settings.nats.port}",
+        "monitor": f"{settings.internal_host}:{settings.nats.monitor_port}",
         "store_dir": str(nats_dir(settings) / "jetstream"),
         "users": users_config(
             principals, secrets, bucket=settings.registry.bucket, policy=Policy.packaged()
@@ -79,7 +79,9 @@ def nats_component(
         except MeshRuntimeError as exc:
             raise LaunchError(f"cannot render the NATS configuration: {exc}") from exc
 
-    health = f"http://{settings.host}:{settings.nats.monitor_port}/healthz?js-enabled-only=true"
+    health = (
+        f"http://{settings.internal_host}:{settings.nats.monitor_port}/healthz?js-enabled-only=true"
+    )
     return ComponentSpec(
         name=NAME,
         launch=Launch(

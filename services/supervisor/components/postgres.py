@@ -66,7 +66,7 @@ def maintenance_dsn(settings: MeshSettings) -> str:
     password = quote(settings.secrets.postgres_password, safe="")
     return (
         f"postgresql://{quote(settings.postgres.user, safe='')}:{password}@"
-        f"{settings.host}:{settings.postgres.port}/postgres"
+        f"{settings.internal_host}:{settings.postgres.port}/postgres"
     )
 
 
@@ -93,7 +93,7 @@ def postgres_component(settings: MeshSettings, env: Mapping[str, str]) -> Compon
                 "-D",
                 str(layout.data),
                 "-h",
-                settings.host,
+                settings.internal_host,
                 "-p",
                 str(settings.postgres.port),
                 "-k",

@@ -23,7 +23,7 @@ def redis_dir(settings: MeshSettings) -> Path:
 def render_config(settings: MeshSettings) -> str:
     """``redis.conf`` for the embedded server; the password is a generated secret."""
     lines = {
-        "bind": settings.host,
+        "bind": settings.internal_host,
         "port": str(settings.redis.port),
         # Protected mode stays on; with a password set it only refuses password-less clients.
         "protected-mode": "yes",

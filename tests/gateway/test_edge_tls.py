@@ -1,0 +1,107 @@
+"""The edge over TLS, through a real Envoy on loopback: HTTPS and gRPC work, plaintext does not."""
+
+from __future__ import annotations
+
+import ssl
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import httpx
+import nats
+import pytest
+
+from sutazai.gateway.resources import EdgePolicy
+from sutazai.gateway.server import run_gateway
+from sutazai.services.runtime.errors import ConfigurationError
+from sutazai.services.runtime.registry import Registry
+from sutazai.services.runtime.settings import GatewaySettings, MeshSettings, RegistrySettings
+from sutazai.system.v1 import system_service_pb2, system_service_pb2_grpc
+from tests.gateway.auth_backend import AUTH_SERVICE, auth_backend
+from tests.gateway.edge_harness import Edge, registered_in, running_envoy, running_gateway
+from tests.gateway.tokens import KeyRingFile
+from tests.harness.cli import run_cli
+from tests.harness.mesh import free_ports
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+async def tls_edge(
+    nats_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[tuple[Edge, Path]]:
+    """Envoy serving TLS with a certificate from ``sutazai certs``; yields it and the CA."""
+    workdir = tmp_path_factory.mktemp("tls")
+    env = {"SUTAZAI_STATE_DIR": str(workdir)}
+    made = await run_cli("certs", "--out", str(workdir / "tls"), env=env)
+    assert made.code == 0, made.stderr
+    policy = EdgePolicy(
+        tls_cert_file=workdir / "tls" / "edge.pem", tls_key_file=workdir / "tls" / "edge-key.pem"
+    )
+    keys = KeyRingFile(workdir / "jwt_keys.json")
+    (edge_port,) = free_ports(1)
+    nc = await nats.connect(nats_url)
+    try:
+        registry = await Registry.open(
+            nc.jetstream(), RegistrySettings(bucket=f"tls_{uuid.uuid4().hex[:8]}")
+        )
+        async with (
+            running_gateway(
+                registry, edge_port=edge_port, keys_file=keys.path, policy=policy
+            ) as gateway,
+            running_envoy(gateway.port, edge_port, workdir) as proxy,
+            auth_backend() as instance,
+            registered_in(registry, proxy, instance, AUTH_SERVICE),
+        ):
+            yield proxy, workdir / "tls" / "ca.pem"
+    finally:
+        await nc.close()
+
+
+async def test_https_works(tls_edge: tuple[Edge, Path]) -> None:
+    proxy, ca = tls_edge
+    trusted = ssl.create_default_context(cafile=str(ca))
+    async with httpx.AsyncClient(verify=trusted, timeout=5) as http:
+        response = await http.get(f"https://localhost:{proxy.port}/v1/system/status")
+
+    assert response.status_code == 200, response.text
+    assert response.json()["overall"] == "HEALTHY"
+
+
+async def test_grpc_over_tls_works(tls_edge: tuple[Edge, Path]) -> None:
+    proxy, ca = tls_edge
+    credentials = grpc.ssl_channel_credentials(root_certificates=ca.read_bytes())
+    async with grpc.aio.secure_channel(f"127.0.0.1:{proxy.port}", credentials) as channel:
+        stub = system_service_pb2_grpc.SystemServiceStub(channel)
+        reply = await stub.GetStatus(system_service_pb2.GetStatusRequest(), timeout=5)
+
+    assert reply.overall == system_service_pb2.HEALTHY
+
+
+async def test_plaintext_to_the_tls_port_fails(tls_edge: tuple[Edge, Path]) -> None:
+    proxy, _ = tls_edge
+    async with httpx.AsyncClient(timeout=5) as http:
+        with pytest.raises(httpx.TransportError):
+            await http.get(f"http://127.0.0.1:{proxy.port}/v1/system/status")
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{proxy.port}") as channel:
+        stub = system_service_pb2_grpc.SystemServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.GetStatus(system_service_pb2.GetStatusRequest(), timeout=5)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_an_untrusted_certificate_is_refused_by_clients(tls_edge: tuple[Edge, Path]) -> None:
+    proxy, _ = tls_edge
+    async with httpx.AsyncClient(timeout=5) as http:
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            await http.get(f"https://localhost:{proxy.port}/v1/system/status")
+
+
+async def test_the_gateway_refuses_a_plaintext_edge_off_loopback(tmp_path: Path) -> None:
+    (port,) = free_ports(1)
+    settings = MeshSettings(host="0.0.0.0", state_dir=tmp_path, gateway=GatewaySettings(port=port))
+
+    with pytest.raises(ConfigurationError, match="SUTAZAI_EDGE__TLS_KEY_FILE"):
+        await run_gateway(settings, metrics_port=-1)
