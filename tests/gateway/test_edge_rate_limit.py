@@ -38,7 +38,7 @@ async def edge(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Async
         )
         async with (
             running_gateway(
-                registry, edge_port=edge_port, keys_file=keys.path, policy=policy
+                registry, edge_port=edge_port, jwks_file=keys.jwks_path, policy=policy
             ) as gateway,
             running_envoy(gateway.port, edge_port, workdir) as proxy,
             auth_backend() as instance,
