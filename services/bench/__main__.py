@@ -1,8 +1,8 @@
-"""``python -m sutazai.services.bench``: benchmarks of the running mesh, each printing JSON.
+"""``python -m sutazai.services.bench``: benchmarks, each printing JSON.
 
-Start the mesh first (``sutazai up --detach``). Raise the edge rate limit for the run
-(``SUTAZAI_EDGE__RATE_LIMIT_PER_SECOND``, ``SUTAZAI_EDGE__RATE_LIMIT_BURST``), or the limiter,
-not the path, is what gets measured.
+``signatures`` needs nothing running; for the others start the mesh first (``sutazai up
+--detach``). Raise the edge rate limit for the run (``SUTAZAI_EDGE__RATE_LIMIT_PER_SECOND``,
+``SUTAZAI_EDGE__RATE_LIMIT_BURST``), or the limiter, not the path, is what gets measured.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import typer
 
 from sutazai.services.bench import auth as auth_bench
 from sutazai.services.bench import edge as edge_bench
+from sutazai.services.bench import signatures as signatures_bench
 from sutazai.services.runtime.messaging import connect_nats
 from sutazai.services.runtime.registry import Registry
 from sutazai.services.runtime.settings import MeshSettings
@@ -65,6 +66,14 @@ def auth(
         )
     )
     typer.echo(json.dumps(result, indent=2))
+
+
+@app.command()
+def signatures(
+    calls: Annotated[int, typer.Option(min=100, help="Calls per measurement.")] = 2000,
+) -> None:
+    """Sign and verify cost of EdDSA and ES256 tokens in-process (no mesh needed)."""
+    typer.echo(json.dumps(signatures_bench.compare(calls), indent=2))
 
 
 if __name__ == "__main__":
