@@ -9,7 +9,8 @@ REST paths take a token optionally (verified if present), gRPC health is public,
 other path (the REST API, every mesh service, server reflection, unknown paths) requires one.
 Services verify the token again; the edge only keeps unauthenticated traffic out early.
 
-**The key ring** reaches Envoy as ``local_jwks`` inside the jwt_authn configuration, which is
+**The public keys** (Ed25519, ``alg: EdDSA``; the private ring never reaches the gateway) reach
+Envoy as ``local_jwks`` inside the jwt_authn configuration, which is
 served over ECDS (its own xDS resource) rather than inline in the listener: a listener update
 drains the connections open on the old listener, and clients holding such a connection would
 keep the old keys for up to Envoy's drain time. An ECDS update applies to the next request on
@@ -71,6 +72,7 @@ from sutazai.gateway.catalog import GrpcService, ServiceCatalog
 from sutazai.gateway.names import EDGE_JWT_CONFIG
 from sutazai.gateway.path_templates import template_regex
 from sutazai.gateway.resources import EdgePolicy
+from sutazai.services.runtime.keys import PublicKeys
 
 JWT_PROVIDER: Final = "sutazai"
 """The one token issuer the edge trusts: the auth service, with the mesh's key ring."""
@@ -122,7 +124,7 @@ def guard_filters(policy: EdgePolicy) -> list[HttpFilter]:
 
 
 def jwt_extension_config(
-    catalog: ServiceCatalog, policy: EdgePolicy, jwks: str
+    catalog: ServiceCatalog, policy: EdgePolicy, jwks: PublicKeys
 ) -> TypedExtensionConfig:
     """The ECDS resource configuring the edge's ``jwt_authn`` filter with the keys ``jwks``."""
     return TypedExtensionConfig(
@@ -130,11 +132,18 @@ def jwt_extension_config(
     )
 
 
-def jwt_authentication(catalog: ServiceCatalog, policy: EdgePolicy, jwks: str) -> JwtAuthentication:
-    """jwt_authn verifying HS256 tokens of ``policy.jwt_issuer`` against the JWKS ``jwks``."""
+def jwt_authentication(
+    catalog: ServiceCatalog, policy: EdgePolicy, jwks: PublicKeys
+) -> JwtAuthentication:
+    """jwt_authn verifying EdDSA tokens of ``policy.jwt_issuer`` against the public JWKS ``jwks``.
+
+    Envoy picks the key by ``kid`` and ``alg``: the JWKS holds only ``OKP``/``Ed25519`` keys, so
+    a token of any other algorithm (HS256 with a public key as its secret, ``none``) matches no
+    key and is refused.
+    """
     provider = JwtProvider(
         issuer=policy.jwt_issuer,
-        local_jwks=DataSource(inline_string=jwks),
+        local_jwks=DataSource(inline_string=jwks.jwks()),
         # Only the Authorization header, where services look too (the default would also
         # take an access_token query parameter, which ends up in logs).
         from_headers=[JwtHeader(name="authorization", value_prefix="Bearer ")],

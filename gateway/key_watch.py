@@ -1,8 +1,9 @@
-"""Following the token key ring file, so a rotation reaches Envoy without a restart.
+"""Following the public key file, so a rotation reaches Envoy without a restart.
 
-The ring file is small and rewritten atomically (``save_key_ring`` renames a temp file over
-it), so polling its inode and times once a second is enough and needs no inotify. The change
-time is in the stamp too, so fixing the file's mode (0644 to 0600) is noticed.
+The gateway reads only the public JWKS (``<state dir>/jwks.json``), never the private ring: what
+it hands Envoy over ECDS (and what Envoy's admin interface prints) holds public keys only. The
+file is small and replaced atomically, so polling its inode and times once a second is enough
+and needs no inotify. The change time is in the stamp too, so fixing the file's mode is noticed.
 """
 
 from __future__ import annotations
@@ -15,23 +16,22 @@ from typing import Final
 import structlog
 
 from sutazai.services.runtime.errors import ConfigurationError
-from sutazai.services.runtime.keys import KeyRing, load_key_ring
+from sutazai.services.runtime.key_files import file_stamp, load_public_keys
+from sutazai.services.runtime.keys import PublicKeys
 
 log = structlog.get_logger(__name__)
 
 POLL_INTERVAL: Final = 1.0
-"""Seconds between two looks at the key ring file."""
+"""Seconds between two looks at the public key file."""
 
-_Stamp = tuple[int, int, int, int] | None
-
-KeyRingListener = Callable[[KeyRing], None]
-"""Called (on the event loop) with the new ring after its keys changed."""
+PublicKeysListener = Callable[[PublicKeys], None]
+"""Called (on the event loop) with the new keys after they changed."""
 
 
-class KeyRingWatch:
-    """The key ring at ``path``, re-read when the file changes.
+class PublicKeysWatch:
+    """The public keys at ``path``, re-read when the file changes.
 
-    A file that vanishes or cannot be read keeps the last good ring in force (logged as an
+    A file that vanishes or cannot be read keeps the last good keys in force (logged as an
     error): dropping every key would lock every caller out, and a half-written or mistyped
     file should not do that either.
     """
@@ -39,33 +39,33 @@ class KeyRingWatch:
     def __init__(self, path: Path, *, interval: float = POLL_INTERVAL) -> None:
         self._path = path
         self._interval = interval
-        self._ring: KeyRing | None = None
-        self._stamp: _Stamp = None
+        self._keys: PublicKeys | None = None
+        self._stamp: tuple[int, int, int, int] | None = None
 
     @property
     def path(self) -> Path:
-        """The key ring file."""
+        """The public key file."""
         return self._path
 
-    def load(self) -> KeyRing:
-        """Read the ring now.
+    def load(self) -> PublicKeys:
+        """Read the keys now.
 
         Raises:
-            ConfigurationError: the file is missing, malformed, empty or readable by others.
+            ConfigurationError: the file is missing, malformed, empty or writable by others.
         """
-        stamp = _stamp(self._path)
-        ring = load_key_ring(self._path)
-        self._ring, self._stamp = ring, stamp
-        return ring
+        stamp = file_stamp(self._path)
+        keys = load_public_keys(self._path)
+        self._keys, self._stamp = keys, stamp
+        return keys
 
     @property
-    def ring(self) -> KeyRing:
-        """The ring in force (after :meth:`load`)."""
-        if self._ring is None:
-            raise RuntimeError("the key ring is not loaded yet")
-        return self._ring
+    def keys(self) -> PublicKeys:
+        """The keys in force (after :meth:`load`)."""
+        if self._keys is None:
+            raise RuntimeError("the public keys are not loaded yet")
+        return self._keys
 
-    async def run(self, on_change: KeyRingListener) -> None:
+    async def run(self, on_change: PublicKeysListener) -> None:
         """Poll the file until cancelled; call ``on_change`` whenever the keys change."""
         while True:
             await asyncio.sleep(self._interval)
@@ -73,9 +73,9 @@ class KeyRingWatch:
             if changed is not None:
                 on_change(changed)
 
-    def poll(self) -> KeyRing | None:
-        """Look at the file once; the new ring if its keys changed, else ``None``."""
-        stamp = _stamp(self._path)
+    def poll(self) -> PublicKeys | None:
+        """Look at the file once; the new keys if they changed, else ``None``."""
+        stamp = file_stamp(self._path)
         if stamp == self._stamp:
             return None
         self._stamp = stamp
@@ -83,20 +83,12 @@ class KeyRingWatch:
             log.error("gateway.keys_missing", path=str(self._path), keeping="last keys")
             return None
         try:
-            ring = load_key_ring(self._path)
+            keys = load_public_keys(self._path)
         except ConfigurationError as exc:
             log.error("gateway.keys_unreadable", error=str(exc), keeping="last keys")
             return None
-        if self._ring is not None and ring.jwks() == self._ring.jwks():
+        if self._keys is not None and keys.jwks() == self._keys.jwks():
             return None
-        self._ring = ring
-        log.info("gateway.keys_changed", kids=[k.kid for k in ring.keys])
-        return ring
-
-
-def _stamp(path: Path) -> _Stamp:
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        return None
-    return (info.st_ino, info.st_mtime_ns, info.st_ctime_ns, info.st_size)
+        self._keys = keys
+        log.info("gateway.keys_changed", kids=[k.kid for k in keys.keys])
+        return keys

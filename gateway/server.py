@@ -1,6 +1,6 @@
 """The gateway process: one gRPC port serving ADS to Envoy, plus mesh-wide reflection and health.
 
-:class:`Gateway` wires the parts together: the registry mirror and the key ring watch feed a
+:class:`Gateway` wires the parts together: the registry mirror and the public key watch feed a
 :class:`~sutazai.gateway.snapshot.SnapshotBuilder`, whose snapshots go into the
 :class:`~sutazai.gateway.snapshot.SnapshotCache` that every ADS stream serves from; the registry
 also feeds the mesh health statuses. :func:`run_gateway` is the process entry point
@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from sutazai.gateway.ads import AggregatedDiscoveryService
 from sutazai.gateway.catalog import REFLECTION_V1_SERVICE, ServiceCatalog
-from sutazai.gateway.key_watch import POLL_INTERVAL, KeyRingWatch
+from sutazai.gateway.key_watch import POLL_INTERVAL, PublicKeysWatch
 from sutazai.gateway.mesh_health import MeshHealth
 from sutazai.gateway.registry_watch import Instances, RegistryMirror, RegistryOpener
 from sutazai.gateway.resources import EdgePolicy
@@ -32,7 +32,7 @@ from sutazai.gateway.snapshot import SnapshotBuilder, SnapshotCache
 from sutazai.gateway.xds_status import XdsStatus
 from sutazai.services.runtime.exposure import require_safe_edge
 from sutazai.services.runtime.interceptors import ServerInterceptor
-from sutazai.services.runtime.keys import KeyRing
+from sutazai.services.runtime.keys import PublicKeys
 from sutazai.services.runtime.messaging import connect_nats
 from sutazai.services.runtime.metrics import MetricsEndpoint, RpcMetrics
 from sutazai.services.runtime.registry import Registry
@@ -75,7 +75,7 @@ class Gateway:
         catalog: ServiceCatalog,
         edge_host: str,
         edge_port: int,
-        keys_file: Path,
+        jwks_file: Path,
         policy: EdgePolicy | None = None,
         metrics_registry: CollectorRegistry | None = None,
         initial_sync_timeout: float = INITIAL_SYNC_TIMEOUT,
@@ -86,19 +86,19 @@ class Gateway:
 
         ``open_registry`` is called from the background (and again after NATS failures), so
         the gateway serves Envoy even while NATS is still starting. Envoy checks tokens against
-        the key ring in ``keys_file``, which is followed for rotations.
+        the public keys in ``jwks_file``, which is followed for rotations.
 
         Raises:
-            ConfigurationError: the key ring file is missing or unreadable.
+            ConfigurationError: the public key file is missing or unreadable.
         """
         self._catalog = catalog
-        self._keys = KeyRingWatch(keys_file, interval=keys_poll_interval)
+        self._keys = PublicKeysWatch(jwks_file, interval=keys_poll_interval)
         self._builder = SnapshotBuilder(
             catalog,
             policy or EdgePolicy(),
             host=edge_host,
             port=edge_port,
-            jwks=self._keys.load().jwks(),
+            jwks=self._keys.load(),
         )
         self.cache = SnapshotCache()
         """The snapshots served to Envoy."""
@@ -149,7 +149,7 @@ class Gateway:
         log.info("gateway.started", address=f"{host}:{self._port}", keys=str(self._keys.path))
 
     async def wait_failed(self) -> None:
-        """Raise when following the registry or the key ring failed (after :meth:`start`)."""
+        """Raise when following the registry or the public keys failed (after :meth:`start`)."""
         if self._mirror_task is None or self._keys_task is None:
             raise RuntimeError("the gateway is not started")
         done, _ = await asyncio.wait(
@@ -179,12 +179,12 @@ class Gateway:
             log.info("gateway.snapshot", version=snapshot.version, instances=len(instances))
         await self._health.update(instances.values())
 
-    def _on_keys_change(self, ring: KeyRing) -> None:
-        self._builder.set_jwks(ring.jwks())
+    def _on_keys_change(self, keys: PublicKeys) -> None:
+        self._builder.set_jwks(keys)
         current = self.cache.snapshot
         # Before the first snapshot there is nothing to update: the first one gets the new keys.
         if current is not None and self.cache.set(self._builder.rekeyed(current)):
-            log.info("gateway.keys_pushed", kids=[k.kid for k in ring.keys])
+            log.info("gateway.keys_pushed", kids=[k.kid for k in keys.keys])
 
     async def _publish_if_registry_silent(self) -> None:
         """Give a fresh Envoy its listener and routes even while NATS is unreachable."""
@@ -249,13 +249,13 @@ async def run_gateway(settings: MeshSettings, *, metrics_port: int | None = None
 
     Serves on ``settings.internal_host:settings.gateway.port`` at once and follows the registry over
     NATS in the background (retrying while NATS is unreachable). The edge enforces
-    ``settings.edge`` and checks tokens against the key ring at ``settings.keys_file``. The
+    ``settings.edge`` and checks tokens against the public keys at ``settings.jwks_file``. The
     metrics (xDS versions and NACKs, RPCs) are served over HTTP at ``/metrics`` on
     ``metrics_port``, else ``settings.gateway.metrics_port`` (0 = any free port, logged;
     -1 = off).
 
     Raises:
-        ConfigurationError: the key ring does not exist (yet) or cannot be read, or the edge
+        ConfigurationError: the public keys do not exist (yet) or cannot be read, or the edge
             would serve plaintext off loopback (:func:`require_safe_edge`).
     """
     require_safe_edge(settings)
@@ -266,7 +266,7 @@ async def run_gateway(settings: MeshSettings, *, metrics_port: int | None = None
         catalog=ServiceCatalog.packaged(),
         edge_host=settings.host,
         edge_port=settings.envoy.port,
-        keys_file=settings.keys_file,
+        jwks_file=settings.jwks_file,
         policy=EdgePolicy.from_settings(settings),
         metrics_registry=metrics_registry,
     )

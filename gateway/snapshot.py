@@ -41,6 +41,7 @@ from sutazai.gateway.resources import (
     build_route_configuration,
 )
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
+from sutazai.services.runtime.keys import PublicKeys
 
 _TYPE_PREFIX: Final = "type.googleapis.com/"
 CLUSTER_TYPE: Final = _TYPE_PREFIX + "envoy.config.cluster.v3.Cluster"
@@ -165,7 +166,7 @@ class Snapshot:
 
 
 class SnapshotBuilder:
-    """Builds snapshots for one edge: endpoints follow the registry, ECDS the key ring.
+    """Builds snapshots for one edge: endpoints follow the registry, ECDS the public keys.
 
     Clusters, the listener (which embeds the whole descriptor set) and routes follow the catalog
     alone, so they are built and versioned once; registry churn rebuilds EDS only, and a key
@@ -173,11 +174,18 @@ class SnapshotBuilder:
     """
 
     def __init__(
-        self, catalog: ServiceCatalog, policy: EdgePolicy, *, host: str, port: int, jwks: str
+        self,
+        catalog: ServiceCatalog,
+        policy: EdgePolicy,
+        *,
+        host: str,
+        port: int,
+        jwks: PublicKeys,
     ) -> None:
         """Prepare the edge listening on ``host:port`` for the services of ``catalog``.
 
-        ``jwks`` is the JWKS document (``KeyRing.jwks()``) of the keys tokens are checked with.
+        ``jwks`` are the public keys tokens are checked with (typed so that nothing but public
+        keys can reach a snapshot).
         """
         self._catalog = catalog
         self._policy = policy
@@ -191,7 +199,7 @@ class SnapshotBuilder:
         self._routes = ResourceSet.of(ROUTE_TYPE, [build_route_configuration(catalog, policy)])
         self._extension_configs = self._filter_configs(jwks)
 
-    def set_jwks(self, jwks: str) -> None:
+    def set_jwks(self, jwks: PublicKeys) -> None:
         """Check tokens against ``jwks`` in the snapshots built from now on."""
         self._extension_configs = self._filter_configs(jwks)
 
@@ -210,7 +218,7 @@ class SnapshotBuilder:
         """``snapshot`` with the current keys; its endpoints (and all else) unchanged."""
         return dataclasses.replace(snapshot, extension_configs=self._extension_configs)
 
-    def _filter_configs(self, jwks: str) -> ResourceSet[TypedExtensionConfig]:
+    def _filter_configs(self, jwks: PublicKeys) -> ResourceSet[TypedExtensionConfig]:
         return ResourceSet.of(
             EXTENSION_CONFIG_TYPE, [jwt_extension_config(self._catalog, self._policy, jwks)]
         )
@@ -223,7 +231,7 @@ def build_snapshot(
     host: str,
     port: int,
     policy: EdgePolicy,
-    jwks: str,
+    jwks: PublicKeys,
 ) -> Snapshot:
     """One-off :meth:`SnapshotBuilder.build` (the builder caches the catalog-only parts)."""
     return SnapshotBuilder(catalog, policy, host=host, port=port, jwks=jwks).build(instances)

@@ -18,7 +18,7 @@ from sutazai.services.auth.store import open_store
 from sutazai.services.auth.trail import Trail
 from sutazai.services.runtime.audit import AuditLog
 from sutazai.services.runtime.auth import Guard, open_guard
-from sutazai.services.runtime.keys import watched_key_ring
+from sutazai.services.runtime.key_files import watched_key_ring
 from sutazai.services.runtime.server import (
     ServiceHost,
     Servicer,
@@ -66,7 +66,8 @@ async def open_service(
     """The service and its guard over open connections, with every migration applied.
 
     Raises:
-        ConfigurationError: the signing-key ring is missing or unreadable.
+        ConfigurationError: the private signing-key ring or the public keys are missing or
+            unreadable.
 
     """
     audit = await AuditLog.open(pool)
@@ -75,11 +76,13 @@ async def open_service(
     passwords = Passwords()
     trail = Trail(audit)
     lockout = lockout_policy(mesh)
+    signing_keys = watched_key_ring(mesh.keys_file)
+    signing_keys()  # fail at start-up, not at the first login, when the ring is unreadable
     sessions = Sessions(
         store=store,
         passwords=passwords,
         issuer=TokenIssuer(
-            watched_key_ring(mesh.keys_file),
+            signing_keys,
             issuer=mesh.auth.issuer,
             ttl=timedelta(seconds=mesh.auth.access_ttl_seconds),
         ),

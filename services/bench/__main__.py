@@ -1,9 +1,10 @@
-"""``python -m sutazai.services.bench``: benchmarks of the running mesh, each printing JSON.
+"""``python -m sutazai.services.bench``: benchmarks, each printing JSON.
 
-Start the mesh first (``sutazai up --detach``, plaintext on loopback). Raise the edge's
-per-caller limits for the run (``SUTAZAI_EDGE__USER_RATE_LIMIT_*`` for signed-in calls,
-``SUTAZAI_EDGE__ADDRESS_RATE_LIMIT_*`` for anonymous ones; one client is one caller), or the
-limiter, not the path, is what gets measured.
+``signatures`` needs nothing running; for the others start the mesh first (``sutazai up
+--detach``, plaintext on loopback). Raise the edge's per-caller limits for the run
+(``SUTAZAI_EDGE__USER_RATE_LIMIT_*`` for signed-in calls, ``SUTAZAI_EDGE__ADDRESS_RATE_LIMIT_*``
+for anonymous ones; one client is one caller), or the limiter, not the path, is what gets
+measured.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import typer
 
 from sutazai.services.bench import auth as auth_bench
 from sutazai.services.bench import edge as edge_bench
+from sutazai.services.bench import signatures as signatures_bench
 from sutazai.services.runtime.messaging import connect_nats
 from sutazai.services.runtime.registry import Registry
 from sutazai.services.runtime.settings import MeshSettings
@@ -66,6 +68,14 @@ def auth(
         )
     )
     typer.echo(json.dumps(result, indent=2))
+
+
+@app.command()
+def signatures(
+    calls: Annotated[int, typer.Option(min=100, help="Calls per measurement.")] = 2000,
+) -> None:
+    """Sign and verify cost of EdDSA and ES256 tokens in-process (no mesh needed)."""
+    typer.echo(json.dumps(signatures_bench.compare(calls), indent=2))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """``sutazai keys``: the token signing keys (list, rotate, retire).
 
 Rotation adds a key that signs from then on while the old ones keep verifying, so nobody is
-signed out; retire an old key once the tokens it signed have expired (30 minutes). The gateway
-and every service re-read the key file when it changes: no restart is needed.
+signed out; retire an old key once the tokens it signed have expired. The current signing key
+cannot be retired (rotate first). Every edit runs under the ring's lock and rewrites the private
+ring and the public JWKS atomically; the gateway and every service follow the public file, the
+auth service the private one: no restart is needed.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from rich.table import Table
 
 from sutazai.services.cli.console import out
 from sutazai.services.cli.context import mesh_settings
-from sutazai.services.runtime.keys import load_key_ring, save_key_ring
+from sutazai.services.runtime.key_files import edit_key_ring, load_key_ring
 
 keys = typer.Typer(name="keys", help="Manage the token signing keys.", no_args_is_help=True)
 
@@ -33,9 +35,8 @@ def list_keys(ctx: typer.Context) -> None:
 @keys.command()
 def rotate(ctx: typer.Context) -> None:
     """Add a new signing key; tokens signed with the old keys stay valid."""
-    path = mesh_settings(ctx).keys_file
-    ring = load_key_ring(path).rotated()
-    save_key_ring(path, ring)
+    settings = mesh_settings(ctx)
+    ring = edit_key_ring(settings.keys_file, settings.jwks_file, lambda ring: ring.rotated())
     out.print(f"new signing key {ring.signing.kid}; {len(ring.keys)} keys verify")
 
 
@@ -44,8 +45,7 @@ def retire(
     ctx: typer.Context,
     kid: Annotated[str, typer.Argument(help="The key to remove (see 'sutazai keys list').")],
 ) -> None:
-    """Remove a key: tokens it signed stop working at once."""
-    path = mesh_settings(ctx).keys_file
-    ring = load_key_ring(path).retired(kid)
-    save_key_ring(path, ring)
+    """Remove a key that no longer signs: tokens it signed stop working at once."""
+    settings = mesh_settings(ctx)
+    ring = edit_key_ring(settings.keys_file, settings.jwks_file, lambda ring: ring.retired(kid))
     out.print(f"retired {kid}; {len(ring.keys)} keys verify, {ring.signing.kid} signs")

@@ -22,7 +22,7 @@ from sutazai.services.runtime import context as rpc_context
 from sutazai.services.runtime.audit import OK, AuditEvent, AuditLog
 from sutazai.services.runtime.denylist import DenyList, RevocationsUnknownError
 from sutazai.services.runtime.faults import RpcStatusError
-from sutazai.services.runtime.keys import watched_key_ring
+from sutazai.services.runtime.key_files import watched_public_keys
 from sutazai.services.runtime.ratelimit import RateLimiter
 from sutazai.services.runtime.roles import PUBLIC, SIGNED_IN, MethodAccess, Role, access_table
 from sutazai.services.runtime.settings import MeshSettings
@@ -195,8 +195,8 @@ def open_guard(
     audit: AuditLog,
 ) -> Guard:
     """The guard of a service process hosting ``services``, from the mesh's settings."""
-    keys = watched_key_ring(mesh.keys_file)
-    keys()  # fail at start-up, not on the first call, when the ring is missing or unreadable
+    keys = watched_public_keys(mesh.jwks_file)
+    keys()  # fail at start-up, not on the first call, when the keys are missing or unreadable
     return Guard(
         access_table(services),
         TokenVerifier(keys, issuer=mesh.auth.issuer),

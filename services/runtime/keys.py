@@ -1,48 +1,149 @@
-"""Token signing keys: a small ring kept in a 0600 JSON file.
+"""Token signing keys: Ed25519 key pairs (JWT ``alg: EdDSA``) and their public JWKS.
 
-The newest key signs; every key in the ring verifies. Rotation adds a key (tokens signed with the
-old one keep working until they expire) and later retires the old one. Envoy gets the same ring
-as ``local_jwks`` from the gateway, which re-reads the file when it changes.
+The newest key of a :class:`KeyRing` signs; every key verifies. Rotation adds a key (tokens
+signed with the old one keep working until they expire) and later retires the old one. Only
+the auth service and the ``sutazai keys`` command hold the private ring; Envoy, the gateway and
+every other service see :class:`PublicKeys`, whose JWKS carries no private part (``d``). Files
+are in :mod:`sutazai.services.runtime.key_files`.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import os
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
+from typing import Final
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
 
 from sutazai.services.runtime.errors import ConfigurationError
+
+ALGORITHM: Final = "EdDSA"
+"""The JWT ``alg`` of every token; the only one any verifier accepts."""
+_KTY: Final = "OKP"
+_CRV: Final = "Ed25519"
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyingKey:
+    """The public half of a signing key and its id (the JWT ``kid`` header)."""
+
+    kid: str
+    public_key: Ed25519PublicKey
+
+    def jwk(self) -> dict[str, str]:
+        """The key as a public JWK (``kty: OKP``, ``crv: Ed25519``; base64url without padding)."""
+        raw = self.public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+        return {"kty": _KTY, "crv": _CRV, "alg": ALGORITHM, "kid": self.kid, "x": _b64(raw)}
+
+    @classmethod
+    def from_jwk(cls, jwk: object) -> VerifyingKey:
+        """Parse a public Ed25519 JWK.
+
+        Raises:
+            ConfigurationError: not an Ed25519 public JWK, or one carrying a private part.
+        """
+        if not isinstance(jwk, dict):
+            raise ConfigurationError("a JWK must be a JSON object")
+        if "d" in jwk:
+            raise ConfigurationError(f"JWK {jwk.get('kid')!r} holds a private key")
+        if (
+            jwk.get("kty") != _KTY
+            or jwk.get("crv") != _CRV
+            or jwk.get("alg", ALGORITHM) != ALGORITHM
+        ):
+            raise ConfigurationError(f"JWK {jwk.get('kid')!r} is not an Ed25519 (EdDSA) key")
+        try:
+            public = Ed25519PublicKey.from_public_bytes(_unb64(str(jwk["x"])))
+            return cls(kid=str(jwk["kid"]), public_key=public)
+        except (KeyError, ValueError) as exc:
+            raise ConfigurationError(f"malformed JWK {jwk.get('kid')!r}: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class PublicKeys:
+    """The keys tokens are verified with: what everyone but the signer gets."""
+
+    keys: tuple[VerifyingKey, ...]
+
+    def find(self, kid: str) -> VerifyingKey | None:
+        """The key with this id, if it is in the set."""
+        return next((k for k in self.keys if k.kid == kid), None)
+
+    def jwks(self) -> str:
+        """The keys as a JWKS document (Envoy's ``local_jwks``, the public key file)."""
+        return json.dumps({"keys": [k.jwk() for k in self.keys]}, sort_keys=True)
+
+    @classmethod
+    def from_jwks(cls, document: str) -> PublicKeys:
+        """Parse a JWKS document of Ed25519 public keys.
+
+        Raises:
+            ConfigurationError: malformed, empty, or any key not a public Ed25519 key.
+        """
+        try:
+            raw = json.loads(document)
+            items = raw["keys"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigurationError(f"not a JWKS document: {exc}") from exc
+        if not isinstance(items, list) or not items:
+            raise ConfigurationError("the JWKS holds no key")
+        return cls(tuple(VerifyingKey.from_jwk(item) for item in items))
 
 
 @dataclass(frozen=True, slots=True)
 class SigningKey:
-    """One HS256 key and its id (the JWT ``kid`` header)."""
+    """One Ed25519 private key, its id and when it was made."""
 
     kid: str
-    secret: bytes
+    private_key: Ed25519PrivateKey
     created_at: datetime
 
     @classmethod
     def generate(cls, now: datetime | None = None) -> SigningKey:
-        """A fresh 256-bit key named after its creation time."""
+        """A fresh key named after its creation time."""
         created = now or datetime.now(UTC)
         kid = f"k{created:%Y%m%d%H%M%S}-{secrets.token_hex(2)}"
-        return cls(kid=kid, secret=secrets.token_bytes(32), created_at=created)
+        return cls(kid=kid, private_key=Ed25519PrivateKey.generate(), created_at=created)
 
-    def jwk(self) -> dict[str, str]:
-        """The key as a JWK (``kty: oct``; base64url without padding, as Envoy requires)."""
-        k = base64.urlsafe_b64encode(self.secret).rstrip(b"=").decode()
-        return {"kty": "oct", "alg": "HS256", "kid": self.kid, "k": k}
+    @property
+    def verifying(self) -> VerifyingKey:
+        """The public half."""
+        return VerifyingKey(self.kid, self.private_key.public_key())
+
+    def private_jwk(self) -> dict[str, str]:
+        """The key as a private JWK (with ``d``), plus ``created_at``: the private file's form."""
+        raw = self.private_key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        return {**self.verifying.jwk(), "d": _b64(raw), "created_at": self.created_at.isoformat()}
+
+    @classmethod
+    def from_private_jwk(cls, jwk: dict[str, object]) -> SigningKey:
+        """Parse :meth:`private_jwk`'s form.
+
+        Raises:
+            ConfigurationError: malformed, or not an Ed25519 key.
+        """
+        if jwk.get("kty") != _KTY or jwk.get("crv") != _CRV:
+            raise ConfigurationError(f"key {jwk.get('kid')!r} is not an Ed25519 key")
+        try:
+            private = Ed25519PrivateKey.from_private_bytes(_unb64(str(jwk["d"])))
+            created = datetime.fromisoformat(str(jwk["created_at"]))
+            return cls(kid=str(jwk["kid"]), private_key=private, created_at=created)
+        except (KeyError, ValueError) as exc:
+            raise ConfigurationError(f"malformed key {jwk.get('kid')!r}: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)
 class KeyRing:
-    """The keys in force, oldest first; the last one signs."""
+    """The private keys in force, oldest first; the last one signs."""
 
     keys: tuple[SigningKey, ...]
 
@@ -51,114 +152,41 @@ class KeyRing:
         """The key new tokens are signed with."""
         return self.keys[-1]
 
+    @property
+    def public(self) -> PublicKeys:
+        """The public halves, for verifiers."""
+        return PublicKeys(tuple(k.verifying for k in self.keys))
+
     def find(self, kid: str) -> SigningKey | None:
         """The key with this id, if it is in the ring."""
         return next((k for k in self.keys if k.kid == kid), None)
-
-    def jwks(self) -> str:
-        """The ring as a JWKS document (for Envoy's ``local_jwks``)."""
-        return json.dumps({"keys": [k.jwk() for k in self.keys]}, sort_keys=True)
 
     def rotated(self, now: datetime | None = None) -> KeyRing:
         """The ring with a new signing key added."""
         return KeyRing((*self.keys, SigningKey.generate(now)))
 
     def retired(self, kid: str) -> KeyRing:
-        """The ring without ``kid``.
+        """The ring without ``kid``, which must not be the signing key.
+
+        Retiring the signing key would make an older key sign again without anyone deciding
+        so; rotate first, then retire the old key.
 
         Raises:
-            ConfigurationError: the key is unknown, or is the only key left.
+            ConfigurationError: the key is unknown, or is the signing key.
         """
         if self.find(kid) is None:
             raise ConfigurationError(f"no signing key {kid!r}")
-        remaining = tuple(k for k in self.keys if k.kid != kid)
-        if not remaining:
-            raise ConfigurationError("cannot retire the last signing key")
-        return KeyRing(remaining)
-
-
-def load_key_ring(path: Path) -> KeyRing:
-    """Read a key ring.
-
-    Raises:
-        ConfigurationError: missing, malformed, empty, or readable by others.
-    """
-    try:
-        mode = path.stat().st_mode & 0o777
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        keys = tuple(
-            SigningKey(
-                kid=str(item["kid"]),
-                secret=base64.urlsafe_b64decode(str(item["secret"]) + "=="),
-                created_at=datetime.fromisoformat(str(item["created_at"])),
+        if kid == self.signing.kid:
+            raise ConfigurationError(
+                f"{kid} is the current signing key: run 'sutazai keys rotate' first, "
+                "then retire it once the tokens it signed have expired"
             )
-            for item in raw["keys"]
-        )
-    except FileNotFoundError as exc:
-        raise ConfigurationError(
-            f"no signing keys at {path}: start the mesh with 'sutazai up' first"
-        ) from exc
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigurationError(f"cannot read signing keys {path}: {exc}") from exc
-    if mode & 0o077:
-        raise ConfigurationError(f"{path} is mode {mode:o}; it must be 0600")
-    if not keys:
-        raise ConfigurationError(f"{path} holds no signing key")
-    return KeyRing(keys)
+        return KeyRing(tuple(k for k in self.keys if k.kid != kid))
 
 
-def save_key_ring(path: Path, ring: KeyRing) -> None:
-    """Write a key ring atomically with mode 0600."""
-    document = {
-        "keys": [
-            {
-                "kid": k.kid,
-                "secret": base64.urlsafe_b64encode(k.secret).decode(),
-                "created_at": k.created_at.isoformat(),
-            }
-            for k in ring.keys
-        ]
-    }
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(document, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-def ensure_key_ring(path: Path) -> KeyRing:
-    """The key ring at ``path``, generated with one key on first use."""
-    if path.exists():
-        return load_key_ring(path)
-    ring = KeyRing((SigningKey.generate(),))
-    save_key_ring(path, ring)
-    return ring
-
-
-def watched_key_ring(path: Path) -> Callable[[], KeyRing]:
-    """The key ring at ``path``, re-read whenever the file changes (rotation needs no restart).
-
-    Each call costs one ``stat``; the file is parsed only after it changed.
-    """
-    seen: tuple[int, int, int] | None = None
-    ring: KeyRing | None = None
-
-    def current() -> KeyRing:
-        nonlocal seen, ring
-        stamp = _stamp(path)
-        if ring is None or stamp != seen:
-            ring, seen = load_key_ring(path), stamp
-        return ring
-
-    return current
-
-
-def _stamp(path: Path) -> tuple[int, int, int]:
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        return (0, 0, 0)
-    return (info.st_ino, info.st_mtime_ns, info.st_size)
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))

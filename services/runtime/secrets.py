@@ -18,17 +18,15 @@ catalog) is generated and added by :func:`ensure_secrets`; existing ones are nev
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
-import os
 import secrets as _random
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
 from sutazai.services.runtime.errors import ConfigurationError
+from sutazai.services.runtime.files import exclusive_lock, replace_file
 
 SECRETS_FILE = "secrets.json"
 _LOCK_FILE = ".secrets.lock"
@@ -108,12 +106,12 @@ def ensure_secrets(state_dir: Path, *, nats_principals: Iterable[str] = ()) -> M
     """
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = secrets_path(state_dir)
-    with _locked(state_dir / _LOCK_FILE):
+    with exclusive_lock(state_dir / _LOCK_FILE):
         raw = _read(path) if path.exists() else {}
         completed = _completed(raw, nats_principals)
         secrets = _parse(path, completed)
         if completed != raw:
-            _write(path, completed)
+            replace_file(path, json.dumps(completed, indent=2))
     return secrets
 
 
@@ -158,24 +156,3 @@ def _parse(path: Path, raw: Mapping[str, object]) -> MeshSecrets:
     ):
         raise ConfigurationError(f"{path}: {_NATS_PASSWORDS} must map principal names to strings")
     return MeshSecrets(**passwords, nats_passwords=MappingProxyType(dict(nats)))
-
-
-def _write(path: Path, document: Mapping[str, object]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(document, handle, indent=2)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-@contextlib.contextmanager
-def _locked(lock_file: Path) -> Iterator[None]:
-    """An exclusive advisory lock: one process at a time completes the secrets file."""
-    fd = os.open(lock_file, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)

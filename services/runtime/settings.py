@@ -163,7 +163,11 @@ class AuthSettings(_Section):
     refresh_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)
     """Lifetime of a refresh token (each rotation issues a new one)."""
     keys_file: Path | None = None
-    """Signing keys (JSON, mode 0600); unset means ``<state dir>/jwt_keys.json``."""
+    """Private signing keys (Ed25519 JWKs, mode 0600), read only by the auth service and
+    ``sutazai keys``; unset means ``<state dir>/jwt_keys.json``."""
+    jwks_file: Path | None = None
+    """Public verification keys (JWKS, mode 0644), read by the gateway and every service;
+    unset means ``<state dir>/jwks.json``."""
     lockout_threshold: int = Field(default=5, gt=0)
     """Consecutive failed logins that lock an account."""
     lockout_seconds: int = Field(default=1800, gt=0)
@@ -287,8 +291,13 @@ class MeshSettings(BaseSettings):
 
     @property
     def keys_file(self) -> Path:
-        """Where the token signing keys are kept."""
+        """Where the private token signing keys are kept (auth service and CLI only)."""
         return self.auth.keys_file or self.state_dir / "jwt_keys.json"
+
+    @property
+    def jwks_file(self) -> Path:
+        """Where the public keys that verify tokens are kept."""
+        return self.auth.jwks_file or self.state_dir / "jwks.json"
 
     @property
     def envoy_admin_url(self) -> str:

@@ -1,4 +1,9 @@
-"""Access tokens: HS256 JWTs with ``sub``, ``role``, ``jti``, ``iss``, ``iat`` and ``exp``."""
+"""Access tokens: EdDSA (Ed25519) JWTs with ``sub``, ``role``, ``jti``, ``iss``, ``iat``, ``exp``.
+
+Only the auth service signs (with the private :class:`KeyRing`); every verifier holds
+:class:`PublicKeys` alone and accepts ``alg: EdDSA`` only, so a token "signed" HS256 with a
+public key, an ``alg: none`` token or one naming a key outside the set is refused.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,8 @@ from datetime import UTC, datetime, timedelta
 import jwt
 
 from sutazai.services.runtime.errors import MeshRuntimeError
-from sutazai.services.runtime.keys import KeyRing
+from sutazai.services.runtime.keys import ALGORITHM, KeyRing, PublicKeys
 from sutazai.services.runtime.roles import Role
-
-ALGORITHM = "HS256"
 
 
 class InvalidTokenError(MeshRuntimeError):
@@ -77,24 +80,26 @@ class TokenIssuer:
             "iat": int(now.timestamp()),
             "exp": int(identity.expires_at.timestamp()),
         }
-        token = jwt.encode(claims, key.secret, algorithm=ALGORITHM, headers={"kid": key.kid})
+        token = jwt.encode(claims, key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid})
         return IssuedToken(token, identity)
 
 
 class TokenVerifier:
     """Checks signature (by ``kid``), algorithm, issuer, expiry and claims of a token.
 
-    The key ring is asked for on every check (it is cheap: the caller caches it), so a rotated
-    key is honoured as soon as the ring is reloaded. A client sends the same token on every call,
-    so verified tokens are remembered (as Envoy's ``jwt_authn`` does) until they expire or the
-    ring changes; revocation is checked separately, on every call, by the caller.
+    The public keys are asked for on every check (it is cheap: the caller caches them), so a
+    rotated key is honoured as soon as they are reloaded. A client sends the same token on every
+    call, so verified tokens are remembered (as Envoy's ``jwt_authn`` does) until they expire or
+    the keys change; revocation is checked separately, on every call, by the caller.
     """
 
-    def __init__(self, keys: Callable[[], KeyRing], *, issuer: str, cache_size: int = 4096) -> None:
+    def __init__(
+        self, keys: Callable[[], PublicKeys], *, issuer: str, cache_size: int = 4096
+    ) -> None:
         self._keys = keys
         self._issuer = issuer
         self._cache_size = cache_size
-        self._verified: dict[str, tuple[KeyRing, Identity]] = {}
+        self._verified: dict[str, tuple[PublicKeys, Identity]] = {}
 
     def verify(self, token: str) -> Identity:
         """The identity a token proves.
@@ -102,29 +107,29 @@ class TokenVerifier:
         Raises:
             InvalidTokenError: for any token that must not be trusted.
         """
-        ring = self._keys()
+        keys = self._keys()
         remembered = self._verified.get(token)
         if remembered is not None:
             verified_with, identity = remembered
-            if verified_with is ring and identity.expires_at > datetime.now(UTC):
+            if verified_with is keys and identity.expires_at > datetime.now(UTC):
                 return identity
             del self._verified[token]
-        identity = self._verify(token, ring)
+        identity = self._verify(token, keys)
         if len(self._verified) >= self._cache_size:
             # Dicts keep insertion order: drop the oldest entry.
             del self._verified[next(iter(self._verified))]
-        self._verified[token] = (ring, identity)
+        self._verified[token] = (keys, identity)
         return identity
 
-    def _verify(self, token: str, ring: KeyRing) -> Identity:
+    def _verify(self, token: str, keys: PublicKeys) -> Identity:
         try:
             header = jwt.get_unverified_header(token)
-            key = ring.find(str(header.get("kid", "")))
+            key = keys.find(str(header.get("kid", "")))
             if key is None:
                 raise InvalidTokenError("token signed with an unknown key")
             claims = jwt.decode(
                 token,
-                key.secret,
+                key.public_key,
                 algorithms=[ALGORITHM],
                 issuer=self._issuer,
                 options={"require": ["exp", "iat", "iss", "sub", "jti", "role"]},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sutazai.services.runtime.keys import ensure_key_ring
+from sutazai.services.runtime.key_files import ensure_key_ring
 from sutazai.services.runtime.secrets import MeshSecrets, ensure_secrets
 from sutazai.services.runtime.settings import MeshSettings
 from sutazai.services.supervisor.catalog import load_catalog
@@ -16,9 +16,10 @@ def ensure_credentials(
 ) -> MeshSecrets:
     """Generate what is missing: passwords (one per NATS principal) and the signing key ring.
 
-    Existing secrets and keys are kept. ``services`` are the services that get a NATS principal
-    (default: those of ``deploy/mesh.toml``). Call it before anything reads ``settings.secrets``,
-    which is read once per settings object.
+    Existing secrets and keys are kept (an HS256 ring of an older release is replaced by an
+    Ed25519 one); the public JWKS is rewritten from the private ring. ``services`` are the
+    services that get a NATS principal (default: those of ``deploy/mesh.toml``). Call it before
+    anything reads ``settings.secrets``, which is read once per settings object.
 
     Raises:
         ConfigurationError: an existing secrets or key file is unreadable or not private.
@@ -28,5 +29,5 @@ def ensure_credentials(
     names = [entry.name for entry in load_catalog()] if services is None else services
     principals = [principal.name for principal in mesh_principals(names)]
     secrets = ensure_secrets(settings.state_dir, nats_principals=principals)
-    ensure_key_ring(settings.keys_file)
+    ensure_key_ring(settings.keys_file, settings.jwks_file)
     return secrets

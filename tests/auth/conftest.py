@@ -13,7 +13,8 @@ import redis.asyncio as aioredis
 from sutazai.auth.v1 import auth_service_pb2_grpc as pb_grpc
 from sutazai.services.auth.accounts import Accounts
 from sutazai.services.auth.server import SERVICE_NAME, open_accounts, open_service
-from sutazai.services.runtime.keys import KeyRing, ensure_key_ring
+from sutazai.services.runtime.key_files import ensure_key_ring
+from sutazai.services.runtime.keys import KeyRing
 from sutazai.services.runtime.server import ServiceHost
 from sutazai.services.runtime.settings import AuthSettings, MeshSettings, ServiceSettings
 from tests.auth.helpers import Caller
@@ -22,7 +23,7 @@ from tests.auth.helpers import Caller
 @pytest.fixture(scope="session")
 def key_ring(mesh_settings: MeshSettings) -> KeyRing:
     """The session's signing keys (the supervisor makes them at start-up; tests may be first)."""
-    return ensure_key_ring(mesh_settings.keys_file)
+    return ensure_key_ring(mesh_settings.keys_file, mesh_settings.jwks_file)
 
 
 @pytest.fixture(scope="session")

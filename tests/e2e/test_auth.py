@@ -10,9 +10,11 @@ import httpx
 import jwt
 import pytest
 
-from sutazai.services.runtime.keys import SigningKey, load_key_ring, save_key_ring
+from sutazai.services.runtime.key_files import edit_key_ring, load_key_ring
+from sutazai.services.runtime.keys import SigningKey
 from sutazai.services.runtime.settings import MeshSettings
 from sutazai.services.supervisor.environment import settings_environment
+from tests.gateway.tokens import hs256_with_public_key, unsigned
 from tests.harness.cli import run_cli
 from tests.harness.waiting import wait_for
 
@@ -58,14 +60,24 @@ async def test_forged_expired_and_unsigned_tokens_get_401(
     ring = load_key_ring(mesh_services.keys_file)
     kid = {"kid": ring.signing.kid}
     past = int((datetime.now(UTC) - timedelta(minutes=1)).timestamp())
+    stranger = SigningKey.generate()
+    admin = {**genuine, "role": "admin"}
     tokens = {
-        "another key": jwt.encode(genuine, SigningKey.generate().secret, "HS256", headers=kid),
-        "expired": jwt.encode({**genuine, "exp": past}, ring.signing.secret, "HS256", headers=kid),
-        "alg none": jwt.encode(genuine, None, "none", headers=kid),
+        "another key": jwt.encode(genuine, stranger.private_key, "EdDSA", headers=kid),
+        "kid not in the ring": jwt.encode(
+            genuine, stranger.private_key, "EdDSA", headers={"kid": stranger.kid}
+        ),
+        "expired": jwt.encode(
+            {**genuine, "exp": past}, ring.signing.private_key, "EdDSA", headers=kid
+        ),
+        "alg none": unsigned(ring.signing, admin),
+        "HS256 with the public key": hs256_with_public_key(ring.signing, admin),
     }
     for what, token in tokens.items():
         reply = await rest.get("/v1/auth/me", headers=bearer(token))
         assert reply.status_code == 401, what
+        users = await rest.get("/v1/users", headers=bearer(token))
+        assert users.status_code == 401, what
 
 
 async def test_a_user_calling_an_admin_rpc_is_denied_and_audited(
@@ -143,4 +155,31 @@ async def test_rotating_keys_keeps_sessions_and_retiring_ends_them(
         await wait_for(refused, timeout=10, interval=0.2, message="retired key refused")
         assert await accepted(new_token)
     finally:
-        save_key_ring(mesh_services.keys_file, original)
+        edit_key_ring(mesh_services.keys_file, mesh_services.jwks_file, lambda _: original)
+
+
+async def test_retiring_the_signing_key_is_refused(mesh_services: MeshSettings) -> None:
+    before = mesh_services.keys_file.read_bytes()
+    signing = load_key_ring(mesh_services.keys_file).signing.kid
+
+    refused = await run_cli("keys", "retire", signing, env=settings_environment(mesh_services))
+
+    assert refused.code == 1
+    assert "sutazai keys rotate" in refused.stderr
+    assert mesh_services.keys_file.read_bytes() == before, "no older key silently signs"
+
+
+async def test_envoy_admin_shows_public_keys_only(
+    rest: httpx.AsyncClient, mesh_services: MeshSettings
+) -> None:
+    username, password = await registered_user(rest)
+    token = await sign_in(rest, username, password)
+    assert jwt.get_unverified_header(token)["alg"] == "EdDSA"
+
+    dump = (await rest.get(f"{mesh_services.envoy_admin_url}/config_dump?include_eds")).text
+
+    ring = load_key_ring(mesh_services.keys_file)
+    assert ring.signing.private_jwk()["x"] in dump, "jwt_authn checks with the public key"
+    for key in ring.keys:
+        assert key.private_jwk()["d"] not in dump
+    assert '"oct"' not in dump.replace('\\"', '"'), "no symmetric key"

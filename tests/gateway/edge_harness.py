@@ -55,11 +55,11 @@ async def running_gateway(
     registry: Registry,
     *,
     edge_port: int,
-    keys_file: Path,
+    jwks_file: Path,
     policy: EdgePolicy | None = None,
     keys_poll_interval: float = 0.1,
 ) -> AsyncIterator[Gateway]:
-    """The gateway in-process on a free port, following ``registry`` and ``keys_file``."""
+    """The gateway in-process on a free port, following ``registry`` and the JWKS ``jwks_file``."""
 
     async def open_registry() -> Registry:
         return registry
@@ -69,7 +69,7 @@ async def running_gateway(
         catalog=ServiceCatalog.packaged(),
         edge_host="127.0.0.1",
         edge_port=edge_port,
-        keys_file=keys_file,
+        jwks_file=jwks_file,
         policy=policy,
         keys_poll_interval=keys_poll_interval,
     )

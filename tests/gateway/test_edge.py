@@ -58,7 +58,10 @@ async def control_plane(
     registry: Registry, edge_port: int, keys: KeyRingFile
 ) -> AsyncIterator[Gateway]:
     async with running_gateway(
-        registry, edge_port=edge_port, keys_file=keys.path, policy=EdgePolicy(jwt_issuer=ISSUER)
+        registry,
+        edge_port=edge_port,
+        jwks_file=keys.jwks_path,
+        policy=EdgePolicy(jwt_issuer=ISSUER),
     ) as gateway:
         yield gateway
 

@@ -10,10 +10,12 @@ import grpc
 import httpx
 import nats
 import pytest
+from envoy_data_plane.envoy.extensions.filters.http.jwt_authn.v3 import JwtAuthentication
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from sutazai.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
+from sutazai.gateway.guards import JWT_PROVIDER
 from sutazai.gateway.resources import EdgePolicy
 from sutazai.gateway.server import Gateway
 from sutazai.services.runtime.keys import SigningKey
@@ -23,7 +25,14 @@ from sutazai.system.v1 import system_service_pb2, system_service_pb2_grpc
 from tests.gateway.auth_backend import AUTH_SERVICE, auth_backend
 from tests.gateway.edge_harness import Edge, registered_in, running_envoy, running_gateway
 from tests.gateway.processes import read_log
-from tests.gateway.tokens import ISSUER, KeyRingFile, bearer, sign, unsigned
+from tests.gateway.tokens import (
+    ISSUER,
+    KeyRingFile,
+    bearer,
+    hs256_with_public_key,
+    sign,
+    unsigned,
+)
 from tests.harness.mesh import free_ports
 from tests.harness.waiting import wait_for
 
@@ -60,7 +69,7 @@ async def control_plane(
         cors_origins=(ALLOWED_ORIGIN,), jwt_issuer=ISSUER, max_request_bytes=MAX_REQUEST_BYTES
     )
     async with running_gateway(
-        registry, edge_port=edge_port, keys_file=keys.path, policy=policy
+        registry, edge_port=edge_port, jwks_file=keys.jwks_path, policy=policy
     ) as gateway:
         yield gateway
 
@@ -125,7 +134,7 @@ async def test_valid_token_reaches_the_service_with_the_token(
         pytest.param(lambda keys: sign(keys.ring.signing, ttl=-120), id="expired"),
         pytest.param(lambda keys: unsigned(keys.ring.signing), id="alg-none"),
         pytest.param(lambda keys: sign(keys.ring.signing, issuer="someone"), id="other-issuer"),
-        pytest.param(lambda keys: sign(keys.ring.signing, algorithm="HS384"), id="hs384"),
+        pytest.param(lambda keys: hs256_with_public_key(keys.ring.signing), id="hs256-public-key"),
         pytest.param(lambda keys: sign(keys.ring.signing)[:-4] + "AAAA", id="tampered"),
     ],
 )
@@ -313,3 +322,55 @@ async def test_key_rotation_reaches_envoy_without_a_restart(
     keys.retire(old)
     await wait_for(lambda: answers(old_token, 401), timeout=10, message="old key refused")
     assert await me(new_token) == 200
+
+
+async def test_no_private_key_reaches_envoy_or_the_pushed_resources(
+    http: httpx.AsyncClient, edge: Edge, control_plane: Gateway, keys: KeyRingFile
+) -> None:
+    signer = keys.rotate()
+
+    async def config_dump() -> str:
+        return (await http.get(f"{edge.admin_url}/config_dump?include_eds")).text
+
+    async def envoy_has_rotated_keys() -> bool:
+        return signer.kid in await config_dump()
+
+    await wait_for(envoy_has_rotated_keys, timeout=10, message="rotated keys in Envoy")
+    dump = await config_dump()
+    in_envoy = [jwk for jwks in _local_jwks(json.loads(dump)) for jwk in json.loads(jwks)["keys"]]
+    pushed = _pushed_jwks(control_plane)
+
+    public_fields = {"kty", "crv", "alg", "kid", "x"}
+    assert in_envoy, "the dump shows jwt_authn's keys"
+    assert [set(jwk) for jwk in in_envoy] == [public_fields] * len(in_envoy)
+    assert [set(jwk) for jwk in pushed] == [public_fields] * len(keys.ring.keys)
+    assert {jwk["kty"] for jwk in in_envoy + pushed} == {"OKP"}, "no symmetric (oct) key"
+    for key in keys.ring.keys:
+        private = key.private_jwk()
+        assert private["x"] in dump, "Envoy holds the public key"
+        assert private["d"] not in dump, "Envoy never holds the private key"
+        assert private["d"] not in json.dumps(pushed)
+
+
+def _local_jwks(node: object) -> list[str]:
+    """Every ``local_jwks`` inline JWKS anywhere in a config dump."""
+    if isinstance(node, dict):
+        found = [node["local_jwks"]["inline_string"]] if "local_jwks" in node else []
+        return found + [j for value in node.values() for j in _local_jwks(value)]
+    if isinstance(node, list):
+        return [j for value in node for j in _local_jwks(value)]
+    return []
+
+
+def _pushed_jwks(gateway: Gateway) -> list[dict[str, str]]:
+    """The JWKs in the jwt_authn configuration the gateway serves to Envoy over ECDS."""
+    snapshot = gateway.cache.snapshot
+    assert snapshot is not None
+    (resource,) = snapshot.extension_configs.messages.values()
+    assert resource.typed_config is not None
+    config = resource.typed_config.unpack()
+    assert isinstance(config, JwtAuthentication)
+    local = config.providers[JWT_PROVIDER].local_jwks
+    assert local is not None
+    keys: list[dict[str, str]] = json.loads(local.inline_string)["keys"]
+    return keys

@@ -51,7 +51,7 @@ async def limited_edge(
         )
         async with (
             running_gateway(
-                registry, edge_port=edge_port, keys_file=keys.path, policy=policy
+                registry, edge_port=edge_port, jwks_file=keys.jwks_path, policy=policy
             ) as gateway,
             running_envoy(gateway.port, edge_port, workdir) as proxy,
             auth_backend() as instance,

@@ -85,7 +85,7 @@ async def test_sigkill_under_load_fails_no_call(nats_url: str, tmp_path: Path) -
         catalog=ServiceCatalog.packaged(),
         edge_host="127.0.0.1",
         edge_port=edge_port,
-        keys_file=KeyRingFile(tmp_path / "jwt_keys.json").path,
+        jwks_file=KeyRingFile(tmp_path / "jwt_keys.json").jwks_path,
         # Steady traffic from four clients: far above the default edge rate limits.
         policy=UNLIMITED,
     )

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import re
 from datetime import timedelta
 
@@ -91,7 +92,10 @@ def test_provider_checks_issuer_and_keys_and_forwards_the_token() -> None:
     provider = config.providers[JWT_PROVIDER]
     assert provider.issuer == "mesh-x"
     assert provider.local_jwks is not None
-    assert provider.local_jwks.inline_string == TEST_JWKS
+    assert provider.local_jwks.inline_string == TEST_JWKS.jwks()
+    (jwk,) = json.loads(provider.local_jwks.inline_string)["keys"]
+    assert (jwk["kty"], jwk["crv"], jwk["alg"]) == ("OKP", "Ed25519", "EdDSA")
+    assert "d" not in jwk, "public keys only"
     assert provider.forward
     assert provider.require_expiration
     assert [(h.name, h.value_prefix) for h in provider.from_headers] == [

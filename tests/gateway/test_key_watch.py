@@ -1,62 +1,78 @@
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 
-from sutazai.gateway.key_watch import KeyRingWatch
+from sutazai.gateway.key_watch import PublicKeysWatch
 from sutazai.services.runtime.errors import ConfigurationError
-from sutazai.services.runtime.keys import save_key_ring
+from sutazai.services.runtime.files import replace_file
 from tests.gateway.tokens import KeyRingFile
 
 
-def test_missing_ring_fails_clearly(tmp_path: Path) -> None:
-    with pytest.raises(ConfigurationError, match=r"jwt_keys\.json"):
-        KeyRingWatch(tmp_path / "jwt_keys.json").load()
+def test_missing_keys_fail_clearly(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match=r"jwks\.json"):
+        PublicKeysWatch(tmp_path / "jwks.json").load()
 
 
 def test_rotation_and_retirement_are_seen(tmp_path: Path) -> None:
     keys = KeyRingFile(tmp_path / "jwt_keys.json")
-    watch = KeyRingWatch(keys.path)
+    watch = PublicKeysWatch(keys.jwks_path)
     first = watch.load()
     assert watch.poll() is None, "unchanged"
 
     new = keys.rotate()
     rotated = watch.poll()
     assert rotated is not None
-    assert [k.kid for k in rotated.keys] == [first.signing.kid, new.kid]
+    assert [k.kid for k in rotated.keys] == [first.keys[0].kid, new.kid]
 
-    keys.retire(first.signing)
+    keys.retire(keys.ring.keys[0])
     retired = watch.poll()
     assert retired is not None
     assert [k.kid for k in retired.keys] == [new.kid]
-    assert watch.ring is retired
+    assert watch.keys is retired
 
 
 def test_rewrite_with_the_same_keys_is_no_change(tmp_path: Path) -> None:
     keys = KeyRingFile(tmp_path / "jwt_keys.json")
-    watch = KeyRingWatch(keys.path)
+    watch = PublicKeysWatch(keys.jwks_path)
     watch.load()
 
-    save_key_ring(keys.path, keys.ring)
+    replace_file(keys.jwks_path, keys.public.jwks(), mode=0o644)
 
     assert watch.poll() is None
 
 
 def test_a_vanished_or_unreadable_file_keeps_the_last_keys(tmp_path: Path) -> None:
     keys = KeyRingFile(tmp_path / "jwt_keys.json")
-    watch = KeyRingWatch(keys.path)
-    ring = watch.load()
+    watch = PublicKeysWatch(keys.jwks_path)
+    loaded = watch.load()
 
-    keys.path.write_text("{not json", encoding="utf-8")
+    keys.jwks_path.write_text("{not json", encoding="utf-8")
     assert watch.poll() is None
-    keys.path.unlink()
+    keys.jwks_path.unlink()
     assert watch.poll() is None
-    assert watch.ring is ring
+    assert watch.keys is loaded
 
     keys.rotate()
-    os.chmod(keys.path, 0o644)
-    assert watch.poll() is None, "a ring readable by others is refused"
-    os.chmod(keys.path, 0o600)
-    assert watch.poll() == keys.ring, "fixing the mode is noticed"
+    os.chmod(keys.jwks_path, 0o666)  # noqa: S103 - the mistake under test
+    assert watch.poll() is None, "a key file others may write is refused"
+    os.chmod(keys.jwks_path, 0o644)
+    polled = watch.poll()
+    assert polled is not None, "fixing the mode is noticed"
+    assert polled.jwks() == keys.public.jwks()
+
+
+def test_a_private_key_in_the_public_file_is_refused(tmp_path: Path) -> None:
+    keys = KeyRingFile(tmp_path / "jwt_keys.json")
+    watch = PublicKeysWatch(keys.jwks_path)
+    watch.load()
+
+    leaked = {"keys": [keys.ring.signing.private_jwk()]}
+    replace_file(keys.jwks_path, json.dumps(leaked), mode=0o644)
+
+    assert watch.poll() is None, "never passed on to Envoy"
+    with pytest.raises(ConfigurationError, match="private key"):
+        PublicKeysWatch(keys.jwks_path).load()

@@ -30,7 +30,8 @@ async def test_gateway_process_serves_follows_the_registry_and_stops_on_sigterm(
 ) -> None:
     gateway_port, envoy_port = free_ports(2)
     bucket = f"main_{uuid.uuid4().hex[:8]}"
-    KeyRingFile(tmp_path / "jwt_keys.json")  # where the supervisor puts it in the state dir
+    # Where the supervisor puts them in the state dir; the gateway needs the public keys only.
+    KeyRingFile(tmp_path / "jwt_keys.json").path.unlink()
     env = gateway_env(tmp_path, nats_url, gateway_port, envoy_port) | {
         "SUTAZAI_REGISTRY__BUCKET": bucket
     }
@@ -81,7 +82,7 @@ async def test_gateway_process_serves_follows_the_registry_and_stops_on_sigterm(
     assert events[-1] == "gateway.stopped"
 
 
-def test_gateway_process_without_key_ring_exits_with_a_clear_error(
+def test_gateway_process_without_public_keys_exits_with_a_clear_error(
     nats_url: str, tmp_path: Path
 ) -> None:
     gateway_port, envoy_port = free_ports(2)
@@ -96,7 +97,7 @@ def test_gateway_process_without_key_ring_exits_with_a_clear_error(
 
     (line,) = [json.loads(line) for line in read_log(log).splitlines() if line]
     assert line["event"] == "gateway.misconfigured"
-    assert str(tmp_path / "jwt_keys.json") in line["error"]
+    assert str(tmp_path / "jwks.json") in line["error"]
 
 
 def gateway_env(

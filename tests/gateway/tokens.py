@@ -3,43 +3,64 @@
 from __future__ import annotations
 
 import base64
+import hmac
 import json
 import time
 import uuid
-import warnings
 from collections.abc import Mapping
+from hashlib import sha256
 from pathlib import Path
 
 import jwt
-from jwt.warnings import InsecureKeyLengthWarning
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from sutazai.services.runtime.keys import KeyRing, SigningKey, save_key_ring
+from sutazai.services.runtime.key_files import edit_key_ring, ensure_key_ring
+from sutazai.services.runtime.keys import KeyRing, PublicKeys, SigningKey
 
 ISSUER = "sutazai-test"
-TEST_JWKS = KeyRing((SigningKey.generate(),)).jwks()
-"""A JWKS for snapshots that are built but never checked against a token."""
-OTHER_JWKS = KeyRing((SigningKey.generate(),)).jwks()
-"""Another one, as after a rotation."""
+TEST_JWKS = KeyRing((SigningKey.generate(),)).public
+"""Public keys for snapshots that are built but never checked against a token."""
+OTHER_JWKS = KeyRing((SigningKey.generate(),)).public
+"""Other ones, as after a rotation."""
 
 
 class KeyRingFile:
-    """A key ring saved at ``path``, rotated and retired the way operators do."""
+    """A private ring at ``path`` and its public JWKS beside it, edited the way operators do."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.ring = KeyRing((SigningKey.generate(),))
-        save_key_ring(path, self.ring)
+        self.jwks_path = path.with_name("jwks.json")
+        self.ring = ensure_key_ring(self.path, self.jwks_path)
+
+    @property
+    def public(self) -> PublicKeys:
+        """The public keys of the ring."""
+        return self.ring.public
 
     def rotate(self) -> SigningKey:
         """Add a new signing key; returns it."""
-        self.ring = self.ring.rotated()
-        save_key_ring(self.path, self.ring)
+        self.ring = edit_key_ring(self.path, self.jwks_path, lambda ring: ring.rotated())
         return self.ring.signing
 
     def retire(self, key: SigningKey) -> None:
         """Remove ``key`` from the ring."""
-        self.ring = self.ring.retired(key.kid)
-        save_key_ring(self.path, self.ring)
+        self.ring = edit_key_ring(self.path, self.jwks_path, lambda ring: ring.retired(key.kid))
+
+
+def claims(
+    *, name: str = "alice", role: str = "user", issuer: str = ISSUER, ttl: float = 300
+) -> dict[str, object]:
+    """Claims shaped like the auth service's."""
+    now = int(time.time())
+    return {
+        "iss": issuer,
+        "sub": f"user-{name}",
+        "name": name,
+        "role": role,
+        "jti": uuid.uuid4().hex,
+        "iat": now,
+        "exp": int(now + ttl),
+    }
 
 
 def sign(
@@ -49,38 +70,36 @@ def sign(
     role: str = "user",
     issuer: str = ISSUER,
     ttl: float = 300,
-    algorithm: str = "HS256",
 ) -> str:
-    """A token shaped like the auth service's, signed with ``key``."""
-    now = int(time.time())
-    claims = {
-        "iss": issuer,
-        "sub": f"user-{name}",
-        "name": name,
-        "role": role,
-        "jti": uuid.uuid4().hex,
-        "iat": now,
-        "exp": int(now + ttl),
-    }
-    with warnings.catch_warnings():
-        # HS384/HS512 with the ring's 32-byte key: the point is a token Envoy must refuse.
-        warnings.simplefilter("ignore", InsecureKeyLengthWarning)
-        return jwt.encode(claims, key.secret, algorithm=algorithm, headers={"kid": key.kid})
+    """A token shaped like the auth service's, signed with ``key`` (EdDSA)."""
+    return jwt.encode(
+        claims(name=name, role=role, issuer=issuer, ttl=ttl),
+        key.private_key,
+        algorithm="EdDSA",
+        headers={"kid": key.kid},
+    )
 
 
-def unsigned(key: SigningKey, *, name: str = "mallory") -> str:
+def hs256_with_public_key(key: SigningKey, payload: Mapping[str, object] | None = None) -> str:
+    """The algorithm-confusion forgery: HS256 "signed" with the public key as the HMAC secret.
+
+    Anyone can read the public key; a verifier that let the token pick its algorithm would use
+    those bytes as a shared secret and accept this. PyJWT refuses to build it (it spots key
+    material), so the token is assembled by hand. ``payload`` defaults to an admin's claims.
+    """
+    raw = key.private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    header = {"alg": "HS256", "typ": "JWT", "kid": key.kid}
+    body = payload if payload is not None else claims(name="mallory", role="admin")
+    signing_input = f"{_b64(header)}.{_b64(body)}"
+    mac = hmac.new(raw, signing_input.encode(), sha256).digest()
+    return f"{signing_input}.{_b64bytes(mac)}"
+
+
+def unsigned(key: SigningKey, payload: Mapping[str, object] | None = None) -> str:
     """An ``alg: none`` token naming a real key id, with an empty signature."""
-    now = int(time.time())
     header = {"alg": "none", "typ": "JWT", "kid": key.kid}
-    claims = {
-        "iss": ISSUER,
-        "sub": name,
-        "name": name,
-        "role": "admin",
-        "iat": now,
-        "exp": now + 300,
-    }
-    return f"{_b64(header)}.{_b64(claims)}."
+    body = payload if payload is not None else claims(name="mallory", role="admin")
+    return f"{_b64(header)}.{_b64(body)}."
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -89,5 +108,8 @@ def bearer(token: str) -> dict[str, str]:
 
 
 def _b64(document: Mapping[str, object]) -> str:
-    raw = json.dumps(document, separators=(",", ":")).encode()
+    return _b64bytes(json.dumps(document, separators=(",", ":")).encode())
+
+
+def _b64bytes(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()

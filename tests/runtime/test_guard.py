@@ -18,13 +18,15 @@ from sutazai.services.runtime.audit import AuditLog
 from sutazai.services.runtime.auth import Guard, open_guard
 from sutazai.services.runtime.denylist import DenyList
 from sutazai.services.runtime.faults import RpcStatusError
-from sutazai.services.runtime.keys import ensure_key_ring, load_key_ring, save_key_ring
+from sutazai.services.runtime.key_files import edit_key_ring, ensure_key_ring, load_key_ring
+from sutazai.services.runtime.keys import SigningKey
 from sutazai.services.runtime.roles import Role, access_table
 from sutazai.services.runtime.settings import MeshSettings, ServiceSettings
 from sutazai.services.runtime.tokens import TokenIssuer
 from sutazai.services.system.server import build
 from sutazai.system.v1 import system_service_pb2 as pb
 from sutazai.system.v1 import system_service_pb2_grpc as pb_grpc
+from tests.gateway.tokens import hs256_with_public_key, unsigned
 from tests.harness.waiting import wait_for
 
 ADMIN_ONLY = "/sutazai.auth.v1.AuthService/ListUsers"
@@ -32,7 +34,7 @@ ADMIN_ONLY = "/sutazai.auth.v1.AuthService/ListUsers"
 
 @pytest.fixture(scope="module")
 async def settings(mesh_settings: MeshSettings) -> MeshSettings:
-    ensure_key_ring(mesh_settings.keys_file)
+    ensure_key_ring(mesh_settings.keys_file, mesh_settings.jwks_file)
     return mesh_settings
 
 
@@ -81,20 +83,31 @@ async def test_untrustworthy_tokens_are_unauthenticated(
         "iat": int(now.timestamp()),
         "exp": int((now + timedelta(minutes=5)).timestamp()),
     }
-    kid = {"kid": ring.signing.kid}
-    forged = jwt.encode(claims, b"another-key-of-32-bytes-or-more!!", "HS256", headers=kid)
-    expired = jwt.encode(
-        {**claims, "exp": int((now - timedelta(minutes=1)).timestamp())},
-        ring.signing.secret,
-        "HS256",
-        headers=kid,
-    )
-    unsigned = jwt.encode(claims, None, "none", headers=kid)
-    foreign = jwt.encode({**claims, "iss": "elsewhere"}, ring.signing.secret, "HS256", headers=kid)
-    for token in (forged, expired, unsigned, foreign, "not-a-jwt"):
+    key = ring.signing
+    kid = {"kid": key.kid}
+    stranger = SigningKey.generate()
+    tokens = {
+        "another key, ring's kid": jwt.encode(claims, stranger.private_key, "EdDSA", headers=kid),
+        "kid not in the ring": jwt.encode(
+            claims, stranger.private_key, "EdDSA", headers={"kid": stranger.kid}
+        ),
+        "expired": jwt.encode(
+            {**claims, "exp": int((now - timedelta(minutes=1)).timestamp())},
+            key.private_key,
+            "EdDSA",
+            headers=kid,
+        ),
+        "alg none": unsigned(key, claims),
+        "HS256 with the public key": hs256_with_public_key(key, claims),
+        "other issuer": jwt.encode(
+            {**claims, "iss": "elsewhere"}, key.private_key, "EdDSA", headers=kid
+        ),
+        "not a JWT": "not-a-jwt",
+    }
+    for what, token in tokens.items():
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await system.GetStatus(pb.GetStatusRequest(), metadata=bearer(token), timeout=5)
-        assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED, token
+        assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED, what
 
 
 async def test_signed_in_only_rpc_refuses_anonymous_callers(
@@ -132,22 +145,24 @@ async def test_rotation_keeps_old_tokens_until_the_old_key_retires(
 ) -> None:
     old_token = issuer(settings).issue(user_id="u3", username="cy", role=Role.USER).token
     original = load_key_ring(settings.keys_file)
-    save_key_ring(settings.keys_file, original.rotated())
+    edit_key_ring(settings.keys_file, settings.jwks_file, lambda ring: ring.rotated())
     try:
         new_token = issuer(settings).issue(user_id="u3", username="cy", role=Role.USER).token
         assert jwt.get_unverified_header(new_token)["kid"] != original.signing.kid
         for token in (old_token, new_token):
             await system.GetStatus(pb.GetStatusRequest(), metadata=bearer(token), timeout=5)
 
-        save_key_ring(
-            settings.keys_file, load_key_ring(settings.keys_file).retired(original.signing.kid)
+        edit_key_ring(
+            settings.keys_file,
+            settings.jwks_file,
+            lambda ring: ring.retired(original.signing.kid),
         )
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await system.GetStatus(pb.GetStatusRequest(), metadata=bearer(old_token), timeout=5)
         assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
         await system.GetStatus(pb.GetStatusRequest(), metadata=bearer(new_token), timeout=5)
     finally:
-        save_key_ring(settings.keys_file, original)
+        edit_key_ring(settings.keys_file, settings.jwks_file, lambda _: original)
 
 
 @pytest.fixture
@@ -219,24 +234,23 @@ def test_access_table_comes_from_the_protos() -> None:
     assert not table["/sutazai.auth.v1.AuthService/ListUsers"].allows(Role.OPERATOR)
 
 
-def test_verified_tokens_are_remembered_until_the_ring_changes_or_they_expire() -> None:
-    from sutazai.services.runtime.keys import KeyRing, SigningKey
+def test_verified_tokens_are_remembered_until_the_keys_change_or_they_expire() -> None:
+    from sutazai.services.runtime.keys import KeyRing
     from sutazai.services.runtime.tokens import InvalidTokenError, TokenVerifier
 
-    first = KeyRing((SigningKey.generate(),))
-    current = [first]
-    ring = lambda: current[0]  # noqa: E731 - a key source the test can swap
-    verifier = TokenVerifier(ring, issuer="t", cache_size=2)
-    short = TokenIssuer(ring, issuer="t", ttl=timedelta(seconds=-1)).issue(
+    ring = KeyRing((SigningKey.generate(),))
+    public = [ring.public]
+    verifier = TokenVerifier(lambda: public[0], issuer="t", cache_size=2)
+    short = TokenIssuer(lambda: ring, issuer="t", ttl=timedelta(seconds=-1)).issue(
         user_id="u", username="n", role=Role.USER
     )
-    issued = TokenIssuer(ring, issuer="t", ttl=timedelta(minutes=5)).issue(
+    issued = TokenIssuer(lambda: ring, issuer="t", ttl=timedelta(minutes=5)).issue(
         user_id="u", username="n", role=Role.USER
     )
     assert verifier.verify(issued.token) == verifier.verify(issued.token) == issued.identity
     with pytest.raises(InvalidTokenError):
         verifier.verify(short.token)
 
-    current[0] = KeyRing((SigningKey.generate(),))  # the signing key was retired
+    public[0] = KeyRing((SigningKey.generate(),)).public  # the signing key was retired
     with pytest.raises(InvalidTokenError):
         verifier.verify(issued.token)

@@ -69,6 +69,10 @@ def test_ensure_credentials_covers_every_catalog_service_and_the_key_ring(tmp_pa
     expected = {"admin", "gateway", *(entry.name for entry in load_catalog())}
     assert set(secrets.nats_passwords) == expected
     assert _mode(settings.keys_file) == 0o600
+    assert _mode(settings.jwks_file) == 0o644
+    public = json.loads(settings.jwks_file.read_text(encoding="utf-8"))["keys"]
+    assert [jwk["kty"] for jwk in public] == ["OKP"]
+    assert not [jwk for jwk in public if "d" in jwk], "the public file holds no private key"
 
 
 def test_principal_names_are_subject_tokens_and_not_reserved() -> None:
