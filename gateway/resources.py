@@ -35,20 +35,22 @@ from envoy_data_plane.envoy.config.cluster.v3 import (
     ClusterDiscoveryType,
     ClusterEdsClusterConfig,
     OutlierDetection,
-    UpstreamConnectionOptions,
 )
 from envoy_data_plane.envoy.config.core.v3 import (
     Address,
     AggregatedConfigSource,
     ApiVersion,
     ConfigSource,
+    HeaderValue,
+    HeaderValueOption,
+    HeaderValueOptionHeaderAppendAction,
     HealthCheck,
     HealthCheckGrpcHealthCheck,
     Http2ProtocolOptions,
+    Pipe,
     RoutingPriority,
     SocketAddress,
     SubstitutionFormatString,
-    TcpKeepalive,
 )
 from envoy_data_plane.envoy.config.endpoint.v3 import (
     ClusterLoadAssignment,
@@ -95,6 +97,7 @@ from sutazai.gateway.catalog import GrpcMethod, GrpcService, ServiceCatalog, gat
 from sutazai.gateway.local_replies import local_reply_config
 from sutazai.gateway.names import EDGE_LISTENER, EDGE_ROUTES, EDGE_STAT_PREFIX, XDS_CLUSTER
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
+from sutazai.services.runtime.context import CLIENT_ADDRESS_HEADER
 from sutazai.services.runtime.settings import MeshSettings
 
 HTTP_PROTOCOL_OPTIONS: Final = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -209,12 +212,9 @@ def build_cluster(service: GrpcService, policy: EdgePolicy) -> Cluster:
         eds_cluster_config=ClusterEdsClusterConfig(eds_config=_ads_source()),
         connect_timeout=policy.connect_timeout,
         typed_extension_protocol_options={HTTP_PROTOCOL_OPTIONS: Any.pack(http2)},
-        # Detects an upstream host that vanished without closing its connections. TCP, not
-        # HTTP/2 PING keepalive: grpc servers answer pings on idle connections with GOAWAY
-        # "too_many_pings" unless every service permits them.
-        upstream_connection_options=UpstreamConnectionOptions(
-            tcp_keepalive=TcpKeepalive(keepalive_time=30, keepalive_interval=5, keepalive_probes=3)
-        ),
+        # No TCP keepalive: endpoints are Unix sockets (a peer that dies closes them, and TCP
+        # socket options cannot be set on them); an instance without a socket is dropped by
+        # the active health checks and outlier detection within seconds.
         health_checks=[
             HealthCheck(
                 timeout=timedelta(seconds=1),
@@ -261,12 +261,25 @@ def build_cluster(service: GrpcService, policy: EdgePolicy) -> Cluster:
 
 
 def is_routable(instance: ServiceInstance) -> bool:
-    """Whether Envoy can take the instance as an EDS endpoint (IP literal and a real port)."""
+    """Whether Envoy can take the instance as an EDS endpoint.
+
+    An instance with a Unix socket (checked by the registry trust) is reached through it;
+    otherwise it needs an IP literal and a real port.
+    """
+    if instance.socket_path:
+        return True
     try:
         ipaddress.ip_address(instance.host)
     except ValueError:
         return False
     return 0 < instance.port < 65536
+
+
+def endpoint_address(instance: ServiceInstance) -> Address:
+    """Where Envoy connects to an instance: its Unix socket, else ``host:port``."""
+    if instance.socket_path:
+        return Address(pipe=Pipe(path=instance.socket_path))
+    return _socket_address(instance.host, instance.port)
 
 
 def build_load_assignment(
@@ -284,7 +297,7 @@ def build_load_assignment(
                 lb_endpoints=[
                     LbEndpoint(
                         endpoint=Endpoint(
-                            address=_socket_address(i.host, i.port),
+                            address=endpoint_address(i),
                             hostname=f"{i.service}/{i.instance_id}",
                         )
                     )
@@ -387,6 +400,16 @@ def build_route_configuration(catalog: ServiceCatalog, policy: EdgePolicy) -> Ro
         # What a buffering filter (the transcoder, the router for retries) may hold of one
         # request body; past it a buffering filter answers 413 instead of growing.
         request_body_buffer_limit=policy.max_request_bytes,
+        # Services key anonymous per-client limits on the address Envoy saw; a caller's own
+        # value of the header never reaches them.
+        request_headers_to_add=[
+            HeaderValueOption(
+                header=HeaderValue(
+                    key=CLIENT_ADDRESS_HEADER, value="%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"
+                ),
+                append_action=HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
+            )
+        ],
     )
     if policy.cors_origins:
         virtual_host.typed_per_filter_config = {CORS_FILTER: Any.pack(_cors_policy(policy))}

@@ -14,10 +14,15 @@ from sutazai.gateway.resources import EdgePolicy
 from sutazai.services.runtime.registry import Registry
 from sutazai.services.runtime.settings import RegistrySettings
 from sutazai.system.v1 import system_service_pb2, system_service_pb2_grpc
-from tests.gateway.auth_backend import AUTH_SERVICE, auth_backend
-from tests.gateway.edge_harness import Edge, registered_in, running_envoy, running_gateway
+from tests.gateway.auth_backend import AUTH_SERVICE, OWNERS, auth_backend
+from tests.gateway.edge_harness import (
+    Edge,
+    edge_settings,
+    registered_in,
+    running_envoy,
+    running_gateway,
+)
 from tests.gateway.tokens import KeyRingFile
-from tests.harness.mesh import free_ports
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -29,22 +34,22 @@ async def edge(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Async
     """Envoy whose bucket holds BURST requests and refills one per second."""
     workdir = tmp_path_factory.mktemp("limited")
     keys = KeyRingFile(workdir / "jwt_keys.json")
-    (edge_port,) = free_ports(1)
     policy = EdgePolicy(rate_limit_burst=BURST, rate_limit_per_second=1)
     nc = await nats.connect(nats_url)
     try:
         registry = await Registry.open(
             nc.jetstream(), RegistrySettings(bucket=f"limit_{uuid.uuid4().hex[:8]}")
         )
-        async with (
-            running_gateway(
-                registry, edge_port=edge_port, keys_file=keys.path, policy=policy
-            ) as gateway,
-            running_envoy(gateway.port, edge_port, workdir) as proxy,
-            auth_backend() as instance,
-            registered_in(registry, proxy, instance, AUTH_SERVICE),
-        ):
-            yield proxy
+        with edge_settings() as settings:
+            async with (
+                running_gateway(
+                    registry, settings, keys_file=keys.path, policy=policy, owners=OWNERS
+                ),
+                running_envoy(settings, workdir) as proxy,
+                auth_backend(settings.run_dir) as instance,
+                registered_in(registry, proxy, instance, AUTH_SERVICE),
+            ):
+                yield proxy
     finally:
         await nc.close()
 
