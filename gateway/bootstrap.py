@@ -14,6 +14,7 @@ from typing import Final
 
 from sutazai.gateway.names import XDS_CLUSTER
 from sutazai.services.runtime.settings import MeshSettings
+from sutazai.services.runtime.sockets import checked_socket_path
 
 TEMPLATE_PACKAGE: Final = "sutazai.envoy"
 TEMPLATE_NAME: Final = "bootstrap.yaml"
@@ -25,9 +26,12 @@ def render_bootstrap(settings: MeshSettings, *, node_id: str) -> str:
     """Envoy bootstrap YAML for the edge described by ``settings``.
 
     ``node_id`` names this Envoy to the control plane (unique per Envoy process). Admin listens
-    on loopback at ``settings.envoy.admin_port``; ADS goes to the gateway at
-    ``settings.internal_host:settings.gateway.port``. The overload manager refuses downstream
-    connections beyond ``settings.edge.max_downstream_connections``.
+    on the Unix socket ``settings.envoy_admin_socket``; ADS goes to the gateway's socket
+    ``settings.gateway_socket`` (both in the 0700 run directory, which must exist). The overload
+    manager refuses downstream connections beyond ``settings.edge.max_downstream_connections``.
+
+    Raises:
+        ConfigurationError: a socket path is too long to bind.
     """
     template = Template(
         resources.files(TEMPLATE_PACKAGE).joinpath(TEMPLATE_NAME).read_text(encoding="utf-8")
@@ -35,10 +39,9 @@ def render_bootstrap(settings: MeshSettings, *, node_id: str) -> str:
     values: dict[str, str | int] = {
         "node_id": node_id,
         "node_cluster": NODE_CLUSTER,
-        "admin_port": settings.envoy.admin_port,
+        "admin_socket": str(checked_socket_path(settings.envoy_admin_socket)),
         "xds_cluster": XDS_CLUSTER,
-        "gateway_host": settings.internal_host,
-        "gateway_port": settings.gateway.port,
+        "gateway_socket": str(checked_socket_path(settings.gateway_socket)),
         "max_downstream_connections": settings.edge.max_downstream_connections,
     }
     # JSON scalars are YAML scalars: a node id with ':' or '#' cannot break the document.

@@ -18,7 +18,7 @@ import structlog
 
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
 from sutazai.services.runtime.errors import RegistryError
-from sutazai.services.runtime.registry import Registry, RegistryEvent, instance_key
+from sutazai.services.runtime.registry import Registry, RegistryEvent
 
 log = structlog.get_logger(__name__)
 
@@ -26,6 +26,8 @@ Instances = Mapping[str, ServiceInstance]
 """Live instances by registry key."""
 
 ChangeCallback = Callable[[Instances], Awaitable[None]]
+Admission = Callable[[str, ServiceInstance], ServiceInstance | None]
+"""What of an entry (by key) may be mirrored; ``None`` drops it (see ``registry_trust``)."""
 RegistryOpener = Callable[[], Awaitable[Registry]]
 """Connects (as needed) and binds the registry; called again after a failure."""
 
@@ -55,11 +57,16 @@ class RegistryMirror:
         open_registry: RegistryOpener,
         on_change: ChangeCallback,
         *,
+        admit: Admission,
         retry_wait_max: float = 5.0,
     ) -> None:
-        """Mirror the registry ``open_registry`` returns; back off at most ``retry_wait_max``."""
+        """Mirror what ``admit`` accepts of the registry ``open_registry`` returns.
+
+        Back off at most ``retry_wait_max`` after a failure.
+        """
         self._open_registry = open_registry
         self._on_change = on_change
+        self._admit = admit
         self._retry_wait_max = retry_wait_max
         self._instances: dict[str, ServiceInstance] = {}
         self._synced = asyncio.Event()
@@ -93,8 +100,12 @@ class RegistryMirror:
 
     async def _sync_and_follow(self) -> None:
         registry = await self._open_registry()
-        listed = await registry.list()
-        await self._replace({instance_key(i): i for i in listed})
+        listed: dict[str, ServiceInstance] = {}
+        async for event in registry.watch(follow=False):
+            admitted = self._admitted(event)
+            if admitted is not None:
+                listed[event.key] = admitted
+        await self._replace(listed)
         self._synced.set()
         log.info("registry.synced", instances=len(listed))
         async for event in registry.watch():
@@ -107,14 +118,19 @@ class RegistryMirror:
             self._instances = instances
             await self._publish()
 
-    def _apply(self, event: RegistryEvent) -> bool:
-        if event.kind == "delete":
-            return self._instances.pop(event.key, None) is not None
+    def _admitted(self, event: RegistryEvent) -> ServiceInstance | None:
         if event.instance is None:
-            return False
+            return None
+        return self._admit(event.key, event.instance)
+
+    def _apply(self, event: RegistryEvent) -> bool:
+        admitted = self._admitted(event)
+        if admitted is None:
+            # A delete, or an entry refused (perhaps rewritten after being accepted).
+            return self._instances.pop(event.key, None) is not None
         previous = self._instances.get(event.key)
-        self._instances[event.key] = event.instance
-        return previous is None or _routing_differs(previous, event.instance)
+        self._instances[event.key] = admitted
+        return previous is None or _routing_differs(previous, admitted)
 
     async def _publish(self) -> None:
         self._published = True
@@ -127,10 +143,8 @@ def _routing_differs(a: ServiceInstance, b: ServiceInstance) -> bool:
     Each heartbeat rewrites the entry with a new ``heartbeat_at``; that alone must not rebuild
     the snapshot.
     """
-    return (a.host, a.port, tuple(a.grpc_services), a.version, a.instance_id) != (
-        b.host,
-        b.port,
-        tuple(b.grpc_services),
-        b.version,
-        b.instance_id,
-    )
+    return _routing(a) != _routing(b)
+
+
+def _routing(i: ServiceInstance) -> tuple[object, ...]:
+    return (i.host, i.port, i.socket_path, tuple(i.grpc_services), i.version, i.instance_id)

@@ -36,7 +36,6 @@ from envoy_data_plane.envoy.config.cluster.v3 import (
     ClusterDiscoveryType,
     ClusterEdsClusterConfig,
     OutlierDetection,
-    UpstreamConnectionOptions,
 )
 from envoy_data_plane.envoy.config.core.v3 import (
     Address,
@@ -50,10 +49,10 @@ from envoy_data_plane.envoy.config.core.v3 import (
     HealthCheck,
     HealthCheckGrpcHealthCheck,
     Http2ProtocolOptions,
+    Pipe,
     RoutingPriority,
     SocketAddress,
     SubstitutionFormatString,
-    TcpKeepalive,
     TransportSocket,
 )
 from envoy_data_plane.envoy.config.endpoint.v3 import (
@@ -108,6 +107,7 @@ from sutazai.gateway.catalog import GrpcMethod, GrpcService, ServiceCatalog, gat
 from sutazai.gateway.local_replies import local_reply_config
 from sutazai.gateway.names import EDGE_LISTENER, EDGE_ROUTES, EDGE_STAT_PREFIX, XDS_CLUSTER
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
+from sutazai.services.runtime.context import CLIENT_ADDRESS_HEADER
 from sutazai.services.runtime.settings import MeshSettings
 
 HTTP_PROTOCOL_OPTIONS: Final = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -115,8 +115,6 @@ CORS_FILTER: Final = "envoy.filters.http.cors"
 TRANSCODER_FILTER: Final = "envoy.filters.http.grpc_json_transcoder"
 ROUTER_FILTER: Final = "envoy.filters.http.router"
 TLS_TRANSPORT_SOCKET: Final = "envoy.transport_sockets.tls"
-CLIENT_ADDRESS_HEADER: Final = "x-sutazai-client-address"
-"""Request header carrying the client address Envoy saw (set by Envoy, never by a caller)."""
 
 # Retry triggers (FIELD_GUIDE §2.2). Connect failures and refused streams never reached a
 # handler, and UNAVAILABLE is gRPC's "try again" (a draining server answers it before running
@@ -247,12 +245,9 @@ def build_cluster(service: GrpcService, policy: EdgePolicy) -> Cluster:
         eds_cluster_config=ClusterEdsClusterConfig(eds_config=_ads_source()),
         connect_timeout=policy.connect_timeout,
         typed_extension_protocol_options={HTTP_PROTOCOL_OPTIONS: Any.pack(http2)},
-        # Detects an upstream host that vanished without closing its connections. TCP, not
-        # HTTP/2 PING keepalive: grpc servers answer pings on idle connections with GOAWAY
-        # "too_many_pings" unless every service permits them.
-        upstream_connection_options=UpstreamConnectionOptions(
-            tcp_keepalive=TcpKeepalive(keepalive_time=30, keepalive_interval=5, keepalive_probes=3)
-        ),
+        # No TCP keepalive: endpoints are Unix sockets (a peer that dies closes them, and TCP
+        # socket options cannot be set on them); an instance without a socket is dropped by
+        # the active health checks and outlier detection within seconds.
         health_checks=[
             HealthCheck(
                 timeout=timedelta(seconds=1),
@@ -299,12 +294,25 @@ def build_cluster(service: GrpcService, policy: EdgePolicy) -> Cluster:
 
 
 def is_routable(instance: ServiceInstance) -> bool:
-    """Whether Envoy can take the instance as an EDS endpoint (IP literal and a real port)."""
+    """Whether Envoy can take the instance as an EDS endpoint.
+
+    An instance with a Unix socket (checked by the registry trust) is reached through it;
+    otherwise it needs an IP literal and a real port.
+    """
+    if instance.socket_path:
+        return True
     try:
         ipaddress.ip_address(instance.host)
     except ValueError:
         return False
     return 0 < instance.port < 65536
+
+
+def endpoint_address(instance: ServiceInstance) -> Address:
+    """Where Envoy connects to an instance: its Unix socket, else ``host:port``."""
+    if instance.socket_path:
+        return Address(pipe=Pipe(path=instance.socket_path))
+    return _socket_address(instance.host, instance.port)
 
 
 def build_load_assignment(
@@ -322,7 +330,7 @@ def build_load_assignment(
                 lb_endpoints=[
                     LbEndpoint(
                         endpoint=Endpoint(
-                            address=_socket_address(i.host, i.port),
+                            address=endpoint_address(i),
                             hostname=f"{i.service}/{i.instance_id}",
                         )
                     )

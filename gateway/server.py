@@ -1,4 +1,4 @@
-"""The gateway process: one gRPC port serving ADS to Envoy, plus mesh-wide reflection and health.
+"""The gateway process: one gRPC Unix socket serving ADS to Envoy, mesh-wide reflection and health.
 
 :class:`Gateway` wires the parts together: the registry mirror and the public key watch feed a
 :class:`~sutazai.gateway.snapshot.SnapshotBuilder`, whose snapshots go into the
@@ -26,10 +26,12 @@ from sutazai.gateway.ads import AggregatedDiscoveryService
 from sutazai.gateway.catalog import REFLECTION_V1_SERVICE, ServiceCatalog
 from sutazai.gateway.key_watch import POLL_INTERVAL, PublicKeysWatch
 from sutazai.gateway.mesh_health import MeshHealth
+from sutazai.gateway.registry_trust import RegistryTrust
 from sutazai.gateway.registry_watch import Instances, RegistryMirror, RegistryOpener
 from sutazai.gateway.resources import EdgePolicy
 from sutazai.gateway.snapshot import SnapshotBuilder, SnapshotCache
 from sutazai.gateway.xds_status import XdsStatus
+from sutazai.services.runtime.deployment import grpc_owners, load_catalog
 from sutazai.services.runtime.exposure import require_safe_edge
 from sutazai.services.runtime.interceptors import ServerInterceptor
 from sutazai.services.runtime.keys import PublicKeys
@@ -37,6 +39,13 @@ from sutazai.services.runtime.messaging import connect_nats
 from sutazai.services.runtime.metrics import MetricsEndpoint, RpcMetrics
 from sutazai.services.runtime.registry import Registry
 from sutazai.services.runtime.settings import MeshSettings
+from sutazai.services.runtime.sockets import (
+    checked_socket_path,
+    grpc_target,
+    prepare_run_dir,
+    remove_socket,
+    restrict_socket,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -50,13 +59,12 @@ def create_grpc_server(metrics: CollectorRegistry) -> grpc.aio.Server:
     """The gateway's grpc.aio server, before any service is added.
 
     It carries the services' interceptor (request ids in the logs, per-method metrics, status
-    mapping) but no guard: its port is internal, and Envoy checks tokens for reflection.
+    mapping) but no guard: its socket is reachable by the mesh's user only (0700 run
+    directory), and Envoy checks tokens for reflection.
     """
     return grpc.aio.server(
         interceptors=[ServerInterceptor(RpcMetrics.create(metrics))],
         options=[
-            # A second process must not bind the same port silently (FIELD_GUIDE §2.7).
-            ("grpc.so_reuseport", 0),
             # ADS streams are quiet for long periods; accept client keepalive pings during
             # them instead of answering GOAWAY "too_many_pings".
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
@@ -76,6 +84,7 @@ class Gateway:
         edge_host: str,
         edge_port: int,
         jwks_file: Path,
+        trust: RegistryTrust,
         policy: EdgePolicy | None = None,
         metrics_registry: CollectorRegistry | None = None,
         initial_sync_timeout: float = INITIAL_SYNC_TIMEOUT,
@@ -85,8 +94,9 @@ class Gateway:
         """Prepare a gateway configuring an edge that listens on ``edge_host:edge_port``.
 
         ``open_registry`` is called from the background (and again after NATS failures), so
-        the gateway serves Envoy even while NATS is still starting. Envoy checks tokens against
-        the public keys in ``jwks_file``, which is followed for rotations.
+        the gateway serves Envoy even while NATS is still starting. Only what ``trust`` admits of
+        each registry entry is routed. Envoy checks tokens against the public keys in
+        ``jwks_file``, which is followed for rotations.
 
         Raises:
             ConfigurationError: the public key file is missing or unreadable.
@@ -107,7 +117,10 @@ class Gateway:
         """ACKs and NACKs reported by Envoys."""
         self._health = MeshHealth(health.aio.HealthServicer(), catalog.service_names)
         self._mirror = RegistryMirror(
-            open_registry, self._on_registry_change, retry_wait_max=retry_wait_max
+            open_registry,
+            self._on_registry_change,
+            admit=trust.admit,
+            retry_wait_max=retry_wait_max,
         )
         self._initial_sync_timeout = initial_sync_timeout
         self._ads = AggregatedDiscoveryService(self.cache, self.status)
@@ -115,29 +128,39 @@ class Gateway:
         self._mirror_task: asyncio.Task[None] | None = None
         self._fallback_task: asyncio.Task[None] | None = None
         self._keys_task: asyncio.Task[None] | None = None
-        self._port = 0
+        self._socket: Path | None = None
 
     @property
-    def port(self) -> int:
-        """The port the gateway listens on (after :meth:`start`)."""
-        return self._port
+    def socket(self) -> Path:
+        """The Unix socket the gateway listens on (after :meth:`start`)."""
+        if self._socket is None:
+            raise RuntimeError("the gateway is not started")
+        return self._socket
 
     @property
     def instances(self) -> Instances:
         """The registry instances the current configuration was built from."""
         return self._mirror.instances
 
-    async def start(self, host: str, port: int) -> None:
-        """Serve on ``host:port`` (port 0 picks a free one) and start following the registry."""
+    async def start(self, socket: Path) -> None:
+        """Serve on the Unix socket ``socket`` and start following the registry.
+
+        Its directory is made 0700 (created if missing) and the socket 0600: only the mesh's
+        user reaches ADS, which carries the whole edge configuration.
+
+        Raises:
+            ConfigurationError: the directory is not this user's or the path is too long.
+        """
+        prepare_run_dir(socket.parent)
         server = create_grpc_server(self._metrics_registry)
         server.add_generic_rpc_handlers([self._ads.rpc_handler()])
         health_pb2_grpc.add_HealthServicer_to_server(self._health.servicer, server)
         _add_reflection(server, self._catalog)
-        self._port = server.add_insecure_port(f"{host}:{port}")
-        if self._port == 0:
-            raise OSError(f"cannot bind the gateway to {host}:{port}")
+        if server.add_insecure_port(grpc_target(checked_socket_path(socket))) == 0:
+            raise OSError(f"cannot bind the gateway to {socket}")
+        restrict_socket(socket)
         await server.start()
-        self._server = server
+        self._server, self._socket = server, socket
         await self._health.start()
         self._mirror_task = asyncio.create_task(self._mirror.run(), name="gateway:registry")
         self._fallback_task = asyncio.create_task(
@@ -146,7 +169,7 @@ class Gateway:
         self._keys_task = asyncio.create_task(
             self._keys.run(self._on_keys_change), name="gateway:keys"
         )
-        log.info("gateway.started", address=f"{host}:{self._port}", keys=str(self._keys.path))
+        log.info("gateway.started", socket=str(socket), keys=str(self._keys.path))
 
     async def wait_failed(self) -> None:
         """Raise when following the registry or the public keys failed (after :meth:`start`)."""
@@ -171,6 +194,8 @@ class Gateway:
                     await task
         await self._server.stop(STOP_GRACE)
         self._server = None
+        if self._socket is not None:
+            remove_socket(self._socket)
         log.info("gateway.stopped")
 
     async def _on_registry_change(self, instances: Instances) -> None:
@@ -247,19 +272,22 @@ class NatsRegistry:
 async def run_gateway(settings: MeshSettings, *, metrics_port: int | None = None) -> None:
     """Run the control plane until SIGTERM or SIGINT, then stop gracefully.
 
-    Serves on ``settings.internal_host:settings.gateway.port`` at once and follows the registry over
-    NATS in the background (retrying while NATS is unreachable). The edge enforces
+    Serves on the Unix socket ``settings.gateway_socket`` at once and follows the registry over
+    NATS in the background (retrying while NATS is unreachable), routing each gRPC service
+    only to instances of the name that owns it in ``deploy/mesh.toml``. The edge enforces
     ``settings.edge`` and checks tokens against the public keys at ``settings.jwks_file``. The
     metrics (xDS versions and NACKs, RPCs) are served over HTTP at ``/metrics`` on
     ``metrics_port``, else ``settings.gateway.metrics_port`` (0 = any free port, logged;
     -1 = off).
 
     Raises:
-        ConfigurationError: the public keys do not exist (yet) or cannot be read, or the edge
-            would serve plaintext off loopback (:func:`require_safe_edge`).
+        ConfigurationError: the public keys do not exist (yet) or cannot be read, the service
+            catalog is malformed, the run directory cannot be used, or the edge would serve
+            plaintext off loopback (:func:`require_safe_edge`).
     """
     require_safe_edge(settings)
     metrics_registry = CollectorRegistry()
+    trust = RegistryTrust(grpc_owners(load_catalog()), settings.run_dir, metrics_registry)
     nats_registry = NatsRegistry(settings)
     gateway = Gateway(
         nats_registry.open,
@@ -267,6 +295,7 @@ async def run_gateway(settings: MeshSettings, *, metrics_port: int | None = None
         edge_host=settings.host,
         edge_port=settings.envoy.port,
         jwks_file=settings.jwks_file,
+        trust=trust,
         policy=EdgePolicy.from_settings(settings),
         metrics_registry=metrics_registry,
     )
@@ -276,7 +305,7 @@ async def run_gateway(settings: MeshSettings, *, metrics_port: int | None = None
         loop.add_signal_handler(sig, stop.set)
     metrics: MetricsEndpoint | None = None
     try:
-        await gateway.start(settings.internal_host, settings.gateway.port)
+        await gateway.start(settings.gateway_socket)
         port = settings.gateway.metrics_port if metrics_port is None else metrics_port
         if port >= 0:
             metrics = MetricsEndpoint.start(metrics_registry, settings.internal_host, port)

@@ -10,6 +10,7 @@ import typer
 from sutazai.services.cli.certs import certs
 from sutazai.services.cli.context import GlobalOptions
 from sutazai.services.cli.down import down
+from sutazai.services.cli.envoy_admin import envoy_admin
 from sutazai.services.cli.keys import keys
 from sutazai.services.cli.login import login
 from sutazai.services.cli.logs import logs
@@ -46,6 +47,7 @@ app.command()(up)
 app.command()(down)
 app.command()(status)
 app.command()(logs)
+app.command(name="envoy-admin")(envoy_admin)
 app.command()(serve)
 app.command()(login)
 app.command()(certs)

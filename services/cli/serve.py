@@ -12,9 +12,9 @@ from pydantic import ValidationError
 
 from sutazai.services.cli.context import mesh_settings
 from sutazai.services.cli.errors import CliError
+from sutazai.services.runtime.deployment import find_service
 from sutazai.services.runtime.logging import configure_logging
 from sutazai.services.runtime.settings import MeshSettings, ServiceSettings
-from sutazai.services.supervisor.catalog import find_service
 
 ServeFunction = Callable[[MeshSettings, ServiceSettings], Coroutine[Any, Any, None]]
 

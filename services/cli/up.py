@@ -25,7 +25,7 @@ from sutazai.services.runtime.settings import MeshSettings
 from sutazai.services.supervisor import Supervisor
 from sutazai.services.supervisor.components import mesh_components
 from sutazai.services.supervisor.credentials import ensure_credentials
-from sutazai.services.supervisor.logfiles import log_path, tail
+from sutazai.services.supervisor.logfiles import log_path, open_log, prepare_logs_dir, tail
 from sutazai.services.supervisor.pidfile import PidFile, running_supervisor
 
 READY = "ready"
@@ -115,8 +115,8 @@ def _notifier(fd: int | None) -> Callable[[str], None]:
 
 
 def _start_detached(settings: MeshSettings, timeout: float) -> None:
+    prepare_logs_dir(settings.state_dir)
     log_file = log_path(settings.state_dir, "supervisor")
-    log_file.parent.mkdir(parents=True, exist_ok=True)
     read_end, write_end = os.pipe()
     command = [
         sys.executable,
@@ -128,7 +128,7 @@ def _start_detached(settings: MeshSettings, timeout: float) -> None:
         "--notify-fd",
         str(write_end),
     ]
-    with log_file.open("ab") as sink:
+    with open_log(log_file) as sink:
         # A new session: the supervisor outlives this command and the terminal's signals.
         process = subprocess.Popen(
             command,

@@ -26,6 +26,7 @@ from sutazai.services.runtime.key_files import watched_public_keys
 from sutazai.services.runtime.ratelimit import RateLimiter
 from sutazai.services.runtime.roles import PUBLIC, SIGNED_IN, MethodAccess, Role, access_table
 from sutazai.services.runtime.settings import MeshSettings
+from sutazai.services.runtime.sockets import is_unix_peer
 from sutazai.services.runtime.tokens import Identity, InvalidTokenError, TokenVerifier
 
 log = structlog.get_logger(__name__)
@@ -178,11 +179,16 @@ class Guard:
 
 
 def _client_address(metadata: Mapping[str, str], peer: str) -> str:
-    # Envoy (use_remote_address) appends the real client to x-forwarded-for; without Envoy the
-    # peer is the client, as "ipv4:1.2.3.4:port" or "ipv6:[::1]:port": drop the port.
-    forwarded = metadata.get("x-forwarded-for", "")
-    if forwarded:
-        return forwarded.split(",")[-1].strip()
+    """The address a per-client limit is keyed on.
+
+    From a Unix-socket peer (Envoy, or another process of the mesh's user: nobody else can
+    reach the 0700 run directory) it is the address Envoy saw, which Envoy writes into
+    :data:`~sutazai.services.runtime.context.CLIENT_ADDRESS_HEADER` over any client value.
+    From a TCP peer it is the peer itself: every address header is the caller's to forge.
+    """
+    if is_unix_peer(peer):
+        return metadata.get(rpc_context.CLIENT_ADDRESS_HEADER, "") or "unix"
+    # "ipv4:1.2.3.4:port" or "ipv6:[::1]:port": drop the port.
     address = peer.partition(":")[2] or peer
     return address.rpartition(":")[0] or address
 

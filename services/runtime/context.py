@@ -6,6 +6,9 @@ import time
 from contextvars import ContextVar
 
 REQUEST_ID_HEADER = "x-request-id"
+CLIENT_ADDRESS_HEADER = "x-sutazai-client-address"
+"""The client address Envoy saw; Envoy sets it on every upstream request, replacing any value
+a caller sent. Trusted only from Unix-socket peers (Envoy), never on a service's TCP port."""
 
 request_id: ContextVar[str | None] = ContextVar("sutazai_request_id", default=None)
 """Id of the request being served; echoed back and forwarded on outbound calls."""

@@ -1,9 +1,10 @@
 """Hosting one service instance: the gRPC server and everything around it.
 
 :class:`ServiceHost` builds a grpc.aio server with the mesh's interceptors, standard health and
-reflection, binds it, exposes metrics, registers the instance in the registry with a heartbeat,
-and on shutdown drains: NOT_SERVING and deregistration first (so Envoy stops routing here), then
-in-flight calls get ``grace_seconds`` to finish.
+reflection, binds it (a loopback TCP port for direct callers, and a Unix socket in the mesh's
+0700 run directory where Envoy reaches it), exposes metrics, registers the instance in the
+registry with a heartbeat, and on shutdown drains: NOT_SERVING and deregistration first (so
+Envoy stops routing here), then in-flight calls get ``grace_seconds`` to finish.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import signal
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -31,6 +33,14 @@ from sutazai.services.runtime.messaging import connect_nats
 from sutazai.services.runtime.metrics import MetricsEndpoint, RpcMetrics
 from sutazai.services.runtime.registry import Heartbeat, Registry
 from sutazai.services.runtime.settings import MeshSettings, ServiceSettings
+from sutazai.services.runtime.sockets import (
+    checked_socket_path,
+    grpc_target,
+    instance_socket,
+    prepare_run_dir,
+    remove_socket,
+    restrict_socket,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -72,11 +82,19 @@ class ServiceHost:
     _metrics: MetricsEndpoint | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _port: int = 0
+    _socket: Path | None = None
 
     @property
     def address(self) -> str:
         """``host:port`` the gRPC server listens on (after :meth:`start`)."""
         return f"{self.mesh.internal_host}:{self._port}"
+
+    @property
+    def socket(self) -> Path:
+        """The Unix socket the gRPC server also listens on (after :meth:`start`)."""
+        if self._socket is None:
+            raise RuntimeError("the service host is not started")
+        return self._socket
 
     @property
     def health(self) -> health.aio.HealthServicer:
@@ -108,8 +126,12 @@ class ServiceHost:
         self._port = server.add_insecure_port(f"{self.mesh.internal_host}:{self.settings.port}")
         if self._port == 0:
             raise OSError(f"cannot bind {self.mesh.internal_host}:{self.settings.port}")
+        socket = instance_socket(prepare_run_dir(self.mesh.run_dir), self.name, self.instance_id)
+        if server.add_insecure_port(grpc_target(checked_socket_path(socket))) == 0:
+            raise OSError(f"cannot bind {socket}")
+        restrict_socket(socket)
         await server.start()
-        self._server, self._health = server, health_servicer
+        self._server, self._health, self._socket = server, health_servicer, socket
         if self.settings.metrics_port >= 0:
             self._metrics = MetricsEndpoint.start(
                 self.metrics_registry, self.mesh.internal_host, self.settings.metrics_port
@@ -126,7 +148,12 @@ class ServiceHost:
         if self.registry is not None:
             self._heartbeat = Heartbeat(self.registry, self._instance(names))
             await self._heartbeat.start()
-        log.info("service.started", address=self.address, instance_id=self.instance_id)
+        log.info(
+            "service.started",
+            address=self.address,
+            socket=str(socket),
+            instance_id=self.instance_id,
+        )
 
     async def stop(self) -> None:
         """Drain and stop: NOT_SERVING, deregister, let in-flight calls finish, stop."""
@@ -144,6 +171,8 @@ class ServiceHost:
                 await task
         if self._metrics is not None:
             self._metrics.stop()
+        if self._socket is not None:
+            remove_socket(self._socket)
         self._server = None
         log.info("service.stopped", instance_id=self.instance_id)
 
@@ -181,6 +210,7 @@ class ServiceHost:
             instance_id=self.instance_id,
             host=self.mesh.internal_host,
             port=self._port,
+            socket_path=str(self._socket) if self._socket else "",
             version=self.mesh.version,
             grpc_services=grpc_services,
             metrics_address=self._metrics.address if self._metrics else "",

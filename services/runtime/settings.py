@@ -99,8 +99,6 @@ class EnvoySettings(_Section):
 
     port: int = 10005
     """The one listener serving gRPC and REST/JSON."""
-    admin_port: int = 10015
-    """Admin interface (always bound to loopback)."""
     base_id: int = 10005
     """Shared-memory id; distinct per Envoy on one host."""
 
@@ -181,8 +179,6 @@ class AuthSettings(_Section):
 class GatewaySettings(_Section):
     """The xDS control plane that configures Envoy."""
 
-    port: int = 10006
-    """ADS, mesh-wide reflection and health, on one gRPC port."""
     metrics_port: int = 0
     """Prometheus metrics (xDS versions, NACKs, RPCs); 0 picks a free one (logged), -1 disables."""
 
@@ -300,9 +296,19 @@ class MeshSettings(BaseSettings):
         return self.auth.jwks_file or self.state_dir / "jwks.json"
 
     @property
-    def envoy_admin_url(self) -> str:
-        """Base URL of Envoy's admin interface."""
-        return f"http://{LOOPBACK}:{self.envoy.admin_port}"
+    def run_dir(self) -> Path:
+        """``<state dir>/run`` (mode 0700): the mesh's Unix sockets, reachable by its user only."""
+        return (self.state_dir / "run").absolute()
+
+    @property
+    def envoy_admin_socket(self) -> Path:
+        """Envoy's admin interface (a Unix socket, mode 0600, in :attr:`run_dir`)."""
+        return self.run_dir / "envoy-admin.sock"
+
+    @property
+    def gateway_socket(self) -> Path:
+        """The gateway's gRPC server: ADS, mesh-wide reflection and health (a Unix socket)."""
+        return self.run_dir / "gateway.sock"
 
 
 class ServiceSettings(BaseSettings):

@@ -15,6 +15,7 @@ import structlog
 
 from sutazai.services.supervisor.errors import LaunchError
 from sutazai.services.supervisor.lifeline import die_with_parent
+from sutazai.services.supervisor.logfiles import open_log
 from sutazai.services.supervisor.spec import Launch
 from sutazai.services.supervisor.system_user import identity_of
 
@@ -32,14 +33,13 @@ class Child:
 
     @classmethod
     async def spawn(cls, name: str, launch: Launch, log_path: Path) -> Child:
-        """Start ``launch`` with stdout and stderr appended to ``log_path``.
+        """Start ``launch`` with stdout and stderr appended to ``log_path`` (created 0600).
 
         The child gets its own session so a terminal's Ctrl-C reaches only the supervisor, which
         then stops children in reverse start order instead of all at once.
         """
         identity = identity_of(launch.user)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with log_path.open("ab") as sink:
+        with open_log(log_path) as sink:
             stamp = datetime.now(UTC).isoformat(timespec="seconds")
             sink.write(f"--- {stamp} supervisor starts {name}: {' '.join(launch.argv)}\n".encode())
             sink.flush()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from sutazai.services.runtime.deployment import load_catalog
 from sutazai.services.runtime.key_files import ensure_key_ring
 from sutazai.services.runtime.secrets import MeshSecrets, ensure_secrets
 from sutazai.services.runtime.settings import MeshSettings
-from sutazai.services.supervisor.catalog import load_catalog
 from sutazai.services.supervisor.nats_auth import mesh_principals
 
 

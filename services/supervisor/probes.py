@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import asyncpg
 import grpc
 import httpx
@@ -12,6 +14,7 @@ from nats.aio.client import Client as NatsClient
 
 from sutazai.services.runtime.registry import Registry
 from sutazai.services.runtime.settings import MeshSettings
+from sutazai.services.runtime.sockets import envoy_admin_client
 from sutazai.services.supervisor.errors import SupervisorError
 
 _TIMEOUT = 2.0
@@ -21,14 +24,26 @@ class ProbeError(SupervisorError):
     """A probe reached the component but the answer says it is not healthy."""
 
 
-async def http_ok(url: str, *, expect_body: str | None = None) -> None:
-    """GET ``url``; healthy on status 200 (and, if given, exactly ``expect_body``)."""
+async def http_ok(url: str) -> None:
+    """GET ``url``; healthy on status 200."""
     async with httpx.AsyncClient(timeout=_TIMEOUT, trust_env=False) as client:
-        response = await client.get(url)
+        _check_ok(await client.get(url))
+
+
+async def envoy_live(admin_socket: Path) -> None:
+    """Envoy's admin ``/ready``, over its Unix socket, answers ``LIVE``."""
+    async with envoy_admin_client(admin_socket, timeout=_TIMEOUT) as client:
+        response = _check_ok(await client.get("/ready"))
+    if response.text.strip() != "LIVE":
+        raise ProbeError(f"envoy admin /ready answered {response.text.strip()!r}, not 'LIVE'")
+
+
+def _check_ok(response: httpx.Response) -> httpx.Response:
     if response.status_code != httpx.codes.OK:
-        raise ProbeError(f"GET {url} answered {response.status_code}: {response.text.strip()}")
-    if expect_body is not None and response.text.strip() != expect_body:
-        raise ProbeError(f"GET {url} answered {response.text.strip()!r}, not {expect_body!r}")
+        raise ProbeError(
+            f"GET {response.request.url} answered {response.status_code}: {response.text.strip()}"
+        )
+    return response
 
 
 async def postgres_select_one(dsn: str) -> None:

@@ -11,7 +11,7 @@ import structlog
 
 from sutazai.services.runtime.settings import MeshSettings
 from sutazai.services.supervisor.backoff import RestartPolicy
-from sutazai.services.supervisor.logfiles import log_path
+from sutazai.services.supervisor.logfiles import log_path, prepare_logs_dir
 from sutazai.services.supervisor.runner import ComponentRunner
 from sutazai.services.supervisor.spec import ComponentSpec
 
@@ -74,6 +74,7 @@ class Supervisor:
             if self._runners:
                 raise RuntimeError("the supervisor is already started")
             try:
+                prepare_logs_dir(self._settings.state_dir)
                 for spec in self._specs:
                     runner = ComponentRunner(
                         spec, log_path(self._settings.state_dir, spec.name), self._policy

@@ -130,24 +130,27 @@ class NatsProbe:
 class EnvoyProbe:
     """Envoy's admin ``/ready``, which answers LIVE once its listeners are up."""
 
-    def __init__(self, client: httpx.AsyncClient, admin_url: str, timeout: float = 1.0) -> None:
+    def __init__(self, client: httpx.AsyncClient, address: str, timeout: float = 1.0) -> None:
+        """Probe through ``client`` (bound to the admin interface, relative paths).
+
+        ``address`` is what the status reports as Envoy's address (its admin socket).
+        """
         self._client = client
-        self._admin_url = admin_url
+        self._address = address
         self._timeout = timeout
 
     async def __call__(self) -> list[ProbeOutcome]:
         """Probe Envoy."""
 
         async def check() -> str:
-            ready = await self._client.get(f"{self._admin_url}/ready")
+            ready = await self._client.get("/ready")
             if ready.status_code != httpx.codes.OK or ready.text.strip() != "LIVE":
                 raise ConnectionError(f"/ready answered {ready.status_code} {ready.text.strip()}")
             # e.g. "9e5580…/1.40.0/Clean/RELEASE/BoringSSL"
-            build = (await self._client.get(f"{self._admin_url}/server_info")).json()["version"]
+            build = (await self._client.get("/server_info")).json()["version"]
             return str(build).split("/")[1]
 
-        address = public_address(self._admin_url)
-        return [await _timed("envoy", Kind.INFRASTRUCTURE, address, self._timeout, check)]
+        return [await _timed("envoy", Kind.INFRASTRUCTURE, self._address, self._timeout, check)]
 
 
 class InstancesProbe:

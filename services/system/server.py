@@ -6,7 +6,6 @@ import contextlib
 import uuid
 
 import asyncpg
-import httpx
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -20,6 +19,7 @@ from sutazai.services.runtime.server import (
     serve_until_stopped,
 )
 from sutazai.services.runtime.settings import MeshSettings, ServiceSettings
+from sutazai.services.runtime.sockets import envoy_admin_client
 from sutazai.services.system.domain import StatusBoard
 from sutazai.services.system.handlers import SystemHandlers
 from sutazai.services.system.prober import Prober
@@ -59,8 +59,8 @@ async def build(
     guard_redis = aioredis.Redis.from_url(mesh.redis_url, health_check_interval=10)
     stack.push_async_callback(guard_redis.aclose)
     audit = await AuditLog.open(pool)
-    http = httpx.AsyncClient(timeout=1.0)
-    stack.push_async_callback(http.aclose)
+    envoy_admin = envoy_admin_client(mesh.envoy_admin_socket, timeout=1.0)
+    stack.push_async_callback(envoy_admin.aclose)
     instances = InstancesProbe(registry)
     stack.push_async_callback(instances.close)
 
@@ -70,7 +70,7 @@ async def build(
             PostgresProbe(pool, public_address(mesh.postgres_dsn)),
             RedisProbe(redis_client, public_address(mesh.redis_url)),
             NatsProbe(nc),
-            EnvoyProbe(http, mesh.envoy_admin_url),
+            EnvoyProbe(envoy_admin, str(mesh.envoy_admin_socket)),
             instances,
         ],
         board,

@@ -67,3 +67,13 @@ async def test_up_generates_private_secrets_once(tmp_path: Path) -> None:
     first = ensure_secrets(tmp_path)
     assert (tmp_path / "secrets.json").stat().st_mode & 0o777 == 0o600
     assert ensure_secrets(tmp_path) == first
+
+
+async def test_envoy_admin_without_a_running_mesh_names_the_socket(tmp_path: Path) -> None:
+    run = await run_cli("envoy-admin", "/clusters", env=_env(tmp_path))
+    assert run.code == 1
+    assert f"cannot reach Envoy's admin socket {tmp_path}/run/envoy-admin.sock" in run.stderr
+    assert "Traceback" not in run.stderr
+    relative = await run_cli("envoy-admin", "clusters", env=_env(tmp_path))
+    assert relative.code == 1
+    assert "must start with '/'" in relative.stderr

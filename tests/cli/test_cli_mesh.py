@@ -38,6 +38,16 @@ async def test_up_status_down(state_dir: Path) -> None:
         # Without a token the status is the overall state only; the components need a login.
         assert document["overall"] == "HEALTHY"
 
+        # Admin is reached through its socket, by the mesh's user, with the CLI.
+        clusters = await run_cli("envoy-admin", "/clusters", env=env)
+        assert clusters.code == 0, clusters.stderr
+        system_endpoints = [
+            line
+            for line in clusters.stdout.splitlines()
+            if line.startswith(f"sutazai.system.v1.SystemService::{settings.run_dir}/system.")
+        ]
+        assert system_endpoints, clusters.stdout
+
         again = await run_cli("up", "--detach", env=env)
         assert again.code == 1
         assert "already running" in again.stderr

@@ -13,6 +13,7 @@ import pytest
 from sutazai.services.runtime.key_files import edit_key_ring, load_key_ring
 from sutazai.services.runtime.keys import SigningKey
 from sutazai.services.runtime.settings import MeshSettings
+from sutazai.services.runtime.sockets import envoy_admin_client
 from sutazai.services.supervisor.environment import settings_environment
 from tests.gateway.tokens import hs256_with_public_key, unsigned
 from tests.harness.cli import run_cli
@@ -176,7 +177,8 @@ async def test_envoy_admin_shows_public_keys_only(
     token = await sign_in(rest, username, password)
     assert jwt.get_unverified_header(token)["alg"] == "EdDSA"
 
-    dump = (await rest.get(f"{mesh_services.envoy_admin_url}/config_dump?include_eds")).text
+    async with envoy_admin_client(mesh_services.envoy_admin_socket) as admin:
+        dump = (await admin.get("/config_dump?include_eds")).text
 
     ring = load_key_ring(mesh_services.keys_file)
     assert ring.signing.private_jwk()["x"] in dump, "jwt_authn checks with the public key"

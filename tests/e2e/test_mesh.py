@@ -17,6 +17,7 @@ import pytest
 from sutazai.services.runtime.messaging import connect_nats
 from sutazai.services.runtime.registry import Registry
 from sutazai.services.runtime.settings import MeshSettings
+from sutazai.services.runtime.sockets import envoy_admin_client
 from sutazai.services.supervisor import Supervisor
 from sutazai.services.supervisor.environment import child_environment
 from sutazai.system.v1 import system_service_pb2 as pb
@@ -162,11 +163,12 @@ async def envoy_hosts(admin: httpx.AsyncClient) -> dict[str, str]:
     return hosts
 
 
-async def registered_ports(settings: MeshSettings) -> set[int]:
+async def registered_sockets(settings: MeshSettings) -> set[str]:
+    """The sockets of the system instances in the registry (where Envoy reaches them)."""
     nc = await connect_nats(settings, name="e2e")
     try:
         registry = await Registry.open(nc.jetstream(), settings.registry)
-        return {i.port for i in await registry.list() if i.service == "system"}
+        return {i.socket_path for i in await registry.list() if i.service == "system"}
     finally:
         await nc.close()
 
@@ -196,20 +198,20 @@ async def test_second_instance_joins_and_a_killed_one_fails_no_call(
     mesh_services: MeshSettings, edge: SignedIn
 ) -> None:
     settings = mesh_services
-    before = await registered_ports(settings)
+    before = await registered_sockets(settings)
     async with (
-        httpx.AsyncClient(base_url=settings.envoy_admin_url, timeout=5) as admin,
+        envoy_admin_client(settings.envoy_admin_socket, timeout=5) as admin,
         extra_instance(settings) as process,
     ):
-        new_ports: set[int] = set()
+        new_sockets: set[str] = set()
 
         async def registered() -> bool:
-            new_ports.update(await registered_ports(settings) - before)
-            return bool(new_ports)
+            new_sockets.update(await registered_sockets(settings) - before)
+            return bool(new_sockets)
 
         await wait_for(registered, timeout=60, interval=0.2, message="second instance registered")
-        (port,) = new_ports
-        address = f"127.0.0.1:{port}"
+        (address,) = new_sockets
+        assert address.startswith(f"{settings.run_dir}/system.")
 
         async def in_envoy() -> bool:
             return (await envoy_hosts(admin)).get(address) == "healthy"

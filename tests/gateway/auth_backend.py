@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, TypeAlias
 
 import grpc
@@ -16,12 +17,16 @@ import jwt
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from sutazai.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
-from sutazai.gateway.resources import CLIENT_ADDRESS_HEADER
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
+from sutazai.services.runtime.context import CLIENT_ADDRESS_HEADER
 from sutazai.system.v1 import system_service_pb2_grpc
-from tests.gateway.edge_harness import SYSTEM_SERVICE, StaticSystemService
+from tests.gateway.edge_harness import SYSTEM_SERVICE, StaticSystemService, listen_on_socket
 
 AUTH_SERVICE = "sutazai.auth.v1.AuthService"
+STAND_IN = "stand-in"
+"""The registry name of the stand-in."""
+OWNERS = {STAND_IN: frozenset({AUTH_SERVICE, SYSTEM_SERVICE})}
+"""What the test gateways let each registry name serve: the stand-in serves both."""
 
 _Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
@@ -68,10 +73,11 @@ class EchoAuthService(auth_service_pb2_grpc.AuthServiceServicer):
 
 
 @asynccontextmanager
-async def auth_backend() -> AsyncIterator[ServiceInstance]:
+async def auth_backend(run_dir: Path) -> AsyncIterator[ServiceInstance]:
     """A grpc.aio server with the stand-in auth and system services and health.
 
-    Yields its instance (not registered).
+    Yields its instance (not registered), reachable on its socket in ``run_dir``; it registers
+    as :data:`STAND_IN`, which the test gateways let serve both services (:data:`OWNERS`).
     """
     instance_id = uuid.uuid4().hex[:8]
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
@@ -81,18 +87,19 @@ async def auth_backend() -> AsyncIterator[ServiceInstance]:
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    instance = ServiceInstance(
+        service=STAND_IN,
+        instance_id=instance_id,
+        host="127.0.0.1",
+        port=server.add_insecure_port("127.0.0.1:0"),
+        version="test",
+        grpc_services=[AUTH_SERVICE, SYSTEM_SERVICE],
+    )
+    listen_on_socket(server, run_dir, instance)
     await server.start()
     for service in (AUTH_SERVICE, SYSTEM_SERVICE):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     try:
-        yield ServiceInstance(
-            service="stand-in",
-            instance_id=instance_id,
-            host="127.0.0.1",
-            port=port,
-            version="test",
-            grpc_services=[AUTH_SERVICE, SYSTEM_SERVICE],
-        )
+        yield instance
     finally:
         await server.stop(0)

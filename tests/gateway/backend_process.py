@@ -1,6 +1,7 @@
 """A system-service stand-in as its own process, so a test can SIGKILL it.
 
-Usage: ``python backend_process.py PORT NAME``; serves until killed.
+Usage: ``python backend_process.py PORT SOCKET NAME``; serves on 127.0.0.1:PORT and the Unix
+socket SOCKET until killed.
 """
 
 from __future__ import annotations
@@ -26,17 +27,19 @@ class System(system_service_pb2_grpc.SystemServiceServicer):
         return system_service_pb2.GetStatusResponse(reported_by=self._name)
 
 
-async def serve(port: int, name: str) -> None:
+async def serve(port: int, socket: str, name: str) -> None:
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     system_service_pb2_grpc.add_SystemServiceServicer_to_server(System(name), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if server.add_insecure_port(f"127.0.0.1:{port}") != port:
         raise SystemExit(f"cannot bind 127.0.0.1:{port}")
+    if server.add_insecure_port(f"unix:{socket}") == 0:
+        raise SystemExit(f"cannot bind {socket}")
     await server.start()
     await health_servicer.set(SYSTEM_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     await server.wait_for_termination()
 
 
 if __name__ == "__main__":
-    asyncio.run(serve(int(sys.argv[1]), sys.argv[2]))
+    asyncio.run(serve(int(sys.argv[1]), sys.argv[2], sys.argv[3]))

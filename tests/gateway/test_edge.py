@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 
 import grpc
@@ -22,19 +22,20 @@ from sutazai.gateway.server import Gateway
 from sutazai.gateway.snapshot import CLUSTER_TYPE, ResourceSet
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
 from sutazai.services.runtime.registry import Registry
-from sutazai.services.runtime.settings import RegistrySettings
+from sutazai.services.runtime.settings import MeshSettings, RegistrySettings
 from sutazai.system.v1 import system_service_pb2, system_service_pb2_grpc
 from tests.gateway.edge_harness import (
     NODE_ID,
     SYSTEM_SERVICE,
     Edge,
+    edge_settings,
+    endpoint,
     running_envoy,
     running_gateway,
     system_backend,
 )
 from tests.gateway.processes import read_log
 from tests.gateway.tokens import ISSUER, KeyRingFile, sign
-from tests.harness.mesh import free_ports
 from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -54,14 +55,17 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> KeyRingFile:
 
 
 @pytest.fixture(scope="module")
+def settings() -> Iterator[MeshSettings]:
+    with edge_settings() as settings:
+        yield settings
+
+
+@pytest.fixture(scope="module")
 async def control_plane(
-    registry: Registry, edge_port: int, keys: KeyRingFile
+    registry: Registry, settings: MeshSettings, keys: KeyRingFile
 ) -> AsyncIterator[Gateway]:
     async with running_gateway(
-        registry,
-        edge_port=edge_port,
-        jwks_file=keys.jwks_path,
-        policy=EdgePolicy(jwt_issuer=ISSUER),
+        registry, settings, jwks_file=keys.jwks_path, policy=EdgePolicy(jwt_issuer=ISSUER)
     ) as gateway:
         yield gateway
 
@@ -73,22 +77,23 @@ def token_metadata(keys: KeyRingFile) -> tuple[tuple[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def edge_port() -> int:
-    return free_ports(1)[0]
-
-
-@pytest.fixture(scope="module")
 async def edge(
-    control_plane: Gateway, edge_port: int, tmp_path_factory: pytest.TempPathFactory
+    control_plane: Gateway, settings: MeshSettings, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Edge]:
     workdir = tmp_path_factory.mktemp("envoy")
-    async with running_envoy(control_plane.port, edge_port, workdir) as proxy:
+    async with running_envoy(settings, workdir) as proxy:
         yield proxy
 
 
 @pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(timeout=10) as client:
+        yield client
+
+
+@pytest.fixture
+async def admin(edge: Edge) -> AsyncIterator[httpx.AsyncClient]:
+    async with edge.admin() as client:
         yield client
 
 
@@ -100,15 +105,15 @@ async def channel(edge: Edge) -> AsyncIterator[grpc.aio.Channel]:
 
 @pytest.fixture
 async def registered(
-    registry: Registry, edge: Edge, http: httpx.AsyncClient
+    registry: Registry, settings: MeshSettings, edge: Edge, admin: httpx.AsyncClient
 ) -> AsyncIterator[ServiceInstance]:
     """A live system backend, registered and healthy in Envoy; deregistered afterwards."""
-    async with system_backend() as instance:
-        address = f"{instance.host}:{instance.port}"
+    async with system_backend(settings.run_dir) as instance:
+        address = endpoint(instance)
         await registry.put(instance)
 
         async def healthy() -> bool:
-            flags = await edge.host_health(http, SYSTEM_SERVICE)
+            flags = await edge.host_health(admin, SYSTEM_SERVICE)
             return flags.get(address) == "healthy"
 
         await wait_for(healthy, timeout=15, message=f"{address} healthy in envoy")
@@ -118,7 +123,7 @@ async def registered(
             await registry.remove(instance)
 
             async def gone() -> bool:
-                return address not in await edge.host_health(http, SYSTEM_SERVICE)
+                return address not in await edge.host_health(admin, SYSTEM_SERVICE)
 
             await wait_for(gone, timeout=15, message=f"{address} gone from envoy")
 
@@ -171,7 +176,7 @@ async def test_rest_access_is_logged_as_json(
     assert entry["grpc_path"] == f"/{SYSTEM_SERVICE}/GetStatus"
     assert entry["response_code"] == 200
     assert entry["grpc_status"] == 0
-    assert entry["upstream_host"] == f"{registered.host}:{registered.port}"
+    assert entry["upstream_host"] == registered.socket_path, "envoy reaches it on its socket"
 
 
 async def test_rest_edge_rejects_bad_requests(
@@ -232,7 +237,7 @@ async def test_reflection_through_envoy_lists_mesh_services(
 
 
 async def test_mesh_health_through_envoy_follows_the_registry(
-    registry: Registry, channel: grpc.aio.Channel
+    registry: Registry, settings: MeshSettings, channel: grpc.aio.Channel
 ) -> None:
     stub = health_pb2_grpc.HealthStub(channel)
 
@@ -247,7 +252,7 @@ async def test_mesh_health_through_envoy_follows_the_registry(
 
     assert await is_serving("", True), "the gateway itself"
     assert await is_serving(SYSTEM_SERVICE, False), "nothing registered yet"
-    async with system_backend() as instance:
+    async with system_backend(settings.run_dir) as instance:
         await registry.put(instance)
         await wait_for(lambda: is_serving(SYSTEM_SERVICE, True), timeout=10, message="serving")
         await registry.remove(instance)
@@ -259,15 +264,16 @@ async def test_removed_instance_leaves_envoy_at_once(
     registry: Registry,
     edge: Edge,
     http: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
     channel: grpc.aio.Channel,
 ) -> None:
-    address = f"{registered.host}:{registered.port}"
+    address = endpoint(registered)
 
     # Still serving and still passing health checks: only the registry says it is gone.
     await registry.remove(registered)
 
     async def gone() -> bool:
-        return address not in await edge.host_health(http, SYSTEM_SERVICE)
+        return address not in await edge.host_health(admin, SYSTEM_SERVICE)
 
     await wait_for(gone, timeout=10, message="host removed from envoy")
     response = await http.get(f"http://127.0.0.1:{edge.port}/v1/system/status")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import grpc
 import httpx
@@ -20,10 +20,16 @@ from sutazai.gateway.resources import EdgePolicy
 from sutazai.gateway.server import Gateway
 from sutazai.services.runtime.keys import SigningKey
 from sutazai.services.runtime.registry import Registry
-from sutazai.services.runtime.settings import RegistrySettings
+from sutazai.services.runtime.settings import MeshSettings, RegistrySettings
 from sutazai.system.v1 import system_service_pb2, system_service_pb2_grpc
-from tests.gateway.auth_backend import AUTH_SERVICE, auth_backend
-from tests.gateway.edge_harness import Edge, registered_in, running_envoy, running_gateway
+from tests.gateway.auth_backend import AUTH_SERVICE, OWNERS, auth_backend
+from tests.gateway.edge_harness import (
+    Edge,
+    edge_settings,
+    registered_in,
+    running_envoy,
+    running_gateway,
+)
 from tests.gateway.processes import read_log
 from tests.gateway.tokens import (
     ISSUER,
@@ -33,7 +39,6 @@ from tests.gateway.tokens import (
     sign,
     unsigned,
 )
-from tests.harness.mesh import free_ports
 from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -57,19 +62,20 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> KeyRingFile:
 
 
 @pytest.fixture(scope="module")
-def edge_port() -> int:
-    return free_ports(1)[0]
+def settings() -> Iterator[MeshSettings]:
+    with edge_settings() as settings:
+        yield settings
 
 
 @pytest.fixture(scope="module")
 async def control_plane(
-    registry: Registry, keys: KeyRingFile, edge_port: int
+    registry: Registry, keys: KeyRingFile, settings: MeshSettings
 ) -> AsyncIterator[Gateway]:
     policy = EdgePolicy(
         cors_origins=(ALLOWED_ORIGIN,), jwt_issuer=ISSUER, max_request_bytes=MAX_REQUEST_BYTES
     )
     async with running_gateway(
-        registry, edge_port=edge_port, jwks_file=keys.jwks_path, policy=policy
+        registry, settings, jwks_file=keys.jwks_path, policy=policy, owners=OWNERS
     ) as gateway:
         yield gateway
 
@@ -78,14 +84,14 @@ async def control_plane(
 async def edge(
     control_plane: Gateway,
     registry: Registry,
-    edge_port: int,
+    settings: MeshSettings,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Edge]:
     """Envoy with the stand-in auth/system backend registered and healthy."""
     workdir = tmp_path_factory.mktemp("envoy")
     async with (
-        running_envoy(control_plane.port, edge_port, workdir) as proxy,
-        auth_backend() as instance,
+        running_envoy(settings, workdir) as proxy,
+        auth_backend(settings.run_dir) as instance,
         registered_in(registry, proxy, instance, AUTH_SERVICE),
     ):
         yield proxy
@@ -330,7 +336,8 @@ async def test_no_private_key_reaches_envoy_or_the_pushed_resources(
     signer = keys.rotate()
 
     async def config_dump() -> str:
-        return (await http.get(f"{edge.admin_url}/config_dump?include_eds")).text
+        async with edge.admin() as admin:
+            return (await admin.get("/config_dump?include_eds")).text
 
     async def envoy_has_rotated_keys() -> bool:
         return signer.kid in await config_dump()

@@ -21,10 +21,15 @@ from sutazai.gateway.resources import EdgePolicy
 from sutazai.services.runtime.registry import Registry
 from sutazai.services.runtime.settings import RegistrySettings
 from sutazai.system.v1 import system_service_pb2, system_service_pb2_grpc
-from tests.gateway.auth_backend import AUTH_SERVICE, auth_backend
-from tests.gateway.edge_harness import Edge, registered_in, running_envoy, running_gateway
+from tests.gateway.auth_backend import AUTH_SERVICE, OWNERS, auth_backend
+from tests.gateway.edge_harness import (
+    Edge,
+    edge_settings,
+    registered_in,
+    running_envoy,
+    running_gateway,
+)
 from tests.gateway.tokens import ISSUER, KeyRingFile, bearer, sign
-from tests.harness.mesh import free_ports
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -43,21 +48,21 @@ async def limited_edge(
     """Envoy enforcing ``policy`` in front of the stand-in auth and system services."""
     workdir = tmp_path_factory.mktemp("limited")
     keys = KeyRingFile(workdir / "jwt_keys.json")
-    (edge_port,) = free_ports(1)
     nc = await nats.connect(nats_url)
     try:
         registry = await Registry.open(
             nc.jetstream(), RegistrySettings(bucket=f"limit_{uuid.uuid4().hex[:8]}")
         )
-        async with (
-            running_gateway(
-                registry, edge_port=edge_port, jwks_file=keys.jwks_path, policy=policy
-            ) as gateway,
-            running_envoy(gateway.port, edge_port, workdir) as proxy,
-            auth_backend() as instance,
-            registered_in(registry, proxy, instance, AUTH_SERVICE),
-        ):
-            yield proxy, keys
+        with edge_settings() as settings:
+            async with (
+                running_gateway(
+                    registry, settings, jwks_file=keys.jwks_path, policy=policy, owners=OWNERS
+                ),
+                running_envoy(settings, workdir) as proxy,
+                auth_backend(settings.run_dir) as instance,
+                registered_in(registry, proxy, instance, AUTH_SERVICE),
+            ):
+                yield proxy, keys
     finally:
         await nc.close()
 

@@ -16,13 +16,18 @@ from sutazai.gateway.resources import EdgePolicy
 from sutazai.gateway.server import run_gateway
 from sutazai.services.runtime.errors import ConfigurationError
 from sutazai.services.runtime.registry import Registry
-from sutazai.services.runtime.settings import GatewaySettings, MeshSettings, RegistrySettings
+from sutazai.services.runtime.settings import MeshSettings, RegistrySettings
 from sutazai.system.v1 import system_service_pb2, system_service_pb2_grpc
-from tests.gateway.auth_backend import AUTH_SERVICE, auth_backend
-from tests.gateway.edge_harness import Edge, registered_in, running_envoy, running_gateway
+from tests.gateway.auth_backend import AUTH_SERVICE, OWNERS, auth_backend
+from tests.gateway.edge_harness import (
+    Edge,
+    edge_settings,
+    registered_in,
+    running_envoy,
+    running_gateway,
+)
 from tests.gateway.tokens import KeyRingFile
 from tests.harness.cli import run_cli
-from tests.harness.mesh import free_ports
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -40,21 +45,21 @@ async def tls_edge(
         tls_cert_file=workdir / "tls" / "edge.pem", tls_key_file=workdir / "tls" / "edge-key.pem"
     )
     keys = KeyRingFile(workdir / "jwt_keys.json")
-    (edge_port,) = free_ports(1)
     nc = await nats.connect(nats_url)
     try:
         registry = await Registry.open(
             nc.jetstream(), RegistrySettings(bucket=f"tls_{uuid.uuid4().hex[:8]}")
         )
-        async with (
-            running_gateway(
-                registry, edge_port=edge_port, keys_file=keys.path, policy=policy
-            ) as gateway,
-            running_envoy(gateway.port, edge_port, workdir) as proxy,
-            auth_backend() as instance,
-            registered_in(registry, proxy, instance, AUTH_SERVICE),
-        ):
-            yield proxy, workdir / "tls" / "ca.pem"
+        with edge_settings() as settings:
+            async with (
+                running_gateway(
+                    registry, settings, jwks_file=keys.jwks_path, policy=policy, owners=OWNERS
+                ),
+                running_envoy(settings, workdir) as proxy,
+                auth_backend(settings.run_dir) as instance,
+                registered_in(registry, proxy, instance, AUTH_SERVICE),
+            ):
+                yield proxy, workdir / "tls" / "ca.pem"
     finally:
         await nc.close()
 
@@ -100,8 +105,7 @@ async def test_an_untrusted_certificate_is_refused_by_clients(tls_edge: tuple[Ed
 
 
 async def test_the_gateway_refuses_a_plaintext_edge_off_loopback(tmp_path: Path) -> None:
-    (port,) = free_ports(1)
-    settings = MeshSettings(host="0.0.0.0", state_dir=tmp_path, gateway=GatewaySettings(port=port))
+    settings = MeshSettings(host="0.0.0.0", state_dir=tmp_path)
 
     with pytest.raises(ConfigurationError, match="SUTAZAI_EDGE__TLS_KEY_FILE"):
         await run_gateway(settings, metrics_port=-1)

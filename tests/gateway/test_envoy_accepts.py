@@ -12,12 +12,8 @@ from sutazai.gateway.resources import EdgePolicy
 from sutazai.gateway.snapshot import build_snapshot
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
 from sutazai.services.cli.certificates import issue_edge_certificate
-from sutazai.services.runtime.settings import (
-    EdgeSettings,
-    EnvoySettings,
-    GatewaySettings,
-    MeshSettings,
-)
+from sutazai.services.runtime.errors import ConfigurationError
+from sutazai.services.runtime.settings import EdgeSettings, EnvoySettings, MeshSettings
 from tests.gateway.demo_descriptors import DEMO_SERVICE, demo_descriptor_set
 from tests.gateway.envoy_static import envoy_validate, static_bootstrap
 from tests.gateway.tokens import TEST_JWKS
@@ -46,8 +42,14 @@ def test_envoy_accepts_the_snapshot(
     instance = ServiceInstance(
         service="svc", instance_id="a", host="127.0.0.1", port=5001, grpc_services=[service]
     )
+    on_socket = ServiceInstance(
+        service="svc",
+        instance_id="b",
+        socket_path=str(tmp_path / "svc.b.sock"),
+        grpc_services=[service],
+    )
     snapshot = build_snapshot(
-        catalog, [instance], host="127.0.0.1", port=10005, policy=policy, jwks=TEST_JWKS
+        catalog, [instance, on_socket], host="127.0.0.1", port=10005, policy=policy, jwks=TEST_JWKS
     )
     config = tmp_path / "static.pb"
     config.write_bytes(static_bootstrap(snapshot))
@@ -78,9 +80,9 @@ def test_envoy_accepts_a_tls_edge_on_every_address(tmp_path: Path) -> None:
 
 def test_bootstrap_renders_settings_and_envoy_accepts_it(tmp_path: Path) -> None:
     settings = MeshSettings(
-        host="127.0.0.1",
-        envoy=EnvoySettings(port=21005, admin_port=21015, base_id=21005),
-        gateway=GatewaySettings(port=21006),
+        host="0.0.0.0",
+        state_dir=tmp_path,
+        envoy=EnvoySettings(port=21005, base_id=21005),
     )
     text = render_bootstrap(settings, node_id="edge: #1")
     config = tmp_path / "bootstrap.yaml"
@@ -90,17 +92,21 @@ def test_bootstrap_renders_settings_and_envoy_accepts_it(tmp_path: Path) -> None
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert '"edge: #1"' in text
-    assert "port_value: 21015" in text
-    assert "port_value: 21006" in text
+    # Admin and ADS are Unix sockets in the run directory whatever the mesh host is.
+    assert f'pipe: {{path: "{tmp_path}/run/envoy-admin.sock", mode: 384}}' in text
+    assert f'pipe: {{path: "{tmp_path}/run/gateway.sock"}}' in text
+    assert "socket_address" not in text, "nothing in the bootstrap is on TCP"
     assert "deprecated" not in (result.stdout + result.stderr).lower()
 
 
-def test_bootstrap_reaches_the_gateway_over_loopback_whatever_the_edge_host() -> None:
+def test_bootstrap_reaches_the_gateway_over_its_socket_whatever_the_edge_host() -> None:
     for host in ("0.0.0.0", "192.0.2.10", "edge.example"):
-        text = render_bootstrap(MeshSettings(host=host), node_id="edge")
+        settings = MeshSettings(host=host)
+        text = render_bootstrap(settings, node_id="edge")
 
-        assert 'address: "127.0.0.1", port_value: 10006' in text
-        assert "address: 127.0.0.1, port_value: 10015" in text, "admin stays on loopback"
+        assert str(settings.gateway_socket) in text
+        assert str(settings.envoy_admin_socket) in text
+        assert "socket_address" not in text, "neither admin nor ADS on TCP"
 
 
 def test_bootstrap_sets_the_downstream_connection_limit() -> None:
@@ -109,3 +115,10 @@ def test_bootstrap_sets_the_downstream_connection_limit() -> None:
     text = render_bootstrap(settings, node_id="edge")
 
     assert "max_active_downstream_connections: 321" in text
+
+
+def test_bootstrap_refuses_a_socket_path_too_long_to_bind() -> None:
+    settings = MeshSettings(state_dir=Path("/tmp") / ("d" * 100))  # noqa: S108
+
+    with pytest.raises(ConfigurationError, match="longer than 107 bytes"):
+        render_bootstrap(settings, node_id="edge")

@@ -18,12 +18,22 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sutazai.gateway.catalog import ServiceCatalog
+from sutazai.gateway.registry_trust import RegistryTrust
 from sutazai.gateway.server import Gateway
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
+from sutazai.services.runtime.deployment import grpc_owners, load_catalog
 from sutazai.services.runtime.registry import Registry
-from sutazai.services.runtime.settings import RegistrySettings
+from sutazai.services.runtime.settings import MeshSettings, RegistrySettings
+from sutazai.services.runtime.sockets import instance_socket, prepare_run_dir
 from sutazai.system.v1 import system_service_pb2, system_service_pb2_grpc
-from tests.gateway.edge_harness import SYSTEM_SERVICE, UNLIMITED, Edge, running_envoy
+from tests.gateway.edge_harness import (
+    SYSTEM_SERVICE,
+    UNLIMITED,
+    Edge,
+    edge_settings,
+    endpoint,
+    running_envoy,
+)
 from tests.gateway.processes import start_process, stop_process
 from tests.gateway.tokens import KeyRingFile
 from tests.harness.mesh import free_ports
@@ -35,11 +45,14 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @contextlib.asynccontextmanager
-async def backend(name: str, workdir: Path) -> AsyncIterator[tuple[ServiceInstance, int]]:
-    """A backend process serving; yields its instance and pid."""
+async def backend(
+    name: str, settings: MeshSettings, workdir: Path
+) -> AsyncIterator[tuple[ServiceInstance, int]]:
+    """A backend process serving (on its socket in the run directory); yields instance, pid."""
     (port,) = free_ports(1)
+    socket = instance_socket(prepare_run_dir(settings.run_dir), "system", name)
     process = start_process(
-        [sys.executable, str(BACKEND), str(port), name], log=workdir / f"{name}.log"
+        [sys.executable, str(BACKEND), str(port), str(socket), name], log=workdir / f"{name}.log"
     )
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -62,6 +75,7 @@ async def backend(name: str, workdir: Path) -> AsyncIterator[tuple[ServiceInstan
                 instance_id=name,
                 host="127.0.0.1",
                 port=port,
+                socket_path=str(socket),
                 grpc_services=[SYSTEM_SERVICE],
             ),
             process.pid,
@@ -71,7 +85,11 @@ async def backend(name: str, workdir: Path) -> AsyncIterator[tuple[ServiceInstan
 
 
 async def test_sigkill_under_load_fails_no_call(nats_url: str, tmp_path: Path) -> None:
-    (edge_port,) = free_ports(1)
+    with edge_settings() as settings:
+        await _sigkill_under_load(nats_url, settings, tmp_path)
+
+
+async def _sigkill_under_load(nats_url: str, settings: MeshSettings, tmp_path: Path) -> None:
     nc = await nats.connect(nats_url)
     registry = await Registry.open(
         nc.jetstream(), RegistrySettings(bucket=f"failover_{uuid.uuid4().hex[:8]}", ttl_seconds=300)
@@ -84,18 +102,19 @@ async def test_sigkill_under_load_fails_no_call(nats_url: str, tmp_path: Path) -
         open_registry,
         catalog=ServiceCatalog.packaged(),
         edge_host="127.0.0.1",
-        edge_port=edge_port,
+        edge_port=settings.envoy.port,
         jwks_file=KeyRingFile(tmp_path / "jwt_keys.json").jwks_path,
+        trust=RegistryTrust(grpc_owners(load_catalog()), settings.run_dir),
         # Steady traffic from four clients: far above the default edge rate limits.
         policy=UNLIMITED,
     )
-    await gateway.start("127.0.0.1", 0)
+    await gateway.start(settings.gateway_socket)
     try:
         async with (
-            running_envoy(gateway.port, edge_port, tmp_path) as edge,
-            backend("a", tmp_path) as (a, a_pid),
-            backend("b", tmp_path) as (b, _),
-            httpx.AsyncClient(timeout=5) as http,
+            running_envoy(settings, tmp_path) as edge,
+            backend("a", settings, tmp_path) as (a, a_pid),
+            backend("b", settings, tmp_path) as (b, _),
+            edge.admin() as http,
             grpc.aio.insecure_channel(f"127.0.0.1:{edge.port}") as channel,
         ):
             await registry.put(a)
@@ -113,7 +132,7 @@ async def both_healthy(
     edge: Edge, http: httpx.AsyncClient, instances: list[ServiceInstance]
 ) -> bool:
     flags = await edge.host_health(http, SYSTEM_SERVICE)
-    return all(flags.get(f"{i.host}:{i.port}") == "healthy" for i in instances)
+    return all(flags.get(endpoint(i)) == "healthy" for i in instances)
 
 
 async def _steady_traffic_survives_kill(
@@ -141,7 +160,7 @@ async def _steady_traffic_survives_kill(
         await wait_for(lambda: {"a", "b"} <= set(answered), timeout=10, message="both answer")
         os.kill(victim_pid, signal.SIGKILL)
         killed_at = len(answered)
-        address = f"{victim.host}:{victim.port}"
+        address = endpoint(victim)
 
         async def victim_unhealthy() -> bool:
             flags = await edge.host_health(http, SYSTEM_SERVICE)

@@ -5,17 +5,20 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import sys
 import uuid
 from pathlib import Path
 
 import grpc
+import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nats.aio.client import Client
 
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
 from sutazai.services.runtime.registry import Registry
-from sutazai.services.runtime.settings import RegistrySettings
+from sutazai.services.runtime.settings import MeshSettings, RegistrySettings
+from sutazai.services.runtime.sockets import grpc_target
 from tests.gateway.processes import read_log, start_process, stop_process
 from tests.gateway.tokens import KeyRingFile
 from tests.harness.mesh import free_ports
@@ -28,17 +31,19 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 async def test_gateway_process_serves_follows_the_registry_and_stops_on_sigterm(
     nats_url: str, nats_client: Client, tmp_path: Path
 ) -> None:
-    gateway_port, envoy_port = free_ports(2)
+    (envoy_port,) = free_ports(1)
     bucket = f"main_{uuid.uuid4().hex[:8]}"
     # Where the supervisor puts them in the state dir; the gateway needs the public keys only.
     KeyRingFile(tmp_path / "jwt_keys.json").path.unlink()
-    env = gateway_env(tmp_path, nats_url, gateway_port, envoy_port) | {
-        "SUTAZAI_REGISTRY__BUCKET": bucket
+    env = gateway_env(tmp_path, nats_url, envoy_port) | {
+        "SUTAZAI_REGISTRY__BUCKET": bucket,
+        "SUTAZAI_GATEWAY__METRICS_PORT": "-1",
     }
     log = tmp_path / "gateway.log"
+    socket = MeshSettings(state_dir=tmp_path).gateway_socket
     process = start_process([sys.executable, "-m", "sutazai.gateway"], log=log, env=env)
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway_port}") as channel:
+        async with grpc.aio.insecure_channel(grpc_target(socket)) as channel:
             health = health_pb2_grpc.HealthStub(channel)
 
             async def status(service: str) -> int | None:
@@ -56,6 +61,15 @@ async def test_gateway_process_serves_follows_the_registry_and_stops_on_sigterm(
 
             await wait_for(lambda: serving(""), timeout=30, message="gateway serving")
             assert await status(SYSTEM_SERVICE) == health_pb2.HealthCheckResponse.NOT_SERVING
+            # ADS is on the private socket only: no TCP listener at all (metrics are off here).
+            assert stat.S_IMODE(socket.parent.stat().st_mode) == 0o700
+            assert stat.S_IMODE(socket.stat().st_mode) == 0o600
+            listening = [
+                c
+                for c in psutil.Process(process.pid).net_connections(kind="inet")
+                if c.status == psutil.CONN_LISTEN
+            ]
+            assert listening == []
 
             registry = await Registry.open(
                 nats_client.jetstream(), RegistrySettings(bucket=bucket, ttl_seconds=300)
@@ -85,9 +99,9 @@ async def test_gateway_process_serves_follows_the_registry_and_stops_on_sigterm(
 def test_gateway_process_without_public_keys_exits_with_a_clear_error(
     nats_url: str, tmp_path: Path
 ) -> None:
-    gateway_port, envoy_port = free_ports(2)
+    (envoy_port,) = free_ports(1)
     log = tmp_path / "gateway.log"
-    env = gateway_env(tmp_path, nats_url, gateway_port, envoy_port)
+    env = gateway_env(tmp_path, nats_url, envoy_port)
 
     process = start_process([sys.executable, "-m", "sutazai.gateway"], log=log, env=env)
     try:
@@ -100,14 +114,11 @@ def test_gateway_process_without_public_keys_exits_with_a_clear_error(
     assert str(tmp_path / "jwks.json") in line["error"]
 
 
-def gateway_env(
-    state_dir: Path, nats_url: str, gateway_port: int, envoy_port: int
-) -> dict[str, str]:
+def gateway_env(state_dir: Path, nats_url: str, envoy_port: int) -> dict[str, str]:
     return {
         **os.environ,
         "SUTAZAI_STATE_DIR": str(state_dir),
         "SUTAZAI_HOST": "127.0.0.1",
         "SUTAZAI_NATS__URL": nats_url,
-        "SUTAZAI_GATEWAY__PORT": str(gateway_port),
         "SUTAZAI_ENVOY__PORT": str(envoy_port),
     }

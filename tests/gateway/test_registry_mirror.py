@@ -6,18 +6,29 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from nats.aio.client import Client
+from prometheus_client import CollectorRegistry
 
+from sutazai.gateway.registry_trust import RegistryTrust
 from sutazai.gateway.registry_watch import Instances, RegistryMirror
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
+from sutazai.services.runtime.deployment import grpc_owners, load_catalog
 from sutazai.services.runtime.errors import RegistryError
 from sutazai.services.runtime.registry import Registry, instance_key
 from sutazai.services.runtime.settings import RegistrySettings
 from tests.harness.waiting import wait_for
 
 SYSTEM_SERVICE = "sutazai.system.v1.SystemService"
+AUTH_SERVICE = "sutazai.auth.v1.AuthService"
+RUN_DIR = Path("/run/sutazai-test")
+
+
+def trust(metrics: CollectorRegistry | None = None) -> RegistryTrust:
+    """The trust of a gateway reading ``deploy/mesh.toml``."""
+    return RegistryTrust(grpc_owners(load_catalog()), RUN_DIR, metrics)
 
 
 def instance(instance_id: str, port: int) -> ServiceInstance:
@@ -68,7 +79,7 @@ async def test_mirror_follows_puts_and_deletes(registry: Registry) -> None:
     async def open_registry() -> Registry:
         return registry
 
-    mirror = RegistryMirror(open_registry, recorder)
+    mirror = RegistryMirror(open_registry, recorder, admit=trust().admit)
     a, b = instance("a", 5001), instance("b", 5002)
     await registry.put(a)
 
@@ -94,7 +105,7 @@ async def test_restart_drops_instances_deleted_meanwhile(registry: Registry) -> 
     async def open_registry() -> Registry:
         return registry
 
-    mirror = RegistryMirror(open_registry, recorder)
+    mirror = RegistryMirror(open_registry, recorder, admit=trust().admit)
     a, b = instance("a", 5001), instance("b", 5002)
     await registry.put(a)
     async with mirroring(mirror):
@@ -121,9 +132,42 @@ async def test_mirror_retries_until_the_registry_opens(registry: Registry) -> No
             raise RegistryError("NATS is still starting")
         return registry
 
-    mirror = RegistryMirror(flaky_open, recorder, retry_wait_max=0.05)
+    mirror = RegistryMirror(flaky_open, recorder, admit=trust().admit, retry_wait_max=0.05)
     await registry.put(instance("a", 5001))
 
     async with mirroring(mirror):
         assert attempts == 3
         assert recorder.latest == {"system.a"}
+
+
+async def test_mirror_keeps_only_what_the_writer_owns(registry: Registry) -> None:
+    recorder = Recorder()
+    metrics = CollectorRegistry()
+
+    async def open_registry() -> Registry:
+        return registry
+
+    mirror = RegistryMirror(open_registry, recorder, admit=trust(metrics).admit)
+    greedy = ServiceInstance(
+        service="system", instance_id="greedy", grpc_services=[SYSTEM_SERVICE, AUTH_SERVICE]
+    )
+    thief = ServiceInstance(service="system", instance_id="thief", grpc_services=[AUTH_SERVICE])
+    impostor = ServiceInstance(service="auth", instance_id="x", grpc_services=[AUTH_SERVICE])
+    await registry.put(greedy)
+    async with mirroring(mirror):
+        assert list(mirror.instances["system.greedy"].grpc_services) == [SYSTEM_SERVICE]
+        await registry.put(thief)
+        # Written under system's key, claiming to be auth's instance.
+        await registry._kv.put("system.impostor", impostor.SerializeToString())
+        await registry.put(instance("after", 5004))
+        await wait_for(lambda: "system.after" in recorder.latest, 10)
+        assert recorder.latest == {"system.greedy", "system.after"}
+
+    def rejected(reason: str) -> float | None:
+        return metrics.get_sample_value(
+            "sutazai_gateway_registry_rejected_total", {"service": "system", "reason": reason}
+        )
+
+    # The watch replays what the listing read: an entry may be refused more than once.
+    assert (rejected("not_owner") or 0) >= 2
+    assert (rejected("key_mismatch") or 0) >= 1

@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from envoy_data_plane.envoy.config.cluster.v3 import Cluster, ClusterDiscoveryType
+from envoy_data_plane.envoy.config.core.v3 import HeaderValueOptionHeaderAppendAction
 from envoy_data_plane.envoy.config.route.v3 import Route, RouteConfiguration
 from envoy_data_plane.envoy.extensions.filters.http.cors.v3 import CorsPolicy
 from envoy_data_plane.envoy.extensions.filters.http.grpc_json_transcoder.v3 import (
@@ -106,6 +107,33 @@ def test_load_assignment_lists_routable_instances_of_the_service_only() -> None:
         if e.endpoint and e.endpoint.address and e.endpoint.address.socket_address
     ]
     assert addresses == [("127.0.0.1", 5001), ("127.0.0.1", 5002)]
+
+
+def test_an_instance_with_a_socket_is_reached_through_it() -> None:
+    on_socket = instance("s", 5003, DEMO_SERVICE)
+    on_socket.socket_path = "/state/run/demo.s.sock"
+    on_socket.host = "not-an-ip"  # irrelevant: Envoy never dials host:port for it
+
+    (locality,) = build_load_assignment(DEMO_SERVICE, [on_socket]).endpoints
+    (endpoint,) = locality.lb_endpoints
+
+    assert endpoint.endpoint is not None
+    assert endpoint.endpoint.address is not None
+    assert endpoint.endpoint.address.pipe is not None
+    assert endpoint.endpoint.address.pipe.path == "/state/run/demo.s.sock"
+    assert endpoint.endpoint.address.socket_address is None
+
+
+def test_envoy_sets_the_client_address_over_any_client_value() -> None:
+    (virtual_host,) = build_route_configuration(CATALOG, POLICY).virtual_hosts
+    (added,) = virtual_host.request_headers_to_add
+
+    assert added.header is not None
+    assert (added.header.key, added.header.value) == (
+        "x-sutazai-client-address",
+        "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+    )
+    assert added.append_action == HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD
 
 
 def test_load_assignment_without_instances_is_empty_not_missing() -> None:

@@ -19,9 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from sutazai.services.runtime.deployment import load_catalog
 from sutazai.services.runtime.settings import MeshSettings
 from sutazai.services.supervisor import Supervisor
-from sutazai.services.supervisor.catalog import load_catalog
 from sutazai.services.supervisor.components import (
     envoy_component,
     gateway_component,

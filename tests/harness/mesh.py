@@ -18,7 +18,6 @@ import psutil
 from sutazai.services.runtime.settings import (
     EdgeSettings,
     EnvoySettings,
-    GatewaySettings,
     MeshSettings,
     NatsSettings,
     PostgresSettings,
@@ -61,16 +60,14 @@ class MeshPorts:
     nats_monitor: int
     postgres: int
     redis: int
-    gateway: int
     envoy: int
-    envoy_admin: int
     envoy_base_id: int
     """Not a port: Envoy's shared-memory id. A just-free port number is as unique per run."""
 
     @classmethod
     def pick(cls) -> MeshPorts:
         """Fresh free ports for every field."""
-        return cls(*free_ports(8))
+        return cls(*free_ports(6))
 
 
 def new_state_dir() -> Path:
@@ -101,10 +98,7 @@ def build_settings(
         nats=NatsSettings(port=ports.nats, monitor_port=ports.nats_monitor),
         postgres=PostgresSettings(port=ports.postgres),
         redis=RedisSettings(port=ports.redis),
-        gateway=GatewaySettings(port=ports.gateway),
-        envoy=EnvoySettings(
-            port=ports.envoy, admin_port=ports.envoy_admin, base_id=ports.envoy_base_id
-        ),
+        envoy=EnvoySettings(port=ports.envoy, base_id=ports.envoy_base_id),
         # The shared test mesh carries load tests (a steady stream of calls through a failover);
         # the edge limiter itself is tested on an Envoy of its own (tests/gateway).
         edge=UNLIMITED_EDGE,

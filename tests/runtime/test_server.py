@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat
 from collections.abc import AsyncIterator
 
 import grpc
@@ -14,6 +15,7 @@ from sutazai.services.runtime.messaging import connect_nats
 from sutazai.services.runtime.registry import Registry
 from sutazai.services.runtime.server import ServiceHost, Servicer
 from sutazai.services.runtime.settings import MeshSettings, ServiceSettings
+from sutazai.services.runtime.sockets import grpc_target
 from tests.harness.waiting import wait_for
 
 SERVICE = "test.v1.SlowService"
@@ -72,6 +74,15 @@ async def test_drain_deregisters_then_lets_in_flight_calls_finish(
         os.getpid(),
         [SERVICE],
     )
+    # Envoy reaches it on its socket, named after its registry key, private to the mesh's user.
+    assert instance.socket_path == str(host.socket)
+    assert host.socket == mesh_settings.run_dir / f"slow.{host.instance_id}.sock"
+    assert stat.S_IMODE(host.socket.stat().st_mode) == 0o600
+    async with grpc.aio.insecure_channel(grpc_target(host.socket)) as over_socket:
+        checked = await health_pb2_grpc.HealthStub(over_socket).Check(
+            health_pb2.HealthCheckRequest(service=SERVICE), timeout=5
+        )
+        assert checked.status == health_pb2.HealthCheckResponse.SERVING
 
     async with grpc.aio.insecure_channel(host.address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
@@ -91,3 +102,4 @@ async def test_drain_deregisters_then_lets_in_flight_calls_finish(
         slow.release.set()
         assert await in_flight == b"done"
         await asyncio.wait_for(stopping, timeout=15)
+    assert not host.socket.exists(), "a stopped instance leaves no socket behind"

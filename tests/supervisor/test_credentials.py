@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from sutazai.services.runtime.deployment import load_catalog
 from sutazai.services.runtime.errors import ConfigurationError
 from sutazai.services.runtime.secrets import ensure_secrets, load_secrets, secrets_path
 from sutazai.services.runtime.settings import MeshSettings, NatsSettings
-from sutazai.services.supervisor.catalog import load_catalog
 from sutazai.services.supervisor.components.gateway import gateway_component
 from sutazai.services.supervisor.components.services import service_components
 from sutazai.services.supervisor.credentials import ensure_credentials

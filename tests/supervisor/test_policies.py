@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from sutazai.services.runtime.deployment import find_service, load_catalog
+from sutazai.services.runtime.errors import ConfigurationError
 from sutazai.services.runtime.settings import MeshSettings, PostgresSettings
 from sutazai.services.supervisor import AlreadyRunningError, RestartPolicy
-from sutazai.services.supervisor.catalog import find_service, load_catalog
 from sutazai.services.supervisor.components.services import service_components
 from sutazai.services.supervisor.environment import child_environment, settings_environment
-from sutazai.services.supervisor.errors import SupervisorError
 from sutazai.services.supervisor.logfiles import last_lines
 from sutazai.services.supervisor.pidfile import PidFile, running_supervisor
 
@@ -57,7 +57,7 @@ def test_explicit_settings_win_over_inherited_variables(tmp_path: Path) -> None:
 
 def test_the_catalog_names_the_system_service(tmp_path: Path) -> None:
     assert find_service("system").module == "sutazai.services.system.server"
-    with pytest.raises(SupervisorError, match="unknown service 'nope'"):
+    with pytest.raises(ConfigurationError, match="unknown service 'nope'"):
         find_service("nope")
     settings = MeshSettings(state_dir=tmp_path)
     specs = {spec.name: spec for spec in service_components(settings, load_catalog(), env={})}

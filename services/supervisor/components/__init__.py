@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from sutazai.services.runtime.deployment import load_catalog
 from sutazai.services.runtime.settings import MeshSettings
-from sutazai.services.supervisor.catalog import load_catalog
 from sutazai.services.supervisor.components.envoy import envoy_component
 from sutazai.services.supervisor.components.gateway import gateway_component
 from sutazai.services.supervisor.components.nats import nats_component

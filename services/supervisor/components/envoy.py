@@ -6,9 +6,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from sutazai.services.runtime.settings import MeshSettings
+from sutazai.services.runtime.sockets import prepare_run_dir
 from sutazai.services.supervisor.binaries import executable
 from sutazai.services.supervisor.files import write_private
-from sutazai.services.supervisor.probes import http_ok
+from sutazai.services.supervisor.probes import envoy_live
 from sutazai.services.supervisor.spec import ComponentSpec, Launch
 
 NAME = "envoy"
@@ -22,7 +23,10 @@ def bootstrap_path(settings: MeshSettings) -> Path:
 
 
 def envoy_component(settings: MeshSettings, env: Mapping[str, str]) -> ComponentSpec:
-    """Envoy with the gateway's bootstrap, healthy when its admin ``/ready`` says LIVE."""
+    """Envoy with the gateway's bootstrap, healthy when its admin ``/ready`` says LIVE.
+
+    Its admin interface is a Unix socket in the 0700 run directory, made here if missing.
+    """
     config = bootstrap_path(settings)
 
     async def prepare() -> None:
@@ -30,6 +34,7 @@ def envoy_component(settings: MeshSettings, env: Mapping[str, str]) -> Component
         # runs without ever importing the gateway.
         from sutazai.gateway.bootstrap import render_bootstrap
 
+        prepare_run_dir(settings.run_dir)
         write_private(config, render_bootstrap(settings, node_id=NODE_ID))
 
     return ComponentSpec(
@@ -50,6 +55,6 @@ def envoy_component(settings: MeshSettings, env: Mapping[str, str]) -> Component
             env=env,
         ),
         prepare=prepare,
-        probe=lambda _pid: http_ok(f"{settings.envoy_admin_url}/ready", expect_body="LIVE"),
+        probe=lambda _pid: envoy_live(settings.envoy_admin_socket),
         start_timeout=30.0,
     )

@@ -6,6 +6,7 @@ import sys
 from collections.abc import Mapping
 
 from sutazai.services.runtime.settings import MeshSettings
+from sutazai.services.runtime.sockets import grpc_target
 from sutazai.services.supervisor.environment import principal_environment
 from sutazai.services.supervisor.nats_auth import GATEWAY
 from sutazai.services.supervisor.probes import grpc_serving
@@ -18,8 +19,9 @@ def gateway_component(settings: MeshSettings, env: Mapping[str, str]) -> Compone
     """``python -m sutazai.gateway``, healthy when its gRPC health service says SERVING.
 
     It connects to NATS as the ``gateway`` principal: it may read the registry, not write it.
+    It serves on the Unix socket ``settings.gateway_socket``, where the probe asks.
     """
-    target = f"{settings.internal_host}:{settings.gateway.port}"
+    target = grpc_target(settings.gateway_socket)
     return ComponentSpec(
         name=NAME,
         launch=Launch(

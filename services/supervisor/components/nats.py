@@ -10,12 +10,12 @@ from string import Template
 
 import nats.errors
 
+from sutazai.services.runtime.deployment import load_catalog
 from sutazai.services.runtime.errors import MeshRuntimeError
 from sutazai.services.runtime.registry import Registry
 from sutazai.services.runtime.secrets import ensure_secrets
 from sutazai.services.runtime.settings import NATS_ADMIN, MeshSettings
 from sutazai.services.supervisor.binaries import executable
-from sutazai.services.supervisor.catalog import load_catalog
 from sutazai.services.supervisor.errors import LaunchError
 from sutazai.services.supervisor.files import write_private
 from sutazai.services.supervisor.nats_auth import Policy, Principal, mesh_principals, users_config

@@ -6,8 +6,8 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 
+from sutazai.services.runtime.deployment import ServiceEntry
 from sutazai.services.runtime.settings import MeshSettings, ServiceSettings
-from sutazai.services.supervisor.catalog import ServiceEntry
 from sutazai.services.supervisor.environment import principal_environment
 from sutazai.services.supervisor.probes import registry_has
 from sutazai.services.supervisor.spec import ComponentSpec, Launch, Probe
