@@ -21,6 +21,7 @@ import pytest
 
 from sutazai.services.runtime.deployment import load_catalog
 from sutazai.services.runtime.settings import MeshSettings
+from sutazai.services.runtime.sockets import envoy_admin_client
 from sutazai.services.supervisor import Supervisor
 from sutazai.services.supervisor.components import (
     envoy_component,
@@ -37,6 +38,7 @@ from tests.harness.mesh import (
     remove_state_dir,
     supervised,
 )
+from tests.harness.waiting import wait_for
 
 
 @pytest.fixture(scope="session")
@@ -95,9 +97,26 @@ async def envoy(gateway: MeshSettings) -> AsyncIterator[MeshSettings]:
 
 @pytest.fixture(scope="session")
 async def mesh_services(envoy: MeshSettings) -> AsyncIterator[MeshSettings]:
-    """Opt-in: also every service of ``deploy/mesh.toml``, registered; yields the settings."""
-    components = service_components(envoy, load_catalog(), child_environment(envoy))
+    """Opt-in: also every service of ``deploy/mesh.toml``, healthy in Envoy; yields the settings.
+
+    The supervisor calls a service healthy once it is registered; Envoy routes to it only after
+    its own health check passes, so the fixture also waits for that.
+    """
+    catalog = load_catalog()
+    components = service_components(envoy, catalog, child_environment(envoy))
     async with supervised(envoy, components):
+        clusters = {name for entry in catalog for name in entry.grpc_services}
+        async with envoy_admin_client(envoy.envoy_admin_socket) as admin:
+
+            async def routable() -> bool:
+                healthy = {
+                    line.split("::")[0]
+                    for line in (await admin.get("/clusters")).text.splitlines()
+                    if line.endswith("::health_flags::healthy")
+                }
+                return clusters <= healthy
+
+            await wait_for(routable, timeout=60, interval=0.1, message="services healthy in Envoy")
         yield envoy
 
 
