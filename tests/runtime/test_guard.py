@@ -274,3 +274,30 @@ def test_verified_tokens_are_remembered_until_the_ring_changes_or_they_expire() 
     current[0] = KeyRing((SigningKey.generate(),))  # the signing key was retired
     with pytest.raises(InvalidTokenError):
         verifier.verify(issued.token)
+
+
+async def test_a_malformed_revocation_is_skipped_and_the_watch_goes_on(
+    settings: MeshSettings, system: pb_grpc.SystemServiceStub
+) -> None:
+    issued = issuer(settings).issue(user_id="u8", username="hal", role=Role.USER)
+    nc = await connect_nats(settings, name="tests-malformed")  # admin may write anything
+    try:
+        kv = await nc.jetstream().key_value(settings.auth.revocations_bucket)
+        await kv.put("token.garbage", b"\xff not json")
+        await kv.put("nonsense", b"{}")
+        await kv.put("account.u8", b'{"after": "tomorrow"}')
+    finally:
+        await nc.close()
+    await revoke(
+        settings, lambda r: r.revoke_token(issued.identity.token_id, issued.identity.expires_at)
+    )
+
+    async def refused() -> bool:
+        try:
+            await system.GetStatus(pb.GetStatusRequest(), metadata=bearer(issued.token), timeout=5)
+        except grpc.aio.AioRpcError as exc:
+            return exc.code() is grpc.StatusCode.UNAUTHENTICATED
+        return False
+
+    # The revocation written after the malformed entries still arrives: the watch lives on.
+    await wait_for(refused, timeout=1, interval=0.01, message="revocation after malformed ones")
