@@ -270,7 +270,8 @@ async def test_each_principal_reads_only_its_own_inbox(nats_mesh: MeshSettings) 
 
 async def test_principals_need_their_own_password(nats_mesh: MeshSettings) -> None:
     secrets = nats_mesh.secrets
-    assert len(set(secrets.nats_passwords.values())) == len(secrets.nats_passwords) == 2 + len(SERVICES)
+    passwords = secrets.nats_passwords
+    assert len(set(passwords.values())) == len(passwords) == 2 + len(SERVICES)
     for user, password in (
         ("alpha", secrets.nats_password("beta")),
         ("gateway", secrets.nats_password("admin")),
