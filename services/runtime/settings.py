@@ -86,7 +86,7 @@ class PostgresSettings(_Section):
 
 
 class RedisSettings(_Section):
-    """Redis: caches, rate-limit buckets and the token deny-list."""
+    """Redis: caches, rate-limit buckets and sign-in throttling."""
 
     url: SecretStr | None = None
     """External URL (with credentials); unset runs the embedded server."""
