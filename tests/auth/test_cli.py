@@ -68,7 +68,7 @@ async def test_users_create_explains_what_is_wrong(
     taken = await auth.register()
     duplicate = await create_user(mesh_settings, taken.username.upper(), new_password())
     assert duplicate[0] == 1
-    assert "is already taken" in duplicate[2]
+    assert "that username or e-mail address cannot be registered" in duplicate[2]
 
     role = await create_user(mesh_settings, new_name(), new_password(), "--role", "root")
     assert role[0] == 1

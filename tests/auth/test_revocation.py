@@ -19,8 +19,7 @@ from sutazai.services.runtime.messaging import connect_nats
 from sutazai.services.runtime.revocations import bucket_config
 from sutazai.services.runtime.settings import MeshSettings
 from tests.auth.conftest import hosted
-from tests.auth.helpers import TIMEOUT, Caller, bearer, failure, retry_delay
-from tests.auth.test_throttle import make_admin
+from tests.auth.helpers import TIMEOUT, Caller, bearer, failure, make_admin, retry_delay
 from tests.harness.waiting import wait_for
 
 

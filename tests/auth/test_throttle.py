@@ -22,7 +22,6 @@ from sutazai.auth.v1 import auth_service_pb2 as pb
 from sutazai.auth.v1 import auth_service_pb2_grpc as pb_grpc
 from sutazai.services.auth.accounts import Accounts
 from sutazai.services.auth.errors import INVALID_CREDENTIALS
-from sutazai.services.runtime.roles import Role
 from sutazai.services.runtime.settings import AuthSettings, MeshSettings
 from tests.auth.conftest import hosted
 from tests.auth.helpers import (
@@ -31,6 +30,7 @@ from tests.auth.helpers import (
     bearer,
     failure,
     field_violations,
+    make_admin,
     new_name,
     new_password,
     retry_delay,
@@ -288,17 +288,3 @@ async def test_nul_and_control_characters_are_field_violations_never_internal(
     assert "NUL" in violations["email"]
     assert "3 to 32 characters" in violations["username"]
     assert ("NUL" in violations.get("password", "")) is password_refused
-
-
-async def make_admin(accounts: Accounts, on: Caller) -> str:
-    name = new_name("admin")
-    password = new_password()
-    await accounts.create(
-        username=name,
-        email=f"{name}@example.org",
-        password=password,
-        role=Role.ADMIN,
-        actor="tests",
-        action="tests.setup",
-    )
-    return (await on.login(name, password)).access_token
