@@ -24,6 +24,7 @@ from nats.js.api import KeyValueConfig
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
 from sutazai.services.runtime.errors import RegistryError
 from sutazai.services.runtime.registry import Registry
+from sutazai.services.runtime.revocations import ensure_bucket
 from sutazai.services.runtime.settings import MeshSettings
 from sutazai.services.supervisor.components.nats import nats_component
 from sutazai.services.supervisor.environment import child_environment
@@ -301,3 +302,24 @@ async def test_the_config_names_each_principal_once(nats_mesh: MeshSettings) -> 
     config = (nats_mesh.state_dir / "nats" / "nats-server.conf").read_text()
     for principal in ("admin", "gateway", *SERVICES):
         assert config.count(f'"user": "{principal}"') == 1
+
+
+async def test_the_revocation_bucket_outlives_every_token_it_can_refuse(
+    nats_mesh: MeshSettings,
+) -> None:
+    async with connected(nats_mesh, "admin") as admin:
+        js = admin.client.jetstream()
+        stream_name = f"KV_{nats_mesh.auth.revocations_bucket}"
+        created = await js.stream_info(stream_name)
+        assert created.config.max_age == nats_mesh.auth.revocation_max_age_seconds
+        # A longer access-token lifetime widens the bucket's max_age at the next start.
+        longer = nats_mesh.auth.model_copy(update={"access_ttl_seconds": 1800})
+        await ensure_bucket(js, longer)
+        assert (
+            await js.stream_info(stream_name)
+        ).config.max_age == longer.revocation_max_age_seconds
+        # A shorter one never narrows it: entries of tokens issued before must stay.
+        await ensure_bucket(js, nats_mesh.auth)
+        assert (
+            await js.stream_info(stream_name)
+        ).config.max_age == longer.revocation_max_age_seconds
