@@ -1,9 +1,12 @@
 """Accounts: creating them, the caller's own, and administering everyone's.
 
 Whatever ends a user's right to their tokens (deactivation, role change, password change,
-"revoke all sessions") stamps the account in the revocation bucket *before* changing the
-database: should the stamp fail (NATS unreachable) the call answers UNAVAILABLE and changes
-nothing, and should the database fail after it, the user merely signs in again.
+"revoke all sessions") stamps the account in the revocation bucket. The admin calls stamp
+*after* the database change: a sign-in racing the change either sees the new state or gets a
+token issued before the stamp, which is refused; should the stamp fail (NATS unreachable) the
+call answers UNAVAILABLE and the admin repeats it (each is idempotent). A password change
+stamps before (so an unreachable NATS changes nothing and the user simply retries) and once
+more after, for a sign-in with the old password that raced the change.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+
+import structlog
 
 from sutazai.services.auth.domain import (
     PageLimits,
@@ -38,6 +43,8 @@ from sutazai.services.runtime.faults import invalid_argument, not_found, unavail
 from sutazai.services.runtime.revocations import Revocations, RevocationStoreError
 from sutazai.services.runtime.roles import Role
 from sutazai.services.runtime.tokens import Identity
+
+log = structlog.get_logger(__name__)
 
 USER_PAGE = PageLimits(default=50, maximum=200)
 _LISTING = "users"
@@ -139,10 +146,15 @@ class Accounts:
         if violations:
             raise invalid_argument(violations)
         await self._check_current(user, current, address)
+        new_hash = await self._passwords.hash(new)
         await self._stamp(user.user_id)
-        revoked = await self._store.change_password(
-            user.user_id, await self._passwords.hash(new), self._clock()
-        )
+        revoked = await self._store.change_password(user.user_id, new_hash, self._clock())
+        try:
+            await self._revocations.revoke_account(user.user_id)
+        except RevocationStoreError as exc:
+            # The first stamp already refuses every token of before; only a sign-in with the
+            # old password in the last milliseconds is left, and the password has changed.
+            log.warning("auth.restamp_failed", user_id=user.user_id, error=str(exc))
         await self._trail.record(
             PASSWORD_CHANGED,
             actor=user.username,
@@ -191,10 +203,10 @@ class Accounts:
         if violations:
             raise invalid_argument(violations)
         target = await self._others_account(identity, username, "change their own role")
-        await self._stamp(target.user_id)
         changed = await self._store.set_role(target.user_id, Role.from_label(label))
         if changed is None:
             raise not_found("user", username)
+        await self._stamp(target.user_id)
         await self._trail.record(
             ROLE_CHANGED,
             actor=identity.username,
@@ -214,10 +226,10 @@ class Accounts:
         if (problem := username_problem(username)) is not None:
             raise invalid_argument({"username": problem})
         target = await self._others_account(identity, username, "deactivate themselves")
-        await self._stamp(target.user_id)
         changed = await self._store.deactivate(target.user_id, self._clock())
         if changed is None:
             raise not_found("user", username)
+        await self._stamp(target.user_id)
         await self._trail.record(DEACTIVATED, actor=identity.username, target=changed.username)
         return changed
 
@@ -229,8 +241,8 @@ class Accounts:
 
         """
         target = await self._account(username)
-        valid_after = await self._stamp(target.user_id)
         revoked = await self._store.revoke_sessions(target.user_id, self._clock())
+        valid_after = await self._stamp(target.user_id)
         await self._trail.record(
             SESSIONS_REVOKED,
             actor=actor,
