@@ -20,8 +20,11 @@ import structlog
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
 from prometheus_client import CollectorRegistry
 
+from sutazai.gateway.access import GatewayAccess
 from sutazai.gateway.ads import AggregatedDiscoveryService
 from sutazai.gateway.catalog import REFLECTION_V1_SERVICE, ServiceCatalog
 from sutazai.gateway.key_watch import POLL_INTERVAL, PublicKeysWatch
@@ -31,6 +34,7 @@ from sutazai.gateway.registry_watch import Instances, RegistryMirror, RegistryOp
 from sutazai.gateway.resources import EdgePolicy
 from sutazai.gateway.snapshot import SnapshotBuilder, SnapshotCache
 from sutazai.gateway.xds_status import XdsStatus
+from sutazai.services.runtime.auth import Authenticator, open_authenticator
 from sutazai.services.runtime.deployment import grpc_owners, load_catalog
 from sutazai.services.runtime.exposure import require_safe_edge
 from sutazai.services.runtime.interceptors import ServerInterceptor
@@ -55,15 +59,18 @@ STOP_GRACE: Final = 2.0
 """Seconds in-flight reflection and health calls get when the gateway stops."""
 
 
-def create_grpc_server(metrics: CollectorRegistry) -> grpc.aio.Server:
+def create_grpc_server(
+    metrics: CollectorRegistry, access: GatewayAccess | None = None
+) -> grpc.aio.Server:
     """The gateway's grpc.aio server, before any service is added.
 
     It carries the services' interceptor (request ids in the logs, per-method metrics, status
-    mapping) but no guard: its socket is reachable by the mesh's user only (0700 run
-    directory), and Envoy checks tokens for reflection.
+    mapping) with the gateway's ``access`` checks (revoked tokens; see :mod:`.access`). Its socket
+    is reachable by the mesh's user only (0700 run directory), and Envoy checks token signatures
+    for reflection.
     """
     return grpc.aio.server(
-        interceptors=[ServerInterceptor(RpcMetrics.create(metrics))],
+        interceptors=[ServerInterceptor(RpcMetrics.create(metrics), access)],
         options=[
             # ADS streams are quiet for long periods; accept client keepalive pings during
             # them instead of answering GOAWAY "too_many_pings".
@@ -90,13 +97,16 @@ class Gateway:
         initial_sync_timeout: float = INITIAL_SYNC_TIMEOUT,
         retry_wait_max: float = 5.0,
         keys_poll_interval: float = POLL_INTERVAL,
+        authenticator: Authenticator | None = None,
     ) -> None:
         """Prepare a gateway configuring an edge that listens on ``edge_host:edge_port``.
 
         ``open_registry`` is called from the background (and again after NATS failures), so
         the gateway serves Envoy even while NATS is still starting. Only what ``trust`` admits of
         each registry entry is routed. Envoy checks tokens against the public keys in
-        ``jwks_file``, which is followed for rotations.
+        ``jwks_file``, which is followed for rotations. With an ``authenticator`` the gateway's
+        reflection and health refuse revoked tokens (Envoy cannot); without one (tests of the
+        xDS side only) Envoy's signature check is all.
 
         Raises:
             ConfigurationError: the public key file is missing or unreadable.
@@ -123,6 +133,8 @@ class Gateway:
             retry_wait_max=retry_wait_max,
         )
         self._initial_sync_timeout = initial_sync_timeout
+        self._access = GatewayAccess(authenticator) if authenticator is not None else None
+        self._access_task: asyncio.Task[None] | None = None
         self._ads = AggregatedDiscoveryService(self.cache, self.status)
         self._server: grpc.aio.Server | None = None
         self._mirror_task: asyncio.Task[None] | None = None
@@ -152,7 +164,7 @@ class Gateway:
             ConfigurationError: the directory is not this user's or the path is too long.
         """
         prepare_run_dir(socket.parent)
-        server = create_grpc_server(self._metrics_registry)
+        server = create_grpc_server(self._metrics_registry, self._access)
         server.add_generic_rpc_handlers([self._ads.rpc_handler()])
         health_pb2_grpc.add_HealthServicer_to_server(self._health.servicer, server)
         _add_reflection(server, self._catalog)
@@ -169,6 +181,8 @@ class Gateway:
         self._keys_task = asyncio.create_task(
             self._keys.run(self._on_keys_change), name="gateway:keys"
         )
+        if self._access is not None:
+            self._access_task = asyncio.create_task(self._access.run(), name="gateway:revocations")
         log.info("gateway.started", socket=str(socket), keys=str(self._keys.path))
 
     async def wait_failed(self) -> None:
@@ -187,7 +201,7 @@ class Gateway:
             return
         await self._health.shutdown()
         self._ads.close_streams()
-        for task in (self._mirror_task, self._fallback_task, self._keys_task):
+        for task in (self._mirror_task, self._fallback_task, self._keys_task, self._access_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -249,7 +263,7 @@ def _add_reflection(server: grpc.aio.Server, catalog: ServiceCatalog) -> None:
 
 
 class NatsRegistry:
-    """Opens the registry over one NATS connection, made on first use and kept."""
+    """Opens the registry and the revocation bucket over one NATS connection, made once."""
 
     def __init__(self, settings: MeshSettings, *, client_name: str = "gateway") -> None:
         self._settings = settings
@@ -258,9 +272,17 @@ class NatsRegistry:
 
     async def open(self) -> Registry:
         """Connect if not yet connected (NATS reconnects by itself afterwards), then bind."""
+        return await Registry.open(await self._jetstream(), self._settings.registry)
+
+    async def revocations(self) -> KeyValue:
+        """Connect if not yet connected, then bind the revocation bucket."""
+        js = await self._jetstream()
+        return await js.key_value(self._settings.auth.revocations_bucket)
+
+    async def _jetstream(self) -> JetStreamContext:
         if self._nc is None:
             self._nc = await connect_nats(self._settings, name=self._client_name)
-        return await Registry.open(self._nc.jetstream(), self._settings.registry)
+        return self._nc.jetstream()
 
     async def close(self) -> None:
         """Close the connection, if one was made."""
@@ -298,6 +320,7 @@ async def run_gateway(settings: MeshSettings, *, metrics_port: int | None = None
         trust=trust,
         policy=EdgePolicy.from_settings(settings),
         metrics_registry=metrics_registry,
+        authenticator=open_authenticator(settings, nats_registry.revocations),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

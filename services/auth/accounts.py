@@ -1,12 +1,23 @@
-"""Accounts: creating them, the caller's own, and administering everyone's."""
+"""Accounts: creating them, the caller's own, and administering everyone's.
+
+Whatever ends a user's right to their tokens (deactivation, role change, password change,
+"revoke all sessions") stamps the account in the revocation bucket. The admin calls stamp
+*after* the database change: a sign-in racing the change either sees the new state or gets a
+token issued before the stamp, which is refused; should the stamp fail (NATS unreachable) the
+call answers UNAVAILABLE and the admin repeats it (each is idempotent). A password change
+stamps before (so an unreachable NATS changes nothing and the user simply retries) and once
+more after, for a sign-in with the old password that raced the change.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import structlog
+
 from sutazai.services.auth.domain import (
-    LockoutPolicy,
     PageLimits,
     User,
     decode_page_token,
@@ -15,23 +26,38 @@ from sutazai.services.auth.domain import (
     role_problem,
     username_problem,
 )
-from sutazai.services.auth.errors import already_exists, failed_precondition, unauthenticated
+from sutazai.services.auth.errors import account_taken, failed_precondition, unauthenticated
 from sutazai.services.auth.passwords import Passwords, password_problems
 from sutazai.services.auth.store import AuthStore, Taken
+from sutazai.services.auth.throttle import SignInThrottle
 from sutazai.services.auth.trail import (
     DEACTIVATED,
     LOCKOUT,
     PASSWORD_CHANGED,
     ROLE_CHANGED,
+    SESSIONS_REVOKED,
+    UNLOCKED,
     Trail,
 )
-from sutazai.services.runtime.faults import invalid_argument, not_found
+from sutazai.services.runtime.faults import invalid_argument, not_found, unavailable
+from sutazai.services.runtime.revocations import Revocations, RevocationStoreError
 from sutazai.services.runtime.roles import Role
 from sutazai.services.runtime.tokens import Identity
+
+log = structlog.get_logger(__name__)
 
 USER_PAGE = PageLimits(default=50, maximum=200)
 _LISTING = "users"
 _WRONG_CURRENT = "does not match your current password"
+
+
+@dataclass(frozen=True, slots=True)
+class RevokedSessions:
+    """What "revoke all sessions" did."""
+
+    refresh_tokens: int
+    valid_after: datetime
+    """Access tokens of the user issued before this are refused."""
 
 
 class Accounts:
@@ -43,13 +69,15 @@ class Accounts:
         store: AuthStore,
         passwords: Passwords,
         trail: Trail,
-        lockout: LockoutPolicy,
+        revocations: Revocations,
+        throttle: SignInThrottle,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._store = store
         self._passwords = passwords
         self._trail = trail
-        self._lockout = lockout
+        self._revocations = revocations
+        self._throttle = throttle
         self._clock = clock
 
     async def create(
@@ -58,8 +86,8 @@ class Accounts:
         """Create an account; audit it as ``action`` by ``actor``.
 
         Raises:
-            RpcStatusError: INVALID_ARGUMENT naming each bad field; ALREADY_EXISTS naming the
-                taken one (username or email, compared case-insensitively).
+            RpcStatusError: INVALID_ARGUMENT naming each bad field; ALREADY_EXISTS, the same
+                whether the username or the e-mail address is taken.
 
         """
         if violations := registration_violations(username, email, password):
@@ -70,9 +98,10 @@ class Accounts:
                 username=username, email=email, password_hash=password_hash, role=role
             )
         except Taken as taken:
-            refused = already_exists(taken.field, username if taken.field == "username" else email)
+            refused = account_taken()
+            # The audit log (admins only) may say which one was taken; the caller may not.
             await self._trail.record(
-                action, refused.code.name, actor=actor, target=username, detail=refused.message
+                action, refused.code.name, actor=actor, target=username, detail=str(taken)
             )
             raise refused from taken
         await self._trail.record(
@@ -92,12 +121,18 @@ class Accounts:
             raise unauthenticated("the account is no longer active")
         return user
 
-    async def change_password(self, identity: Identity, current: str, new: str) -> int:
-        """Replace the caller's password and revoke all their refresh tokens; return how many.
+    async def change_password(
+        self, identity: Identity, current: str, new: str, *, address: str
+    ) -> int:
+        """Replace the caller's password and sign out all their sessions.
+
+        Returns how many refresh tokens were revoked; every access token of the caller (this
+        one included) stops working too.
 
         Raises:
             RpcStatusError: INVALID_ARGUMENT naming ``current_password`` or ``new_password``;
-                FAILED_PRECONDITION while the account is locked.
+                RESOURCE_EXHAUSTED while wrong current passwords from ``address`` must wait;
+                UNAVAILABLE when the revocation bucket cannot be written.
 
         """
         user = await self.me(identity)
@@ -110,15 +145,21 @@ class Accounts:
             violations["new_password"] = "must differ from the current password"  # noqa: S105
         if violations:
             raise invalid_argument(violations)
-        await self._check_current(user, current)
-        revoked = await self._store.change_password(
-            user.user_id, await self._passwords.hash(new), self._clock()
-        )
+        await self._check_current(user, current, address)
+        new_hash = await self._passwords.hash(new)
+        await self._stamp(user.user_id)
+        revoked = await self._store.change_password(user.user_id, new_hash, self._clock())
+        try:
+            await self._revocations.revoke_account(user.user_id)
+        except RevocationStoreError as exc:
+            # The first stamp already refuses every token of before; only a sign-in with the
+            # old password in the last milliseconds is left, and the password has changed.
+            log.warning("auth.restamp_failed", user_id=user.user_id, error=str(exc))
         await self._trail.record(
             PASSWORD_CHANGED,
             actor=user.username,
             target=user.username,
-            detail=f"{revoked} refresh tokens revoked",
+            detail=f"{revoked} refresh tokens revoked; all access tokens refused",
         )
         return revoked
 
@@ -147,11 +188,11 @@ class Accounts:
         return shown, encode_page_token(_LISTING, shown[-1].username.lower())
 
     async def set_role(self, identity: Identity, username: str, label: str) -> User:
-        """Give ``username`` the role ``label``; it applies from their next sign-in or refresh.
+        """Give ``username`` the role ``label``; their tokens of the old role stop working.
 
         Raises:
-            RpcStatusError: INVALID_ARGUMENT (``username``, ``role``), NOT_FOUND, or
-                FAILED_PRECONDITION for the caller's own account.
+            RpcStatusError: INVALID_ARGUMENT (``username``, ``role``), NOT_FOUND,
+                FAILED_PRECONDITION for the caller's own account, UNAVAILABLE (revocations).
 
         """
         violations = {}
@@ -165,6 +206,7 @@ class Accounts:
         changed = await self._store.set_role(target.user_id, Role.from_label(label))
         if changed is None:
             raise not_found("user", username)
+        await self._stamp(target.user_id)
         await self._trail.record(
             ROLE_CHANGED,
             actor=identity.username,
@@ -174,11 +216,11 @@ class Accounts:
         return changed
 
     async def deactivate(self, identity: Identity, username: str) -> User:
-        """Disable ``username``'s account and revoke its refresh tokens.
+        """Disable ``username``'s account and revoke all its sessions and tokens.
 
         Raises:
-            RpcStatusError: INVALID_ARGUMENT, NOT_FOUND, or FAILED_PRECONDITION for the
-                caller's own account.
+            RpcStatusError: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION for the caller's
+                own account, UNAVAILABLE (revocations).
 
         """
         if (problem := username_problem(username)) is not None:
@@ -187,44 +229,87 @@ class Accounts:
         changed = await self._store.deactivate(target.user_id, self._clock())
         if changed is None:
             raise not_found("user", username)
+        await self._stamp(target.user_id)
         await self._trail.record(DEACTIVATED, actor=identity.username, target=changed.username)
         return changed
 
-    async def _others_account(self, identity: Identity, username: str, action: str) -> User:
+    async def revoke_sessions(self, actor: str, username: str) -> RevokedSessions:
+        """Sign ``username`` out everywhere: refresh tokens, and access tokens issued until now.
+
+        Raises:
+            RpcStatusError: INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE (revocations).
+
+        """
+        target = await self._account(username)
+        revoked = await self._store.revoke_sessions(target.user_id, self._clock())
+        valid_after = await self._stamp(target.user_id)
+        await self._trail.record(
+            SESSIONS_REVOKED,
+            actor=actor,
+            target=target.username,
+            detail=f"{revoked} refresh tokens revoked; access tokens issued before "
+            f"{valid_after.isoformat(timespec='seconds')} refused",
+        )
+        return RevokedSessions(revoked, valid_after)
+
+    async def unlock(self, actor: str, username: str) -> int:
+        """End every sign-in wait and lock of ``username``; return how many pairs were cleared.
+
+        Raises:
+            RpcStatusError: INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE (Redis).
+
+        """
+        target = await self._account(username)
+        cleared = await self._throttle.unlock(target.username)
+        await self._trail.record(
+            UNLOCKED, actor=actor, target=target.username, detail=f"{cleared} locks cleared"
+        )
+        return cleared
+
+    async def _account(self, username: str) -> User:
+        if (problem := username_problem(username)) is not None:
+            raise invalid_argument({"username": problem})
         target = await self._store.user_by_name(username)
         if target is None:
             raise not_found("user", username)
+        return target
+
+    async def _others_account(self, identity: Identity, username: str, action: str) -> User:
+        target = await self._account(username)
         if target.user_id == identity.user_id:
             raise failed_precondition(f"admins cannot {action}; ask another admin")
         return target
 
-    async def _check_current(self, user: User, current: str) -> None:
-        """Refuse a locked account or a wrong current password.
+    async def _stamp(self, user_id: str) -> datetime:
+        try:
+            stamp = await self._revocations.revoke_account(user_id)
+        except RevocationStoreError as exc:
+            raise unavailable(f"cannot revoke the account's tokens now: {exc}", 1.0) from exc
+        return datetime.fromtimestamp(stamp, UTC)
 
-        A wrong current password counts towards the lock-out like a failed sign-in: a stolen
-        access token must not become an unlimited password oracle. The caller is signed in as
-        the user, so (unlike at sign-in) the lock itself is no secret to them.
+    async def _check_current(self, user: User, current: str, address: str) -> None:
+        """Refuse a wrong current password, throttled like a failed sign-in.
+
+        A stolen access token must not become an unlimited password oracle, so wrong current
+        passwords count towards the (username, address) pair's waits and lock.
         """
-        refused = None
-        if self._lockout.is_locked(user.locked_until, self._clock()):
-            refused = failed_precondition("the account is locked after repeated wrong passwords")
-        elif not await self._passwords.verify(user.password_hash, current):
-            refused = invalid_argument({"current_password": _WRONG_CURRENT})
-            failure = await self._store.record_failure(user.user_id, self._lockout, self._clock())
-            if failure is not None and failure.locked_until is not None:
-                await self._trail.record(
-                    LOCKOUT,
-                    actor=user.username,
-                    target=user.username,
-                    detail="consecutive failures (password change); locked until "
-                    f"{failure.locked_until.isoformat(timespec='seconds')}",
-                )
-        if refused is not None:
+        await self._throttle.check_login(user.username, address)
+        if await self._passwords.verify(user.password_hash, current):
+            return
+        failure = await self._throttle.failed(user.username, address)
+        if failure.locked:
             await self._trail.record(
-                PASSWORD_CHANGED,
-                refused.code.name,
+                LOCKOUT,
                 actor=user.username,
                 target=user.username,
-                detail=refused.message,
+                detail=f"consecutive failures (password change) from {address[:64]}",
             )
-            raise refused
+        refused = invalid_argument({"current_password": _WRONG_CURRENT})
+        await self._trail.record(
+            PASSWORD_CHANGED,
+            refused.code.name,
+            actor=user.username,
+            target=user.username,
+            detail=refused.message,
+        )
+        raise refused

@@ -1,4 +1,4 @@
-"""The auth service's rules, with no I/O: input validation, lock-out, refresh tokens, paging.
+"""The auth service's rules, with no I/O: input validation, refresh tokens, paging.
 
 Everything here is a pure function of its arguments (the clock is passed in), so the rules are
 unit-tested without a database and the store and handlers only apply them.
@@ -13,8 +13,9 @@ import hashlib
 import json
 import re
 import secrets
+import unicodedata
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sutazai.services.auth.passwords import MAX_LENGTH, password_problems
 from sutazai.services.runtime.roles import Role
@@ -24,8 +25,7 @@ USERNAME = re.compile(r"[A-Za-z0-9._-]{3,32}")
 # works is only proven by mail, which the mesh does not send.
 EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+")
 MAX_EMAIL = 254
-MAX_LOGIN_NAME = MAX_EMAIL
-"""Login names are only looked up, never stored; anything longer cannot exist."""
+_FORBIDDEN = "must not contain NUL, control characters or unpaired surrogates"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,8 +38,6 @@ class User:
     role: Role
     active: bool
     password_hash: str
-    failed_logins: int
-    locked_until: datetime | None
     created_at: datetime
     last_login_at: datetime | None
 
@@ -51,8 +49,32 @@ def username_problem(username: str) -> str | None:
     return None
 
 
+def unsafe_text(value: str, *, controls: bool = True) -> bool:
+    """Whether ``value`` holds what no stored or hashed field may.
+
+    That is NUL (PostgreSQL refuses it), unpaired surrogates (not encodable as UTF-8) and, with
+    ``controls``, other control characters.
+    """
+    for char in value:
+        category = unicodedata.category(char)
+        if char == "\0" or category == "Cs" or (controls and category == "Cc"):
+            return True
+    return False
+
+
+def password_problem(password: str) -> str | None:
+    """Why ``password`` cannot be any account's password (policy aside), or ``None``."""
+    if len(password) > MAX_LENGTH:
+        return f"must be at most {MAX_LENGTH} characters"
+    if unsafe_text(password, controls=False):
+        return _FORBIDDEN
+    return None
+
+
 def email_problem(email: str) -> str | None:
     """Why ``email`` does not look like an e-mail address, or ``None``."""
+    if unsafe_text(email):
+        return _FORBIDDEN
     if len(email) > MAX_EMAIL:
         return f"must be at most {MAX_EMAIL} characters"
     if EMAIL.fullmatch(email) is None:
@@ -67,22 +89,28 @@ def registration_violations(username: str, email: str, password: str) -> dict[st
         violations["username"] = problem
     if (problem := email_problem(email)) is not None:
         violations["email"] = problem
-    if problems := password_problems(password, username=username):
+    if (problem := password_problem(password)) is not None:
+        violations["password"] = problem
+    elif problems := password_problems(password, username=username):
         violations["password"] = "; ".join(problems)
     return violations
 
 
 def credential_violations(username: str, password: str) -> dict[str, str]:
-    """Field violations of a sign-in attempt: only what no account could ever accept."""
+    """Field violations of a sign-in attempt: only what no account could ever accept.
+
+    A name that is not username-shaped cannot exist (the rule is public), so refusing it tells
+    nothing about accounts; it also bounds what a failed sign-in writes to the audit log.
+    """
     violations = {}
     if not username:
         violations["username"] = "required"
-    elif len(username) > MAX_LOGIN_NAME:
-        violations["username"] = f"must be at most {MAX_LOGIN_NAME} characters"
+    elif (problem := username_problem(username)) is not None:
+        violations["username"] = problem
     if not password:
         violations["password"] = "required"  # noqa: S105 - a field violation
-    elif len(password) > MAX_LENGTH:
-        violations["password"] = f"must be at most {MAX_LENGTH} characters"
+    elif (problem := password_problem(password)) is not None:
+        violations["password"] = problem
     return violations
 
 
@@ -93,38 +121,6 @@ def role_problem(label: str) -> str | None:
     except ValueError as exc:
         return str(exc)
     return None
-
-
-@dataclass(frozen=True, slots=True)
-class Failure:
-    """An account's counters after one more failed sign-in."""
-
-    failed_logins: int
-    locked_until: datetime | None
-    """Set when this failure locked the account."""
-
-
-@dataclass(frozen=True, slots=True)
-class LockoutPolicy:
-    """``threshold`` consecutive failures lock an account for ``duration``."""
-
-    threshold: int
-    duration: timedelta
-
-    def is_locked(self, locked_until: datetime | None, now: datetime) -> bool:
-        """Whether an account locked until ``locked_until`` is still locked at ``now``."""
-        return locked_until is not None and now < locked_until
-
-    def after_failure(self, failed_logins: int, now: datetime) -> Failure:
-        """The counters after a failure, given ``failed_logins`` consecutive ones before it.
-
-        Reaching the threshold locks the account and starts the count again, so an account
-        whose lock has ended gets ``threshold`` fresh attempts, not one.
-        """
-        failures = failed_logins + 1
-        if failures >= self.threshold:
-            return Failure(failed_logins=0, locked_until=now + self.duration)
-        return Failure(failed_logins=failures, locked_until=None)
 
 
 REFRESH_TOKEN_BYTES = 32

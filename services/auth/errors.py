@@ -21,17 +21,14 @@ def unauthenticated(message: str) -> RpcStatusError:
     return RpcStatusError(grpc.StatusCode.UNAUTHENTICATED, message)
 
 
-def already_exists(field: str, value: str) -> RpcStatusError:
-    """ALREADY_EXISTS naming the taken field (``ErrorInfo.metadata["field"]``) for clients."""
-    info = error_details_pb2.ErrorInfo(
-        reason=f"{field.upper()}_TAKEN", domain="sutazai.auth", metadata={"field": field}
-    )
-    resource = error_details_pb2.ResourceInfo(
-        resource_type="user", resource_name=value, description=f"{field} is taken"
-    )
-    return RpcStatusError(
-        grpc.StatusCode.ALREADY_EXISTS, f"{field} {value!r} is already taken", [info, resource]
-    )
+ACCOUNT_TAKEN = "that username or e-mail address cannot be registered"
+"""The one answer to a taken username or e-mail: it must not tell which (e-mails are private)."""
+
+
+def account_taken() -> RpcStatusError:
+    """ALREADY_EXISTS for a registration whose username or e-mail address is in use."""
+    info = error_details_pb2.ErrorInfo(reason="ACCOUNT_EXISTS", domain="sutazai.auth")
+    return RpcStatusError(grpc.StatusCode.ALREADY_EXISTS, ACCOUNT_TAKEN, [info])
 
 
 def failed_precondition(message: str) -> RpcStatusError:

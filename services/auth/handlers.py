@@ -13,9 +13,10 @@ from sutazai.auth.v1 import auth_service_pb2_grpc as pb_grpc
 from sutazai.services.auth.accounts import Accounts
 from sutazai.services.auth.domain import User
 from sutazai.services.auth.sessions import Sessions
+from sutazai.services.auth.throttle import SignInThrottle
 from sutazai.services.auth.trail import REGISTER, Trail
 from sutazai.services.runtime.audit import AuditEvent
-from sutazai.services.runtime.auth import current_identity, require_identity
+from sutazai.services.runtime.auth import _client_address, current_identity, require_identity
 from sutazai.services.runtime.roles import Role
 
 TOKEN_TYPE = "Bearer"  # noqa: S105 - the OAuth token type, not a secret
@@ -24,15 +25,19 @@ TOKEN_TYPE = "Bearer"  # noqa: S105 - the OAuth token type, not a secret
 class AuthHandlers(pb_grpc.AuthServiceServicer):
     """Every RPC of the auth service."""
 
-    def __init__(self, accounts: Accounts, sessions: Sessions, trail: Trail) -> None:
+    def __init__(
+        self, accounts: Accounts, sessions: Sessions, throttle: SignInThrottle, trail: Trail
+    ) -> None:
         self._accounts = accounts
         self._sessions = sessions
+        self._throttle = throttle
         self._trail = trail
 
     async def Register(  # noqa: N802 - generated servicer method name
         self, request: pb.RegisterRequest, context: grpc.aio.ServicerContext
     ) -> pb.RegisterResponse:
         """Create an account with the ``user`` role."""
+        await self._throttle.admit_address(client_address(context))
         caller = current_identity()
         user = await self._accounts.create(
             username=request.username,
@@ -48,7 +53,9 @@ class AuthHandlers(pb_grpc.AuthServiceServicer):
         self, request: pb.LoginRequest, context: grpc.aio.ServicerContext
     ) -> pb.LoginResponse:
         """Exchange credentials for a token pair."""
-        pair = await self._sessions.login(request.username, request.password)
+        address = client_address(context)
+        await self._throttle.admit_address(address)
+        pair = await self._sessions.login(request.username, request.password, address=address)
         return pb.LoginResponse(
             access_token=pair.access_token,
             refresh_token=pair.refresh_token,
@@ -60,6 +67,7 @@ class AuthHandlers(pb_grpc.AuthServiceServicer):
         self, request: pb.RefreshRequest, context: grpc.aio.ServicerContext
     ) -> pb.RefreshResponse:
         """Rotate a refresh token into a new pair."""
+        await self._throttle.admit_address(client_address(context))
         pair = await self._sessions.refresh(request.refresh_token)
         return pb.RefreshResponse(
             access_token=pair.access_token,
@@ -91,7 +99,10 @@ class AuthHandlers(pb_grpc.AuthServiceServicer):
     ) -> pb.ChangePasswordResponse:
         """Replace the caller's password; every refresh token of theirs stops working."""
         await self._accounts.change_password(
-            require_identity(), request.current_password, request.new_password
+            require_identity(),
+            request.current_password,
+            request.new_password,
+            address=client_address(context),
         )
         return pb.ChangePasswordResponse()
 
@@ -117,6 +128,24 @@ class AuthHandlers(pb_grpc.AuthServiceServicer):
         """Disable another user's account and end their sessions."""
         user = await self._accounts.deactivate(require_identity(), request.username)
         return pb.DeactivateUserResponse(user=user_message(user))
+
+    async def RevokeUserSessions(  # noqa: N802 - generated servicer method name
+        self, request: pb.RevokeUserSessionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RevokeUserSessionsResponse:
+        """Sign a user out everywhere."""
+        revoked = await self._accounts.revoke_sessions(
+            require_identity().username, request.username
+        )
+        response = pb.RevokeUserSessionsResponse(refresh_tokens_revoked=revoked.refresh_tokens)
+        response.valid_after.FromDatetime(revoked.valid_after)
+        return response
+
+    async def UnlockUser(  # noqa: N802 - generated servicer method name
+        self, request: pb.UnlockUserRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UnlockUserResponse:
+        """End a user's sign-in locks from every address."""
+        cleared = await self._accounts.unlock(require_identity().username, request.username)
+        return pb.UnlockUserResponse(locks_cleared=cleared)
 
     async def ListAuditEvents(  # noqa: N802 - generated servicer method name
         self, request: pb.ListAuditEventsRequest, context: grpc.aio.ServicerContext
@@ -162,3 +191,9 @@ def event_message(event: AuditEvent) -> pb.AuditEvent:
     if event.occurred_at is not None:
         message.occurred_at.FromDatetime(event.occurred_at)
     return message
+
+
+def client_address(context: grpc.aio.ServicerContext) -> str:
+    """The caller's address, as the runtime's guard sees it (Envoy's, or the socket peer)."""
+    metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+    return _client_address(metadata, context.peer())

@@ -7,18 +7,20 @@ from datetime import timedelta
 
 import asyncpg
 import redis.asyncio as aioredis
+from nats.js import JetStreamContext
 
 from sutazai.auth.v1 import auth_service_pb2_grpc
 from sutazai.services.auth.accounts import Accounts
-from sutazai.services.auth.domain import LockoutPolicy
 from sutazai.services.auth.handlers import AuthHandlers
 from sutazai.services.auth.passwords import Passwords
 from sutazai.services.auth.sessions import Sessions
 from sutazai.services.auth.store import open_store
+from sutazai.services.auth.throttle import SignInThrottle
 from sutazai.services.auth.trail import Trail
 from sutazai.services.runtime.audit import AuditLog
 from sutazai.services.runtime.auth import Guard, open_guard
 from sutazai.services.runtime.key_files import watched_key_ring
+from sutazai.services.runtime.revocations import Revocations
 from sutazai.services.runtime.server import (
     ServiceHost,
     Servicer,
@@ -42,14 +44,14 @@ async def build(
     mesh: MeshSettings, service: ServiceSettings, stack: contextlib.AsyncExitStack
 ) -> ServiceHost:
     """Create the instance's connections (closed by ``stack``) and its unstarted host."""
-    _, registry = await join_registry(mesh, SERVICE_NAME, stack)
+    nc, registry = await join_registry(mesh, SERVICE_NAME, stack)
     pool = await asyncpg.create_pool(mesh.postgres_dsn, min_size=1, max_size=POOL_SIZE)
     stack.push_async_callback(pool.close)
     redis_client = aioredis.Redis.from_url(
         mesh.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
     )
     stack.push_async_callback(redis_client.aclose)
-    servicer, guard = await open_service(mesh, pool, redis_client)
+    servicer, guard = await open_service(mesh, pool, redis_client, nc.jetstream())
     return ServiceHost(
         name=SERVICE_NAME,
         mesh=mesh,
@@ -61,7 +63,7 @@ async def build(
 
 
 async def open_service(
-    mesh: MeshSettings, pool: asyncpg.Pool, redis_client: aioredis.Redis
+    mesh: MeshSettings, pool: asyncpg.Pool, redis_client: aioredis.Redis, js: JetStreamContext
 ) -> tuple[Servicer, Guard]:
     """The service and its guard over open connections, with every migration applied.
 
@@ -71,11 +73,11 @@ async def open_service(
 
     """
     audit = await AuditLog.open(pool)
-    guard = open_guard(mesh, [GRPC_SERVICE], redis=redis_client, audit=audit)
+    guard = open_guard(mesh, [GRPC_SERVICE], redis=redis_client, audit=audit, js=js)
     store = await open_store(pool)
     passwords = Passwords()
     trail = Trail(audit)
-    lockout = lockout_policy(mesh)
+    throttle = SignInThrottle(redis_client, mesh.auth)
     signing_keys = watched_key_ring(mesh.keys_file)
     signing_keys()  # fail at start-up, not at the first login, when the ring is unreadable
     sessions = Sessions(
@@ -86,31 +88,41 @@ async def open_service(
             issuer=mesh.auth.issuer,
             ttl=timedelta(seconds=mesh.auth.access_ttl_seconds),
         ),
-        deny_list=guard.deny_list,
+        revocations=guard.revocations,
+        throttle=throttle,
         trail=trail,
-        lockout=lockout,
         access_ttl=timedelta(seconds=mesh.auth.access_ttl_seconds),
         refresh_ttl=timedelta(seconds=mesh.auth.refresh_ttl_seconds),
     )
-    accounts = Accounts(store=store, passwords=passwords, trail=trail, lockout=lockout)
+    accounts = Accounts(
+        store=store,
+        passwords=passwords,
+        trail=trail,
+        revocations=guard.revocations,
+        throttle=throttle,
+    )
     servicer = Servicer(
         name=GRPC_SERVICE,
-        implementation=AuthHandlers(accounts, sessions, trail),
+        implementation=AuthHandlers(accounts, sessions, throttle, trail),
         add_to_server=auth_service_pb2_grpc.add_AuthServiceServicer_to_server,
     )
     return servicer, guard
 
 
-async def open_accounts(mesh: MeshSettings, pool: asyncpg.Pool) -> Accounts:
-    """Account administration without a server (the CLI), with every migration applied."""
+async def open_accounts(
+    mesh: MeshSettings, pool: asyncpg.Pool, redis_client: aioredis.Redis, revocations: Revocations
+) -> Accounts:
+    """Account administration without a server (the CLI), with every migration applied.
+
+    ``revocations`` must be attached to the bucket for the calls that revoke; Redis is only
+    used by the calls that unlock (the client connects on first use).
+    """
     trail = Trail(await AuditLog.open(pool))
     store = await open_store(pool)
-    return Accounts(store=store, passwords=Passwords(), trail=trail, lockout=lockout_policy(mesh))
-
-
-def lockout_policy(mesh: MeshSettings) -> LockoutPolicy:
-    """The sign-in lock-out of the mesh's settings."""
-    return LockoutPolicy(
-        threshold=mesh.auth.lockout_threshold,
-        duration=timedelta(seconds=mesh.auth.lockout_seconds),
+    return Accounts(
+        store=store,
+        passwords=Passwords(),
+        trail=trail,
+        revocations=revocations,
+        throttle=SignInThrottle(redis_client, mesh.auth),
     )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import math
+import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -10,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 import grpc
 
 from sutazai.services.auth.domain import (
-    LockoutPolicy,
     User,
     Verdict,
     credential_violations,
@@ -20,6 +20,7 @@ from sutazai.services.auth.domain import (
 from sutazai.services.auth.errors import invalid_credentials, unauthenticated
 from sutazai.services.auth.passwords import Passwords
 from sutazai.services.auth.store import AuthStore, NewToken
+from sutazai.services.auth.throttle import SignInThrottle
 from sutazai.services.auth.trail import (
     LOCKOUT,
     LOGIN,
@@ -27,8 +28,8 @@ from sutazai.services.auth.trail import (
     REFRESH_REUSED,
     Trail,
 )
-from sutazai.services.runtime.denylist import DenyList
-from sutazai.services.runtime.faults import invalid_argument
+from sutazai.services.runtime.faults import invalid_argument, unavailable
+from sutazai.services.runtime.revocations import Revocations, RevocationStoreError
 from sutazai.services.runtime.tokens import Identity, TokenIssuer
 
 DENIED = grpc.StatusCode.UNAUTHENTICATED.name
@@ -63,9 +64,9 @@ class Sessions:
         store: AuthStore,
         passwords: Passwords,
         issuer: TokenIssuer,
-        deny_list: DenyList,
+        revocations: Revocations,
+        throttle: SignInThrottle,
         trail: Trail,
-        lockout: LockoutPolicy,
         access_ttl: timedelta,
         refresh_ttl: timedelta,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -73,32 +74,33 @@ class Sessions:
         self._store = store
         self._passwords = passwords
         self._issuer = issuer
-        self._deny_list = deny_list
+        self._revocations = revocations
+        self._throttle = throttle
         self._trail = trail
-        self._lockout = lockout
         self._access_ttl = access_ttl
         self._refresh_ttl = refresh_ttl
         self._clock = clock
 
-    async def login(self, username: str, password: str) -> TokenPair:
-        """A token pair for valid credentials.
+    async def login(self, username: str, password: str, *, address: str) -> TokenPair:
+        """A token pair for valid credentials sent from ``address``.
 
         Raises:
-            RpcStatusError: INVALID_ARGUMENT for empty or oversized fields; otherwise the same
-                UNAUTHENTICATED for a wrong password and an unknown, locked or inactive account.
+            RpcStatusError: INVALID_ARGUMENT for empty, oversized or impossible fields;
+                RESOURCE_EXHAUSTED while the (username, address) pair must wait; otherwise the
+                same UNAUTHENTICATED for a wrong password and an unknown or inactive account.
 
         """
         if violations := credential_violations(username, password):
             raise invalid_argument(violations)
+        await self._throttle.check_login(username, address)
         user = await self._store.user_by_name(username)
-        refusal = self._refusal(user)
-        if user is None or refusal:
+        if user is None or not user.active:
             # Spend the time a real check takes: the answer's timing must not tell either.
             await self._passwords.verify_nothing(password)
-            await self._failed(username, refusal or "no such account")
+            await self._wrong(username, address, "inactive" if user else "no such account")
             raise invalid_credentials()
         if not await self._passwords.verify(user.password_hash, password):
-            await self._wrong_password(user)
+            await self._wrong(user.username, address, "wrong password")
             raise invalid_credentials()
         new_hash = None
         if self._passwords.needs_rehash(user.password_hash):
@@ -107,16 +109,17 @@ class Sessions:
         now = self._clock()
         signed_in = await self._store.record_success(
             user.user_id,
-            self._lockout,
+            user.password_hash,
             now,
             first_token=NewToken(hash_refresh_token(refresh), now + self._refresh_ttl),
             new_hash=new_hash,
         )
         if signed_in is None:
-            await self._failed(username, "locked or deactivated during the check")
+            await self._wrong(username, address, "deactivated or password changed during the check")
             raise invalid_credentials()
+        await self._throttle.succeeded(signed_in.username, address)
         await self._trail.record(LOGIN, actor=signed_in.username, target=signed_in.username)
-        return self._pair(signed_in, refresh)
+        return await self._pair(signed_in, refresh)
 
     async def refresh(self, refresh_token: str) -> TokenPair:
         """Rotate a refresh token: a new pair, and the presented token stops working.
@@ -138,7 +141,7 @@ class Sessions:
             now,
         )
         if rotation.verdict is Verdict.ROTATE and rotation.user is not None:
-            return self._pair(rotation.user, successor)
+            return await self._pair(rotation.user, successor)
         if rotation.verdict is Verdict.REUSED and rotation.user is not None:
             await self._trail.record(
                 REFRESH_REUSED,
@@ -154,7 +157,9 @@ class Sessions:
 
         Raises:
             RpcStatusError: INVALID_ARGUMENT when the refresh token is missing, unknown, or
-                not the caller's (then nothing is revoked).
+                not the caller's (then nothing is revoked); UNAVAILABLE when the access token
+                cannot be revoked now (NATS unreachable): sign out again, the refresh token
+                still names the (ended) session.
 
         """
         if not refresh_token:
@@ -165,44 +170,39 @@ class Sessions:
         )
         if not ended:
             raise invalid_argument({"refresh_token": "not a session of the caller"})
-        remaining = math.ceil((identity.expires_at - now).total_seconds())
-        await self._deny_list.revoke(identity.token_id, remaining)
+        try:
+            await self._revocations.revoke_token(identity.token_id, identity.expires_at)
+        except RevocationStoreError as exc:
+            raise unavailable(f"cannot revoke the access token now: {exc}", 1.0) from exc
         await self._trail.record(LOGOUT, actor=identity.username, target=identity.username)
 
-    def _refusal(self, user: User | None) -> str:
-        """Why ``user`` may not sign in whatever the password, or ``""``."""
-        if user is None:
-            return ""
-        if not user.active:
-            return "account inactive"
-        if self._lockout.is_locked(user.locked_until, self._clock()):
-            return "account locked"
-        return ""
+    async def _wrong(self, username: str, address: str, why: str) -> None:
+        """Count a failed login of the (username, address) pair; audit it at a bounded rate.
 
-    async def _wrong_password(self, user: User) -> None:
-        failure = await self._store.record_failure(user.user_id, self._lockout, self._clock())
-        if failure is None:
-            await self._failed(user.username, "account locked")
+        The username is username-shaped (checked before), so a row holds at most 32 safe
+        characters; an address that fails faster than ``failure_audit_per_second`` is
+        throttled anyway, and its further rows are not written.
+        """
+        failure = await self._throttle.failed(username, address)
+        if not await self._throttle.may_audit_failure(address):
             return
-        if failure.locked_until is None:
-            await self._failed(
-                user.username,
-                f"wrong password ({failure.failed_logins} of {self._lockout.threshold})",
-            )
-            return
-        await self._failed(user.username, "wrong password; account locked")
         await self._trail.record(
-            LOCKOUT,
-            actor=user.username,
-            target=user.username,
-            detail=f"{self._lockout.threshold} consecutive failures; locked until "
-            f"{failure.locked_until.isoformat(timespec='seconds')}",
+            LOGIN, DENIED, actor=username, target=username, detail=f"{why} ({address[:64]})"
         )
+        if failure.locked:
+            await self._trail.record(
+                LOCKOUT,
+                actor=username,
+                target=username,
+                detail=f"consecutive failures from {address[:64]}",
+            )
 
-    async def _failed(self, username: str, why: str) -> None:
-        await self._trail.record(LOGIN, DENIED, actor=username, target=username, detail=why)
-
-    def _pair(self, user: User, refresh_token: str) -> TokenPair:
+    async def _pair(self, user: User, refresh_token: str) -> TokenPair:
+        # Tokens carry whole seconds: one signed in the second the account was revoked would be
+        # refused, so it is signed once that second is over (a wait of at most a second).
+        wait = self._revocations.valid_after(user.user_id) - time.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
         access = self._issuer.issue(user_id=user.user_id, username=user.username, role=user.role)
         return TokenPair(
             access_token=access.token,

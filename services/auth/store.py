@@ -1,10 +1,10 @@
 """Accounts and refresh tokens in PostgreSQL (schema ``auth``): every SQL statement of the service.
 
-One rule keeps concurrent calls correct: whatever changes a user's sign-in state (failure
-counters, lock, password, role, active flag, refresh tokens) first locks that user's row
+One rule keeps concurrent calls correct: whatever changes a user's sign-in state (password,
+role, active flag, refresh tokens) first locks that user's row
 (``SELECT … FOR UPDATE``) in the same transaction. Two refreshes of one token, a refresh racing
-a logout, or parallel wrong passwords are therefore applied one after the other, and each sees
-what the previous one committed (READ COMMITTED re-reads per statement).
+a logout, or a password change racing a sign-in are therefore applied one after the other, and
+each sees what the previous one committed (READ COMMITTED re-reads per statement).
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from sutazai.services.auth.domain import (
-    Failure,
-    LockoutPolicy,
     RefreshState,
     User,
     Verdict,
@@ -30,10 +28,7 @@ from sutazai.services.runtime.roles import Role
 
 SCHEMA = "auth"
 MIGRATIONS = "sutazai.services.auth.migrations"
-_USER = (
-    "id, username, email, role, active, password_hash, failed_logins, locked_until, "
-    "created_at, last_login_at"
-)
+_USER = "id, username, email, role, active, password_hash, created_at, last_login_at"
 # Which unique index a duplicate hit, by the index names of the migrations.
 _TAKEN_FIELD = {"users_username_key": "username", "users_email_key": "email"}
 
@@ -133,50 +128,30 @@ class AuthStore:
         )
         return [_user(r) for r in rows]
 
-    async def record_failure(
-        self, user_id: str, policy: LockoutPolicy, now: datetime
-    ) -> Failure | None:
-        """Count a failed sign-in; lock the account when it reaches the threshold.
-
-        Returns ``None`` (nothing counted) when the account is already locked: attempts
-        during a lock neither extend it nor count towards the next.
-        """
-        async with self._pool.acquire() as conn, conn.transaction():
-            user = await _lock_user(conn, user_id)
-            if user is None or policy.is_locked(user.locked_until, now):
-                return None
-            failure = policy.after_failure(user.failed_logins, now)
-            await conn.execute(
-                "UPDATE auth.users SET failed_logins = $2, locked_until = $3 WHERE id = $1",
-                uuid.UUID(user.user_id),
-                failure.failed_logins,
-                failure.locked_until,
-            )
-            return failure
-
     async def record_success(
         self,
         user_id: str,
-        policy: LockoutPolicy,
+        checked_hash: str,
         now: datetime,
         *,
         first_token: NewToken,
         new_hash: str | None = None,
     ) -> User | None:
-        """Sign a user in: reset the failure count, start a refresh-token family.
+        """Sign a user in: record the time, start a refresh-token family.
 
-        Returns ``None`` (and changes nothing) when the account was locked or deactivated
-        while its password was being checked. ``new_hash`` replaces a hash made with
-        outdated parameters. Expired tokens of the user are pruned on the way.
+        Returns ``None`` (and changes nothing) when the account was deactivated or its
+        password changed (``checked_hash`` is the hash the password was checked against)
+        while the password was being checked. ``new_hash`` replaces a hash made with outdated
+        parameters. Expired tokens of the user are pruned on the way.
         """
         async with self._pool.acquire() as conn, conn.transaction():
             user = await _lock_user(conn, user_id)
-            if user is None or not user.active or policy.is_locked(user.locked_until, now):
+            if user is None or not user.active or user.password_hash != checked_hash:
                 return None
             key = uuid.UUID(user.user_id)
             row = await conn.fetchrow(
-                "UPDATE auth.users SET failed_logins = 0, locked_until = NULL, "  # noqa: S608
-                "last_login_at = $2, password_hash = coalesce($3, password_hash) "
+                "UPDATE auth.users SET last_login_at = $2, "  # noqa: S608
+                "password_hash = coalesce($3, password_hash) "
                 f"WHERE id = $1 RETURNING {_USER}",
                 key,
                 now,
@@ -261,11 +236,19 @@ class AuthStore:
                 return 0
             key = uuid.UUID(user.user_id)
             await conn.execute(
-                "UPDATE auth.users SET password_hash = $2, failed_logins = 0 WHERE id = $1",
+                "UPDATE auth.users SET password_hash = $2 WHERE id = $1",
                 key,
                 password_hash,
             )
             return await _revoke(conn, "user_id = $1", key, now)
+
+    async def revoke_sessions(self, user_id: str, now: datetime) -> int:
+        """Revoke every live refresh token of an account; return how many."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            user = await _lock_user(conn, user_id)
+            if user is None:
+                return 0
+            return await _revoke(conn, "user_id = $1", uuid.UUID(user.user_id), now)
 
     async def set_role(self, user_id: str, role: Role) -> User | None:
         """Change an account's role; ``None`` if there is no such account."""
@@ -347,8 +330,6 @@ def _user(row: asyncpg.Record | None) -> User:
         role=Role.from_label(row["role"]),
         active=row["active"],
         password_hash=row["password_hash"],
-        failed_logins=row["failed_logins"],
-        locked_until=row["locked_until"],
         created_at=row["created_at"],
         last_login_at=row["last_login_at"],
     )

@@ -25,6 +25,8 @@ CREATED_BY_CLI = "auth.user_created_by_cli"
 PASSWORD_CHANGED = "auth.password_changed"  # noqa: S105 - an action name
 ROLE_CHANGED = "auth.role_changed"
 DEACTIVATED = "auth.user_deactivated"
+SESSIONS_REVOKED = "auth.sessions_revoked"
+UNLOCKED = "auth.user_unlocked"
 
 AUDIT_PAGE = PageLimits(default=100, maximum=500)
 MAX_FILTER = 256

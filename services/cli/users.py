@@ -1,19 +1,25 @@
-"""``sutazai users``: account administration straight against PostgreSQL.
+"""``sutazai users``: account administration straight against the mesh's stores.
 
 ``users create`` is how the first admin comes to exist: there is no default account or
 password anywhere, and it needs no running auth service, only the mesh's database (it applies
-the auth schema's migrations first).
+the auth schema's migrations first). ``users revoke`` also writes the revocation bucket (NATS,
+as ``admin``) and ``users unlock`` clears sign-in locks in Redis.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 import asyncpg
+import nats.errors
+import redis.asyncio as aioredis
 import typer
 
+from sutazai.services.auth.accounts import Accounts
 from sutazai.services.auth.domain import User
 from sutazai.services.auth.server import open_accounts
 from sutazai.services.auth.trail import CREATED_BY_CLI
@@ -22,6 +28,8 @@ from sutazai.services.cli.context import mesh_settings
 from sutazai.services.cli.errors import CliError
 from sutazai.services.cli.login import read_password
 from sutazai.services.runtime.faults import RpcStatusError
+from sutazai.services.runtime.messaging import connect_nats
+from sutazai.services.runtime.revocations import Revocations
 from sutazai.services.runtime.roles import Role
 from sutazai.services.runtime.settings import MeshSettings
 
@@ -63,28 +71,111 @@ async def create_account(
         CliError: PostgreSQL unreachable, or the account refused (bad input, name taken).
 
     """
-    try:
-        pool = await asyncpg.create_pool(
-            settings.postgres_dsn, min_size=1, max_size=1, timeout=_CONNECT_TIMEOUT
-        )
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        raise CliError(
-            f"cannot reach PostgreSQL ({exc}); is the mesh running ('sutazai up')?"
-        ) from exc
-    try:
-        accounts = await open_accounts(settings, pool)
-        return await accounts.create(
-            username=username,
-            email=email,
-            password=password,
-            role=role,
-            actor=f"cli:{_os_user()}",
-            action=CREATED_BY_CLI,
-        )
-    except RpcStatusError as exc:
-        raise CliError(f"cannot create the account: {exc.message}") from exc
-    finally:
-        await pool.close()
+    async with administration(settings) as accounts:
+        try:
+            return await accounts.create(
+                username=username,
+                email=email,
+                password=password,
+                role=role,
+                actor=_actor(),
+                action=CREATED_BY_CLI,
+            )
+        except RpcStatusError as exc:
+            raise CliError(f"cannot create the account: {exc.message}") from exc
+
+
+@users.command()
+def revoke(
+    ctx: typer.Context, username: Annotated[str, typer.Argument(help="The user to sign out.")]
+) -> None:
+    """Sign a user out everywhere: refresh tokens and every access token issued until now."""
+    settings = mesh_settings(ctx)
+    refresh_tokens = asyncio.run(revoke_sessions(settings, username))
+    out.print(
+        f"revoked {refresh_tokens} refresh tokens of {username}; "
+        "their access tokens are refused by every service"
+    )
+
+
+@users.command()
+def unlock(
+    ctx: typer.Context, username: Annotated[str, typer.Argument(help="The user to unlock.")]
+) -> None:
+    """End a user's sign-in locks and slow-downs, from every client address."""
+    settings = mesh_settings(ctx)
+    cleared = asyncio.run(unlock_user(settings, username))
+    out.print(f"unlocked {username} ({cleared} locked or slowed-down addresses cleared)")
+
+
+async def revoke_sessions(settings: MeshSettings, username: str) -> int:
+    """Revoke every session of ``username``; the number of refresh tokens revoked.
+
+    Raises:
+        CliError: a store unreachable, or no such user.
+
+    """
+    async with administration(settings, revoking=True) as accounts:
+        try:
+            return (await accounts.revoke_sessions(_actor(), username)).refresh_tokens
+        except RpcStatusError as exc:
+            raise CliError(f"cannot revoke the sessions of {username}: {exc.message}") from exc
+
+
+async def unlock_user(settings: MeshSettings, username: str) -> int:
+    """Clear the sign-in locks of ``username``; how many (username, address) pairs.
+
+    Raises:
+        CliError: a store unreachable, or no such user.
+
+    """
+    async with administration(settings) as accounts:
+        try:
+            return await accounts.unlock(_actor(), username)
+        except RpcStatusError as exc:
+            raise CliError(f"cannot unlock {username}: {exc.message}") from exc
+
+
+@contextlib.asynccontextmanager
+async def administration(
+    settings: MeshSettings, *, revoking: bool = False
+) -> AsyncIterator[Accounts]:
+    """Accounts over the mesh's PostgreSQL and Redis (connected on first use).
+
+    With ``revoking``, also over the revocation bucket (NATS, as the CLI's ``admin``).
+
+    Raises:
+        CliError: PostgreSQL or (when ``revoking``) NATS unreachable.
+
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            pool = await asyncpg.create_pool(
+                settings.postgres_dsn, min_size=1, max_size=1, timeout=_CONNECT_TIMEOUT
+            )
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            raise CliError(
+                f"cannot reach PostgreSQL ({exc}); is the mesh running ('sutazai up')?"
+            ) from exc
+        stack.push_async_callback(pool.close)
+        redis_client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=_CONNECT_TIMEOUT)
+        stack.push_async_callback(redis_client.aclose)
+        revocations = Revocations(settings.auth)
+        if revoking:
+            try:
+                nc = await connect_nats(settings, name="sutazai-cli")
+                stack.push_async_callback(nc.close)
+                revocations.attach(await nc.jetstream().key_value(settings.auth.revocations_bucket))
+            except (nats.errors.Error, OSError, TimeoutError) as exc:
+                raise CliError(
+                    f"cannot reach the revocation bucket on NATS ({exc}); "
+                    "is the mesh running ('sutazai up')?"
+                ) from exc
+        yield await open_accounts(settings, pool, redis_client, revocations)
+
+
+def _actor() -> str:
+    return f"cli:{_os_user()}"
 
 
 def _os_user() -> str:

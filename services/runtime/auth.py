@@ -1,7 +1,8 @@
 """Authentication and authorisation inside every service (defence in depth behind Envoy).
 
-The :class:`Guard` runs in the server interceptor before each handler: it verifies the bearer
-token again (signature, issuer, expiry), refuses revoked tokens, enforces the method's access
+The :class:`Guard` runs in the server interceptor before each handler: its
+:class:`Authenticator` verifies the bearer token again (signature, issuer, expiry) and refuses
+revoked tokens and tokens of revoked accounts (:mod:`.revocations`); it enforces the method's access
 policy from the protos, takes a token from the caller's bucket for expensive calls, and
 afterwards writes audited calls and every denial to the audit log. Handlers read the caller
 with :func:`current_identity` or :func:`require_identity`.
@@ -16,14 +17,20 @@ import grpc
 import redis.asyncio as aioredis
 import structlog
 from google.rpc import error_details_pb2
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
 from redis.exceptions import RedisError
 
 from sutazai.services.runtime import context as rpc_context
 from sutazai.services.runtime.audit import OK, AuditEvent, AuditLog
-from sutazai.services.runtime.denylist import DenyList, RevocationsUnknownError
-from sutazai.services.runtime.faults import RpcStatusError
+from sutazai.services.runtime.faults import RpcStatusError, resource_exhausted
 from sutazai.services.runtime.key_files import watched_public_keys
 from sutazai.services.runtime.ratelimit import RateLimiter
+from sutazai.services.runtime.revocations import (
+    BucketOpener,
+    Revocations,
+    RevocationsUnknownError,
+)
 from sutazai.services.runtime.roles import PUBLIC, SIGNED_IN, MethodAccess, Role, access_table
 from sutazai.services.runtime.settings import MeshSettings
 from sutazai.services.runtime.sockets import is_unix_peer
@@ -59,27 +66,101 @@ def require_identity() -> Identity:
     return identity
 
 
+class Authenticator:
+    """Turns an ``authorization`` header into a trusted identity, or refuses it.
+
+    Shared by every service's :class:`Guard` and the gateway (reflection, health), so a token is
+    judged the same everywhere: signature, issuer, expiry, then the revocation mirror.
+    """
+
+    def __init__(
+        self, verifier: TokenVerifier, revocations: Revocations, open_bucket: BucketOpener
+    ) -> None:
+        self._verifier = verifier
+        self._revocations = revocations
+        self._open_bucket = open_bucket
+
+    @property
+    def revocations(self) -> Revocations:
+        """The revocations checked (revoke through them: the local mirror learns at once)."""
+        return self._revocations
+
+    def identify(self, authorization: str) -> Identity | None:
+        """The caller proven by ``authorization`` (``None`` when it is empty).
+
+        Raises:
+            RpcStatusError: UNAUTHENTICATED for a bad, expired or revoked token; UNAVAILABLE
+                while revocations are not known yet.
+        """
+        if not authorization:
+            return None
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise RpcStatusError(grpc.StatusCode.UNAUTHENTICATED, "expected a Bearer token")
+        try:
+            identity = self._verifier.verify(token.strip())
+        except InvalidTokenError as exc:
+            raise RpcStatusError(grpc.StatusCode.UNAUTHENTICATED, f"invalid token: {exc}") from exc
+        try:
+            refusal = self._revocations.refusal(identity)
+        except RevocationsUnknownError as exc:
+            raise RpcStatusError(grpc.StatusCode.UNAVAILABLE, str(exc)) from exc
+        if refusal is not None:
+            raise RpcStatusError(grpc.StatusCode.UNAUTHENTICATED, refusal)
+        return identity
+
+    async def run(self) -> None:
+        """Follow revocations forever."""
+        await self._revocations.run(self._open_bucket)
+
+    async def wait_ready(self) -> None:
+        """Return once revocations are known (signed-in callers can be admitted)."""
+        await self._revocations.wait_synced()
+
+
+def open_authenticator(mesh: MeshSettings, open_bucket: BucketOpener) -> Authenticator:
+    """Token checks with the mesh's public keys, following the revocations ``open_bucket`` binds.
+
+    Raises:
+        ConfigurationError: the public keys are missing or unreadable.
+    """
+    return Authenticator(_verifier(mesh), Revocations(mesh.auth), open_bucket)
+
+
+def revocation_bucket(js: JetStreamContext, bucket: str) -> BucketOpener:
+    """Binds the revocation bucket (created by the supervisor: services only bind it)."""
+
+    async def bind() -> KeyValue:
+        return await js.key_value(bucket)
+
+    return bind
+
+
+def _verifier(mesh: MeshSettings) -> TokenVerifier:
+    keys = watched_public_keys(mesh.jwks_file)
+    keys()  # fail at start-up, not on the first call, when the keys are missing or unreadable
+    return TokenVerifier(keys, issuer=mesh.auth.issuer)
+
+
 class Guard:
     """Admits or refuses each call according to the access table."""
 
     def __init__(
         self,
         table: Mapping[str, MethodAccess],
-        verifier: TokenVerifier,
-        deny_list: DenyList,
+        authenticator: Authenticator,
         limiter: RateLimiter,
         audit: AuditLog,
     ) -> None:
         self._table = table
-        self._verifier = verifier
-        self._deny_list = deny_list
+        self._authenticator = authenticator
         self._limiter = limiter
         self._audit = audit
 
     @property
-    def deny_list(self) -> DenyList:
-        """The revocations this guard checks (revoke through it: its mirror learns at once)."""
-        return self._deny_list
+    def revocations(self) -> Revocations:
+        """The revocations this guard checks (revoke through them: its mirror learns at once)."""
+        return self._authenticator.revocations
 
     def policy(self, method: str) -> MethodAccess:
         """The access policy of a gRPC path; undeclared methods need a signed-in caller."""
@@ -97,7 +178,7 @@ class Guard:
         Raises:
             RpcStatusError: UNAUTHENTICATED, PERMISSION_DENIED or RESOURCE_EXHAUSTED.
         """
-        identity = await self._identify(metadata.get("authorization", ""))
+        identity = self._authenticator.identify(metadata.get("authorization", ""))
         caller.set(identity)
         role = identity.role if identity else Role.ANONYMOUS
         if not policy.allows(role):
@@ -126,12 +207,9 @@ class Guard:
                     grpc.StatusCode.UNAVAILABLE, "rate limiter unavailable (Redis)"
                 ) from exc
             if not decision.allowed:
-                retry = error_details_pb2.RetryInfo()
-                retry.retry_delay.FromNanoseconds(int(decision.retry_after_seconds * 1e9))
-                raise RpcStatusError(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                raise resource_exhausted(
                     f"rate limit: retry in {decision.retry_after_seconds:.1f}s",
-                    [retry],
+                    decision.retry_after_seconds,
                 )
 
     async def settle(self, method: str, policy: MethodAccess, code: grpc.StatusCode) -> None:
@@ -151,31 +229,13 @@ class Guard:
             # The call already happened; losing its audit line is logged loudly, not hidden.
             log.exception("audit.write_failed", action=method, outcome=event.outcome)
 
-    async def _identify(self, authorization: str) -> Identity | None:
-        if not authorization:
-            return None
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise RpcStatusError(grpc.StatusCode.UNAUTHENTICATED, "expected a Bearer token")
-        try:
-            identity = self._verifier.verify(token.strip())
-        except InvalidTokenError as exc:
-            raise RpcStatusError(grpc.StatusCode.UNAUTHENTICATED, f"invalid token: {exc}") from exc
-        try:
-            revoked = self._deny_list.is_revoked(identity.token_id)
-        except RevocationsUnknownError as exc:
-            raise RpcStatusError(grpc.StatusCode.UNAVAILABLE, str(exc)) from exc
-        if revoked:
-            raise RpcStatusError(grpc.StatusCode.UNAUTHENTICATED, "token revoked (signed out)")
-        return identity
-
     async def run(self) -> None:
         """Background work of the guard: following revocations."""
-        await self._deny_list.run()
+        await self._authenticator.run()
 
     async def wait_ready(self) -> None:
         """Return once revocations are known (the guard can admit signed-in callers)."""
-        await self._deny_list.wait_synced()
+        await self._authenticator.wait_ready()
 
 
 def _client_address(metadata: Mapping[str, str], peer: str) -> str:
@@ -199,14 +259,12 @@ def open_guard(
     *,
     redis: aioredis.Redis,
     audit: AuditLog,
+    js: JetStreamContext,
 ) -> Guard:
     """The guard of a service process hosting ``services``, from the mesh's settings."""
-    keys = watched_public_keys(mesh.jwks_file)
-    keys()  # fail at start-up, not on the first call, when the keys are missing or unreadable
     return Guard(
         access_table(services),
-        TokenVerifier(keys, issuer=mesh.auth.issuer),
-        DenyList(redis),
+        open_authenticator(mesh, revocation_bucket(js, mesh.auth.revocations_bucket)),
         RateLimiter(
             redis, per_second=mesh.auth.user_rate_per_second, burst=mesh.auth.user_rate_burst
         ),

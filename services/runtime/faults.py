@@ -79,3 +79,10 @@ def unavailable(message: str, retry_after_seconds: float | None = None) -> RpcSt
         retry.retry_delay.FromNanoseconds(int(retry_after_seconds * 1e9))
         details.append(retry)
     return RpcStatusError(grpc.StatusCode.UNAVAILABLE, message, details)
+
+
+def resource_exhausted(message: str, retry_after_seconds: float) -> RpcStatusError:
+    """RESOURCE_EXHAUSTED with a ``google.rpc.RetryInfo`` saying when to try again."""
+    retry = error_details_pb2.RetryInfo()
+    retry.retry_delay.FromNanoseconds(int(retry_after_seconds * 1e9))
+    return RpcStatusError(grpc.StatusCode.RESOURCE_EXHAUSTED, message, [retry])

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import structlog
@@ -21,7 +21,6 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from sutazai.services.runtime import context as rpc_context
-from sutazai.services.runtime.auth import Guard
 from sutazai.services.runtime.faults import RpcStatusError, invalid_argument
 from sutazai.services.runtime.metrics import RpcMetrics
 from sutazai.services.runtime.roles import MethodAccess
@@ -42,10 +41,25 @@ class _Outcome:
         self.policy: MethodAccess | None = None
 
 
+class Admission(Protocol):
+    """Access control of a server: a service's ``Guard``, or the gateway's token check."""
+
+    def policy(self, method: str) -> MethodAccess:
+        """The access policy of a gRPC path."""
+
+    async def admit(
+        self, policy: MethodAccess, method: str, metadata: Mapping[str, str], peer: str
+    ) -> None:
+        """Admit the call or raise ``RpcStatusError``."""
+
+    async def settle(self, method: str, policy: MethodAccess, code: grpc.StatusCode) -> None:
+        """Record the finished call (e.g. audit it)."""
+
+
 class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Request id, deadline, access control, fault mapping and metrics for every RPC."""
 
-    def __init__(self, metrics: RpcMetrics, guard: Guard | None = None) -> None:
+    def __init__(self, metrics: RpcMetrics, guard: Admission | None = None) -> None:
         """Build the interceptor; without a ``guard`` every call is admitted (tests, tools)."""
         self._metrics = metrics
         self._guard = guard

@@ -44,8 +44,16 @@ class Decision:
 class RateLimiter:
     """Token buckets keyed by caller: ``burst`` tokens, refilled at ``per_second``."""
 
-    def __init__(self, client: aioredis.Redis, *, per_second: float, burst: int) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        per_second: float,
+        burst: int,
+        prefix: str = "sutazai:ratelimit:",
+    ) -> None:
         self._client = client
+        self._prefix = prefix
         self._per_second = per_second
         self._burst = burst
         self._take = client.register_script(_TAKE)
@@ -53,6 +61,6 @@ class RateLimiter:
     async def take(self, caller: str, cost: float = 1.0) -> Decision:
         """Take ``cost`` tokens from ``caller``'s bucket if it has them."""
         allowed, wait = await self._take(
-            keys=[f"sutazai:ratelimit:{caller}"], args=[self._per_second, self._burst, cost]
+            keys=[f"{self._prefix}{caller}"], args=[self._per_second, self._burst, cost]
         )
         return Decision(bool(int(allowed)), float(wait))

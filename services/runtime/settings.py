@@ -86,7 +86,7 @@ class PostgresSettings(_Section):
 
 
 class RedisSettings(_Section):
-    """Redis: caches, rate-limit buckets and the token deny-list."""
+    """Redis: caches, rate-limit buckets and sign-in throttling."""
 
     url: SecretStr | None = None
     """External URL (with credentials); unset runs the embedded server."""
@@ -152,14 +152,18 @@ class EdgeSettings(_Section):
 
 
 class AuthSettings(_Section):
-    """Tokens, sign-in policy and per-user limits."""
+    """Tokens, revocation, sign-in policy and per-user limits."""
 
     issuer: str = "sutazai"
     """The ``iss`` claim of access tokens, checked by Envoy and every service."""
-    access_ttl_seconds: int = Field(default=1800, gt=0)
-    """Lifetime of an access token."""
+    access_ttl_seconds: int = Field(default=900, gt=0, le=3600)
+    """Lifetime of an access token (a revoked account's tokens die at the latest after it)."""
     refresh_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)
     """Lifetime of a refresh token (each rotation issues a new one)."""
+    clock_skew_seconds: int = Field(default=60, ge=0)
+    """How far clocks of the mesh's processes may disagree (kept in revocation lifetimes)."""
+    revocations_bucket: str = "sutazai_revocations"
+    """NATS KV bucket of revoked tokens and account stamps (written only by ``auth``)."""
     keys_file: Path | None = None
     """Private signing keys (Ed25519 JWKs, mode 0600), read only by the auth service and
     ``sutazai keys``; unset means ``<state dir>/jwt_keys.json``."""
@@ -167,13 +171,34 @@ class AuthSettings(_Section):
     """Public verification keys (JWKS, mode 0644), read by the gateway and every service;
     unset means ``<state dir>/jwks.json``."""
     lockout_threshold: int = Field(default=5, gt=0)
-    """Consecutive failed logins that lock an account."""
-    lockout_seconds: int = Field(default=1800, gt=0)
-    """How long a locked account stays locked."""
+    """Consecutive failed logins of one username from one client address that lock that pair
+    (never the account: the same user from another address is unaffected)."""
+    lockout_seconds: int = Field(default=900, gt=0)
+    """How long a locked (username, address) pair stays locked."""
+    failure_delay_seconds: float = Field(default=1.0, ge=0.0)
+    """Wait imposed after a failed login of a (username, address) pair, doubled per failure."""
+    sign_in_rate_burst: int = Field(default=20, gt=0)
+    """Login, Register and Refresh calls one client address may make in a burst."""
+    sign_in_rate_per_second: float = Field(default=0.5, gt=0)
+    """Login, Register and Refresh calls per second one client address sustains."""
+    username_failure_burst: int = Field(default=50, gt=0)
+    """Failed logins of one username (all addresses together) before new addresses are held
+    back; addresses the user signed in from recently are never held back by it."""
+    username_failure_per_second: float = Field(default=0.05, gt=0)
+    """Failed logins per second of one username sustained from all addresses together."""
+    failure_audit_burst: int = Field(default=20, gt=0)
+    """Failed-login audit rows one client address may cause in a burst (then only counted)."""
+    failure_audit_per_second: float = Field(default=0.1, gt=0)
+    """Failed-login audit rows per second one client address sustains."""
     user_rate_burst: int = Field(default=10, gt=0)
     """Expensive calls (``rate_limited`` in the access table) one user may make in a burst."""
     user_rate_per_second: float = Field(default=1.0, gt=0)
     """Expensive calls per second one user sustains, across all instances."""
+
+    @property
+    def revocation_max_age_seconds(self) -> int:
+        """How long a revocation entry matters: the longest-lived token it refuses, plus skew."""
+        return self.access_ttl_seconds + self.clock_skew_seconds
 
 
 class GatewaySettings(_Section):

@@ -31,8 +31,10 @@ class Identity:
     username: str
     role: Role
     token_id: str
-    """The token's ``jti`` (what logout deny-lists)."""
+    """The token's ``jti`` (what logout revokes)."""
     expires_at: datetime
+    issued_at: datetime
+    """The token's ``iat`` (whole seconds): account revocations refuse tokens issued before."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,7 @@ class TokenIssuer:
             token_id=uuid.uuid4().hex,
             # Whole seconds, as in the token's `exp`: the issued identity is what verify returns.
             expires_at=(now + self._ttl).replace(microsecond=0),
+            issued_at=now.replace(microsecond=0),
         )
         key = self._keys().signing
         claims = {
@@ -77,7 +80,7 @@ class TokenIssuer:
             "name": username,
             "role": role.label,
             "jti": identity.token_id,
-            "iat": int(now.timestamp()),
+            "iat": int(identity.issued_at.timestamp()),
             "exp": int(identity.expires_at.timestamp()),
         }
         token = jwt.encode(claims, key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid})
@@ -145,4 +148,5 @@ class TokenVerifier:
             role=role,
             token_id=str(claims["jti"]),
             expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
+            issued_at=datetime.fromtimestamp(int(claims["iat"]), UTC),
         )

@@ -84,6 +84,8 @@ class Policy:
 
     roles: Mapping[str, tuple[str, ...]]
     grants: Mapping[str, Permissions]
+    service_grants: Mapping[str, tuple[str, ...]]
+    """Grants of one service principal beyond its role, by service name."""
 
     @classmethod
     def packaged(cls) -> Policy:
@@ -120,13 +122,14 @@ class Policy:
             if unknown:
                 raise SupervisorError(f"{PERMISSIONS_FILE}: grants.{name} has {sorted(unknown)}")
             grants[name] = Permissions(lists.get("publish", ()), lists.get("subscribe", ()))
-        for role, names in roles.items():
+        extra = _string_lists(document.get("service_grants", {}), "service_grants")
+        for role, names in (*roles.items(), *extra.items()):
             missing = [n for n in names if n not in grants]
             if missing:
-                raise SupervisorError(f"{PERMISSIONS_FILE}: role {role} uses unknown {missing}")
-        return cls(MappingProxyType(roles), MappingProxyType(grants))
+                raise SupervisorError(f"{PERMISSIONS_FILE}: {role} uses unknown grants {missing}")
+        return cls(MappingProxyType(roles), MappingProxyType(grants), MappingProxyType(extra))
 
-    def permissions(self, principal: Principal, *, bucket: str) -> Permissions:
+    def permissions(self, principal: Principal, *, bucket: str, revocations: str) -> Permissions:
         """What ``principal`` may do, with the placeholders of its grants filled in.
 
         Raises:
@@ -139,7 +142,15 @@ class Policy:
             raise SupervisorError(
                 f"{PERMISSIONS_FILE} declares no role {principal.role!r}"
             ) from None
-        values = {"name": principal.name, "bucket": bucket, "stream": f"KV_{bucket}"}
+        if principal.role == SERVICE_ROLE:
+            grant_names = (*grant_names, *self.service_grants.get(principal.name, ()))
+        values = {
+            "name": principal.name,
+            "bucket": bucket,
+            "stream": f"KV_{bucket}",
+            "revocations": revocations,
+            "revocations_stream": f"KV_{revocations}",
+        }
         publish: dict[str, None] = {}
         subscribe: dict[str, None] = {}
         for grant in (self.grants[name] for name in grant_names):
@@ -149,7 +160,12 @@ class Policy:
 
 
 def users_config(
-    principals: Iterable[Principal], secrets: MeshSecrets, *, bucket: str, policy: Policy
+    principals: Iterable[Principal],
+    secrets: MeshSecrets,
+    *,
+    bucket: str,
+    revocations: str,
+    policy: Policy,
 ) -> list[dict[str, object]]:
     """The ``authorization.users`` list of nats-server: one user per principal.
 
@@ -162,7 +178,9 @@ def users_config(
         {
             "user": principal.name,
             "password": secrets.nats_password(principal.name),
-            "permissions": policy.permissions(principal, bucket=bucket).config(),
+            "permissions": policy.permissions(
+                principal, bucket=bucket, revocations=revocations
+            ).config(),
         }
         for principal in principals
     ]

@@ -54,8 +54,8 @@ async def build(
         mesh.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0)
     )
     stack.push_async_callback(redis_client.aclose)
-    # The guard's own client: the probe client's tight timeouts would cut its long-lived
-    # subscription to revocations.
+    # The guard's own client (the per-user limiter): the probe client's tight timeouts are
+    # meant for probing, not for admitting calls.
     guard_redis = aioredis.Redis.from_url(mesh.redis_url, health_check_interval=10)
     stack.push_async_callback(guard_redis.aclose)
     audit = await AuditLog.open(pool)
@@ -78,7 +78,7 @@ async def build(
     )
     await prober.probe_once()
     instance_id = uuid.uuid4().hex[:12]
-    guard = open_guard(mesh, [SYSTEM_SERVICE], redis=guard_redis, audit=audit)
+    guard = open_guard(mesh, [SYSTEM_SERVICE], redis=guard_redis, audit=audit, js=nc.jetstream())
     return ServiceHost(
         name=SERVICE_NAME,
         mesh=mesh,

@@ -1,4 +1,4 @@
-"""The auth service hosted in-process on real PostgreSQL and Redis, behind a real guard."""
+"""The auth service hosted in-process on real PostgreSQL, Redis and NATS, behind a real guard."""
 
 from __future__ import annotations
 
@@ -9,12 +9,16 @@ import asyncpg
 import grpc
 import pytest
 import redis.asyncio as aioredis
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
 
 from sutazai.auth.v1 import auth_service_pb2_grpc as pb_grpc
 from sutazai.services.auth.accounts import Accounts
 from sutazai.services.auth.server import SERVICE_NAME, open_accounts, open_service
 from sutazai.services.runtime.key_files import ensure_key_ring
 from sutazai.services.runtime.keys import KeyRing
+from sutazai.services.runtime.messaging import connect_nats
+from sutazai.services.runtime.revocations import Revocations
 from sutazai.services.runtime.server import ServiceHost
 from sutazai.services.runtime.settings import AuthSettings, MeshSettings, ServiceSettings
 from tests.auth.helpers import Caller
@@ -40,12 +44,36 @@ async def redis_client(mesh_settings: MeshSettings) -> AsyncIterator[aioredis.Re
     await client.aclose()
 
 
+@pytest.fixture(scope="session")
+async def auth_nats(mesh_settings: MeshSettings) -> AsyncIterator[NatsClient]:
+    """A NATS connection as the ``auth`` principal (the one that may write revocations)."""
+    client = await connect_nats(mesh_settings.as_nats_principal(SERVICE_NAME), name="tests-auth")
+    yield client
+    await client.close()
+
+
+@pytest.fixture(scope="session")
+def auth_js(auth_nats: NatsClient) -> JetStreamContext:
+    return auth_nats.jetstream()
+
+
 @contextlib.asynccontextmanager
 async def hosted(
-    settings: MeshSettings, pool: asyncpg.Pool, redis_client: aioredis.Redis
+    settings: MeshSettings,
+    pool: asyncpg.Pool,
+    redis_client: aioredis.Redis,
+    js: JetStreamContext,
+    *,
+    host: str | None = None,
 ) -> AsyncIterator[Caller]:
-    """An auth service on a free port with ``settings``, and a client calling it directly."""
-    servicer, guard = await open_service(settings, pool, redis_client)
+    """An auth service on a free port with ``settings``, and a client calling it directly.
+
+    ``host`` binds another loopback address (the client's address is then that of the
+    socket it connects from; see :func:`tests.auth.helpers.from_address`).
+    """
+    if host is not None:
+        settings = settings.model_copy(update={"host": host})
+    servicer, guard = await open_service(settings, pool, redis_client, js)
     host = ServiceHost(
         name=SERVICE_NAME,
         mesh=settings,
@@ -68,14 +96,23 @@ async def auth(
     key_ring: KeyRing,
     pool: asyncpg.Pool,
     redis_client: aioredis.Redis,
+    auth_js: JetStreamContext,
 ) -> AsyncIterator[Caller]:
-    """The service with the mesh's default settings (5 failures lock for 30 minutes)."""
-    async with hosted(mesh_settings, pool, redis_client) as caller:
+    """The service with the test mesh's settings (5 failures lock a pair, no slow-down)."""
+    async with hosted(mesh_settings, pool, redis_client, auth_js) as caller:
         yield caller
 
 
 STRICT = AuthSettings(
-    lockout_threshold=5, lockout_seconds=3, user_rate_burst=2, user_rate_per_second=0.01
+    lockout_threshold=5,
+    lockout_seconds=3,
+    failure_delay_seconds=0.0,
+    sign_in_rate_burst=1000,
+    sign_in_rate_per_second=1000,
+    failure_audit_burst=1000,
+    failure_audit_per_second=1000,
+    user_rate_burst=2,
+    user_rate_per_second=0.01,
 )
 """Locks that end within a test, and a per-user bucket that empties after two calls."""
 
@@ -86,14 +123,22 @@ async def strict(
     key_ring: KeyRing,
     pool: asyncpg.Pool,
     redis_client: aioredis.Redis,
+    auth_js: JetStreamContext,
 ) -> AsyncIterator[Caller]:
     """A second instance on the same database with :data:`STRICT` auth settings."""
     settings = mesh_settings.model_copy(update={"auth": STRICT})
-    async with hosted(settings, pool, redis_client) as caller:
+    async with hosted(settings, pool, redis_client, auth_js) as caller:
         yield caller
 
 
 @pytest.fixture(scope="session")
-async def accounts(mesh_settings: MeshSettings, pool: asyncpg.Pool) -> Accounts:
+async def accounts(
+    mesh_settings: MeshSettings,
+    pool: asyncpg.Pool,
+    redis_client: aioredis.Redis,
+    auth_js: JetStreamContext,
+) -> Accounts:
     """Account administration as the CLI does it (to create admins)."""
-    return await open_accounts(mesh_settings, pool)
+    revocations = Revocations(mesh_settings.auth)
+    revocations.attach(await auth_js.key_value(mesh_settings.auth.revocations_bucket))
+    return await open_accounts(mesh_settings, pool, redis_client, revocations)

@@ -14,6 +14,8 @@ from grpc_status import rpc_status
 
 from sutazai.auth.v1 import auth_service_pb2 as pb
 from sutazai.auth.v1 import auth_service_pb2_grpc as pb_grpc
+from sutazai.services.auth.accounts import Accounts
+from sutazai.services.runtime.roles import Role
 
 TIMEOUT = 10
 
@@ -93,3 +95,27 @@ def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
     info = error_details_pb2.ErrorInfo()
     assert any(detail.Unpack(info) for detail in status.details)
     return info
+
+
+def retry_delay(error: grpc.aio.AioRpcError) -> float:
+    """The RetryInfo delay of an error, in seconds."""
+    status = rpc_status.from_call(error)
+    assert status is not None
+    retry = error_details_pb2.RetryInfo()
+    assert any(detail.Unpack(retry) for detail in status.details)
+    return float(retry.retry_delay.ToTimedelta().total_seconds())
+
+
+async def make_admin(accounts: Accounts, on: Caller) -> str:
+    """A new admin (made as the CLI makes one), signed in on ``on``: their access token."""
+    name = new_name("admin")
+    password = new_password()
+    await accounts.create(
+        username=name,
+        email=f"{name}@example.org",
+        password=password,
+        role=Role.ADMIN,
+        actor="tests",
+        action="tests.setup",
+    )
+    return (await on.login(name, password)).access_token

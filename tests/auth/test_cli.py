@@ -13,8 +13,9 @@ from sutazai.auth.v1 import auth_service_pb2_grpc as pb_grpc
 from sutazai.services.cli.login import TOKEN_FILE, load_token
 from sutazai.services.runtime.settings import MeshSettings
 from sutazai.services.supervisor.environment import settings_environment
-from tests.auth.helpers import TIMEOUT, Caller, bearer, new_name, new_password
+from tests.auth.helpers import TIMEOUT, Caller, bearer, failure, new_name, new_password
 from tests.harness.cli import run_cli
+from tests.harness.waiting import wait_for
 
 
 async def create_user(
@@ -67,7 +68,7 @@ async def test_users_create_explains_what_is_wrong(
     taken = await auth.register()
     duplicate = await create_user(mesh_settings, taken.username.upper(), new_password())
     assert duplicate[0] == 1
-    assert "is already taken" in duplicate[2]
+    assert "that username or e-mail address cannot be registered" in duplicate[2]
 
     role = await create_user(mesh_settings, new_name(), new_password(), "--role", "root")
     assert role[0] == 1
@@ -127,3 +128,48 @@ async def test_login_through_envoy_keeps_a_private_token(mesh_services: MeshSett
     )
     assert wrong.code == 1
     assert "invalid username or password" in wrong.stderr
+
+
+async def test_users_revoke_signs_the_user_out_of_every_instance(
+    auth: Caller, strict: Caller, mesh_settings: MeshSettings
+) -> None:
+    account, pair = await auth.signed_in()
+    token = bearer(pair.access_token)
+    run = await run_cli(
+        "users", "revoke", account.username, env=settings_environment(mesh_settings)
+    )
+    assert run.code == 0, run.stderr
+    assert f"revoked 1 refresh tokens of {account.username}" in run.stdout
+
+    async def refused() -> bool:
+        for instance in (auth, strict):
+            try:
+                await instance.stub.GetMe(pb.GetMeRequest(), metadata=token, timeout=TIMEOUT)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() is not grpc.StatusCode.UNAUTHENTICATED:
+                    raise
+                continue
+            return False
+        return True
+
+    await wait_for(refused, timeout=1, interval=0.01, message="refused by both instances")
+    unknown = await run_cli("users", "revoke", new_name(), env=settings_environment(mesh_settings))
+    assert unknown.code != 0
+    assert "not found" in unknown.stderr
+
+
+async def test_users_unlock_ends_the_locks_of_every_address(
+    auth: Caller, mesh_settings: MeshSettings
+) -> None:
+    account = await auth.register()
+    for _ in range(mesh_settings.auth.lockout_threshold):
+        await failure(auth.login(account.username, new_password()))
+    locked = await failure(auth.login(account.username, account.password))
+    assert locked.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    run = await run_cli(
+        "users", "unlock", account.username, env=settings_environment(mesh_settings)
+    )
+    assert run.code == 0, run.stderr
+    assert f"unlocked {account.username} (1 " in run.stdout
+    assert (await auth.login(account.username, account.password)).access_token

@@ -1,4 +1,4 @@
-"""The auth service's pure rules: validation, lock-out, refresh-token verdicts, paging."""
+"""The auth service's pure rules: validation, refresh-token verdicts, paging; revocation entries."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import pytest
 from argon2 import PasswordHasher
 
 from sutazai.services.auth.domain import (
-    LockoutPolicy,
     PageLimits,
     RefreshState,
     Verdict,
@@ -24,6 +23,15 @@ from sutazai.services.auth.domain import (
     username_problem,
 )
 from sutazai.services.auth.passwords import Passwords, password_problems
+from sutazai.services.runtime.revocations import (
+    MalformedRevocationError,
+    Revocation,
+    Revocations,
+    parse_entry,
+)
+from sutazai.services.runtime.roles import Role
+from sutazai.services.runtime.settings import AuthSettings
+from sutazai.services.runtime.tokens import Identity
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 GOOD = "Tr0ub4dor&3x"
@@ -81,10 +89,20 @@ def test_registration_names_each_bad_field() -> None:
 def test_credentials_only_refuse_what_no_account_accepts() -> None:
     assert credential_violations("anyone", "x") == {}
     assert credential_violations("", "") == {"username": "required", "password": "required"}
-    assert credential_violations("a" * 255, "x" * 129) == {
-        "username": "must be at most 254 characters",
-        "password": "must be at most 128 characters",
-    }
+    violations = credential_violations("a" * 33, "x" * 129)
+    assert "3 to 32 characters" in violations["username"]
+    assert violations["password"] == "must be at most 128 characters"
+
+
+@pytest.mark.parametrize("bad", ["ada\0", "ada\ud800", "\x00", "a\udfffa"])
+def test_nul_and_lone_surrogates_are_field_violations_everywhere(bad: str) -> None:
+    login = credential_violations(bad, f"pw{bad}")
+    assert set(login) == {"username", "password"}
+    assert "NUL" in login["password"]
+    registration = registration_violations(bad, f"x{bad}@example.org", f"{GOOD}{bad}")
+    assert set(registration) == {"username", "email", "password"}
+    assert "NUL" in registration["email"]
+    assert "NUL" in registration["password"]
 
 
 def test_roles_parse_from_their_labels() -> None:
@@ -94,25 +112,50 @@ def test_roles_parse_from_their_labels() -> None:
     assert "expected user, operator or admin" in problem
 
 
-def test_lockout_counts_then_locks_and_starts_again() -> None:
-    policy = LockoutPolicy(threshold=5, duration=timedelta(minutes=30))
-    failed = 0
-    for expected in range(1, 5):
-        failure = policy.after_failure(failed, T0)
-        assert (failure.failed_logins, failure.locked_until) == (expected, None)
-        failed = failure.failed_logins
-    fifth = policy.after_failure(failed, T0)
-    assert fifth.locked_until == T0 + timedelta(minutes=30)
-    assert fifth.failed_logins == 0
+def identity(user_id: str, token_id: str, issued: int) -> Identity:
+    return Identity(
+        user_id=user_id,
+        username="n",
+        role=Role.USER,
+        token_id=token_id,
+        expires_at=datetime.fromtimestamp(issued + 900, UTC),
+        issued_at=datetime.fromtimestamp(issued, UTC),
+    )
 
 
-def test_lock_holds_until_its_end() -> None:
-    policy = LockoutPolicy(threshold=5, duration=timedelta(minutes=30))
-    until = T0 + timedelta(minutes=30)
-    assert not policy.is_locked(None, T0)
-    assert policy.is_locked(until, T0)
-    assert policy.is_locked(until, until - timedelta(microseconds=1))
-    assert not policy.is_locked(until, until)
+def test_revocation_entries_parse_or_are_refused() -> None:
+    assert parse_entry("token.abc", b'{"exp": 5}') == Revocation("token", "abc", 5)
+    assert parse_entry("account.u1", b'{"after": 7}') == Revocation("account", "u1", 7)
+    for key, value in (
+        ("token.abc", b"not json"),
+        ("token.abc", b'{"exp": "soon"}'),
+        ("token.abc", b'{"exp": true}'),
+        ("account.u1", b"[1]"),
+        ("account.", b'{"after": 1}'),
+        ("other.x", b'{"after": 1}'),
+        ("token.abc", b"\xff"),
+    ):
+        with pytest.raises(MalformedRevocationError):
+            parse_entry(key, value)
+
+
+def test_the_mirror_refuses_by_token_and_by_account_stamp_and_prunes_itself() -> None:
+    now = [1_000_000.0]
+    settings = AuthSettings(access_ttl_seconds=900, clock_skew_seconds=60)
+    mirror = Revocations(settings, clock=lambda: now[0])
+    mirror._synced.set()
+    mirror._remember(Revocation("token", "t1", 1_000_500))
+    mirror._remember(Revocation("account", "u2", 1_000_001))
+    assert mirror.refusal(identity("u1", "t1", 999_000)) == "token revoked (signed out)"
+    assert mirror.refusal(identity("u1", "t2", 999_000)) is None
+    assert mirror.refusal(identity("u2", "t3", 1_000_000)) is not None
+    assert mirror.refusal(identity("u2", "t4", 1_000_001)) is None
+    assert mirror.size == 2
+
+    now[0] = 1_000_001.0 + 960 + 1  # every token either entry refuses has expired
+    mirror.prune()
+    assert mirror.size == 0
+    assert mirror.valid_after("u2") == 0
 
 
 def test_refresh_tokens_are_random_and_stored_only_as_sha256() -> None:

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from sutazai.services.runtime.settings import MeshSettings
+from sutazai.services.runtime.settings import AuthSettings, MeshSettings
 from tests.auth.helpers import new_name, new_password
 
 
@@ -42,7 +42,7 @@ async def test_register_login_me_refresh_logout_over_rest(rest: httpx.AsyncClien
     pair = login.json()
     assert set(pair) == {"access_token", "refresh_token", "expires_in", "token_type"}
     assert pair["token_type"] == "Bearer"
-    assert int(pair["expires_in"]) == 1800
+    assert int(pair["expires_in"]) == AuthSettings().access_ttl_seconds == 900
 
     me = await rest.get("/v1/auth/me", headers=bearer(pair["access_token"]))
     assert me.status_code == 200, me.text

@@ -114,16 +114,68 @@ async def test_a_user_calling_an_admin_rpc_is_denied_and_audited(
     assert ("/sutazai.auth.v1.AuthService/ListUsers", "PERMISSION_DENIED") in outcomes
 
 
-async def test_six_wrong_passwords_lock_the_account(rest: httpx.AsyncClient) -> None:
+async def test_wrong_passwords_for_ada_from_one_address_never_stop_her_at_another(
+    mesh_services: MeshSettings, rest: httpx.AsyncClient
+) -> None:
     username, password = await registered_user(rest)
-    for _ in range(6):
-        wrong = await rest.post(
-            "/v1/auth/login", json={"username": username, "password": password + "x"}
+    base = f"http://127.0.0.1:{mesh_services.envoy.port}"
+    # Envoy sees each client's own source address (use_remote_address) and passes it on.
+    async with (
+        from_address("127.0.0.2", base) as attacker,
+        from_address("127.0.0.3", base) as ada,
+    ):
+        for _ in range(mesh_services.auth.lockout_threshold):
+            wrong = await attacker.post(
+                "/v1/auth/login", json={"username": username, "password": password + "x"}
+            )
+            assert wrong.status_code == 401
+            assert wrong.json()["message"] == "invalid username or password"
+        locked = await attacker.post(
+            "/v1/auth/login", json={"username": username, "password": password}
         )
-        assert wrong.status_code == 401
-    locked = await rest.post("/v1/auth/login", json={"username": username, "password": password})
-    assert locked.status_code == 401
-    assert locked.json()["message"] == "invalid username or password"
+        assert locked.status_code == 429
+        signed_in = await ada.post(
+            "/v1/auth/login", json={"username": username, "password": password}
+        )
+        assert signed_in.status_code == 200, signed_in.text
+
+
+def from_address(source: str, base: str) -> httpx.AsyncClient:
+    """A REST client whose connections come from the loopback address ``source``."""
+    transport = httpx.AsyncHTTPTransport(local_address=source)
+    return httpx.AsyncClient(base_url=base, timeout=10, transport=transport)
+
+
+async def test_register_does_not_tell_which_of_username_or_email_is_taken(
+    rest: httpx.AsyncClient,
+) -> None:
+    username, _ = await registered_user(rest)
+    other, password = credentials()
+    answers = []
+    for name, email in ((username, f"{other}@example.org"), (other, f"{username}@example.org")):
+        reply = await rest.post(
+            "/v1/auth/register", json={"username": name, "email": email, "password": password}
+        )
+        assert reply.status_code == 409
+        answers.append(reply.json())
+    assert answers[0] == answers[1]
+    assert "EMAIL_TAKEN" not in str(answers[0])
+
+
+@pytest.mark.parametrize("bad", [r"ada\u0000", r"ada\ud800", r"\udfff"])
+async def test_nul_and_lone_surrogates_in_credentials_are_refused_not_500(
+    rest: httpx.AsyncClient, bad: str
+) -> None:
+    for path in ("/v1/auth/login", "/v1/auth/register"):
+        # Raw JSON text: the escapes reach Envoy's transcoder as a client could send them.
+        body = (
+            f'{{"username": "{bad}", "password": "Pw-{bad}-0123456789",'
+            f' "email": "a{bad}@example.org"}}'
+        )
+        reply = await rest.post(
+            path, content=body.encode(), headers={"content-type": "application/json"}
+        )
+        assert reply.status_code == 400, (path, bad, reply.text)
 
 
 async def test_rotating_keys_keeps_sessions_and_retiring_ends_them(

@@ -16,6 +16,7 @@ from pathlib import Path
 import psutil
 
 from sutazai.services.runtime.settings import (
+    AuthSettings,
     EdgeSettings,
     EnvoySettings,
     MeshSettings,
@@ -102,6 +103,15 @@ def build_settings(
         # The shared test mesh carries load tests (a steady stream of calls through a failover);
         # the edge limiter itself is tested on an Envoy of its own (tests/gateway).
         edge=UNLIMITED_EDGE,
+        # Every test signs in and registers from 127.0.0.1; the per-address sign-in limits and
+        # the slow-down after a failure are tested on auth instances of their own (tests/auth).
+        auth=AuthSettings(
+            failure_delay_seconds=0.0,
+            sign_in_rate_burst=100_000,
+            sign_in_rate_per_second=100_000,
+            failure_audit_burst=100_000,
+            failure_audit_per_second=100_000,
+        ),
     )
     ensure_credentials(settings, services=services)
     return settings

@@ -1,10 +1,10 @@
-"""Access control inside a service: the Guard on a real ServiceHost, real Redis and PostgreSQL."""
+"""Access control inside a service: the Guard on a real ServiceHost, Redis, PostgreSQL, NATS."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -16,10 +16,11 @@ import redis.asyncio as aioredis
 from sutazai.auth.v1 import auth_service_pb2  # noqa: F401 - puts AuthService in the pool
 from sutazai.services.runtime.audit import AuditLog
 from sutazai.services.runtime.auth import Guard, open_guard
-from sutazai.services.runtime.denylist import DenyList
 from sutazai.services.runtime.faults import RpcStatusError
 from sutazai.services.runtime.key_files import edit_key_ring, ensure_key_ring, load_key_ring
 from sutazai.services.runtime.keys import SigningKey
+from sutazai.services.runtime.messaging import connect_nats
+from sutazai.services.runtime.revocations import Revocations
 from sutazai.services.runtime.roles import Role, access_table
 from sutazai.services.runtime.settings import MeshSettings, ServiceSettings
 from sutazai.services.runtime.tokens import TokenIssuer
@@ -123,11 +124,9 @@ async def test_revoked_token_stops_working_at_once(
 ) -> None:
     issued = issuer(settings).issue(user_id="u2", username="bob", role=Role.USER)
     await system.GetStatus(pb.GetStatusRequest(), metadata=bearer(issued.token), timeout=5)
-    client = aioredis.Redis.from_url(settings.redis_url)
-    try:
-        await DenyList(client).revoke(issued.identity.token_id, ttl_seconds=300)
-    finally:
-        await client.aclose()
+    await revoke(
+        settings, lambda r: r.revoke_token(issued.identity.token_id, issued.identity.expires_at)
+    )
 
     async def refused() -> bool:
         try:
@@ -136,8 +135,39 @@ async def test_revoked_token_stops_working_at_once(
             return exc.code() is grpc.StatusCode.UNAUTHENTICATED
         return False
 
-    # The revocation reaches the service's mirror over pub/sub; a second is generous.
+    # The revocation reaches the service's mirror by its watch of the bucket, within a second.
     await wait_for(refused, timeout=1, interval=0.01, message="revoked token refused")
+
+
+async def revoke(settings: MeshSettings, how: Callable[[Revocations], Awaitable[object]]) -> None:
+    """Write a revocation as the auth service does (principal ``auth``)."""
+    nc = await connect_nats(settings.as_nats_principal("auth"), name="tests-revoke")
+    try:
+        revocations = Revocations(settings.auth)
+        revocations.attach(await nc.jetstream().key_value(settings.auth.revocations_bucket))
+        await how(revocations)
+    finally:
+        await nc.close()
+
+
+async def test_tokens_issued_before_the_account_stamp_are_refused(
+    settings: MeshSettings, system: pb_grpc.SystemServiceStub
+) -> None:
+    old = issuer(settings).issue(user_id="u6", username="fay", role=Role.USER)
+    other = issuer(settings).issue(user_id="u7", username="gus", role=Role.USER)
+    await system.GetStatus(pb.GetStatusRequest(), metadata=bearer(old.token), timeout=5)
+    await revoke(settings, lambda r: r.revoke_account("u6"))
+
+    async def refused() -> bool:
+        try:
+            await system.GetStatus(pb.GetStatusRequest(), metadata=bearer(old.token), timeout=5)
+        except grpc.aio.AioRpcError as exc:
+            return exc.code() is grpc.StatusCode.UNAUTHENTICATED
+        return False
+
+    await wait_for(refused, timeout=1, interval=0.01, message="stamped account's token refused")
+    # Other accounts are untouched.
+    await system.GetStatus(pb.GetStatusRequest(), metadata=bearer(other.token), timeout=5)
 
 
 async def test_rotation_keeps_old_tokens_until_the_old_key_retires(
@@ -169,10 +199,13 @@ async def test_rotation_keeps_old_tokens_until_the_old_key_retires(
 async def guard(settings: MeshSettings) -> AsyncIterator[tuple[Guard, AuditLog]]:
     pool = await asyncpg.create_pool(settings.postgres_dsn, min_size=1, max_size=2)
     client = aioredis.Redis.from_url(settings.redis_url)
+    nc = await connect_nats(settings, name="tests-guard")
     audit = await AuditLog.open(pool)
     limits = {"user_rate_burst": 2, "user_rate_per_second": 0.01}
     tight = settings.model_copy(update={"auth": settings.auth.model_copy(update=limits)})
-    built = open_guard(tight, ["sutazai.auth.v1.AuthService"], redis=client, audit=audit)
+    built = open_guard(
+        tight, ["sutazai.auth.v1.AuthService"], redis=client, audit=audit, js=nc.jetstream()
+    )
     follower = asyncio.create_task(built.run())
     await asyncio.wait_for(built.wait_ready(), timeout=10)
     try:
@@ -182,6 +215,7 @@ async def guard(settings: MeshSettings) -> AsyncIterator[tuple[Guard, AuditLog]]
         with contextlib.suppress(asyncio.CancelledError):
             await follower
         await client.aclose()
+        await nc.close()
         await pool.close()
 
 
@@ -254,3 +288,30 @@ def test_verified_tokens_are_remembered_until_the_keys_change_or_they_expire() -
     public[0] = KeyRing((SigningKey.generate(),)).public  # the signing key was retired
     with pytest.raises(InvalidTokenError):
         verifier.verify(issued.token)
+
+
+async def test_a_malformed_revocation_is_skipped_and_the_watch_goes_on(
+    settings: MeshSettings, system: pb_grpc.SystemServiceStub
+) -> None:
+    issued = issuer(settings).issue(user_id="u8", username="hal", role=Role.USER)
+    nc = await connect_nats(settings, name="tests-malformed")  # admin may write anything
+    try:
+        kv = await nc.jetstream().key_value(settings.auth.revocations_bucket)
+        await kv.put("token.garbage", b"\xff not json")
+        await kv.put("nonsense", b"{}")
+        await kv.put("account.u8", b'{"after": "tomorrow"}')
+    finally:
+        await nc.close()
+    await revoke(
+        settings, lambda r: r.revoke_token(issued.identity.token_id, issued.identity.expires_at)
+    )
+
+    async def refused() -> bool:
+        try:
+            await system.GetStatus(pb.GetStatusRequest(), metadata=bearer(issued.token), timeout=5)
+        except grpc.aio.AioRpcError as exc:
+            return exc.code() is grpc.StatusCode.UNAUTHENTICATED
+        return False
+
+    # The revocation written after the malformed entries still arrives: the watch lives on.
+    await wait_for(refused, timeout=1, interval=0.01, message="revocation after malformed ones")

@@ -85,17 +85,29 @@ def test_principal_names_are_subject_tokens_and_not_reserved() -> None:
 
 def test_permissions_confine_each_service_to_its_own_registry_keys() -> None:
     policy = Policy.packaged()
-    alpha = policy.permissions(Principal("alpha", "service"), bucket="reg")
+    alpha = policy.permissions(Principal("alpha", "service"), bucket="reg", revocations="rev")
     assert "$KV.reg.alpha.>" in alpha.publish
     assert not [s for s in alpha.publish if s.startswith("$KV.") and s != "$KV.reg.alpha.>"]
     assert alpha.subscribe == ("_INBOX.alpha.>",)
     assert "$JS.API.STREAM.INFO.KV_reg" in alpha.publish
     assert not [s for s in alpha.publish if ".STREAM.CREATE." in s or ".DELETE." in s]
 
-    gateway = policy.permissions(Principal("gateway", "gateway"), bucket="reg")
+    gateway = policy.permissions(Principal("gateway", "gateway"), bucket="reg", revocations="rev")
     assert not [s for s in gateway.publish if s.startswith("$KV.")]
     assert gateway.subscribe == ("_INBOX.gateway.>",)
-    assert policy.permissions(Principal("admin", "admin"), bucket="reg").publish == (">",)
+    admin = policy.permissions(Principal("admin", "admin"), bucket="reg", revocations="rev")
+    assert admin.publish == (">",)
+
+
+def test_only_the_auth_service_writes_revocations_and_everyone_reads_them() -> None:
+    policy = Policy.packaged()
+    auth = policy.permissions(Principal("auth", "service"), bucket="reg", revocations="rev")
+    assert "$KV.rev.>" in auth.publish
+    for name, role in (("system", "service"), ("gateway", "gateway")):
+        other = policy.permissions(Principal(name, role), bucket="reg", revocations="rev")
+        assert not [s for s in other.publish if s.startswith("$KV.rev")], name
+        assert "$JS.API.CONSUMER.CREATE.KV_rev" in other.publish, name
+        assert "$JS.API.STREAM.INFO.KV_rev" in other.publish, name
 
 
 def test_children_get_their_principal_on_the_embedded_nats_only(tmp_path: Path) -> None:

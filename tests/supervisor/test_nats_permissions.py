@@ -1,6 +1,7 @@
 """Per-principal NATS credentials and subject permissions, on the real embedded server.
 
-The server runs with two services, ``alpha`` and ``beta``, besides ``admin`` and ``gateway``.
+The server runs with three services, ``alpha``, ``beta`` and ``auth`` (the one that writes
+revocations), besides ``admin`` and ``gateway``.
 A denied publish or subscription is reported by the server as an asynchronous ``-ERR``; nats-py
 hands it to the error callback while reading, in order with the server's other replies. So once
 a PING sent after the publish is answered, the ``-ERR`` (if any) has been read, and the checks
@@ -23,12 +24,13 @@ from nats.js.api import KeyValueConfig
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
 from sutazai.services.runtime.errors import RegistryError
 from sutazai.services.runtime.registry import Registry
+from sutazai.services.runtime.revocations import ensure_bucket
 from sutazai.services.runtime.settings import MeshSettings
 from sutazai.services.supervisor.components.nats import nats_component
 from sutazai.services.supervisor.environment import child_environment
 from tests.harness import MeshPorts, build_settings, new_state_dir, remove_state_dir, supervised
 
-SERVICES = ("alpha", "beta")
+SERVICES = ("alpha", "beta", "auth")
 
 
 @pytest.fixture(scope="module")
@@ -196,6 +198,35 @@ async def test_the_gateway_reads_and_watches_but_cannot_write(nats_mesh: MeshSet
         assert await gateway.publish_denied("$JS.API.INFO")
 
 
+async def test_only_auth_writes_revocations_and_every_principal_watches_them(
+    nats_mesh: MeshSettings,
+) -> None:
+    bucket = nats_mesh.auth.revocations_bucket
+    async with (
+        connected(nats_mesh, "auth") as auth,
+        connected(nats_mesh, "alpha") as alpha,
+        connected(nats_mesh, "gateway") as gateway,
+    ):
+        watchers = []
+        for reader in (alpha, gateway):
+            kv = await reader.client.jetstream(timeout=1.0).key_value(bucket)
+            watchers.append(await kv.watch("account.u1"))
+        writer = await auth.client.jetstream(timeout=1.0).key_value(bucket)
+        await writer.put("account.u1", b'{"after": 1}')
+        async with asyncio.timeout(10):
+            for watcher in watchers:
+                async for entry in watcher:
+                    if entry is not None and entry.value == b'{"after": 1}':
+                        break
+                await watcher.stop()
+        assert auth.errors == alpha.errors == gateway.errors == []
+        for session in (alpha, gateway):
+            for key in ("account.u1", "token.x"):
+                assert await session.publish_denied(f"$KV.{bucket}.{key}"), key
+        # The auth service writes only revocations besides its own registry entries.
+        assert await auth.publish_denied(kv_subject(nats_mesh, "alpha.x"))
+
+
 async def test_only_admin_creates_deletes_or_purges_streams(nats_mesh: MeshSettings) -> None:
     registry_stream = stream(nats_mesh)
     for principal in ("gateway", "alpha"):
@@ -240,7 +271,8 @@ async def test_each_principal_reads_only_its_own_inbox(nats_mesh: MeshSettings) 
 
 async def test_principals_need_their_own_password(nats_mesh: MeshSettings) -> None:
     secrets = nats_mesh.secrets
-    assert len(set(secrets.nats_passwords.values())) == len(secrets.nats_passwords) == 4
+    passwords = secrets.nats_passwords
+    assert len(set(passwords.values())) == len(passwords) == 2 + len(SERVICES)
     for user, password in (
         ("alpha", secrets.nats_password("beta")),
         ("gateway", secrets.nats_password("admin")),
@@ -270,3 +302,24 @@ async def test_the_config_names_each_principal_once(nats_mesh: MeshSettings) -> 
     config = (nats_mesh.state_dir / "nats" / "nats-server.conf").read_text()
     for principal in ("admin", "gateway", *SERVICES):
         assert config.count(f'"user": "{principal}"') == 1
+
+
+async def test_the_revocation_bucket_outlives_every_token_it_can_refuse(
+    nats_mesh: MeshSettings,
+) -> None:
+    async with connected(nats_mesh, "admin") as admin:
+        js = admin.client.jetstream()
+        stream_name = f"KV_{nats_mesh.auth.revocations_bucket}"
+        created = await js.stream_info(stream_name)
+        assert created.config.max_age == nats_mesh.auth.revocation_max_age_seconds
+        # A longer access-token lifetime widens the bucket's max_age at the next start.
+        longer = nats_mesh.auth.model_copy(update={"access_ttl_seconds": 1800})
+        await ensure_bucket(js, longer)
+        assert (
+            await js.stream_info(stream_name)
+        ).config.max_age == longer.revocation_max_age_seconds
+        # A shorter one never narrows it: entries of tokens issued before must stay.
+        await ensure_bucket(js, nats_mesh.auth)
+        assert (
+            await js.stream_info(stream_name)
+        ).config.max_age == longer.revocation_max_age_seconds

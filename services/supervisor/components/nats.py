@@ -13,6 +13,7 @@ import nats.errors
 from sutazai.services.runtime.deployment import load_catalog
 from sutazai.services.runtime.errors import MeshRuntimeError
 from sutazai.services.runtime.registry import Registry
+from sutazai.services.runtime.revocations import ensure_bucket
 from sutazai.services.runtime.secrets import ensure_secrets
 from sutazai.services.runtime.settings import NATS_ADMIN, MeshSettings
 from sutazai.services.supervisor.binaries import executable
@@ -45,7 +46,11 @@ def render_config(settings: MeshSettings, principals: Iterable[Principal]) -> st
         "monitor": f"{settings.internal_host}:{settings.nats.monitor_port}",
         "store_dir": str(nats_dir(settings) / "jetstream"),
         "users": users_config(
-            principals, secrets, bucket=settings.registry.bucket, policy=Policy.packaged()
+            principals,
+            secrets,
+            bucket=settings.registry.bucket,
+            revocations=settings.auth.revocations_bucket,
+            policy=Policy.packaged(),
         ),
     }
     # JSON (strings, lists, maps) is valid NATS configuration syntax.
@@ -59,11 +64,11 @@ def nats_component(
 
     The embedded server has one user per principal: ``admin``, ``gateway`` and each of
     ``services`` (default: the services of ``deploy/mesh.toml``). Once it is healthy the
-    registry bucket is created, as ``admin``, so that no other principal needs to create it.
+    registry and revocation buckets are created, as ``admin``, so no other principal needs to.
     """
 
     async def bootstrap() -> None:
-        await _ensure_registry(settings)
+        await _ensure_buckets(settings)
 
     if settings.nats.url:
         return ComponentSpec(
@@ -95,15 +100,14 @@ def nats_component(
     )
 
 
-async def _ensure_registry(settings: MeshSettings) -> None:
-    """Create the registry bucket if it does not exist yet (idempotent)."""
+async def _ensure_buckets(settings: MeshSettings) -> None:
+    """Create the registry and revocation buckets if they do not exist yet (idempotent)."""
     try:
         client = await connect_nats(settings.as_nats_principal(NATS_ADMIN))
         try:
             await Registry.open(client.jetstream(), settings.registry)
+            await ensure_bucket(client.jetstream(), settings.auth)
         finally:
             await client.close()
     except (nats.errors.Error, OSError, TimeoutError) as exc:
-        raise LaunchError(
-            f"cannot create the registry bucket {settings.registry.bucket!r}: {exc}"
-        ) from exc
+        raise LaunchError(f"cannot create the mesh's NATS buckets: {exc}") from exc

@@ -529,6 +529,100 @@ class DeactivateUserResponse(_message.Message):
 Global___DeactivateUserResponse: _TypeAlias = DeactivateUserResponse  # noqa: Y015
 
 @_typing.final
+class RevokeUserSessionsRequest(_message.Message):
+    """RevokeUserSessionsRequest names the user."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USERNAME_FIELD_NUMBER: _builtins.int
+    username: _builtins.str
+    """The user to sign out everywhere."""
+    def __init__(
+        self,
+        *,
+        username: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["username", b"username"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeUserSessionsRequest: _TypeAlias = RevokeUserSessionsRequest  # noqa: Y015
+
+@_typing.final
+class RevokeUserSessionsResponse(_message.Message):
+    """RevokeUserSessionsResponse says what was revoked."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFRESH_TOKENS_REVOKED_FIELD_NUMBER: _builtins.int
+    VALID_AFTER_FIELD_NUMBER: _builtins.int
+    refresh_tokens_revoked: _builtins.int
+    """Refresh tokens revoked."""
+    @_builtins.property
+    def valid_after(self) -> _timestamp_pb2.Timestamp:
+        """Access tokens issued before this time are refused."""
+
+    def __init__(
+        self,
+        *,
+        refresh_tokens_revoked: _builtins.int = ...,
+        valid_after: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["valid_after", b"valid_after"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["refresh_tokens_revoked", b"refresh_tokens_revoked", "valid_after", b"valid_after"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeUserSessionsResponse: _TypeAlias = RevokeUserSessionsResponse  # noqa: Y015
+
+@_typing.final
+class UnlockUserRequest(_message.Message):
+    """UnlockUserRequest names the user."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USERNAME_FIELD_NUMBER: _builtins.int
+    username: _builtins.str
+    """The user whose sign-in locks end."""
+    def __init__(
+        self,
+        *,
+        username: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["username", b"username"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnlockUserRequest: _TypeAlias = UnlockUserRequest  # noqa: Y015
+
+@_typing.final
+class UnlockUserResponse(_message.Message):
+    """UnlockUserResponse says what was cleared."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCKS_CLEARED_FIELD_NUMBER: _builtins.int
+    locks_cleared: _builtins.int
+    """(username, client address) pairs that were locked or slowed down."""
+    def __init__(
+        self,
+        *,
+        locks_cleared: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["locks_cleared", b"locks_cleared"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnlockUserResponse: _TypeAlias = UnlockUserResponse  # noqa: Y015
+
+@_typing.final
 class AuditEvent(_message.Message):
     """AuditEvent is one entry of the audit log."""
 

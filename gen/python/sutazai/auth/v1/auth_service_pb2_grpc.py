@@ -28,9 +28,11 @@ if _version_not_supported:
 class AuthServiceStub:
     """AuthService registers users, signs them in and out, and administers accounts.
 
-    Access tokens are HS256 JWTs (30 minutes; claims sub, role, jti, iss) verified by Envoy and
-    again by every service. Refresh tokens are opaque, stored hashed, valid 7 days and rotated on
-    every use; presenting a rotated one revokes its whole family.
+    Access tokens are JWTs (15 minutes by default; claims sub, role, jti, iss, iat) verified by
+    Envoy and again by every service, which also refuse revoked tokens and tokens issued before
+    their account was deactivated, changed role or password, or had its sessions revoked. Refresh
+    tokens are opaque, stored hashed, valid 7 days and rotated on every use; presenting a rotated
+    one revokes its whole family.
     """
 
     def __init__(self, channel):
@@ -84,6 +86,16 @@ class AuthServiceStub:
                 request_serializer=sutazai_dot_auth_dot_v1_dot_auth__service__pb2.DeactivateUserRequest.SerializeToString,
                 response_deserializer=sutazai_dot_auth_dot_v1_dot_auth__service__pb2.DeactivateUserResponse.FromString,
                 _registered_method=True)
+        self.RevokeUserSessions = channel.unary_unary(
+                '/sutazai.auth.v1.AuthService/RevokeUserSessions',
+                request_serializer=sutazai_dot_auth_dot_v1_dot_auth__service__pb2.RevokeUserSessionsRequest.SerializeToString,
+                response_deserializer=sutazai_dot_auth_dot_v1_dot_auth__service__pb2.RevokeUserSessionsResponse.FromString,
+                _registered_method=True)
+        self.UnlockUser = channel.unary_unary(
+                '/sutazai.auth.v1.AuthService/UnlockUser',
+                request_serializer=sutazai_dot_auth_dot_v1_dot_auth__service__pb2.UnlockUserRequest.SerializeToString,
+                response_deserializer=sutazai_dot_auth_dot_v1_dot_auth__service__pb2.UnlockUserResponse.FromString,
+                _registered_method=True)
         self.ListAuditEvents = channel.unary_unary(
                 '/sutazai.auth.v1.AuthService/ListAuditEvents',
                 request_serializer=sutazai_dot_auth_dot_v1_dot_auth__service__pb2.ListAuditEventsRequest.SerializeToString,
@@ -94,22 +106,26 @@ class AuthServiceStub:
 class AuthServiceServicer:
     """AuthService registers users, signs them in and out, and administers accounts.
 
-    Access tokens are HS256 JWTs (30 minutes; claims sub, role, jti, iss) verified by Envoy and
-    again by every service. Refresh tokens are opaque, stored hashed, valid 7 days and rotated on
-    every use; presenting a rotated one revokes its whole family.
+    Access tokens are JWTs (15 minutes by default; claims sub, role, jti, iss, iat) verified by
+    Envoy and again by every service, which also refuse revoked tokens and tokens issued before
+    their account was deactivated, changed role or password, or had its sessions revoked. Refresh
+    tokens are opaque, stored hashed, valid 7 days and rotated on every use; presenting a rotated
+    one revokes its whole family.
     """
 
     def Register(self, request, context):
-        """Register creates a user with the `user` role.
+        """Register creates a user with the `user` role. A taken username or e-mail address gets one
+        ALREADY_EXISTS answer that does not say which. Limited per client address.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Login(self, request, context):
-        """Login exchanges a username and password for an access and a refresh token. Five failures
-        in a row lock the account for 30 minutes; the answer never reveals whether a user exists.
-        Every attempt, lock-out and success is in the audit log (written by the service).
+        """Login exchanges a username and password for an access and a refresh token. Failures slow
+        down and then lock the (username, client address) pair, never the account; calls are
+        limited per client address. The answer never reveals whether a user exists. Attempts,
+        lock-outs and successes are in the audit log (failures at a bounded rate per address).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -117,6 +133,7 @@ class AuthServiceServicer:
 
     def Refresh(self, request, context):
         """Refresh exchanges a refresh token for a new pair; the presented token stops working.
+        Limited per client address.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -137,8 +154,8 @@ class AuthServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ChangePassword(self, request, context):
-        """ChangePassword sets a new password and signs out every session of the caller (the current
-        access token stays valid until it expires; sign in again for a refresh token).
+        """ChangePassword sets a new password and signs out every session of the caller, access tokens
+        included (sign in again).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -161,6 +178,21 @@ class AuthServiceServicer:
     def DeactivateUser(self, request, context):
         """DeactivateUser disables an account and revokes its sessions; admins cannot deactivate
         themselves.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeUserSessions(self, request, context):
+        """RevokeUserSessions signs a user out everywhere: every refresh token, and every access token
+        issued until now (refused by every service within a second).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnlockUser(self, request, context):
+        """UnlockUser ends every sign-in lock and slow-down of a user, from every client address.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -221,6 +253,16 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     request_deserializer=sutazai_dot_auth_dot_v1_dot_auth__service__pb2.DeactivateUserRequest.FromString,
                     response_serializer=sutazai_dot_auth_dot_v1_dot_auth__service__pb2.DeactivateUserResponse.SerializeToString,
             ),
+            'RevokeUserSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeUserSessions,
+                    request_deserializer=sutazai_dot_auth_dot_v1_dot_auth__service__pb2.RevokeUserSessionsRequest.FromString,
+                    response_serializer=sutazai_dot_auth_dot_v1_dot_auth__service__pb2.RevokeUserSessionsResponse.SerializeToString,
+            ),
+            'UnlockUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnlockUser,
+                    request_deserializer=sutazai_dot_auth_dot_v1_dot_auth__service__pb2.UnlockUserRequest.FromString,
+                    response_serializer=sutazai_dot_auth_dot_v1_dot_auth__service__pb2.UnlockUserResponse.SerializeToString,
+            ),
             'ListAuditEvents': grpc.unary_unary_rpc_method_handler(
                     servicer.ListAuditEvents,
                     request_deserializer=sutazai_dot_auth_dot_v1_dot_auth__service__pb2.ListAuditEventsRequest.FromString,
@@ -237,9 +279,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
 class AuthService:
     """AuthService registers users, signs them in and out, and administers accounts.
 
-    Access tokens are HS256 JWTs (30 minutes; claims sub, role, jti, iss) verified by Envoy and
-    again by every service. Refresh tokens are opaque, stored hashed, valid 7 days and rotated on
-    every use; presenting a rotated one revokes its whole family.
+    Access tokens are JWTs (15 minutes by default; claims sub, role, jti, iss, iat) verified by
+    Envoy and again by every service, which also refuse revoked tokens and tokens issued before
+    their account was deactivated, changed role or password, or had its sessions revoked. Refresh
+    tokens are opaque, stored hashed, valid 7 days and rotated on every use; presenting a rotated
+    one revokes its whole family.
     """
 
     @staticmethod
@@ -475,6 +519,60 @@ class AuthService:
             '/sutazai.auth.v1.AuthService/DeactivateUser',
             sutazai_dot_auth_dot_v1_dot_auth__service__pb2.DeactivateUserRequest.SerializeToString,
             sutazai_dot_auth_dot_v1_dot_auth__service__pb2.DeactivateUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeUserSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sutazai.auth.v1.AuthService/RevokeUserSessions',
+            sutazai_dot_auth_dot_v1_dot_auth__service__pb2.RevokeUserSessionsRequest.SerializeToString,
+            sutazai_dot_auth_dot_v1_dot_auth__service__pb2.RevokeUserSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnlockUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sutazai.auth.v1.AuthService/UnlockUser',
+            sutazai_dot_auth_dot_v1_dot_auth__service__pb2.UnlockUserRequest.SerializeToString,
+            sutazai_dot_auth_dot_v1_dot_auth__service__pb2.UnlockUserResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -29,9 +29,11 @@ GRPC_VERSION: str
 class AuthServiceStub:
     """AuthService registers users, signs them in and out, and administers accounts.
 
-    Access tokens are HS256 JWTs (30 minutes; claims sub, role, jti, iss) verified by Envoy and
-    again by every service. Refresh tokens are opaque, stored hashed, valid 7 days and rotated on
-    every use; presenting a rotated one revokes its whole family.
+    Access tokens are JWTs (15 minutes by default; claims sub, role, jti, iss, iat) verified by
+    Envoy and again by every service, which also refuse revoked tokens and tokens issued before
+    their account was deactivated, changed role or password, or had its sessions revoked. Refresh
+    tokens are opaque, stored hashed, valid 7 days and rotated on every use; presenting a rotated
+    one revokes its whole family.
     """
 
     @_typing.overload
@@ -39,21 +41,26 @@ class AuthServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AuthServiceAsyncStub: ...
     Register: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.RegisterRequest, _auth_service_pb2.RegisterResponse]
-    """Register creates a user with the `user` role."""
+    """Register creates a user with the `user` role. A taken username or e-mail address gets one
+    ALREADY_EXISTS answer that does not say which. Limited per client address.
+    """
     Login: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.LoginRequest, _auth_service_pb2.LoginResponse]
-    """Login exchanges a username and password for an access and a refresh token. Five failures
-    in a row lock the account for 30 minutes; the answer never reveals whether a user exists.
-    Every attempt, lock-out and success is in the audit log (written by the service).
+    """Login exchanges a username and password for an access and a refresh token. Failures slow
+    down and then lock the (username, client address) pair, never the account; calls are
+    limited per client address. The answer never reveals whether a user exists. Attempts,
+    lock-outs and successes are in the audit log (failures at a bounded rate per address).
     """
     Refresh: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.RefreshRequest, _auth_service_pb2.RefreshResponse]
-    """Refresh exchanges a refresh token for a new pair; the presented token stops working."""
+    """Refresh exchanges a refresh token for a new pair; the presented token stops working.
+    Limited per client address.
+    """
     Logout: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.LogoutRequest, _auth_service_pb2.LogoutResponse]
     """Logout revokes the refresh token's family and the caller's access token, at once."""
     GetMe: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.GetMeRequest, _auth_service_pb2.GetMeResponse]
     """GetMe returns the signed-in caller's account."""
     ChangePassword: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.ChangePasswordRequest, _auth_service_pb2.ChangePasswordResponse]
-    """ChangePassword sets a new password and signs out every session of the caller (the current
-    access token stays valid until it expires; sign in again for a refresh token).
+    """ChangePassword sets a new password and signs out every session of the caller, access tokens
+    included (sign in again).
     """
     ListUsers: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.ListUsersRequest, _auth_service_pb2.ListUsersResponse]
     """ListUsers pages through every account."""
@@ -63,6 +70,12 @@ class AuthServiceStub:
     """DeactivateUser disables an account and revokes its sessions; admins cannot deactivate
     themselves.
     """
+    RevokeUserSessions: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.RevokeUserSessionsRequest, _auth_service_pb2.RevokeUserSessionsResponse]
+    """RevokeUserSessions signs a user out everywhere: every refresh token, and every access token
+    issued until now (refused by every service within a second).
+    """
+    UnlockUser: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.UnlockUserRequest, _auth_service_pb2.UnlockUserResponse]
+    """UnlockUser ends every sign-in lock and slow-down of a user, from every client address."""
     ListAuditEvents: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.ListAuditEventsRequest, _auth_service_pb2.ListAuditEventsResponse]
     """ListAuditEvents pages through the audit log, newest first."""
 
@@ -70,28 +83,35 @@ class AuthServiceStub:
 class AuthServiceAsyncStub(AuthServiceStub):
     """AuthService registers users, signs them in and out, and administers accounts.
 
-    Access tokens are HS256 JWTs (30 minutes; claims sub, role, jti, iss) verified by Envoy and
-    again by every service. Refresh tokens are opaque, stored hashed, valid 7 days and rotated on
-    every use; presenting a rotated one revokes its whole family.
+    Access tokens are JWTs (15 minutes by default; claims sub, role, jti, iss, iat) verified by
+    Envoy and again by every service, which also refuse revoked tokens and tokens issued before
+    their account was deactivated, changed role or password, or had its sessions revoked. Refresh
+    tokens are opaque, stored hashed, valid 7 days and rotated on every use; presenting a rotated
+    one revokes its whole family.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Register: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.RegisterRequest, _auth_service_pb2.RegisterResponse]  # type: ignore[assignment]
-    """Register creates a user with the `user` role."""
+    """Register creates a user with the `user` role. A taken username or e-mail address gets one
+    ALREADY_EXISTS answer that does not say which. Limited per client address.
+    """
     Login: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.LoginRequest, _auth_service_pb2.LoginResponse]  # type: ignore[assignment]
-    """Login exchanges a username and password for an access and a refresh token. Five failures
-    in a row lock the account for 30 minutes; the answer never reveals whether a user exists.
-    Every attempt, lock-out and success is in the audit log (written by the service).
+    """Login exchanges a username and password for an access and a refresh token. Failures slow
+    down and then lock the (username, client address) pair, never the account; calls are
+    limited per client address. The answer never reveals whether a user exists. Attempts,
+    lock-outs and successes are in the audit log (failures at a bounded rate per address).
     """
     Refresh: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.RefreshRequest, _auth_service_pb2.RefreshResponse]  # type: ignore[assignment]
-    """Refresh exchanges a refresh token for a new pair; the presented token stops working."""
+    """Refresh exchanges a refresh token for a new pair; the presented token stops working.
+    Limited per client address.
+    """
     Logout: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.LogoutRequest, _auth_service_pb2.LogoutResponse]  # type: ignore[assignment]
     """Logout revokes the refresh token's family and the caller's access token, at once."""
     GetMe: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.GetMeRequest, _auth_service_pb2.GetMeResponse]  # type: ignore[assignment]
     """GetMe returns the signed-in caller's account."""
     ChangePassword: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.ChangePasswordRequest, _auth_service_pb2.ChangePasswordResponse]  # type: ignore[assignment]
-    """ChangePassword sets a new password and signs out every session of the caller (the current
-    access token stays valid until it expires; sign in again for a refresh token).
+    """ChangePassword sets a new password and signs out every session of the caller, access tokens
+    included (sign in again).
     """
     ListUsers: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.ListUsersRequest, _auth_service_pb2.ListUsersResponse]  # type: ignore[assignment]
     """ListUsers pages through every account."""
@@ -101,15 +121,23 @@ class AuthServiceAsyncStub(AuthServiceStub):
     """DeactivateUser disables an account and revokes its sessions; admins cannot deactivate
     themselves.
     """
+    RevokeUserSessions: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.RevokeUserSessionsRequest, _auth_service_pb2.RevokeUserSessionsResponse]  # type: ignore[assignment]
+    """RevokeUserSessions signs a user out everywhere: every refresh token, and every access token
+    issued until now (refused by every service within a second).
+    """
+    UnlockUser: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.UnlockUserRequest, _auth_service_pb2.UnlockUserResponse]  # type: ignore[assignment]
+    """UnlockUser ends every sign-in lock and slow-down of a user, from every client address."""
     ListAuditEvents: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.ListAuditEventsRequest, _auth_service_pb2.ListAuditEventsResponse]  # type: ignore[assignment]
     """ListAuditEvents pages through the audit log, newest first."""
 
 class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
     """AuthService registers users, signs them in and out, and administers accounts.
 
-    Access tokens are HS256 JWTs (30 minutes; claims sub, role, jti, iss) verified by Envoy and
-    again by every service. Refresh tokens are opaque, stored hashed, valid 7 days and rotated on
-    every use; presenting a rotated one revokes its whole family.
+    Access tokens are JWTs (15 minutes by default; claims sub, role, jti, iss, iat) verified by
+    Envoy and again by every service, which also refuse revoked tokens and tokens issued before
+    their account was deactivated, changed role or password, or had its sessions revoked. Refresh
+    tokens are opaque, stored hashed, valid 7 days and rotated on every use; presenting a rotated
+    one revokes its whole family.
     """
 
     @_abc_1.abstractmethod
@@ -118,7 +146,9 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _auth_service_pb2.RegisterRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_auth_service_pb2.RegisterResponse, _abc.Awaitable[_auth_service_pb2.RegisterResponse]]:
-        """Register creates a user with the `user` role."""
+        """Register creates a user with the `user` role. A taken username or e-mail address gets one
+        ALREADY_EXISTS answer that does not say which. Limited per client address.
+        """
 
     @_abc_1.abstractmethod
     def Login(
@@ -126,9 +156,10 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _auth_service_pb2.LoginRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_auth_service_pb2.LoginResponse, _abc.Awaitable[_auth_service_pb2.LoginResponse]]:
-        """Login exchanges a username and password for an access and a refresh token. Five failures
-        in a row lock the account for 30 minutes; the answer never reveals whether a user exists.
-        Every attempt, lock-out and success is in the audit log (written by the service).
+        """Login exchanges a username and password for an access and a refresh token. Failures slow
+        down and then lock the (username, client address) pair, never the account; calls are
+        limited per client address. The answer never reveals whether a user exists. Attempts,
+        lock-outs and successes are in the audit log (failures at a bounded rate per address).
         """
 
     @_abc_1.abstractmethod
@@ -137,7 +168,9 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _auth_service_pb2.RefreshRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_auth_service_pb2.RefreshResponse, _abc.Awaitable[_auth_service_pb2.RefreshResponse]]:
-        """Refresh exchanges a refresh token for a new pair; the presented token stops working."""
+        """Refresh exchanges a refresh token for a new pair; the presented token stops working.
+        Limited per client address.
+        """
 
     @_abc_1.abstractmethod
     def Logout(
@@ -161,8 +194,8 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _auth_service_pb2.ChangePasswordRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_auth_service_pb2.ChangePasswordResponse, _abc.Awaitable[_auth_service_pb2.ChangePasswordResponse]]:
-        """ChangePassword sets a new password and signs out every session of the caller (the current
-        access token stays valid until it expires; sign in again for a refresh token).
+        """ChangePassword sets a new password and signs out every session of the caller, access tokens
+        included (sign in again).
         """
 
     @_abc_1.abstractmethod
@@ -190,6 +223,24 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         """DeactivateUser disables an account and revokes its sessions; admins cannot deactivate
         themselves.
         """
+
+    @_abc_1.abstractmethod
+    def RevokeUserSessions(
+        self,
+        request: _auth_service_pb2.RevokeUserSessionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.RevokeUserSessionsResponse, _abc.Awaitable[_auth_service_pb2.RevokeUserSessionsResponse]]:
+        """RevokeUserSessions signs a user out everywhere: every refresh token, and every access token
+        issued until now (refused by every service within a second).
+        """
+
+    @_abc_1.abstractmethod
+    def UnlockUser(
+        self,
+        request: _auth_service_pb2.UnlockUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.UnlockUserResponse, _abc.Awaitable[_auth_service_pb2.UnlockUserResponse]]:
+        """UnlockUser ends every sign-in lock and slow-down of a user, from every client address."""
 
     @_abc_1.abstractmethod
     def ListAuditEvents(
