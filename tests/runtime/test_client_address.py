@@ -1,7 +1,8 @@
 """Which client address a service's per-client limit believes: the peer's, unless it is Envoy.
 
-A real ServiceHost (TCP port and Unix socket) with a real guard and Redis; the anonymous,
-rate-limited Register call is answered by a stand-in after the guard admitted it.
+A real ServiceHost (TCP port and Unix socket) with a real guard, Redis and NATS; Register is
+declared public and rate limited here (the guard then keys anonymous callers by client address)
+and answered by a stand-in after the guard admitted it.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ import redis.asyncio as aioredis
 
 from sutazai.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from sutazai.services.runtime.audit import AuditLog
-from sutazai.services.runtime.auth import open_guard
+from sutazai.services.runtime.auth import Guard, open_authenticator, revocation_bucket
 from sutazai.services.runtime.context import CLIENT_ADDRESS_HEADER
-from sutazai.services.runtime.keys import ensure_key_ring
+from sutazai.services.runtime.key_files import ensure_key_ring
+from sutazai.services.runtime.messaging import connect_nats
+from sutazai.services.runtime.ratelimit import RateLimiter
+from sutazai.services.runtime.roles import MethodAccess, Role
 from sutazai.services.runtime.server import ServiceHost, Servicer
 from sutazai.services.runtime.settings import MeshSettings, ServiceSettings
 from sutazai.services.runtime.sockets import grpc_target
@@ -44,18 +48,27 @@ async def forget_buckets(client: aioredis.Redis, address: str) -> None:
 
 @pytest.fixture
 async def host(mesh_settings: MeshSettings) -> AsyncIterator[tuple[ServiceHost, aioredis.Redis]]:
-    ensure_key_ring(mesh_settings.keys_file)
-    limits = {"user_rate_burst": BURST, "user_rate_per_second": 0.01}
-    tight = mesh_settings.model_copy(update={"auth": mesh_settings.auth.model_copy(update=limits)})
+    ensure_key_ring(mesh_settings.keys_file, mesh_settings.jwks_file)
     async with contextlib.AsyncExitStack() as stack:
         pool = await asyncpg.create_pool(mesh_settings.postgres_dsn, min_size=1, max_size=2)
         stack.push_async_callback(pool.close)
         client = aioredis.Redis.from_url(mesh_settings.redis_url)
         stack.push_async_callback(client.aclose)
-        guard = open_guard(tight, [AUTH_SERVICE], redis=client, audit=await AuditLog.open(pool))
+        nc = await connect_nats(mesh_settings, name="client-address")
+        stack.push_async_callback(nc.close)
+        register = MethodAccess(public=True, role=Role.ANONYMOUS, audited=False, rate_limited=True)
+        guard = Guard(
+            {f"/{AUTH_SERVICE}/Register": register},
+            open_authenticator(
+                mesh_settings,
+                revocation_bucket(nc.jetstream(), mesh_settings.auth.revocations_bucket),
+            ),
+            RateLimiter(client, per_second=0.01, burst=BURST),
+            await AuditLog.open(pool),
+        )
         service = ServiceHost(
             name="registrar",
-            mesh=tight,
+            mesh=mesh_settings,
             settings=ServiceSettings(metrics_port=-1, grace_seconds=0),
             servicers=[
                 Servicer(
