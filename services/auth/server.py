@@ -69,7 +69,7 @@ async def open_service(
         ConfigurationError: the signing-key ring is missing or unreadable.
 
     """
-    audit = await AuditLog.open(pool)
+    audit = AuditLog(pool)
     guard = open_guard(mesh, [GRPC_SERVICE], redis=redis_client, audit=audit)
     store = await open_store(pool)
     passwords = Passwords()
@@ -100,7 +100,7 @@ async def open_service(
 
 async def open_accounts(mesh: MeshSettings, pool: asyncpg.Pool) -> Accounts:
     """Account administration without a server (the CLI), with every migration applied."""
-    trail = Trail(await AuditLog.open(pool))
+    trail = Trail(AuditLog(pool))
     store = await open_store(pool)
     return Accounts(store=store, passwords=Passwords(), trail=trail, lockout=lockout_policy(mesh))
 

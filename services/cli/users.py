@@ -15,6 +15,7 @@ import asyncpg
 import typer
 
 from sutazai.services.auth.domain import User
+from sutazai.services.auth.server import SERVICE_NAME as AUTH_SERVICE
 from sutazai.services.auth.server import open_accounts
 from sutazai.services.auth.trail import CREATED_BY_CLI
 from sutazai.services.cli.console import out
@@ -63,10 +64,10 @@ async def create_account(
         CliError: PostgreSQL unreachable, or the account refused (bad input, name taken).
 
     """
+    # Accounts are the auth service's data: the CLI works on them as the auth service's role.
+    dsn = settings.as_principal(AUTH_SERVICE).postgres_dsn
     try:
-        pool = await asyncpg.create_pool(
-            settings.postgres_dsn, min_size=1, max_size=1, timeout=_CONNECT_TIMEOUT
-        )
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1, timeout=_CONNECT_TIMEOUT)
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         raise CliError(
             f"cannot reach PostgreSQL ({exc}); is the mesh running ('sutazai up')?"

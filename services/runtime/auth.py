@@ -194,7 +194,10 @@ def open_guard(
     redis: aioredis.Redis,
     audit: AuditLog,
 ) -> Guard:
-    """The guard of a service process hosting ``services``, from the mesh's settings."""
+    """The guard of a service process hosting ``services``, from the mesh's settings.
+
+    Its per-user buckets live under the Redis key prefix of ``mesh.principal`` (the service).
+    """
     keys = watched_key_ring(mesh.keys_file)
     keys()  # fail at start-up, not on the first call, when the ring is missing or unreadable
     return Guard(
@@ -202,7 +205,10 @@ def open_guard(
         TokenVerifier(keys, issuer=mesh.auth.issuer),
         DenyList(redis),
         RateLimiter(
-            redis, per_second=mesh.auth.user_rate_per_second, burst=mesh.auth.user_rate_burst
+            redis,
+            key_prefix=mesh.redis.key_prefix(mesh.principal),
+            per_second=mesh.auth.user_rate_per_second,
+            burst=mesh.auth.user_rate_burst,
         ),
         audit,
     )

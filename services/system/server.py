@@ -58,7 +58,7 @@ async def build(
     # subscription to revocations.
     guard_redis = aioredis.Redis.from_url(mesh.redis_url, health_check_interval=10)
     stack.push_async_callback(guard_redis.aclose)
-    audit = await AuditLog.open(pool)
+    audit = AuditLog(pool)
     http = httpx.AsyncClient(timeout=1.0)
     stack.push_async_callback(http.aclose)
     instances = InstancesProbe(registry)

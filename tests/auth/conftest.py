@@ -26,15 +26,21 @@ def key_ring(mesh_settings: MeshSettings) -> KeyRing:
 
 
 @pytest.fixture(scope="session")
-async def pool(mesh_settings: MeshSettings) -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(mesh_settings.postgres_dsn, min_size=1, max_size=10)
+def auth_settings(mesh_settings: MeshSettings) -> MeshSettings:
+    """The session mesh's settings as the auth service's principal (its role, its Redis user)."""
+    return mesh_settings.as_principal("auth")
+
+
+@pytest.fixture(scope="session")
+async def pool(auth_settings: MeshSettings) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(auth_settings.postgres_dsn, min_size=1, max_size=10)
     yield pool
     await pool.close()
 
 
 @pytest.fixture(scope="session")
-async def redis_client(mesh_settings: MeshSettings) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(mesh_settings.redis_url)
+async def redis_client(auth_settings: MeshSettings) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(auth_settings.redis_url)
     yield client
     await client.aclose()
 
@@ -63,13 +69,13 @@ async def hosted(
 
 @pytest.fixture(scope="session")
 async def auth(
-    mesh_settings: MeshSettings,
+    auth_settings: MeshSettings,
     key_ring: KeyRing,
     pool: asyncpg.Pool,
     redis_client: aioredis.Redis,
 ) -> AsyncIterator[Caller]:
     """The service with the mesh's default settings (5 failures lock for 30 minutes)."""
-    async with hosted(mesh_settings, pool, redis_client) as caller:
+    async with hosted(auth_settings, pool, redis_client) as caller:
         yield caller
 
 
@@ -81,13 +87,13 @@ STRICT = AuthSettings(
 
 @pytest.fixture(scope="session")
 async def strict(
-    mesh_settings: MeshSettings,
+    auth_settings: MeshSettings,
     key_ring: KeyRing,
     pool: asyncpg.Pool,
     redis_client: aioredis.Redis,
 ) -> AsyncIterator[Caller]:
     """A second instance on the same database with :data:`STRICT` auth settings."""
-    settings = mesh_settings.model_copy(update={"auth": STRICT})
+    settings = auth_settings.model_copy(update={"auth": STRICT})
     async with hosted(settings, pool, redis_client) as caller:
         yield caller
 

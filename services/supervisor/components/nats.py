@@ -96,7 +96,7 @@ def nats_component(
 async def _ensure_registry(settings: MeshSettings) -> None:
     """Create the registry bucket if it does not exist yet (idempotent)."""
     try:
-        client = await connect_nats(settings.as_nats_principal(NATS_ADMIN))
+        client = await connect_nats(settings.as_principal(NATS_ADMIN))
         try:
             await Registry.open(client.jetstream(), settings.registry)
         finally:
