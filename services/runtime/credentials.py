@@ -53,16 +53,17 @@ class ProcessCredentials(BaseModel):
             {
                 "principal": self.principal,
                 "nats_user": self.nats_user,
-                "nats_password": _reveal(self.nats_password),
-                "postgres_dsn": _reveal(self.postgres_dsn),
-                "redis_url": _reveal(self.redis_url),
+                "nats_password": reveal(self.nats_password),
+                "postgres_dsn": reveal(self.postgres_dsn),
+                "redis_url": reveal(self.redis_url),
             },
             indent=2,
         )
 
 
-def _reveal(value: SecretStr | None) -> str | None:
-    return None if value is None else value.get_secret_value()
+def reveal(value: SecretStr | str | None) -> str | None:
+    """The clear text of an optional secret."""
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
 
 
 def credentials_path(state_dir: Path, principal: str) -> Path:

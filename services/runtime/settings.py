@@ -16,7 +16,7 @@ from urllib.parse import quote
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from sutazai.services.runtime.credentials import ProcessCredentials, load_credentials
+from sutazai.services.runtime.credentials import ProcessCredentials, load_credentials, reveal
 from sutazai.services.runtime.errors import ConfigurationError
 from sutazai.services.runtime.secrets import MeshSecrets, load_secrets
 
@@ -252,44 +252,50 @@ class MeshSettings(BaseSettings):
         the gateway neither; on the embedded NATS each principal has its own user. External
         servers have the one account configured for them.
         """
-        principal = self.principal
-        service = principal not in (NATS_ADMIN, GATEWAY_PRINCIPAL)
-        postgres: str | None = None
-        if self.postgres.dsn is not None:
-            postgres = (
-                self.postgres.dsn.get_secret_value() if principal != GATEWAY_PRINCIPAL else None
-            )
-        elif service:
-            postgres = (
-                f"postgresql://{quote(self.postgres.service_role(principal), safe='')}:"
-                f"{quote(_own(self.secrets.postgres_passwords, principal, 'PostgreSQL'), safe='')}"
-                f"@{self.host}:{self.postgres.port}/{quote(self.postgres.database, safe='')}"
-            )
-        redis: str | None = None
-        if self.redis.url is not None:
-            redis = self.redis.url.get_secret_value() if principal != GATEWAY_PRINCIPAL else None
-        elif service:
-            user = quote(self.redis.service_user(principal), safe="")
-            password = quote(_own(self.secrets.redis_passwords, principal, "Redis"), safe="")
-            redis = f"redis://{user}:{password}@{self.host}:{self.redis.port}/0"
-        elif principal == NATS_ADMIN:
-            password = quote(self.secrets.redis_password, safe="")
-            redis = f"redis://:{password}@{self.host}:{self.redis.port}/0"
-        nats_user: str | None = None
-        nats_password: str | None = None
-        if self.nats.password is not None:
-            nats_user, nats_password = self.nats.user, self.nats.password.get_secret_value()
-        elif not self.nats.url:
-            nats_user, nats_password = self.nats.user, self.secrets.nats_password(self.nats.user)
+        nats = self._own_nats()
         return ProcessCredentials.model_validate(
             {
-                "principal": principal,
-                "nats_user": nats_user,
-                "nats_password": nats_password,
-                "postgres_dsn": postgres,
-                "redis_url": redis,
+                "principal": self.principal,
+                "nats_user": nats[0] if nats else None,
+                "nats_password": nats[1] if nats else None,
+                "postgres_dsn": self._own_postgres_dsn(),
+                "redis_url": self._own_redis_url(),
             }
         )
+
+    def _own_nats(self) -> tuple[str, str] | None:
+        if self.nats.password is not None:
+            return self.nats.user, self.nats.password.get_secret_value()
+        if self.nats.url:
+            return None
+        return self.nats.user, self.secrets.nats_password(self.nats.user)
+
+    def _own_postgres_dsn(self) -> str | None:
+        if self.principal == GATEWAY_PRINCIPAL:
+            return None
+        if self.postgres.dsn is not None:
+            return self.postgres.dsn.get_secret_value()
+        if self.principal == NATS_ADMIN:
+            return None
+        role = quote(self.postgres.service_role(self.principal), safe="")
+        password = quote(
+            _own(self.secrets.postgres_passwords, self.principal, "PostgreSQL"), safe=""
+        )
+        database = quote(self.postgres.database, safe="")
+        return f"postgresql://{role}:{password}@{self.host}:{self.postgres.port}/{database}"
+
+    def _own_redis_url(self) -> str | None:
+        if self.principal == GATEWAY_PRINCIPAL:
+            return None
+        if self.redis.url is not None:
+            return self.redis.url.get_secret_value()
+        if self.principal == NATS_ADMIN:
+            user, password = "", self.secrets.redis_password
+        else:
+            user = self.redis.service_user(self.principal)
+            password = _own(self.secrets.redis_passwords, self.principal, "Redis")
+        credentials = f"{quote(user, safe='')}:{quote(password, safe='')}"
+        return f"redis://{credentials}@{self.host}:{self.redis.port}/0"
 
     @property
     def nats_servers(self) -> list[str]:
@@ -304,6 +310,9 @@ class MeshSettings(BaseSettings):
 
         On the embedded server: the process's principal and its own generated password.
         """
+        if self.credentials_file is None:
+            # Derived part by part: a process that only uses NATS needs no secrets.json for it.
+            return self._own_nats()
         credentials = self.credentials
         if credentials.nats_user is None or credentials.nats_password is None:
             return None
@@ -330,13 +339,15 @@ class MeshSettings(BaseSettings):
             ConfigurationError: the principal has no PostgreSQL access (``admin``, ``gateway``).
 
         """
-        dsn = self.credentials.postgres_dsn
+        dsn = reveal(
+            self.credentials.postgres_dsn if self.credentials_file else self._own_postgres_dsn()
+        )
         if dsn is None:
             raise ConfigurationError(
                 f"the {self.principal!r} principal has no PostgreSQL role; "
                 "connect as a service's principal (as_principal)"
             )
-        return dsn.get_secret_value()
+        return dsn
 
     @property
     def redis_url(self) -> str:
@@ -346,10 +357,10 @@ class MeshSettings(BaseSettings):
             ConfigurationError: the principal has no Redis access (``gateway``).
 
         """
-        url = self.credentials.redis_url
+        url = reveal(self.credentials.redis_url if self.credentials_file else self._own_redis_url())
         if url is None:
             raise ConfigurationError(f"the {self.principal!r} principal has no Redis user")
-        return url.get_secret_value()
+        return url
 
     @property
     def keys_file(self) -> Path:

@@ -28,7 +28,7 @@ import asyncpg
 _SCRAM_ITERATIONS = 4096
 """PostgreSQL's own default (``scram_iterations``)."""
 
-_ROLE_ATTRIBUTES = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
+_ROLE_LIMITS = "NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
 
 
 def scram_verifier(password: str, *, salt: bytes | None = None) -> str:
@@ -71,7 +71,7 @@ async def ensure_login_role(connection: asyncpg.Connection, role: str, password:
     exists = await connection.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
     verb = "ALTER ROLE" if exists else "CREATE ROLE"
     await connection.execute(
-        f"{verb} {quote_identifier(role)} WITH {_ROLE_ATTRIBUTES} "
+        f"{verb} {quote_identifier(role)} WITH LOGIN {_ROLE_LIMITS} "
         f"PASSWORD {_quote_literal(scram_verifier(password))}"
     )
 
@@ -80,8 +80,9 @@ async def ensure_owner_role(connection: asyncpg.Connection, role: str) -> None:
     """Create a role that owns objects but cannot log in (the audit log's owner)."""
     exists = await connection.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
     verb = "ALTER ROLE" if exists else "CREATE ROLE"
-    attributes = _ROLE_ATTRIBUTES.replace("LOGIN", "NOLOGIN", 1)
-    await connection.execute(f"{verb} {quote_identifier(role)} WITH {attributes} PASSWORD NULL")
+    await connection.execute(
+        f"{verb} {quote_identifier(role)} WITH NOLOGIN {_ROLE_LIMITS} PASSWORD NULL"
+    )
 
 
 async def ensure_database(
