@@ -72,7 +72,7 @@ async def open_service(
             unreadable.
 
     """
-    audit = await AuditLog.open(pool)
+    audit = AuditLog(pool)
     guard = open_guard(mesh, [GRPC_SERVICE], redis=redis_client, audit=audit, js=js)
     store = await open_store(pool)
     passwords = Passwords()
@@ -117,7 +117,7 @@ async def open_accounts(
     ``revocations`` must be attached to the bucket for the calls that revoke; Redis is only
     used by the calls that unlock (the client connects on first use).
     """
-    trail = Trail(await AuditLog.open(pool))
+    trail = Trail(AuditLog(pool))
     store = await open_store(pool)
     return Accounts(
         store=store,

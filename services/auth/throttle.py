@@ -113,13 +113,13 @@ class SignInThrottle:
             client,
             per_second=settings.sign_in_rate_per_second,
             burst=settings.sign_in_rate_burst,
-            prefix=PREFIX + "address:",
+            key_prefix=PREFIX + "address:",
         )
         self._audit = RateLimiter(
             client,
             per_second=settings.failure_audit_per_second,
             burst=settings.failure_audit_burst,
-            prefix=PREFIX + "audit:",
+            key_prefix=PREFIX + "audit:",
         )
         self._check = client.register_script(_CHECK)
         self._fail = client.register_script(_FAIL)

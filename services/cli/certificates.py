@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from sutazai.services.supervisor.files import write_private
+from sutazai.services.runtime.files import replace_file
 
 CA_CERT: Final = "ca.pem"
 CA_KEY: Final = "ca-key.pem"
@@ -84,8 +84,8 @@ def issue_edge_certificate(directory: Path, hosts: Iterable[str]) -> EdgeCertifi
         key=directory / EDGE_KEY,
         names=names,
     )
-    write_private(paths.key, _private_pem(key))
-    write_private(paths.cert, cert.public_bytes(serialization.Encoding.PEM).decode())
+    replace_file(paths.key, _private_pem(key))
+    replace_file(paths.cert, cert.public_bytes(serialization.Encoding.PEM).decode())
     return paths
 
 
@@ -127,8 +127,8 @@ def _certificate_authority(
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
         .sign(key, hashes.SHA256())
     )
-    write_private(key_path, _private_pem(key))
-    write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM).decode())
+    replace_file(key_path, _private_pem(key))
+    replace_file(cert_path, cert.public_bytes(serialization.Encoding.PEM).decode())
     return key, cert
 
 

@@ -7,11 +7,8 @@ never sees half a file, nor a moment when it is readable by others).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +23,7 @@ from sutazai.services.cli.console import out
 from sutazai.services.cli.context import mesh_settings
 from sutazai.services.cli.edge import edge_channel, edge_target
 from sutazai.services.cli.errors import CliError
+from sutazai.services.runtime.files import replace_file
 from sutazai.services.runtime.settings import MeshSettings
 
 TOKEN_FILE = "cli_token.json"  # noqa: S105 - a file name
@@ -120,19 +118,7 @@ def save_token(state_dir: Path, token: CliToken) -> Path:
         "refresh_token": token.refresh_token,
         "expires_at": token.expires_at.astimezone(UTC).isoformat(timespec="seconds"),
     }
-    # mkstemp creates the file 0600 whatever the umask, under a fresh name (an old leftover
-    # temporary file with another mode is never reused).
-    fd, tmp = tempfile.mkstemp(dir=state_dir, prefix=f".{TOKEN_FILE}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(document, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    replace_file(path, json.dumps(document))
     return path
 
 

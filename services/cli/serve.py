@@ -24,8 +24,8 @@ def serve(
     service: Annotated[str, typer.Argument(help="Service name from deploy/mesh.toml.")],
 ) -> None:
     """Run one instance of SERVICE; it joins the running mesh through the registry."""
-    # On the embedded NATS every service has a principal of its own, named after it.
-    mesh = mesh_settings(ctx).as_nats_principal(service)
+    # Every service is a principal of its own, named after it (NATS user, role, Redis user).
+    mesh = mesh_settings(ctx).as_principal(service)
     try:
         service_settings = ServiceSettings()
     except ValidationError as exc:

@@ -21,6 +21,7 @@ import typer
 
 from sutazai.services.auth.accounts import Accounts
 from sutazai.services.auth.domain import User
+from sutazai.services.auth.server import SERVICE_NAME as AUTH_SERVICE
 from sutazai.services.auth.server import open_accounts
 from sutazai.services.auth.trail import CREATED_BY_CLI
 from sutazai.services.cli.console import out
@@ -142,23 +143,26 @@ async def administration(
 ) -> AsyncIterator[Accounts]:
     """Accounts over the mesh's PostgreSQL and Redis (connected on first use).
 
-    With ``revoking``, also over the revocation bucket (NATS, as the CLI's ``admin``).
+    Accounts are the auth service's data: the CLI works on them as the auth service's PostgreSQL
+    role and Redis user. With ``revoking``, also over the revocation bucket (NATS, as the CLI's
+    ``admin``).
 
     Raises:
         CliError: PostgreSQL or (when ``revoking``) NATS unreachable.
 
     """
+    auth = settings.as_principal(AUTH_SERVICE)
     async with contextlib.AsyncExitStack() as stack:
         try:
             pool = await asyncpg.create_pool(
-                settings.postgres_dsn, min_size=1, max_size=1, timeout=_CONNECT_TIMEOUT
+                auth.postgres_dsn, min_size=1, max_size=1, timeout=_CONNECT_TIMEOUT
             )
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
             raise CliError(
                 f"cannot reach PostgreSQL ({exc}); is the mesh running ('sutazai up')?"
             ) from exc
         stack.push_async_callback(pool.close)
-        redis_client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=_CONNECT_TIMEOUT)
+        redis_client = aioredis.Redis.from_url(auth.redis_url, socket_timeout=_CONNECT_TIMEOUT)
         stack.push_async_callback(redis_client.aclose)
         revocations = Revocations(settings.auth)
         if revoking:

@@ -1,4 +1,9 @@
-"""The audit log: who did what, when, and how it ended, in PostgreSQL (schema ``audit``)."""
+"""The audit log: who did what, when, and how it ended, in PostgreSQL (schema ``audit``).
+
+On the embedded server the supervisor owns the schema and applies its migrations
+(:data:`MIGRATIONS`); every service may append rows, none may change or delete them, and only
+the auth service may read them.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
-
-from sutazai.services.runtime.migrations import migrate
 
 SCHEMA = "audit"
 MIGRATIONS = "sutazai.services.runtime.sql.audit"
@@ -31,16 +34,10 @@ class AuditEvent:
 
 
 class AuditLog:
-    """Appends to and pages through the audit log. Build it with :meth:`open`."""
+    """Appends to and pages through the audit log (whose schema the supervisor migrated)."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
-
-    @classmethod
-    async def open(cls, pool: asyncpg.Pool) -> AuditLog:
-        """Apply the audit log's migrations (idempotent) and return the log."""
-        await migrate(pool, SCHEMA, MIGRATIONS)
-        return cls(pool)
 
     async def record(self, event: AuditEvent) -> None:
         """Append one event."""
@@ -63,7 +60,11 @@ class AuditLog:
         actor: str = "",
         action: str = "",
     ) -> list[AuditEvent]:
-        """Events newest first, older than ``before`` (an event id) when given."""
+        """Events newest first, older than ``before`` (an event id) when given.
+
+        Only a role granted ``SELECT`` (the auth service's) may page; others get
+        ``asyncpg.InsufficientPrivilegeError``.
+        """
         rows = await self._pool.fetch(
             """SELECT event_id, occurred_at, actor, action, target, outcome, detail, request_id
                FROM audit.events

@@ -261,12 +261,18 @@ def open_guard(
     audit: AuditLog,
     js: JetStreamContext,
 ) -> Guard:
-    """The guard of a service process hosting ``services``, from the mesh's settings."""
+    """The guard of a service process hosting ``services``, from the mesh's settings.
+
+    Its per-user buckets live under the Redis key prefix of ``mesh.principal`` (the service).
+    """
     return Guard(
         access_table(services),
         open_authenticator(mesh, revocation_bucket(js, mesh.auth.revocations_bucket)),
         RateLimiter(
-            redis, per_second=mesh.auth.user_rate_per_second, burst=mesh.auth.user_rate_burst
+            redis,
+            key_prefix=mesh.redis.key_prefix(mesh.principal),
+            per_second=mesh.auth.user_rate_per_second,
+            burst=mesh.auth.user_rate_burst,
         ),
         audit,
     )

@@ -81,7 +81,10 @@ async def apply(conn: Connection, schema: str, migrations: list[Migration]) -> l
     lock = zlib.crc32(f"sutazai.migrations.{schema}".encode())
     await conn.execute("SELECT pg_advisory_lock($1)", lock)
     try:
-        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        # Only when missing: a service's role owns its schema but may not create schemas, and
+        # PostgreSQL checks that right before it looks at IF NOT EXISTS.
+        if not await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema):
+            await conn.execute(f"CREATE SCHEMA {schema}")
         await conn.execute(
             f"""CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
                 version integer PRIMARY KEY,

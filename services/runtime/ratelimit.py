@@ -42,18 +42,17 @@ class Decision:
 
 
 class RateLimiter:
-    """Token buckets keyed by caller: ``burst`` tokens, refilled at ``per_second``."""
+    """Token buckets keyed by caller: ``burst`` tokens, refilled at ``per_second``.
+
+    A bucket is the key ``<key_prefix>ratelimit:<caller>``; ``key_prefix`` is the service's own
+    (``sutazai:<service>:``), the only keys its Redis user may reach.
+    """
 
     def __init__(
-        self,
-        client: aioredis.Redis,
-        *,
-        per_second: float,
-        burst: int,
-        prefix: str = "sutazai:ratelimit:",
+        self, client: aioredis.Redis, *, key_prefix: str, per_second: float, burst: int
     ) -> None:
         self._client = client
-        self._prefix = prefix
+        self._bucket_prefix = f"{key_prefix}ratelimit:"
         self._per_second = per_second
         self._burst = burst
         self._take = client.register_script(_TAKE)
@@ -61,6 +60,6 @@ class RateLimiter:
     async def take(self, caller: str, cost: float = 1.0) -> Decision:
         """Take ``cost`` tokens from ``caller``'s bucket if it has them."""
         allowed, wait = await self._take(
-            keys=[f"{self._prefix}{caller}"], args=[self._per_second, self._burst, cost]
+            keys=[f"{self._bucket_prefix}{caller}"], args=[self._per_second, self._burst, cost]
         )
         return Decision(bool(int(allowed)), float(wait))

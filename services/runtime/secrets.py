@@ -1,19 +1,22 @@
 """Secrets generated on first start and kept, mode 0600, in the state directory.
 
 There are no default passwords: an embedded PostgreSQL, Redis or NATS gets a random password the
-first time the mesh starts, and every process of the mesh reads it from this file afterwards.
+first time the mesh starts. Only the supervisor and the administrator's tools (the CLI) read this
+file; every child process gets its own credentials only (:mod:`.credentials`).
 
 The file (``<state dir>/secrets.json``)::
 
     {
       "postgres_password": "...",      # bootstrap superuser of the embedded PostgreSQL
-      "postgres_app_password": "...",  # the application role every service connects as
-      "redis_password": "...",
-      "nats_passwords": {"admin": "...", "gateway": "...", "system": "..."}
+      "redis_password": "...",         # Redis's default user: the supervisor and tools only
+      "nats_passwords": {"admin": "...", "gateway": "...", "system": "..."},
+      "postgres_passwords": {"auth": "...", "system": "..."},  # one role per service
+      "redis_passwords": {"auth": "...", "system": "..."}      # one ACL user per service
     }
 
 A secret that is missing (a state directory from an older release, a service added to the
 catalog) is generated and added by :func:`ensure_secrets`; existing ones are never changed.
+Retired fields (the shared ``postgres_app_password`` of older releases) are dropped.
 """
 
 from __future__ import annotations
@@ -30,9 +33,13 @@ from sutazai.services.runtime.files import exclusive_lock, replace_file
 
 SECRETS_FILE = "secrets.json"
 _LOCK_FILE = ".secrets.lock"
-_PASSWORDS = ("postgres_password", "postgres_app_password", "redis_password")
+_PASSWORDS = ("postgres_password", "redis_password")
 """The single-password fields, in file order."""
 _NATS_PASSWORDS = "nats_passwords"
+_POSTGRES_PASSWORDS = "postgres_passwords"
+_REDIS_PASSWORDS = "redis_passwords"
+_MAPS = (_NATS_PASSWORDS, _POSTGRES_PASSWORDS, _REDIS_PASSWORDS)
+"""The per-principal fields: principal name to password."""
 
 
 def _new_password() -> str:
@@ -46,12 +53,15 @@ class MeshSecrets:
 
     postgres_password: str
     """The embedded PostgreSQL's bootstrap superuser: administration by the supervisor only."""
-    postgres_app_password: str
-    """The non-superuser application role that services connect as."""
     redis_password: str
+    """The embedded Redis's default user: the supervisor and the administrator's tools only."""
     nats_passwords: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     """One password per NATS principal of the embedded server (``admin``, ``gateway``, each
     service of the catalog)."""
+    postgres_passwords: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    """One password per service: its own PostgreSQL role."""
+    redis_passwords: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    """One password per service: its own Redis ACL user."""
 
     def nats_password(self, principal: str) -> str:
         """The password of one NATS principal.
@@ -70,9 +80,11 @@ class MeshSecrets:
             ) from None
 
     @classmethod
-    def generate(cls, nats_principals: Iterable[str] = ()) -> MeshSecrets:
+    def generate(
+        cls, nats_principals: Iterable[str] = (), services: Iterable[str] = ()
+    ) -> MeshSecrets:
         """A fresh set of random secrets (256 bits each)."""
-        return _parse(Path(SECRETS_FILE), _completed({}, nats_principals))
+        return _parse(Path(SECRETS_FILE), _completed({}, nats_principals, services))
 
 
 def secrets_path(state_dir: Path) -> Path:
@@ -92,11 +104,14 @@ def load_secrets(state_dir: Path) -> MeshSecrets:
     return _parse(path, _read(path))
 
 
-def ensure_secrets(state_dir: Path, *, nats_principals: Iterable[str] = ()) -> MeshSecrets:
+def ensure_secrets(
+    state_dir: Path, *, nats_principals: Iterable[str] = (), services: Iterable[str] = ()
+) -> MeshSecrets:
     """Return the state directory's secrets, generating and storing what is missing.
 
     On first use every secret is generated; afterwards only missing ones are added (a NATS
-    principal not seen before, a field a newer release introduced). The file is replaced
+    principal or a service (PostgreSQL role, Redis user) not seen before, a field a newer
+    release introduced). The file is replaced
     atomically with mode 0600, under a lock, so a crash or a concurrent caller never leaves a
     half-written, world-readable or doubly generated secret.
 
@@ -108,7 +123,7 @@ def ensure_secrets(state_dir: Path, *, nats_principals: Iterable[str] = ()) -> M
     path = secrets_path(state_dir)
     with exclusive_lock(state_dir / _LOCK_FILE):
         raw = _read(path) if path.exists() else {}
-        completed = _completed(raw, nats_principals)
+        completed = _completed(raw, nats_principals, services)
         secrets = _parse(path, completed)
         if completed != raw:
             replace_file(path, json.dumps(completed, indent=2))
@@ -125,21 +140,29 @@ def _read(path: Path) -> dict[str, object]:
         ) from exc
     except (OSError, ValueError) as exc:
         raise ConfigurationError(f"cannot read {path}: {exc}") from exc
-    if mode & 0o077:
-        raise ConfigurationError(f"{path} is mode {mode:o}; it must be 0600")
+    refuse_exposed(path, mode)
     if not isinstance(raw, dict):
         raise ConfigurationError(f"{path} is not a JSON object")
     return raw
 
 
-def _completed(raw: Mapping[str, object], nats_principals: Iterable[str]) -> dict[str, object]:
+def _completed(
+    raw: Mapping[str, object], nats_principals: Iterable[str], services: Iterable[str]
+) -> dict[str, object]:
     """``raw`` with every missing secret generated; unknown (retired) fields are dropped."""
     completed: dict[str, object] = {name: raw.get(name) or _new_password() for name in _PASSWORDS}
-    nats = raw.get(_NATS_PASSWORDS, {})
-    # A malformed value is kept as it is, for _parse to reject, rather than silently replaced.
-    if isinstance(nats, dict):
-        nats = {**nats, **{p: _new_password() for p in nats_principals if p not in nats}}
-    completed[_NATS_PASSWORDS] = nats
+    services = list(services)
+    wanted = {
+        _NATS_PASSWORDS: list(nats_principals),
+        _POSTGRES_PASSWORDS: services,
+        _REDIS_PASSWORDS: services,
+    }
+    for field_name, names in wanted.items():
+        passwords = raw.get(field_name, {})
+        # A malformed value is kept as it is, for _parse to reject, rather than silently replaced.
+        if isinstance(passwords, dict):
+            passwords = {**passwords, **{n: _new_password() for n in names if n not in passwords}}
+        completed[field_name] = passwords
     return completed
 
 
@@ -150,9 +173,29 @@ def _parse(path: Path, raw: Mapping[str, object]) -> MeshSecrets:
         if not isinstance(value, str) or not value:
             raise ConfigurationError(f"{path} lacks {name}")
         passwords[name] = value
-    nats = raw.get(_NATS_PASSWORDS, {})
-    if not isinstance(nats, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) and v for k, v in nats.items()
-    ):
-        raise ConfigurationError(f"{path}: {_NATS_PASSWORDS} must map principal names to strings")
-    return MeshSecrets(**passwords, nats_passwords=MappingProxyType(dict(nats)))
+    maps: dict[str, Mapping[str, str]] = {}
+    for name in _MAPS:
+        value = raw.get(name, {})
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and v for k, v in value.items()
+        ):
+            raise ConfigurationError(f"{path}: {name} must map principal names to strings")
+        maps[name] = MappingProxyType(dict(value))
+    return MeshSecrets(
+        postgres_password=passwords["postgres_password"],
+        redis_password=passwords["redis_password"],
+        nats_passwords=maps[_NATS_PASSWORDS],
+        postgres_passwords=maps[_POSTGRES_PASSWORDS],
+        redis_passwords=maps[_REDIS_PASSWORDS],
+    )
+
+
+def refuse_exposed(path: Path, mode: int) -> None:
+    """Refuse a secret-holding file that its group or other users may read or write.
+
+    Raises:
+        ConfigurationError: ``mode`` grants any permission beyond the owner's.
+
+    """
+    if mode & 0o077:
+        raise ConfigurationError(f"{path} is mode {mode:o}; it must be 0600")

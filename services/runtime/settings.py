@@ -8,6 +8,7 @@ at an external server instead: set its URL/DSN and the supervisor does not start
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from urllib.parse import quote
@@ -15,6 +16,8 @@ from urllib.parse import quote
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sutazai.services.runtime.credentials import ProcessCredentials, load_credentials, reveal
+from sutazai.services.runtime.errors import ConfigurationError
 from sutazai.services.runtime.secrets import MeshSecrets, load_secrets
 
 LOOPBACK = "127.0.0.1"
@@ -32,6 +35,8 @@ class _Section(BaseModel):
 
 NATS_ADMIN = "admin"
 """The unrestricted NATS principal of the embedded server: the supervisor and the CLI's tools."""
+GATEWAY_PRINCIPAL = "gateway"
+"""The gateway's principal: NATS only (no PostgreSQL role, no Redis user)."""
 
 _INBOX = "_INBOX"
 
@@ -76,13 +81,22 @@ class PostgresSettings(_Section):
     port: int = 10000
     """Port of the embedded server."""
     user: str = "sutazai"
-    """Bootstrap superuser of the embedded server: used by the supervisor for administration
-    only (creating the application role and the database)."""
-    app_user: str = "sutazai_app"
-    """Application role every service connects as on the embedded server: no superuser, no
-    CREATEROLE or CREATEDB; it owns :attr:`database`, so services run their own migrations."""
+    """Bootstrap superuser of the embedded server: used by the supervisor alone, for
+    administration (roles, schemas, grants, the audit log's migrations)."""
+    role_prefix: str = "sutazai_"
+    """Each service connects to the embedded server as its own role, ``<prefix><service>``: no
+    superuser, CREATEROLE or CREATEDB; it owns the schema named after the service and nothing
+    else (:meth:`service_role`)."""
+    audit_owner: str = "sutazai_audit"
+    """The role (no login) that owns the ``audit`` schema; services may only append to it."""
+    audit_readers: tuple[str, ...] = ("auth",)
+    """Services allowed to read the audit log (the auth service serves ``ListAuditEvents``)."""
     database: str = "sutazai"
-    """Database the mesh uses on the embedded server (owned by :attr:`app_user`)."""
+    """Database the mesh uses on the embedded server (owned by the superuser)."""
+
+    def service_role(self, service: str) -> str:
+        """The PostgreSQL role of ``service`` on the embedded server."""
+        return f"{self.role_prefix}{service}"
 
 
 class RedisSettings(_Section):
@@ -92,6 +106,18 @@ class RedisSettings(_Section):
     """External URL (with credentials); unset runs the embedded server."""
     port: int = 10001
     """Port of the embedded server."""
+    user_prefix: str = "sutazai_"
+    """Each service is the embedded server's ACL user ``<prefix><service>``, limited to its own
+    keys and channels (:meth:`key_prefix`); the default user is the supervisor's and tools'."""
+
+    def service_user(self, service: str) -> str:
+        """The Redis ACL user of ``service`` on the embedded server."""
+        return f"{self.user_prefix}{service}"
+
+    @staticmethod
+    def key_prefix(service: str) -> str:
+        """``sutazai:<service>:``: every key and pub/sub channel of ``service`` starts so."""
+        return f"sutazai:{service}:"
 
 
 class EnvoySettings(_Section):
@@ -228,6 +254,15 @@ class MeshSettings(BaseSettings):
 
     state_dir: Path = Field(default_factory=default_state_dir)
     """Data, logs, generated configs and secrets; survives restarts."""
+    principal: str = NATS_ADMIN
+    """Who this process is: ``admin`` (the supervisor, the CLI), ``gateway`` or a service name.
+
+    It picks the NATS user, PostgreSQL role and Redis user the process connects as
+    (:attr:`credentials`); change it with :meth:`as_principal`.
+    """
+    credentials_file: Path | None = None
+    """This process's own credentials (``SUTAZAI_CREDENTIALS_FILE``), written by the supervisor
+    for each child; unset, an administrator's process derives them from ``secrets.json``."""
     host: str = LOOPBACK
     """Address the edge (Envoy's listener) binds. Anything but loopback needs TLS
     (:attr:`EdgeSettings.tls_cert_file`); every other server binds :attr:`internal_host`."""
@@ -258,8 +293,81 @@ class MeshSettings(BaseSettings):
 
     @cached_property
     def secrets(self) -> MeshSecrets:
-        """The generated secrets of :attr:`state_dir` (read once)."""
+        """The generated secrets of :attr:`state_dir` (read once; the supervisor's and tools')."""
         return load_secrets(self.state_dir)
+
+    @cached_property
+    def credentials(self) -> ProcessCredentials:
+        """The principal's credentials: from :attr:`credentials_file` if set, else derived.
+
+        Raises:
+            ConfigurationError: the file is unreadable, exposed, or another principal's; or
+                ``secrets.json`` lacks this principal.
+
+        """
+        if self.credentials_file is None:
+            return self.principal_credentials()
+        credentials = load_credentials(self.credentials_file)
+        if credentials.principal != self.principal:
+            raise ConfigurationError(
+                f"{self.credentials_file} holds the credentials of {credentials.principal!r}, "
+                f"not of {self.principal!r}"
+            )
+        return credentials
+
+    def principal_credentials(self) -> ProcessCredentials:
+        """The credentials of :attr:`principal`, from the settings and ``secrets.json``.
+
+        Services get their own PostgreSQL role and Redis user, the admin Redis's default user,
+        the gateway neither; on the embedded NATS each principal has its own user. External
+        servers have the one account configured for them.
+        """
+        nats = self._own_nats()
+        return ProcessCredentials.model_validate(
+            {
+                "principal": self.principal,
+                "nats_user": nats[0] if nats else None,
+                "nats_password": nats[1] if nats else None,
+                "postgres_dsn": self._own_postgres_dsn(),
+                "redis_url": self._own_redis_url(),
+            }
+        )
+
+    def _own_nats(self) -> tuple[str, str] | None:
+        if self.nats.password is not None:
+            return self.nats.user, self.nats.password.get_secret_value()
+        if self.nats.url:
+            return None
+        return self.nats.user, self.secrets.nats_password(self.nats.user)
+
+    def _own_postgres_dsn(self) -> str | None:
+        if self.principal == GATEWAY_PRINCIPAL:
+            return None
+        if self.postgres.dsn is not None:
+            return self.postgres.dsn.get_secret_value()
+        if self.principal == NATS_ADMIN:
+            return None
+        role = quote(self.postgres.service_role(self.principal), safe="")
+        password = quote(
+            _own(self.secrets.postgres_passwords, self.principal, "PostgreSQL"), safe=""
+        )
+        database = quote(self.postgres.database, safe="")
+        return (
+            f"postgresql://{role}:{password}@{self.internal_host}:{self.postgres.port}/{database}"
+        )
+
+    def _own_redis_url(self) -> str | None:
+        if self.principal == GATEWAY_PRINCIPAL:
+            return None
+        if self.redis.url is not None:
+            return self.redis.url.get_secret_value()
+        if self.principal == NATS_ADMIN:
+            user, password = "", self.secrets.redis_password
+        else:
+            user = self.redis.service_user(self.principal)
+            password = _own(self.secrets.redis_passwords, self.principal, "Redis")
+        credentials = f"{quote(user, safe='')}:{quote(password, safe='')}"
+        return f"redis://{credentials}@{self.internal_host}:{self.redis.port}/0"
 
     @property
     def nats_servers(self) -> list[str]:
@@ -272,43 +380,59 @@ class MeshSettings(BaseSettings):
     def nats_credentials(self) -> tuple[str, str] | None:
         """User and password for NATS, or ``None`` for an external server without auth.
 
-        On the embedded server: :attr:`NatsSettings.user` (the process's principal) and that
-        principal's generated password.
+        On the embedded server: the process's principal and its own generated password.
         """
-        if self.nats.password is not None:
-            return self.nats.user, self.nats.password.get_secret_value()
-        if self.nats.url:
+        if self.credentials_file is None:
+            # Derived part by part: a process that only uses NATS needs no secrets.json for it.
+            return self._own_nats()
+        credentials = self.credentials
+        if credentials.nats_user is None or credentials.nats_password is None:
             return None
-        return self.nats.user, self.secrets.nats_password(self.nats.user)
+        return credentials.nats_user, credentials.nats_password.get_secret_value()
 
-    def as_nats_principal(self, principal: str) -> MeshSettings:
-        """These settings, connecting to the embedded NATS as ``principal``.
+    def as_principal(self, principal: str) -> MeshSettings:
+        """These settings, as the process of ``principal`` (its NATS user, role, Redis user).
 
-        Unchanged for an external NATS: it has the one user that was configured.
+        An external NATS keeps the one user that was configured.
         """
-        if self.nats.url:
-            return self
-        return self.model_copy(update={"nats": self.nats.model_copy(update={"user": principal})})
+        update: dict[str, object] = {"principal": principal}
+        if not self.nats.url:
+            update["nats"] = self.nats.model_copy(update={"user": principal})
+        copied = self.model_copy(update=update)
+        # model_copy carries cached values over; these belong to the previous principal.
+        copied.__dict__.pop("credentials", None)
+        return copied
 
     @property
     def postgres_dsn(self) -> str:
-        """DSN of the mesh database, embedded (as the application role) or external."""
-        if self.postgres.dsn is not None:
-            return self.postgres.dsn.get_secret_value()
-        user = quote(self.postgres.app_user, safe="")
-        password = quote(self.secrets.postgres_app_password, safe="")
-        return (
-            f"postgresql://{user}:{password}@{self.internal_host}:"
-            f"{self.postgres.port}/{quote(self.postgres.database, safe='')}"
+        """DSN of the mesh database as this principal's own role, embedded or external.
+
+        Raises:
+            ConfigurationError: the principal has no PostgreSQL access (``admin``, ``gateway``).
+
+        """
+        dsn = reveal(
+            self.credentials.postgres_dsn if self.credentials_file else self._own_postgres_dsn()
         )
+        if dsn is None:
+            raise ConfigurationError(
+                f"the {self.principal!r} principal has no PostgreSQL role; "
+                "connect as a service's principal (as_principal)"
+            )
+        return dsn
 
     @property
     def redis_url(self) -> str:
-        """URL of Redis, embedded or external, with credentials."""
-        if self.redis.url is not None:
-            return self.redis.url.get_secret_value()
-        password = quote(self.secrets.redis_password, safe="")
-        return f"redis://:{password}@{self.internal_host}:{self.redis.port}/0"
+        """URL of Redis as this principal's own user, embedded or external, with credentials.
+
+        Raises:
+            ConfigurationError: the principal has no Redis access (``gateway``).
+
+        """
+        url = reveal(self.credentials.redis_url if self.credentials_file else self._own_redis_url())
+        if url is None:
+            raise ConfigurationError(f"the {self.principal!r} principal has no Redis user")
+        return url
 
     @property
     def keys_file(self) -> Path:
@@ -334,6 +458,16 @@ class MeshSettings(BaseSettings):
     def gateway_socket(self) -> Path:
         """The gateway's gRPC server: ADS, mesh-wide reflection and health (a Unix socket)."""
         return self.run_dir / "gateway.sock"
+
+
+def _own(passwords: Mapping[str, str], principal: str, server: str) -> str:
+    try:
+        return passwords[principal]
+    except KeyError:
+        raise ConfigurationError(
+            f"no {server} password for service {principal!r}; "
+            "'sutazai up' generates one for every service of deploy/mesh.toml"
+        ) from None
 
 
 class ServiceSettings(BaseSettings):

@@ -16,10 +16,10 @@ from importlib import resources
 from types import MappingProxyType
 
 from sutazai.services.runtime.secrets import MeshSecrets
-from sutazai.services.runtime.settings import NATS_ADMIN
+from sutazai.services.runtime.settings import GATEWAY_PRINCIPAL, NATS_ADMIN
 from sutazai.services.supervisor.errors import SupervisorError
 
-GATEWAY = "gateway"
+GATEWAY = GATEWAY_PRINCIPAL
 """The principal of the gateway (xDS control plane)."""
 PERMISSIONS_FILE = "permissions.toml"
 

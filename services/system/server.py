@@ -58,7 +58,7 @@ async def build(
     # meant for probing, not for admitting calls.
     guard_redis = aioredis.Redis.from_url(mesh.redis_url, health_check_interval=10)
     stack.push_async_callback(guard_redis.aclose)
-    audit = await AuditLog.open(pool)
+    audit = AuditLog(pool)
     envoy_admin = envoy_admin_client(mesh.envoy_admin_socket, timeout=1.0)
     stack.push_async_callback(envoy_admin.aclose)
     instances = InstancesProbe(registry)

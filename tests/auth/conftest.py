@@ -31,15 +31,21 @@ def key_ring(mesh_settings: MeshSettings) -> KeyRing:
 
 
 @pytest.fixture(scope="session")
-async def pool(mesh_settings: MeshSettings) -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(mesh_settings.postgres_dsn, min_size=1, max_size=10)
+def auth_settings(mesh_settings: MeshSettings) -> MeshSettings:
+    """The session mesh's settings as the auth service's principal (its role, its Redis user)."""
+    return mesh_settings.as_principal("auth")
+
+
+@pytest.fixture(scope="session")
+async def pool(auth_settings: MeshSettings) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(auth_settings.postgres_dsn, min_size=1, max_size=10)
     yield pool
     await pool.close()
 
 
 @pytest.fixture(scope="session")
-async def redis_client(mesh_settings: MeshSettings) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(mesh_settings.redis_url)
+async def redis_client(auth_settings: MeshSettings) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(auth_settings.redis_url)
     yield client
     await client.aclose()
 
@@ -47,7 +53,7 @@ async def redis_client(mesh_settings: MeshSettings) -> AsyncIterator[aioredis.Re
 @pytest.fixture(scope="session")
 async def auth_nats(mesh_settings: MeshSettings) -> AsyncIterator[NatsClient]:
     """A NATS connection as the ``auth`` principal (the one that may write revocations)."""
-    client = await connect_nats(mesh_settings.as_nats_principal(SERVICE_NAME), name="tests-auth")
+    client = await connect_nats(mesh_settings.as_principal(SERVICE_NAME), name="tests-auth")
     yield client
     await client.close()
 
@@ -92,14 +98,14 @@ async def hosted(
 
 @pytest.fixture(scope="session")
 async def auth(
-    mesh_settings: MeshSettings,
+    auth_settings: MeshSettings,
     key_ring: KeyRing,
     pool: asyncpg.Pool,
     redis_client: aioredis.Redis,
     auth_js: JetStreamContext,
 ) -> AsyncIterator[Caller]:
     """The service with the test mesh's settings (5 failures lock a pair, no slow-down)."""
-    async with hosted(mesh_settings, pool, redis_client, auth_js) as caller:
+    async with hosted(auth_settings, pool, redis_client, auth_js) as caller:
         yield caller
 
 
@@ -119,14 +125,14 @@ STRICT = AuthSettings(
 
 @pytest.fixture(scope="session")
 async def strict(
-    mesh_settings: MeshSettings,
+    auth_settings: MeshSettings,
     key_ring: KeyRing,
     pool: asyncpg.Pool,
     redis_client: aioredis.Redis,
     auth_js: JetStreamContext,
 ) -> AsyncIterator[Caller]:
     """A second instance on the same database with :data:`STRICT` auth settings."""
-    settings = mesh_settings.model_copy(update={"auth": STRICT})
+    settings = auth_settings.model_copy(update={"auth": STRICT})
     async with hosted(settings, pool, redis_client, auth_js) as caller:
         yield caller
 

@@ -147,7 +147,7 @@ async def test_a_service_cannot_claim_another_services_grpc_service(
     metrics_url = f"http://{gateway_metrics_address(settings)}/metrics"
     # Written with the system principal's own NATS credentials, as a compromised system
     # service would.
-    nc = await connect_nats(settings.as_nats_principal("system"), name="thief")
+    nc = await connect_nats(settings.as_principal("system"), name="thief")
     try:
         registry = await Registry.open(nc.jetstream(), settings.registry)
         async with (

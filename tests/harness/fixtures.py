@@ -60,7 +60,7 @@ def mesh_config(mesh_state_dir: Path, mesh_ports: MeshPorts) -> MeshSettings:
     """Settings of the session mesh, credentials generated (secrets, key ring), nothing started.
 
     The settings are the supervisor's: NATS principal ``admin``. For another principal use
-    ``settings.as_nats_principal(name)``.
+    ``settings.as_principal(name)``.
     """
     return build_settings(mesh_state_dir, mesh_ports)
 

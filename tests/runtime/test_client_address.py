@@ -64,7 +64,7 @@ async def host(mesh_settings: MeshSettings) -> AsyncIterator[tuple[ServiceHost, 
                 revocation_bucket(nc.jetstream(), mesh_settings.auth.revocations_bucket),
             ),
             RateLimiter(client, per_second=0.01, burst=BURST),
-            await AuditLog.open(pool),
+            AuditLog(pool),
         )
         service = ServiceHost(
             name="registrar",

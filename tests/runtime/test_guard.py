@@ -36,7 +36,7 @@ ADMIN_ONLY = "/sutazai.auth.v1.AuthService/ListUsers"
 @pytest.fixture(scope="module")
 async def settings(mesh_settings: MeshSettings) -> MeshSettings:
     ensure_key_ring(mesh_settings.keys_file, mesh_settings.jwks_file)
-    return mesh_settings
+    return mesh_settings.as_principal("system")
 
 
 def issuer(settings: MeshSettings, ttl: timedelta = timedelta(minutes=5)) -> TokenIssuer:
@@ -141,7 +141,7 @@ async def test_revoked_token_stops_working_at_once(
 
 async def revoke(settings: MeshSettings, how: Callable[[Revocations], Awaitable[object]]) -> None:
     """Write a revocation as the auth service does (principal ``auth``)."""
-    nc = await connect_nats(settings.as_nats_principal("auth"), name="tests-revoke")
+    nc = await connect_nats(settings.as_principal("auth"), name="tests-revoke")
     try:
         revocations = Revocations(settings.auth)
         revocations.attach(await nc.jetstream().key_value(settings.auth.revocations_bucket))
@@ -197,12 +197,14 @@ async def test_rotation_keeps_old_tokens_until_the_old_key_retires(
 
 @pytest.fixture
 async def guard(settings: MeshSettings) -> AsyncIterator[tuple[Guard, AuditLog]]:
-    pool = await asyncpg.create_pool(settings.postgres_dsn, min_size=1, max_size=2)
-    client = aioredis.Redis.from_url(settings.redis_url)
+    # An auth service's guard: the auth role reads the audit log back.
+    auth = settings.as_principal("auth")
+    pool = await asyncpg.create_pool(auth.postgres_dsn, min_size=1, max_size=2)
+    client = aioredis.Redis.from_url(auth.redis_url)
     nc = await connect_nats(settings, name="tests-guard")
-    audit = await AuditLog.open(pool)
+    audit = AuditLog(pool)
     limits = {"user_rate_burst": 2, "user_rate_per_second": 0.01}
-    tight = settings.model_copy(update={"auth": settings.auth.model_copy(update=limits)})
+    tight = auth.model_copy(update={"auth": settings.auth.model_copy(update=limits)})
     built = open_guard(
         tight, ["sutazai.auth.v1.AuthService"], redis=client, audit=audit, js=nc.jetstream()
     )

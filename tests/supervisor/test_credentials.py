@@ -8,14 +8,25 @@ from pathlib import Path
 
 import pytest
 
+from sutazai.services.runtime.credentials import credentials_path, load_credentials
 from sutazai.services.runtime.deployment import load_catalog
 from sutazai.services.runtime.errors import ConfigurationError
 from sutazai.services.runtime.secrets import ensure_secrets, load_secrets, secrets_path
 from sutazai.services.runtime.settings import MeshSettings, NatsSettings
 from sutazai.services.supervisor.components.gateway import gateway_component
 from sutazai.services.supervisor.components.services import service_components
-from sutazai.services.supervisor.credentials import ensure_credentials
-from sutazai.services.supervisor.environment import NATS_USER, principal_environment
+from sutazai.services.supervisor.credentials import (
+    ensure_credentials,
+    write_principal_credentials,
+)
+from sutazai.services.supervisor.environment import (
+    CREDENTIALS_FILE,
+    NATS_USER,
+    PRINCIPAL,
+    child_environment,
+    principal_environment,
+    settings_environment,
+)
 from sutazai.services.supervisor.errors import SupervisorError
 from sutazai.services.supervisor.nats_auth import Policy, Principal, mesh_principals
 
@@ -25,12 +36,15 @@ def _mode(path: Path) -> int:
 
 
 def test_secrets_are_completed_never_changed(tmp_path: Path) -> None:
-    first = ensure_secrets(tmp_path, nats_principals=["admin"])
+    first = ensure_secrets(tmp_path, nats_principals=["admin"], services=["auth"])
     assert _mode(secrets_path(tmp_path)) == 0o600
     assert list(first.nats_passwords) == ["admin"]
-    second = ensure_secrets(tmp_path, nats_principals=["admin", "system"])
+    second = ensure_secrets(tmp_path, nats_principals=["admin", "system"], services=["system"])
     assert second.postgres_password == first.postgres_password
-    assert second.postgres_app_password == first.postgres_app_password
+    assert second.postgres_passwords["auth"] == first.postgres_passwords["auth"]
+    assert second.redis_passwords["auth"] == first.redis_passwords["auth"]
+    assert set(second.postgres_passwords) == set(second.redis_passwords) == {"auth", "system"}
+    assert second.postgres_passwords["system"] != second.redis_passwords["system"]
     assert second.nats_password("admin") == first.nats_password("admin")
     assert second.nats_password("system") not in {first.nats_password("admin"), ""}
     assert load_secrets(tmp_path) == second
@@ -59,7 +73,7 @@ def test_a_malformed_or_exposed_secrets_file_is_refused_not_replaced(tmp_path: P
     with pytest.raises(ConfigurationError, match="must be 0600"):
         ensure_secrets(tmp_path)
     _write(path, {"postgres_password": "p"})
-    with pytest.raises(ConfigurationError, match="lacks postgres_app_password"):
+    with pytest.raises(ConfigurationError, match="lacks redis_password"):
         load_secrets(tmp_path)
 
 
@@ -110,31 +124,50 @@ def test_only_the_auth_service_writes_revocations_and_everyone_reads_them() -> N
         assert "$JS.API.STREAM.INFO.KV_rev" in other.publish, name
 
 
-def test_children_get_their_principal_on_the_embedded_nats_only(tmp_path: Path) -> None:
+def test_children_get_their_principal_and_the_path_of_their_credentials(tmp_path: Path) -> None:
     embedded = MeshSettings(state_dir=tmp_path)
     assert embedded.nats.user == "admin"
     gateway = gateway_component(embedded, {"SUTAZAI_X": "kept"})
     assert gateway.launch is not None
-    assert gateway.launch.env[NATS_USER] == "gateway"
+    assert gateway.launch.env[NATS_USER] == gateway.launch.env[PRINCIPAL] == "gateway"
+    assert gateway.launch.env[CREDENTIALS_FILE] == str(
+        credentials_path(tmp_path, "gateway").resolve()
+    )
     assert gateway.launch.env["SUTAZAI_X"] == "kept"
     services = service_components(embedded, load_catalog(), {})
     assert all(s.launch is not None and s.launch.env[NATS_USER] == s.name for s in services)
+    assert all(
+        s.launch is not None
+        and s.launch.env[CREDENTIALS_FILE] == str(credentials_path(tmp_path, s.name).resolve())
+        for s in services
+    )
 
     external = MeshSettings(
         state_dir=tmp_path, nats=NatsSettings(url="nats://nats.example:4222", user="mesh")
     )
-    assert principal_environment(external, {}, "gateway") == {NATS_USER: "mesh"}
-    assert external.as_nats_principal("system") is external
+    env = principal_environment(external, {}, "gateway", tmp_path / "gateway.json")
+    assert (env[NATS_USER], env[PRINCIPAL]) == ("mesh", "gateway")
+    assert external.as_principal("system").nats.user == "mesh"
 
 
 def test_credentials_follow_the_principal(tmp_path: Path) -> None:
     settings = MeshSettings(state_dir=tmp_path)
     secrets = ensure_credentials(settings, services=["system"])
-    system = settings.as_nats_principal("system")
+    system = settings.as_principal("system")
     assert system.nats_credentials == ("system", secrets.nats_password("system"))
     assert system.nats.inbox_prefix == "_INBOX.system"
     assert settings.nats_credentials == ("admin", secrets.nats_password("admin"))
-    assert f"sutazai_app:{secrets.postgres_app_password}@" in settings.postgres_dsn
+    assert f"sutazai_system:{secrets.postgres_passwords['system']}@" in system.postgres_dsn
+    assert f"sutazai_system:{secrets.redis_passwords['system']}@" in system.redis_url
+    # The admin is Redis's default user and has no PostgreSQL role; the gateway has neither.
+    assert f"://:{secrets.redis_password}@" in settings.redis_url
+    with pytest.raises(ConfigurationError, match="'admin' principal has no PostgreSQL role"):
+        _ = settings.postgres_dsn
+    gateway = settings.as_principal("gateway")
+    with pytest.raises(ConfigurationError, match="no PostgreSQL role"):
+        _ = gateway.postgres_dsn
+    with pytest.raises(ConfigurationError, match="no Redis user"):
+        _ = gateway.redis_url
 
     external = MeshSettings(
         state_dir=tmp_path,
@@ -142,3 +175,75 @@ def test_credentials_follow_the_principal(tmp_path: Path) -> None:
     )
     assert external.nats_credentials == ("a.b", "pw")
     assert external.nats.inbox_prefix == "_INBOX"
+
+
+def test_each_credentials_file_holds_its_principal_only_and_is_private(tmp_path: Path) -> None:
+    settings = MeshSettings(state_dir=tmp_path)
+    secrets = ensure_credentials(settings, services=["system", "auth"])
+    system_file = write_principal_credentials(settings, "system")
+    gateway_file = write_principal_credentials(settings, "gateway")
+    assert _mode(system_file) == _mode(gateway_file) == 0o600
+    assert _mode(system_file.parent) == 0o700
+
+    text = system_file.read_text()
+    assert secrets.nats_password("system") in text
+    assert secrets.postgres_passwords["system"] in text
+    assert secrets.redis_passwords["system"] in text
+    others = [
+        secrets.postgres_password,
+        secrets.redis_password,
+        secrets.nats_password("admin"),
+        secrets.nats_password("gateway"),
+        secrets.nats_password("auth"),
+        secrets.postgres_passwords["auth"],
+        secrets.redis_passwords["auth"],
+    ]
+    assert not [password for password in others if password in text]
+    gateway = load_credentials(gateway_file)
+    assert gateway.postgres_dsn is None
+    assert gateway.redis_url is None
+    assert gateway.nats_password is not None
+    assert gateway.nats_password.get_secret_value() == secrets.nats_password("gateway")
+
+    # A child with the file uses it, never secrets.json (which it could not read elsewhere).
+    child = MeshSettings(
+        state_dir=tmp_path / "elsewhere", principal="system", credentials_file=system_file
+    )
+    assert child.as_principal("system").postgres_dsn == settings.as_principal("system").postgres_dsn
+    assert child.nats_credentials == ("system", secrets.nats_password("system"))
+    with pytest.raises(ConfigurationError, match="credentials of 'system', not of 'auth'"):
+        _ = child.as_principal("auth").postgres_dsn
+
+    os.chmod(system_file, 0o640)
+    with pytest.raises(ConfigurationError, match="must be 0600"):
+        load_credentials(system_file)
+    os.chmod(system_file, 0o604)
+    with pytest.raises(ConfigurationError, match="must be 0600"):
+        load_credentials(system_file)
+
+
+def test_no_secret_reaches_a_child_through_its_environment(tmp_path: Path) -> None:
+    settings = MeshSettings(
+        state_dir=tmp_path,
+        postgres={"dsn": "postgresql://u:pg-s3cr3t@db.example/sutazai"},
+        redis={"url": "redis://:redis-s3cr3t@cache.example:6379/0"},
+        nats={"url": "nats://nats.example:4222", "user": "mesh", "password": "nats-s3cr3t"},
+    )
+    inherited = {
+        "PATH": "/usr/bin",
+        "SUTAZAI_POSTGRES__DSN": "postgresql://u:pg-s3cr3t@db.example/sutazai",
+        "SUTAZAI_REDIS__URL": "redis://:redis-s3cr3t@cache.example:6379/0",
+        "SUTAZAI_NATS__PASSWORD": "nats-s3cr3t",
+        "SUTAZAI_CREDENTIALS_FILE": "/somewhere/admin.json",
+    }
+    env = child_environment(settings, inherited)
+    assert env["PATH"] == "/usr/bin"
+    assert not [v for v in env.values() if "s3cr3t" in v]
+    assert CREDENTIALS_FILE not in env
+    assert not [v for v in settings_environment(settings).values() if "s3cr3t" in v]
+    # The external credentials reach a service through its own file instead.
+    written = write_principal_credentials(settings, "system").read_text()
+    assert "pg-s3cr3t" in written
+    assert "redis-s3cr3t" in written
+    assert "nats-s3cr3t" in written
+    assert "pg-s3cr3t" not in write_principal_credentials(settings, "gateway").read_text()

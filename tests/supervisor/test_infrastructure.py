@@ -74,15 +74,16 @@ async def test_nats_syncs_every_write(mesh_settings: MeshSettings) -> None:
 async def test_postgres_serves_the_mesh_database_with_password_auth(
     mesh_settings: MeshSettings,
 ) -> None:
-    connection = await asyncpg.connect(mesh_settings.postgres_dsn)
+    auth = mesh_settings.as_principal("auth")
+    connection = await asyncpg.connect(auth.postgres_dsn)
     try:
         assert await connection.fetchval("SELECT current_database()") == "sutazai"
         assert await connection.fetchval("SHOW listen_addresses") == "127.0.0.1"
         assert await connection.fetchval("SHOW password_encryption") == "scram-sha-256"
     finally:
         await connection.close()
-    wrong = mesh_settings.postgres_dsn.replace(
-        mesh_settings.secrets.postgres_app_password, "not-the-password"
+    wrong = auth.postgres_dsn.replace(
+        mesh_settings.secrets.postgres_passwords["auth"], "not-the-password"
     )
     with pytest.raises(asyncpg.InvalidPasswordError):
         await asyncpg.connect(wrong)

@@ -111,16 +111,17 @@ async def test_data_and_secrets_survive_a_restart(settings: MeshSettings) -> Non
         env = child_environment(settings)
         return [postgres_component(settings, env), redis_component(settings, env)]
 
+    system = settings.as_principal("system")
     async with supervised(settings, components()):
-        connection = await asyncpg.connect(settings.postgres_dsn)
+        connection = await asyncpg.connect(system.postgres_dsn)
         try:
-            await connection.execute("CREATE TABLE survivors (name text PRIMARY KEY)")
-            await connection.execute("INSERT INTO survivors VALUES ('kept')")
+            await connection.execute("CREATE TABLE system.survivors (name text PRIMARY KEY)")
+            await connection.execute("INSERT INTO system.survivors VALUES ('kept')")
         finally:
             await connection.close()
-        client = aioredis.Redis.from_url(settings.redis_url)
+        client = aioredis.Redis.from_url(system.redis_url)
         try:
-            await client.set("survivor", "kept")
+            await client.set("sutazai:system:survivor", "kept")
         finally:
             await client.aclose()
 
@@ -129,14 +130,14 @@ async def test_data_and_secrets_survive_a_restart(settings: MeshSettings) -> Non
     # A fresh settings object, so the secrets are read from disk again.
     restarted = MeshSettings(**settings.model_dump())
     async with supervised(restarted, components()):
-        connection = await asyncpg.connect(restarted.postgres_dsn)
+        connection = await asyncpg.connect(restarted.as_principal("system").postgres_dsn)
         try:
-            assert await connection.fetchval("SELECT name FROM survivors") == "kept"
+            assert await connection.fetchval("SELECT name FROM system.survivors") == "kept"
         finally:
             await connection.close()
-        client = aioredis.Redis.from_url(restarted.redis_url)
+        client = aioredis.Redis.from_url(restarted.as_principal("system").redis_url)
         try:
-            assert await client.get("survivor") == b"kept"
+            assert await client.get("sutazai:system:survivor") == b"kept"
         finally:
             await client.aclose()
 

@@ -86,7 +86,7 @@ def _violation(errors: list[str], kind: str, subject: str) -> bool:
 @contextlib.asynccontextmanager
 async def connected(settings: MeshSettings, principal: str) -> AsyncIterator[Session]:
     """A session as ``principal``, with its password from the secrets file and its inbox."""
-    as_principal = settings.as_nats_principal(principal)
+    as_principal = settings.as_principal(principal)
     credentials = as_principal.nats_credentials
     assert credentials is not None
     session = Session(NatsClient())

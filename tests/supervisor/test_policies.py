@@ -29,20 +29,24 @@ def test_a_stable_run_forgives_earlier_crashes() -> None:
     assert policy.failures_after(5, uptime_seconds=31.0) == 1
 
 
-def test_children_rebuild_the_same_settings_from_their_environment(
+def test_children_rebuild_the_same_settings_from_their_environment_but_secrets(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     settings = MeshSettings(
         state_dir=tmp_path,
+        principal="system",
         postgres=PostgresSettings(port=12345, dsn="postgresql://u:p@db:5432/x"),
     )
     env = settings_environment(settings)
-    assert env["SUTAZAI_POSTGRES__DSN"] == "postgresql://u:p@db:5432/x"
+    # The external DSN holds a password: a child gets it from its credentials file instead.
+    assert "SUTAZAI_POSTGRES__DSN" not in env
     for key in [k for k in os.environ if k.startswith("SUTAZAI_")]:
         monkeypatch.delenv(key)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    assert MeshSettings() == settings
+    assert MeshSettings() == settings.model_copy(
+        update={"postgres": settings.postgres.model_copy(update={"dsn": None})}
+    )
 
 
 def test_explicit_settings_win_over_inherited_variables(tmp_path: Path) -> None:

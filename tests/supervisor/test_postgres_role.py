@@ -1,4 +1,4 @@
-"""The PostgreSQL application role: what services connect as, and what it may not do."""
+"""PostgreSQL roles: the superuser kept for the supervisor, upgrades from one shared role."""
 
 from __future__ import annotations
 
@@ -14,42 +14,9 @@ from sutazai.services.runtime.secrets import load_secrets, secrets_path
 from sutazai.services.runtime.settings import MeshSettings
 from sutazai.services.supervisor import ComponentSpec
 from sutazai.services.supervisor.components.postgres import maintenance_dsn, postgres_component
-from sutazai.services.supervisor.components.postgres_roles import scram_verifier
+from sutazai.services.supervisor.components.postgres_roles import LEGACY_APP_ROLE, scram_verifier
 from sutazai.services.supervisor.environment import child_environment
 from tests.harness import MeshPorts, build_settings, new_state_dir, remove_state_dir, supervised
-
-
-async def test_services_connect_as_an_unprivileged_owner_of_the_mesh_database(
-    mesh_settings: MeshSettings,
-) -> None:
-    connection = await asyncpg.connect(mesh_settings.postgres_dsn)
-    try:
-        assert await connection.fetchval("SELECT current_user") == "sutazai_app"
-        role = await connection.fetchrow(
-            "SELECT rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls "
-            "FROM pg_roles WHERE rolname = current_user"
-        )
-        assert role is not None
-        assert not any(role.values())
-        # It runs its own migrations: schemas and tables in its database, and in public.
-        await connection.execute("CREATE SCHEMA app_role_test")
-        await connection.execute("CREATE TABLE app_role_test.t (id int PRIMARY KEY)")
-        await connection.execute("INSERT INTO app_role_test.t VALUES (1)")
-        await connection.execute("CREATE TABLE public.app_role_test_t (id int)")
-        assert await connection.fetchval("SELECT count(*) FROM app_role_test.t") == 1
-        await connection.execute("DROP SCHEMA app_role_test CASCADE")
-        await connection.execute("DROP TABLE public.app_role_test_t")
-
-        for statement in (
-            "CREATE ROLE intruder",
-            "CREATE DATABASE intruder",
-            "ALTER ROLE sutazai_app SUPERUSER",
-            "ALTER ROLE sutazai_app CREATEROLE",
-        ):
-            with pytest.raises(asyncpg.InsufficientPrivilegeError):
-                await connection.execute(statement)
-    finally:
-        await connection.close()
 
 
 async def test_the_superuser_is_kept_for_administration(mesh_settings: MeshSettings) -> None:
@@ -63,11 +30,19 @@ async def test_the_superuser_is_kept_for_administration(mesh_settings: MeshSetti
             "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1",
             mesh_settings.postgres.database,
         )
-        assert owner == "sutazai_app"
+        assert owner == mesh_settings.postgres.user
+        assert not await connection.fetchval(
+            "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1",
+            mesh_settings.postgres.audit_owner,
+        )
+        assert not await connection.fetchval(
+            "SELECT 1 FROM pg_roles WHERE rolname = $1", LEGACY_APP_ROLE
+        )
     finally:
         await connection.close()
-    assert mesh_settings.secrets.postgres_password != mesh_settings.secrets.postgres_app_password
-    assert mesh_settings.secrets.postgres_app_password not in maintenance_dsn(mesh_settings)
+    secrets = mesh_settings.secrets
+    assert secrets.postgres_password not in secrets.postgres_passwords.values()
+    assert len(set(secrets.postgres_passwords.values())) == len(secrets.postgres_passwords)
 
 
 def test_the_scram_verifier_has_postgres_format() -> None:
@@ -83,13 +58,13 @@ def test_the_scram_verifier_has_postgres_format() -> None:
 
 @pytest.fixture
 def legacy_state_dir() -> Iterator[Path]:
-    """A state directory whose secrets predate the application role and NATS principals."""
+    """A state directory of the release where every service shared the role ``sutazai_app``."""
     path = new_state_dir()
     legacy = {
         "postgres_password": "legacy-superuser-password",
+        "postgres_app_password": "legacy-app-password",
         "redis_password": "legacy-redis-password",
-        "nats_password": "legacy-shared-nats-password",
-        "jwt_signing_key": "legacy-signing-key",
+        "nats_passwords": {"admin": "legacy-admin-password"},
     }
     fd = os.open(secrets_path(path), os.O_WRONLY | os.O_CREAT, 0o600)
     with os.fdopen(fd, "w") as handle:
@@ -98,42 +73,96 @@ def legacy_state_dir() -> Iterator[Path]:
     remove_state_dir(path)
 
 
-async def test_an_older_state_directory_gets_the_role_on_its_next_start(
+# What the shared role of the older release owned: the database, every schema and table.
+_LEGACY_LAYOUT = (
+    "CREATE ROLE sutazai_app LOGIN",
+    "ALTER DATABASE sutazai OWNER TO sutazai_app",
+    "ALTER SCHEMA auth OWNER TO sutazai_app",
+    "ALTER SCHEMA audit OWNER TO sutazai_app",
+    "ALTER TABLE audit.events OWNER TO sutazai_app",
+    "ALTER TABLE audit.schema_migrations OWNER TO sutazai_app",
+    "SET ROLE sutazai_app",
+    "CREATE TABLE auth.legacy_users (id bigint GENERATED ALWAYS AS IDENTITY, name text)",
+    "INSERT INTO auth.legacy_users (name) VALUES ('ada')",
+    "CREATE TABLE auth.legacy_serial (id serial)",
+    "CREATE FUNCTION auth.legacy_f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+    "INSERT INTO audit.events (action, outcome) VALUES ('legacy.event', 'ok')",
+    "RESET ROLE",
+)
+
+
+async def test_an_older_state_directory_is_upgraded_to_a_role_per_service(
     legacy_state_dir: Path,
 ) -> None:
     settings = build_settings(legacy_state_dir, MeshPorts.pick())
     secrets = load_secrets(legacy_state_dir)
-    # Existing secrets are kept; the missing ones are added, and the file stays private.
+    # Existing secrets are kept, the missing ones added, the shared one retired.
     assert secrets.postgres_password == "legacy-superuser-password"
     assert secrets.redis_password == "legacy-redis-password"
-    assert secrets.postgres_app_password
-    assert {"admin", "gateway", "system"} <= set(secrets.nats_passwords)
+    assert secrets.nats_password("admin") == "legacy-admin-password"
+    assert {"auth", "system"} <= set(secrets.postgres_passwords) & set(secrets.redis_passwords)
+    assert "postgres_app_password" not in secrets_path(legacy_state_dir).read_text()
     assert secrets_path(legacy_state_dir).stat().st_mode & 0o777 == 0o600
-    assert settings.keys_file.stat().st_mode & 0o777 == 0o600
 
     def component() -> list[ComponentSpec]:
         return [postgres_component(settings, child_environment(settings))]
 
     async with supervised(settings, component()):
-        # Make the cluster look as it did before the role existed: database owned by the
-        # superuser, no application role.
-        admin = await asyncpg.connect(maintenance_dsn(settings))
+        admin = await asyncpg.connect(maintenance_dsn(settings, "sutazai"))
         try:
-            await admin.execute('ALTER DATABASE sutazai OWNER TO "sutazai"')
-            await admin.execute("DROP ROLE sutazai_app")
+            for statement in _LEGACY_LAYOUT:
+                await admin.execute(statement)
         finally:
             await admin.close()
-        with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError):
-            await asyncpg.connect(settings.postgres_dsn)
 
     async with supervised(settings, component()):
-        app = await asyncpg.connect(settings.postgres_dsn)
+        admin = await asyncpg.connect(maintenance_dsn(settings, "sutazai"))
         try:
-            assert await app.fetchval("SELECT current_user") == "sutazai_app"
-            await app.execute("CREATE TABLE after_upgrade (id int)")
-            owner = await app.fetchval(
-                "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()"
+            owners = dict(
+                await admin.fetch(
+                    "SELECT c.oid::regclass::text, pg_get_userbyid(c.relowner) FROM pg_class c "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname IN ('auth', 'audit') AND c.relkind IN ('r', 'S')"
+                )
             )
-            assert owner == "sutazai_app"
+            assert owners["auth.legacy_users"] == "sutazai_auth"
+            assert owners["auth.legacy_serial_id_seq"] == "sutazai_auth"
+            assert owners["audit.events"] == "sutazai_audit"
+            assert owners["audit.schema_migrations"] == "sutazai_audit"
+            assert (
+                await admin.fetchval(
+                    "SELECT pg_get_userbyid(proowner) FROM pg_proc WHERE proname = 'legacy_f'"
+                )
+                == "sutazai_auth"
+            )
+            assert (
+                await admin.fetchval(
+                    "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'sutazai'"
+                )
+                == settings.postgres.user
+            )
+            assert not await admin.fetchval(
+                "SELECT 1 FROM pg_roles WHERE rolname = $1", LEGACY_APP_ROLE
+            )
         finally:
-            await app.close()
+            await admin.close()
+        auth = await asyncpg.connect(settings.as_principal("auth").postgres_dsn)
+        try:
+            assert await auth.fetchval("SELECT name FROM auth.legacy_users") == "ada"
+            await auth.execute("INSERT INTO auth.legacy_users (name) VALUES ('bob')")
+            assert (
+                await auth.fetchval(
+                    "SELECT count(*) FROM audit.events WHERE action = 'legacy.event'"
+                )
+                == 1
+            )
+        finally:
+            await auth.close()
+        system = await asyncpg.connect(settings.as_principal("system").postgres_dsn)
+        try:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await system.execute("DELETE FROM audit.events")
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await system.execute("INSERT INTO auth.legacy_users (name) VALUES ('eve')")
+        finally:
+            await system.close()

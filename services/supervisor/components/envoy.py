@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from sutazai.services.runtime.files import replace_file
 from sutazai.services.runtime.settings import MeshSettings
 from sutazai.services.runtime.sockets import prepare_run_dir
 from sutazai.services.supervisor.binaries import executable
-from sutazai.services.supervisor.files import write_private
 from sutazai.services.supervisor.probes import envoy_live
 from sutazai.services.supervisor.spec import ComponentSpec, Launch
 
@@ -35,7 +35,7 @@ def envoy_component(settings: MeshSettings, env: Mapping[str, str]) -> Component
         from sutazai.gateway.bootstrap import render_bootstrap
 
         prepare_run_dir(settings.run_dir)
-        write_private(config, render_bootstrap(settings, node_id=NODE_ID))
+        replace_file(config, render_bootstrap(settings, node_id=NODE_ID))
 
     return ComponentSpec(
         name=NAME,

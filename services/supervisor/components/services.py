@@ -6,11 +6,13 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 
+from sutazai.services.runtime.credentials import credentials_path
 from sutazai.services.runtime.deployment import ServiceEntry
 from sutazai.services.runtime.settings import MeshSettings, ServiceSettings
+from sutazai.services.supervisor.credentials import write_principal_credentials
 from sutazai.services.supervisor.environment import principal_environment
 from sutazai.services.supervisor.probes import registry_has
-from sutazai.services.supervisor.spec import ComponentSpec, Launch, Probe
+from sutazai.services.supervisor.spec import ComponentSpec, Hook, Launch, Probe
 
 
 def instance_name(entry: ServiceEntry, index: int) -> str:
@@ -32,12 +34,15 @@ def service_components(
 ) -> list[ComponentSpec]:
     """One component per instance of every catalog entry.
 
-    Every instance connects to NATS as the principal named after its service, which may write
-    only that service's registry entries.
+    Every instance is the principal named after its service: its NATS user may write only that
+    service's registry entries, its PostgreSQL role owns only that service's schema, its Redis
+    user reaches only that service's keys. It gets the path of its own credentials file, which
+    is (re)written before every start.
     """
     components = []
     for entry in entries:
-        service_env = principal_environment(settings, env, entry.name)
+        credentials = credentials_path(settings.state_dir, entry.name)
+        service_env = principal_environment(settings, env, entry.name, credentials)
         for index in range(1, entry.instances + 1):
             components.append(
                 ComponentSpec(
@@ -48,11 +53,19 @@ def service_components(
                         stop_signal=signal.SIGTERM,
                         stop_timeout=stop_timeout,
                     ),
+                    prepare=_credentials_writer(settings, entry.name),
                     probe=_registered(settings, entry.name),
                     start_timeout=60.0,
                 )
             )
     return components
+
+
+def _credentials_writer(settings: MeshSettings, service: str) -> Hook:
+    async def prepare() -> None:
+        write_principal_credentials(settings, service)
+
+    return prepare
 
 
 def _registered(settings: MeshSettings, service: str) -> Probe:
