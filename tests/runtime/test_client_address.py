@@ -50,9 +50,10 @@ async def forget_buckets(client: aioredis.Redis, address: str) -> None:
 async def host(mesh_settings: MeshSettings) -> AsyncIterator[tuple[ServiceHost, aioredis.Redis]]:
     ensure_key_ring(mesh_settings.keys_file, mesh_settings.jwks_file)
     async with contextlib.AsyncExitStack() as stack:
-        pool = await asyncpg.create_pool(mesh_settings.postgres_dsn, min_size=1, max_size=2)
+        auth = mesh_settings.as_principal("auth")
+        pool = await asyncpg.create_pool(auth.postgres_dsn, min_size=1, max_size=2)
         stack.push_async_callback(pool.close)
-        client = aioredis.Redis.from_url(mesh_settings.redis_url)
+        client = aioredis.Redis.from_url(auth.redis_url)
         stack.push_async_callback(client.aclose)
         nc = await connect_nats(mesh_settings, name="client-address")
         stack.push_async_callback(nc.close)
@@ -63,7 +64,9 @@ async def host(mesh_settings: MeshSettings) -> AsyncIterator[tuple[ServiceHost, 
                 mesh_settings,
                 revocation_bucket(nc.jetstream(), mesh_settings.auth.revocations_bucket),
             ),
-            RateLimiter(client, per_second=0.01, burst=BURST),
+            RateLimiter(
+                client, key_prefix=auth.redis.key_prefix("auth"), per_second=0.01, burst=BURST
+            ),
             AuditLog(pool),
         )
         service = ServiceHost(

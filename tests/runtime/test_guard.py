@@ -296,7 +296,8 @@ async def test_a_malformed_revocation_is_skipped_and_the_watch_goes_on(
     settings: MeshSettings, system: pb_grpc.SystemServiceStub
 ) -> None:
     issued = issuer(settings).issue(user_id="u8", username="hal", role=Role.USER)
-    nc = await connect_nats(settings, name="tests-malformed")  # admin may write anything
+    # Only admin (and auth) may write the bucket: the guard under test runs as "system".
+    nc = await connect_nats(settings.as_principal("admin"), name="tests-malformed")
     try:
         kv = await nc.jetstream().key_value(settings.auth.revocations_bucket)
         await kv.put("token.garbage", b"\xff not json")

@@ -172,7 +172,8 @@ async def test_a_service_redis_user_reaches_only_its_prefix_and_data_commands(
         assert (await admin.config_get("appendonly"))["appendonly"] == "yes"
         assert await admin.acl_whoami() == "default"
         system_user = await admin.acl_getuser("sutazai_system")
-        assert system_user["keys"] == [b"sutazai:system:*", b"sutazai:revoked:*"]
+        assert system_user["keys"] == [b"sutazai:system:*"]
+        assert system_user["channels"] == [b"sutazai:system:*"]
     finally:
         await admin.aclose()
 
