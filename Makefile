@@ -8,25 +8,34 @@ SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 
 GEN_DIR := gen/python
-DESCRIPTOR := gateway/descriptor.binpb
+DESCRIPTOR := $(GEN_DIR)/sutazai/descriptor.binpb
 PROTO_FILES := $(shell cd protos && find sutazai -name '*.proto' | sort)
-PY_SOURCES := services gateway tui tests
+PY_SOURCES := services runtime ops gateway tui tests
 
-.PHONY: up down test check lint typecheck imports proto-check gen gen-check install install-dev bench clean
+.PHONY: up down test test-unit check lint typecheck imports proto-check gen gen-check install install-dev bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip==26.2
 
-# A non-editable install: the hand-written folders are mapped under the `sutazai` root, which
-# editable finders cannot show to type checkers and import-linter.
-install: $(BIN)/python
-	$(BIN)/python -m pip install --quiet hatchling==1.33.0
-	$(BIN)/python -m pip install --quiet --no-build-isolation .
+# Editable installs (gen/python on the path; see pyproject.toml): an edit is seen by pytest, mypy
+# and lint-imports with no reinstall. Only a change of pyproject.toml reinstalls.
+INSTALLED := $(VENV)/.installed
+INSTALLED_DEV := $(VENV)/.installed-dev
 
-install-dev: $(BIN)/python
+$(INSTALLED): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet hatchling==1.33.0
-	$(BIN)/python -m pip install --quiet --no-build-isolation '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-build-isolation --editable .
+	touch $@
+
+$(INSTALLED_DEV): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet hatchling==1.33.0
+	$(BIN)/python -m pip install --quiet --no-build-isolation --editable '.[dev]'
+	touch $@ $(INSTALLED)
+
+install: $(INSTALLED)
+
+install-dev: $(INSTALLED_DEV)
 
 up: install
 	$(BIN)/sutazai up
@@ -37,6 +46,10 @@ down:
 test: install-dev
 	$(BIN)/python -m pytest
 
+# Everything that needs no server process: the inner loop.
+test-unit: install-dev
+	$(BIN)/python -m pytest -m "not integration"
+
 check: install-dev lint typecheck imports proto-check gen-check
 	$(BIN)/python -m pytest
 
@@ -44,11 +57,11 @@ lint:
 	$(BIN)/ruff check $(PY_SOURCES)
 	$(BIN)/ruff format --check $(PY_SOURCES)
 
-# mypy reads the installed copy; map its paths back to the source folders.
-typecheck:
-	$(BIN)/mypy | sed -E 's#^[^ ]*/site-packages/sutazai/(services|gateway|tui|envoy|nats|deploy)/#\1/#; s#^[^ ]*/site-packages/sutazai/#gen/python/sutazai/#'
+# mypy finds the hand-written packages through gen/python's symlinks; name them by their folders.
+typecheck: install-dev
+	$(BIN)/mypy | sed -E 's#^gen/python/sutazai/(services|runtime|ops|gateway|tui)/#\1/#'
 
-imports:
+imports: install-dev
 	$(BIN)/lint-imports
 
 # buf breaking compares with the previous commit; on the first commit there is nothing to compare.
@@ -61,10 +74,11 @@ proto-check:
 
 # Generated code: messages, .pyi and grpc stubs (+ typed stubs) under gen/python, and the
 # descriptor set (with imports) that Envoy's transcoder and the gateway's reflection read.
+# Only the generated packages (real directories) are replaced; the symlinks to the hand-written
+# folders stay.
 gen:
+	find $(GEN_DIR)/sutazai -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} +
 	$(BIN)/buf build --output $(DESCRIPTOR) --as-file-descriptor-set
-	rm -rf $(GEN_DIR)/sutazai
-	mkdir -p $(GEN_DIR)
 	$(BIN)/python -m grpc_tools.protoc --descriptor_set_in=$(DESCRIPTOR) \
 		--python_out=$(GEN_DIR) --mypy_out=$(GEN_DIR) \
 		--grpc_python_out=$(GEN_DIR) --mypy_grpc_out=$(GEN_DIR) \
@@ -77,8 +91,8 @@ gen-check: gen
 		{ echo "generated code is stale: run 'make gen' and commit the result"; exit 1; }
 
 bench: install-dev
-	$(BIN)/python -m sutazai.services.bench edge
-	$(BIN)/python -m sutazai.services.bench auth
+	$(BIN)/python -m sutazai.ops.bench edge
+	$(BIN)/python -m sutazai.ops.bench auth
 
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .pytest_cache .ruff_cache

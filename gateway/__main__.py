@@ -1,6 +1,6 @@
 """``python -m sutazai.gateway``: run the xDS control plane with settings from the environment.
 
-Settings come from ``SUTAZAI_*`` variables (see :class:`~sutazai.services.runtime.settings.
+Settings come from ``SUTAZAI_*`` variables (see :class:`~sutazai.runtime.settings.
 MeshSettings`); logs are JSON lines on stderr. A configuration problem (e.g. no key ring yet) is
 logged as one ``gateway.misconfigured`` line and exits with status 2.
 """
@@ -13,9 +13,9 @@ import asyncio
 import structlog
 
 from sutazai.gateway.server import run_gateway
-from sutazai.services.runtime.errors import ConfigurationError
-from sutazai.services.runtime.logging import configure_logging
-from sutazai.services.runtime.settings import MeshSettings
+from sutazai.runtime.errors import ConfigurationError
+from sutazai.runtime.logging import configure_logging
+from sutazai.runtime.settings import MeshSettings
 
 EXIT_MISCONFIGURED = 2
 

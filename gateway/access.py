@@ -2,7 +2,7 @@
 
 Envoy routes reflection and health to the gateway and checks the token's signature there, but
 Envoy cannot know about revocations. The gateway therefore judges a token like every service's
-guard does (:class:`~sutazai.services.runtime.auth.Authenticator`: signature, issuer, expiry,
+guard does (:class:`~sutazai.runtime.auth.Authenticator`: signature, issuer, expiry,
 revoked ``jti``, the account's "valid after" stamp): reflection needs a token that passes,
 health is public but a token sent with it must pass too. ADS (Envoy itself) needs no token.
 """
@@ -14,9 +14,9 @@ from typing import Final
 
 import grpc
 
-from sutazai.services.runtime.auth import Authenticator
-from sutazai.services.runtime.faults import RpcStatusError
-from sutazai.services.runtime.roles import PUBLIC, SIGNED_IN, MethodAccess
+from sutazai.runtime.auth import Authenticator
+from sutazai.runtime.faults import RpcStatusError
+from sutazai.runtime.roles import PUBLIC, SIGNED_IN, MethodAccess
 
 ADS_PREFIX: Final = "/envoy.service.discovery.v3.AggregatedDiscoveryService/"
 HEALTH_PREFIX: Final = "/grpc.health.v1.Health/"

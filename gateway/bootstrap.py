@@ -13,8 +13,8 @@ from string import Template
 from typing import Final
 
 from sutazai.gateway.names import XDS_CLUSTER
-from sutazai.services.runtime.settings import MeshSettings
-from sutazai.services.runtime.sockets import checked_socket_path
+from sutazai.runtime.settings import MeshSettings
+from sutazai.runtime.sockets import checked_socket_path
 
 TEMPLATE_PACKAGE: Final = "sutazai.envoy"
 TEMPLATE_NAME: Final = "bootstrap.yaml"

@@ -1,9 +1,9 @@
 """The gRPC services the edge exposes, read from the buf-built descriptor set.
 
-The descriptor set (``gateway/descriptor.binpb``, written by ``make gen``) is the single source
-of truth for what Envoy routes, transcodes and guards: a new proto with a ``sutazai.`` package
-becomes a cluster, routes, REST mappings and JWT rules (from its ``(sutazai.auth.v1.access)``
-options) without touching the gateway.
+The descriptor set (``gen/python/sutazai/descriptor.binpb``, written by ``make gen``) is the
+single source of truth for what Envoy routes, transcodes and guards: a new proto with a
+``sutazai.`` package becomes a cluster, routes, REST mappings and JWT rules (from its
+``(sutazai.auth.v1.access)`` options) without touching the gateway.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ class ServiceCatalog:
     @classmethod
     def packaged(cls) -> ServiceCatalog:
         """The catalog of the descriptor set installed with this package."""
-        data = resources.files("sutazai.gateway").joinpath(DESCRIPTOR_RESOURCE).read_bytes()
+        data = resources.files("sutazai").joinpath(DESCRIPTOR_RESOURCE).read_bytes()
         return cls.from_descriptor_set(data)
 
     @property

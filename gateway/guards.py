@@ -72,7 +72,7 @@ from sutazai.gateway.catalog import GrpcService, ServiceCatalog
 from sutazai.gateway.names import EDGE_JWT_CONFIG
 from sutazai.gateway.path_templates import template_regex
 from sutazai.gateway.resources import EdgePolicy
-from sutazai.services.runtime.keys import PublicKeys
+from sutazai.runtime.keys import PublicKeys
 
 JWT_PROVIDER: Final = "sutazai"
 """The one token issuer the edge trusts: the auth service, with the mesh's key ring."""

@@ -15,9 +15,9 @@ from typing import Final
 
 import structlog
 
-from sutazai.services.runtime.errors import ConfigurationError
-from sutazai.services.runtime.key_files import file_stamp, load_public_keys
-from sutazai.services.runtime.keys import PublicKeys
+from sutazai.runtime.errors import ConfigurationError
+from sutazai.runtime.key_files import file_stamp, load_public_keys
+from sutazai.runtime.keys import PublicKeys
 
 log = structlog.get_logger(__name__)
 

@@ -18,8 +18,8 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter
 
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
-from sutazai.services.runtime.registry import instance_key
-from sutazai.services.runtime.sockets import instance_socket
+from sutazai.runtime.registry import instance_key
+from sutazai.runtime.sockets import instance_socket
 
 log = structlog.get_logger(__name__)
 

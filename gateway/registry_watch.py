@@ -17,8 +17,8 @@ import stamina
 import structlog
 
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
-from sutazai.services.runtime.errors import RegistryError
-from sutazai.services.runtime.registry import Registry, RegistryEvent
+from sutazai.runtime.errors import RegistryError
+from sutazai.runtime.registry import Registry, RegistryEvent
 
 log = structlog.get_logger(__name__)
 

@@ -107,8 +107,8 @@ from sutazai.gateway.catalog import GrpcMethod, GrpcService, ServiceCatalog, gat
 from sutazai.gateway.local_replies import local_reply_config
 from sutazai.gateway.names import EDGE_LISTENER, EDGE_ROUTES, EDGE_STAT_PREFIX, XDS_CLUSTER
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
-from sutazai.services.runtime.context import CLIENT_ADDRESS_HEADER
-from sutazai.services.runtime.settings import MeshSettings
+from sutazai.runtime.context import CLIENT_ADDRESS_HEADER
+from sutazai.runtime.settings import MeshSettings
 
 HTTP_PROTOCOL_OPTIONS: Final = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 CORS_FILTER: Final = "envoy.filters.http.cors"

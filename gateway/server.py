@@ -34,16 +34,16 @@ from sutazai.gateway.registry_watch import Instances, RegistryMirror, RegistryOp
 from sutazai.gateway.resources import EdgePolicy
 from sutazai.gateway.snapshot import SnapshotBuilder, SnapshotCache
 from sutazai.gateway.xds_status import XdsStatus
-from sutazai.services.runtime.auth import Authenticator, open_authenticator
-from sutazai.services.runtime.deployment import grpc_owners, load_catalog
-from sutazai.services.runtime.exposure import require_safe_edge
-from sutazai.services.runtime.interceptors import ServerInterceptor
-from sutazai.services.runtime.keys import PublicKeys
-from sutazai.services.runtime.messaging import connect_nats
-from sutazai.services.runtime.metrics import MetricsEndpoint, RpcMetrics
-from sutazai.services.runtime.registry import Registry
-from sutazai.services.runtime.settings import MeshSettings
-from sutazai.services.runtime.sockets import (
+from sutazai.runtime.auth import Authenticator, open_authenticator
+from sutazai.runtime.deployment import grpc_owners, load_catalog
+from sutazai.runtime.exposure import require_safe_edge
+from sutazai.runtime.interceptors import ServerInterceptor
+from sutazai.runtime.keys import PublicKeys
+from sutazai.runtime.messaging import connect_nats
+from sutazai.runtime.metrics import MetricsEndpoint, RpcMetrics
+from sutazai.runtime.registry import Registry
+from sutazai.runtime.settings import MeshSettings
+from sutazai.runtime.sockets import (
     checked_socket_path,
     grpc_target,
     prepare_run_dir,

@@ -41,7 +41,7 @@ from sutazai.gateway.resources import (
     build_route_configuration,
 )
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
-from sutazai.services.runtime.keys import PublicKeys
+from sutazai.runtime.keys import PublicKeys
 
 _TYPE_PREFIX: Final = "type.googleapis.com/"
 CLUSTER_TYPE: Final = _TYPE_PREFIX + "envoy.config.cluster.v3.Cluster"

@@ -1,1 +1,1 @@
-"""SutazAI mesh services and the runtime they share."""
+"""The mesh's gRPC services and agents, one package each (server -> handlers -> domain)."""

@@ -17,6 +17,10 @@ from datetime import UTC, datetime
 
 import structlog
 
+from sutazai.runtime.faults import invalid_argument, not_found, unavailable
+from sutazai.runtime.revocations import Revocations, RevocationStoreError
+from sutazai.runtime.roles import Role
+from sutazai.runtime.tokens import Identity
 from sutazai.services.auth.domain import (
     PageLimits,
     User,
@@ -39,10 +43,6 @@ from sutazai.services.auth.trail import (
     UNLOCKED,
     Trail,
 )
-from sutazai.services.runtime.faults import invalid_argument, not_found, unavailable
-from sutazai.services.runtime.revocations import Revocations, RevocationStoreError
-from sutazai.services.runtime.roles import Role
-from sutazai.services.runtime.tokens import Identity
 
 log = structlog.get_logger(__name__)
 

@@ -17,8 +17,8 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 
+from sutazai.runtime.roles import Role
 from sutazai.services.auth.passwords import MAX_LENGTH, password_problems
-from sutazai.services.runtime.roles import Role
 
 USERNAME = re.compile(r"[A-Za-z0-9._-]{3,32}")
 # A shape check, not RFC 5322: one @, no spaces, a dot in the domain. Whether the address

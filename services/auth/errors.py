@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 from google.rpc import error_details_pb2
 
-from sutazai.services.runtime.faults import RpcStatusError
+from sutazai.runtime.faults import RpcStatusError
 
 INVALID_CREDENTIALS = "invalid username or password"
 """The one answer to every failed sign-in: wrong password, unknown, locked or inactive."""

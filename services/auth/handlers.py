@@ -10,14 +10,14 @@ import grpc
 
 from sutazai.auth.v1 import auth_service_pb2 as pb
 from sutazai.auth.v1 import auth_service_pb2_grpc as pb_grpc
+from sutazai.runtime.audit import AuditEvent
+from sutazai.runtime.auth import _client_address, current_identity, require_identity
+from sutazai.runtime.roles import Role
 from sutazai.services.auth.accounts import Accounts
 from sutazai.services.auth.domain import User
 from sutazai.services.auth.sessions import Sessions
 from sutazai.services.auth.throttle import SignInThrottle
 from sutazai.services.auth.trail import REGISTER, Trail
-from sutazai.services.runtime.audit import AuditEvent
-from sutazai.services.runtime.auth import _client_address, current_identity, require_identity
-from sutazai.services.runtime.roles import Role
 
 TOKEN_TYPE = "Bearer"  # noqa: S105 - the OAuth token type, not a secret
 

@@ -10,6 +10,18 @@ import redis.asyncio as aioredis
 from nats.js import JetStreamContext
 
 from sutazai.auth.v1 import auth_service_pb2_grpc
+from sutazai.runtime.audit import AuditLog
+from sutazai.runtime.auth import Guard, open_guard
+from sutazai.runtime.key_files import watched_key_ring
+from sutazai.runtime.revocations import Revocations
+from sutazai.runtime.server import (
+    ServiceHost,
+    Servicer,
+    join_registry,
+    serve_until_stopped,
+)
+from sutazai.runtime.settings import MeshSettings, ServiceSettings
+from sutazai.runtime.tokens import TokenIssuer
 from sutazai.services.auth.accounts import Accounts
 from sutazai.services.auth.handlers import AuthHandlers
 from sutazai.services.auth.passwords import Passwords
@@ -17,18 +29,6 @@ from sutazai.services.auth.sessions import Sessions
 from sutazai.services.auth.store import open_store
 from sutazai.services.auth.throttle import SignInThrottle
 from sutazai.services.auth.trail import Trail
-from sutazai.services.runtime.audit import AuditLog
-from sutazai.services.runtime.auth import Guard, open_guard
-from sutazai.services.runtime.key_files import watched_key_ring
-from sutazai.services.runtime.revocations import Revocations
-from sutazai.services.runtime.server import (
-    ServiceHost,
-    Servicer,
-    join_registry,
-    serve_until_stopped,
-)
-from sutazai.services.runtime.settings import MeshSettings, ServiceSettings
-from sutazai.services.runtime.tokens import TokenIssuer
 
 SERVICE_NAME = "auth"
 GRPC_SERVICE = "sutazai.auth.v1.AuthService"

@@ -10,6 +10,9 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 
+from sutazai.runtime.faults import invalid_argument, unavailable
+from sutazai.runtime.revocations import Revocations, RevocationStoreError
+from sutazai.runtime.tokens import Identity, TokenIssuer
 from sutazai.services.auth.domain import (
     User,
     Verdict,
@@ -28,9 +31,6 @@ from sutazai.services.auth.trail import (
     REFRESH_REUSED,
     Trail,
 )
-from sutazai.services.runtime.faults import invalid_argument, unavailable
-from sutazai.services.runtime.revocations import Revocations, RevocationStoreError
-from sutazai.services.runtime.tokens import Identity, TokenIssuer
 
 DENIED = grpc.StatusCode.UNAUTHENTICATED.name
 MAX_REFRESH_TOKEN = 256

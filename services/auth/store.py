@@ -16,15 +16,15 @@ from datetime import datetime
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from sutazai.runtime.errors import MeshRuntimeError
+from sutazai.runtime.migrations import migrate
+from sutazai.runtime.roles import Role
 from sutazai.services.auth.domain import (
     RefreshState,
     User,
     Verdict,
     judge_refresh,
 )
-from sutazai.services.runtime.errors import MeshRuntimeError
-from sutazai.services.runtime.migrations import migrate
-from sutazai.services.runtime.roles import Role
 
 SCHEMA = "auth"
 MIGRATIONS = "sutazai.services.auth.migrations"

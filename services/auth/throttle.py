@@ -28,9 +28,9 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from sutazai.services.runtime.faults import RpcStatusError, resource_exhausted, unavailable
-from sutazai.services.runtime.ratelimit import RateLimiter
-from sutazai.services.runtime.settings import AuthSettings
+from sutazai.runtime.faults import RpcStatusError, resource_exhausted, unavailable
+from sutazai.runtime.ratelimit import RateLimiter
+from sutazai.runtime.settings import AuthSettings
 
 PREFIX = "sutazai:auth:"
 _PAIR = PREFIX + "pair:"

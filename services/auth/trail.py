@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import structlog
 
+from sutazai.runtime import context as rpc_context
+from sutazai.runtime.audit import OK, AuditEvent, AuditLog
+from sutazai.runtime.faults import invalid_argument
 from sutazai.services.auth.domain import PageLimits, decode_page_token, encode_page_token
-from sutazai.services.runtime import context as rpc_context
-from sutazai.services.runtime.audit import OK, AuditEvent, AuditLog
-from sutazai.services.runtime.faults import invalid_argument
 
 log = structlog.get_logger(__name__)
 

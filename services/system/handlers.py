@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import grpc
 
-from sutazai.services.runtime.auth import current_identity
-from sutazai.services.runtime.faults import invalid_argument
+from sutazai.runtime.auth import current_identity
+from sutazai.runtime.faults import invalid_argument
 from sutazai.services.system.domain import (
     ComponentStatus,
     Health,

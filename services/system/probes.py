@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nats.aio.client import Client as NatsClient
 
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
-from sutazai.services.runtime.registry import Registry
+from sutazai.runtime.registry import Registry
 from sutazai.services.system.domain import Kind, ProbeOutcome
 
 

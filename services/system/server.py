@@ -10,16 +10,16 @@ import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from sutazai.services.runtime.audit import AuditLog
-from sutazai.services.runtime.auth import open_guard
-from sutazai.services.runtime.server import (
+from sutazai.runtime.audit import AuditLog
+from sutazai.runtime.auth import open_guard
+from sutazai.runtime.server import (
     ServiceHost,
     Servicer,
     join_registry,
     serve_until_stopped,
 )
-from sutazai.services.runtime.settings import MeshSettings, ServiceSettings
-from sutazai.services.runtime.sockets import envoy_admin_client
+from sutazai.runtime.settings import MeshSettings, ServiceSettings
+from sutazai.runtime.sockets import envoy_admin_client
 from sutazai.services.system.domain import StatusBoard
 from sutazai.services.system.handlers import SystemHandlers
 from sutazai.services.system.prober import Prober

@@ -13,14 +13,14 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from sutazai.auth.v1 import auth_service_pb2_grpc as pb_grpc
+from sutazai.runtime.key_files import ensure_key_ring
+from sutazai.runtime.keys import KeyRing
+from sutazai.runtime.messaging import connect_nats
+from sutazai.runtime.revocations import Revocations
+from sutazai.runtime.server import ServiceHost
+from sutazai.runtime.settings import AuthSettings, MeshSettings, ServiceSettings
 from sutazai.services.auth.accounts import Accounts
 from sutazai.services.auth.server import SERVICE_NAME, open_accounts, open_service
-from sutazai.services.runtime.key_files import ensure_key_ring
-from sutazai.services.runtime.keys import KeyRing
-from sutazai.services.runtime.messaging import connect_nats
-from sutazai.services.runtime.revocations import Revocations
-from sutazai.services.runtime.server import ServiceHost
-from sutazai.services.runtime.settings import AuthSettings, MeshSettings, ServiceSettings
 from tests.auth.helpers import Caller
 
 

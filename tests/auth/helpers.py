@@ -14,8 +14,8 @@ from grpc_status import rpc_status
 
 from sutazai.auth.v1 import auth_service_pb2 as pb
 from sutazai.auth.v1 import auth_service_pb2_grpc as pb_grpc
+from sutazai.runtime.roles import Role
 from sutazai.services.auth.accounts import Accounts
-from sutazai.services.runtime.roles import Role
 
 TIMEOUT = 10
 

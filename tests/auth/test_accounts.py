@@ -7,9 +7,9 @@ import pytest
 from grpc_status import rpc_status
 
 from sutazai.auth.v1 import auth_service_pb2 as pb
+from sutazai.runtime.roles import Role
 from sutazai.services.auth.accounts import Accounts
 from sutazai.services.auth.errors import ACCOUNT_TAKEN, INVALID_CREDENTIALS
-from sutazai.services.runtime.roles import Role
 from tests.auth.helpers import (
     TIMEOUT,
     Account,

@@ -10,9 +10,9 @@ import jwt
 
 from sutazai.auth.v1 import auth_service_pb2 as pb
 from sutazai.auth.v1 import auth_service_pb2_grpc as pb_grpc
-from sutazai.services.cli.login import TOKEN_FILE, load_token
-from sutazai.services.runtime.settings import MeshSettings
-from sutazai.services.supervisor.environment import settings_environment
+from sutazai.ops.cli.login import TOKEN_FILE, load_token
+from sutazai.ops.supervisor.environment import settings_environment
+from sutazai.runtime.settings import MeshSettings
 from tests.auth.helpers import TIMEOUT, Caller, bearer, failure, new_name, new_password
 from tests.harness.cli import run_cli
 from tests.harness.waiting import wait_for

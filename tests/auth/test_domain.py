@@ -7,6 +7,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from argon2 import PasswordHasher
 
+from sutazai.runtime.revocations import (
+    MalformedRevocationError,
+    Revocation,
+    Revocations,
+    parse_entry,
+)
+from sutazai.runtime.roles import Role
+from sutazai.runtime.settings import AuthSettings
+from sutazai.runtime.tokens import Identity
 from sutazai.services.auth.domain import (
     PageLimits,
     RefreshState,
@@ -23,15 +32,6 @@ from sutazai.services.auth.domain import (
     username_problem,
 )
 from sutazai.services.auth.passwords import Passwords, password_problems
-from sutazai.services.runtime.revocations import (
-    MalformedRevocationError,
-    Revocation,
-    Revocations,
-    parse_entry,
-)
-from sutazai.services.runtime.roles import Role
-from sutazai.services.runtime.settings import AuthSettings
-from sutazai.services.runtime.tokens import Identity
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 GOOD = "Tr0ub4dor&3x"

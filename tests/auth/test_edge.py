@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from sutazai.services.runtime.settings import AuthSettings, MeshSettings
+from sutazai.runtime.settings import AuthSettings, MeshSettings
 from tests.auth.helpers import new_name, new_password
 
 

@@ -14,10 +14,10 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from sutazai.auth.v1 import auth_service_pb2 as pb
+from sutazai.runtime.messaging import connect_nats
+from sutazai.runtime.revocations import bucket_config
+from sutazai.runtime.settings import MeshSettings
 from sutazai.services.auth.accounts import Accounts
-from sutazai.services.runtime.messaging import connect_nats
-from sutazai.services.runtime.revocations import bucket_config
-from sutazai.services.runtime.settings import MeshSettings
 from tests.auth.conftest import hosted
 from tests.auth.helpers import TIMEOUT, Caller, bearer, failure, make_admin, retry_delay
 from tests.harness.waiting import wait_for

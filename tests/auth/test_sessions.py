@@ -12,8 +12,8 @@ import grpc
 import jwt
 
 from sutazai.auth.v1 import auth_service_pb2 as pb
+from sutazai.runtime.settings import MeshSettings
 from sutazai.services.auth.errors import INVALID_CREDENTIALS
-from sutazai.services.runtime.settings import MeshSettings
 from tests.auth.conftest import STRICT
 from tests.auth.helpers import (
     TIMEOUT,

@@ -20,9 +20,9 @@ from nats.js import JetStreamContext
 
 from sutazai.auth.v1 import auth_service_pb2 as pb
 from sutazai.auth.v1 import auth_service_pb2_grpc as pb_grpc
+from sutazai.runtime.settings import AuthSettings, MeshSettings
 from sutazai.services.auth.accounts import Accounts
 from sutazai.services.auth.errors import INVALID_CREDENTIALS
-from sutazai.services.runtime.settings import AuthSettings, MeshSettings
 from tests.auth.conftest import hosted
 from tests.auth.helpers import (
     TIMEOUT,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sutazai.services.runtime.secrets import ensure_secrets
-from sutazai.services.supervisor.pidfile import PidFile
+from sutazai.ops.supervisor.pidfile import PidFile
+from sutazai.runtime.secrets import ensure_secrets
 from tests.harness.cli import run_cli
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sutazai.services.supervisor.environment import settings_environment
-from sutazai.services.supervisor.pidfile import running_supervisor
+from sutazai.ops.supervisor.environment import settings_environment
+from sutazai.ops.supervisor.pidfile import running_supervisor
 from tests.harness import MeshPorts, build_settings, new_state_dir, remove_state_dir, running
 from tests.harness.cli import run_cli
 

@@ -10,11 +10,11 @@ import httpx
 import jwt
 import pytest
 
-from sutazai.services.runtime.key_files import edit_key_ring, load_key_ring
-from sutazai.services.runtime.keys import SigningKey
-from sutazai.services.runtime.settings import MeshSettings
-from sutazai.services.runtime.sockets import envoy_admin_client
-from sutazai.services.supervisor.environment import settings_environment
+from sutazai.ops.supervisor.environment import settings_environment
+from sutazai.runtime.key_files import edit_key_ring, load_key_ring
+from sutazai.runtime.keys import SigningKey
+from sutazai.runtime.settings import MeshSettings
+from sutazai.runtime.sockets import envoy_admin_client
 from tests.gateway.tokens import hs256_with_public_key, unsigned
 from tests.harness.cli import run_cli
 from tests.harness.waiting import wait_for

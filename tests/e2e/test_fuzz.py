@@ -24,10 +24,10 @@ from google.protobuf import descriptor, message_factory
 from google.protobuf.message import Message
 
 from sutazai.gateway.catalog import GrpcMethod, GrpcService, ServiceCatalog
-from sutazai.services.runtime.messaging import connect_nats
-from sutazai.services.runtime.registry import Registry
-from sutazai.services.runtime.settings import MeshSettings
-from sutazai.services.supervisor.components.postgres import maintenance_dsn
+from sutazai.ops.supervisor.components.postgres import maintenance_dsn
+from sutazai.runtime.messaging import connect_nats
+from sutazai.runtime.registry import Registry
+from sutazai.runtime.settings import MeshSettings
 
 MARKER = f"fuzz{secrets.token_hex(4)}"
 """Put in every string the fuzzer sends; no row may contain it afterwards."""

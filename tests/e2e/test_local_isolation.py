@@ -21,13 +21,13 @@ import psutil
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from sutazai.ops.supervisor.components.envoy import bootstrap_path
+from sutazai.ops.supervisor.logfiles import log_path, logs_dir
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
-from sutazai.services.runtime.messaging import connect_nats
-from sutazai.services.runtime.registry import Registry
-from sutazai.services.runtime.settings import MeshSettings
-from sutazai.services.runtime.sockets import envoy_admin_client, grpc_target, instance_socket
-from sutazai.services.supervisor.components.envoy import bootstrap_path
-from sutazai.services.supervisor.logfiles import log_path, logs_dir
+from sutazai.runtime.messaging import connect_nats
+from sutazai.runtime.registry import Registry
+from sutazai.runtime.settings import MeshSettings
+from sutazai.runtime.sockets import envoy_admin_client, grpc_target, instance_socket
 from tests.harness.other_user import OTHER_USER, connect_as
 from tests.harness.waiting import wait_for
 

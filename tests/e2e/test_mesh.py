@@ -14,12 +14,12 @@ import grpc
 import httpx
 import pytest
 
-from sutazai.services.runtime.messaging import connect_nats
-from sutazai.services.runtime.registry import Registry
-from sutazai.services.runtime.settings import MeshSettings
-from sutazai.services.runtime.sockets import envoy_admin_client
-from sutazai.services.supervisor import Supervisor
-from sutazai.services.supervisor.environment import child_environment
+from sutazai.ops.supervisor import Supervisor
+from sutazai.ops.supervisor.environment import child_environment
+from sutazai.runtime.messaging import connect_nats
+from sutazai.runtime.registry import Registry
+from sutazai.runtime.settings import MeshSettings
+from sutazai.runtime.sockets import envoy_admin_client
 from sutazai.system.v1 import system_service_pb2 as pb
 from sutazai.system.v1 import system_service_pb2_grpc as pb_grpc
 from tests.harness.waiting import wait_for
@@ -179,7 +179,7 @@ async def extra_instance(settings: MeshSettings) -> AsyncIterator[asyncio.subpro
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "sutazai.services.cli",
+        "sutazai.ops.cli",
         "serve",
         "system",
         env=child_environment(settings),

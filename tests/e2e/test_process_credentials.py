@@ -6,10 +6,10 @@ from pathlib import Path
 
 import psutil
 
-from sutazai.services.runtime.credentials import credentials_path
-from sutazai.services.runtime.deployment import load_catalog
-from sutazai.services.runtime.secrets import MeshSecrets
-from sutazai.services.runtime.settings import MeshSettings
+from sutazai.runtime.credentials import credentials_path
+from sutazai.runtime.deployment import load_catalog
+from sutazai.runtime.secrets import MeshSecrets
+from sutazai.runtime.settings import MeshSettings
 
 
 def _every_password(secrets: MeshSecrets) -> dict[str, str]:

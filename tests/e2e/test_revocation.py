@@ -17,10 +17,10 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from sutazai.auth.v1 import auth_service_pb2 as auth_pb
 from sutazai.auth.v1 import auth_service_pb2_grpc as auth_grpc
-from sutazai.services.runtime.messaging import connect_nats
-from sutazai.services.runtime.registry import Registry
-from sutazai.services.runtime.settings import MeshSettings
-from sutazai.services.supervisor.environment import settings_environment
+from sutazai.ops.supervisor.environment import settings_environment
+from sutazai.runtime.messaging import connect_nats
+from sutazai.runtime.registry import Registry
+from sutazai.runtime.settings import MeshSettings
 from sutazai.system.v1 import system_service_pb2 as system_pb
 from sutazai.system.v1 import system_service_pb2_grpc as system_grpc
 from tests.harness.cli import run_cli

@@ -18,7 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from sutazai.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
-from sutazai.services.runtime.context import CLIENT_ADDRESS_HEADER
+from sutazai.runtime.context import CLIENT_ADDRESS_HEADER
 from sutazai.system.v1 import system_service_pb2_grpc
 from tests.gateway.edge_harness import SYSTEM_SERVICE, StaticSystemService, listen_on_socket
 

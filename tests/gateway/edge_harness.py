@@ -18,10 +18,10 @@ from sutazai.gateway.registry_trust import RegistryTrust
 from sutazai.gateway.resources import EdgePolicy
 from sutazai.gateway.server import Gateway
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
-from sutazai.services.runtime.deployment import grpc_owners, load_catalog
-from sutazai.services.runtime.registry import Registry, instance_key
-from sutazai.services.runtime.settings import EnvoySettings, MeshSettings
-from sutazai.services.runtime.sockets import (
+from sutazai.runtime.deployment import grpc_owners, load_catalog
+from sutazai.runtime.registry import Registry, instance_key
+from sutazai.runtime.settings import EnvoySettings, MeshSettings
+from sutazai.runtime.sockets import (
     envoy_admin_client,
     grpc_target,
     instance_socket,

@@ -21,8 +21,8 @@ from sutazai.gateway.resources import EdgePolicy
 from sutazai.gateway.server import Gateway
 from sutazai.gateway.snapshot import CLUSTER_TYPE, ResourceSet
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
-from sutazai.services.runtime.registry import Registry
-from sutazai.services.runtime.settings import MeshSettings, RegistrySettings
+from sutazai.runtime.registry import Registry
+from sutazai.runtime.settings import MeshSettings, RegistrySettings
 from sutazai.system.v1 import system_service_pb2, system_service_pb2_grpc
 from tests.gateway.edge_harness import (
     NODE_ID,

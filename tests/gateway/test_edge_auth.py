@@ -18,9 +18,9 @@ from sutazai.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from sutazai.gateway.guards import JWT_PROVIDER
 from sutazai.gateway.resources import EdgePolicy
 from sutazai.gateway.server import Gateway
-from sutazai.services.runtime.keys import SigningKey
-from sutazai.services.runtime.registry import Registry
-from sutazai.services.runtime.settings import MeshSettings, RegistrySettings
+from sutazai.runtime.keys import SigningKey
+from sutazai.runtime.registry import Registry
+from sutazai.runtime.settings import MeshSettings, RegistrySettings
 from sutazai.system.v1 import system_service_pb2, system_service_pb2_grpc
 from tests.gateway.auth_backend import AUTH_SERVICE, OWNERS, auth_backend
 from tests.gateway.edge_harness import (

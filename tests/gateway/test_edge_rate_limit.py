@@ -18,8 +18,8 @@ import nats
 import pytest
 
 from sutazai.gateway.resources import EdgePolicy
-from sutazai.services.runtime.registry import Registry
-from sutazai.services.runtime.settings import RegistrySettings
+from sutazai.runtime.registry import Registry
+from sutazai.runtime.settings import RegistrySettings
 from sutazai.system.v1 import system_service_pb2, system_service_pb2_grpc
 from tests.gateway.auth_backend import AUTH_SERVICE, OWNERS, auth_backend
 from tests.gateway.edge_harness import (

@@ -14,9 +14,9 @@ import pytest
 
 from sutazai.gateway.resources import EdgePolicy
 from sutazai.gateway.server import run_gateway
-from sutazai.services.runtime.errors import ConfigurationError
-from sutazai.services.runtime.registry import Registry
-from sutazai.services.runtime.settings import MeshSettings, RegistrySettings
+from sutazai.runtime.errors import ConfigurationError
+from sutazai.runtime.registry import Registry
+from sutazai.runtime.settings import MeshSettings, RegistrySettings
 from sutazai.system.v1 import system_service_pb2, system_service_pb2_grpc
 from tests.gateway.auth_backend import AUTH_SERVICE, OWNERS, auth_backend
 from tests.gateway.edge_harness import (

@@ -10,10 +10,10 @@ from sutazai.gateway.bootstrap import render_bootstrap
 from sutazai.gateway.catalog import ServiceCatalog
 from sutazai.gateway.resources import EdgePolicy
 from sutazai.gateway.snapshot import build_snapshot
+from sutazai.ops.cli.certificates import issue_edge_certificate
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
-from sutazai.services.cli.certificates import issue_edge_certificate
-from sutazai.services.runtime.errors import ConfigurationError
-from sutazai.services.runtime.settings import EdgeSettings, EnvoySettings, MeshSettings
+from sutazai.runtime.errors import ConfigurationError
+from sutazai.runtime.settings import EdgeSettings, EnvoySettings, MeshSettings
 from tests.gateway.demo_descriptors import DEMO_SERVICE, demo_descriptor_set
 from tests.gateway.envoy_static import envoy_validate, static_bootstrap
 from tests.gateway.tokens import TEST_JWKS

@@ -21,10 +21,10 @@ from sutazai.gateway.catalog import ServiceCatalog
 from sutazai.gateway.registry_trust import RegistryTrust
 from sutazai.gateway.server import Gateway
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
-from sutazai.services.runtime.deployment import grpc_owners, load_catalog
-from sutazai.services.runtime.registry import Registry
-from sutazai.services.runtime.settings import MeshSettings, RegistrySettings
-from sutazai.services.runtime.sockets import instance_socket, prepare_run_dir
+from sutazai.runtime.deployment import grpc_owners, load_catalog
+from sutazai.runtime.registry import Registry
+from sutazai.runtime.settings import MeshSettings, RegistrySettings
+from sutazai.runtime.sockets import instance_socket, prepare_run_dir
 from sutazai.system.v1 import system_service_pb2, system_service_pb2_grpc
 from tests.gateway.edge_harness import (
     SYSTEM_SERVICE,

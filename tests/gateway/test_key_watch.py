@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from sutazai.gateway.key_watch import PublicKeysWatch
-from sutazai.services.runtime.errors import ConfigurationError
-from sutazai.services.runtime.files import replace_file
+from sutazai.runtime.errors import ConfigurationError
+from sutazai.runtime.files import replace_file
 from tests.gateway.tokens import KeyRingFile
 
 

@@ -16,9 +16,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nats.aio.client import Client
 
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
-from sutazai.services.runtime.registry import Registry
-from sutazai.services.runtime.settings import MeshSettings, RegistrySettings
-from sutazai.services.runtime.sockets import grpc_target
+from sutazai.runtime.registry import Registry
+from sutazai.runtime.settings import MeshSettings, RegistrySettings
+from sutazai.runtime.sockets import grpc_target
 from tests.gateway.processes import read_log, start_process, stop_process
 from tests.gateway.tokens import KeyRingFile
 from tests.harness.mesh import free_ports

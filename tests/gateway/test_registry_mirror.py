@@ -15,10 +15,10 @@ from prometheus_client import CollectorRegistry
 from sutazai.gateway.registry_trust import RegistryTrust
 from sutazai.gateway.registry_watch import Instances, RegistryMirror
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
-from sutazai.services.runtime.deployment import grpc_owners, load_catalog
-from sutazai.services.runtime.errors import RegistryError
-from sutazai.services.runtime.registry import Registry, instance_key
-from sutazai.services.runtime.settings import RegistrySettings
+from sutazai.runtime.deployment import grpc_owners, load_catalog
+from sutazai.runtime.errors import RegistryError
+from sutazai.runtime.registry import Registry, instance_key
+from sutazai.runtime.settings import RegistrySettings
 from tests.harness.waiting import wait_for
 
 SYSTEM_SERVICE = "sutazai.system.v1.SystemService"

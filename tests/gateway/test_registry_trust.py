@@ -10,7 +10,7 @@ from structlog.testing import capture_logs
 
 from sutazai.gateway.registry_trust import RegistryTrust
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
-from sutazai.services.runtime.deployment import grpc_owners, load_catalog
+from sutazai.runtime.deployment import grpc_owners, load_catalog
 
 SYSTEM_SERVICE = "sutazai.system.v1.SystemService"
 AUTH_SERVICE = "sutazai.auth.v1.AuthService"

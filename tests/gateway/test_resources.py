@@ -31,7 +31,7 @@ from sutazai.gateway.resources import (
     build_route_configuration,
 )
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
-from sutazai.services.runtime.settings import AuthSettings, EdgeSettings, MeshSettings
+from sutazai.runtime.settings import AuthSettings, EdgeSettings, MeshSettings
 from tests.gateway.demo_descriptors import DEMO_SERVICE, demo_descriptor_set
 
 CATALOG = ServiceCatalog.from_descriptor_set(demo_descriptor_set())

@@ -14,8 +14,8 @@ from pathlib import Path
 import jwt
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from sutazai.services.runtime.key_files import edit_key_ring, ensure_key_ring
-from sutazai.services.runtime.keys import KeyRing, PublicKeys, SigningKey
+from sutazai.runtime.key_files import edit_key_ring, ensure_key_ring
+from sutazai.runtime.keys import KeyRing, PublicKeys, SigningKey
 
 ISSUER = "sutazai-test"
 TEST_JWKS = KeyRing((SigningKey.generate(),)).public

@@ -24,7 +24,7 @@ async def run_cli(
     stdin: str | None = None,
     timeout: float = 120.0,  # noqa: ASYNC109
 ) -> CliRun:
-    """``python -m sutazai.services.cli ARGS`` with ``env`` over a clean ``SUTAZAI_*`` slate.
+    """``python -m sutazai.ops.cli ARGS`` with ``env`` over a clean ``SUTAZAI_*`` slate.
 
     ``stdin`` is fed to the command (e.g. ``--password-stdin``); without it stdin is empty.
     """
@@ -32,7 +32,7 @@ async def run_cli(
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "sutazai.services.cli",
+        "sutazai.ops.cli",
         *args,
         env={**base, "COLUMNS": "200", **env},
         stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,

@@ -19,17 +19,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sutazai.services.runtime.deployment import load_catalog
-from sutazai.services.runtime.settings import MeshSettings
-from sutazai.services.runtime.sockets import envoy_admin_client
-from sutazai.services.supervisor import Supervisor
-from sutazai.services.supervisor.components import (
+from sutazai.ops.supervisor import Supervisor
+from sutazai.ops.supervisor.components import (
     envoy_component,
     gateway_component,
     infrastructure_components,
     service_components,
 )
-from sutazai.services.supervisor.environment import child_environment, settings_environment
+from sutazai.ops.supervisor.environment import child_environment, settings_environment
+from sutazai.runtime.deployment import load_catalog
+from sutazai.runtime.settings import MeshSettings
+from sutazai.runtime.sockets import envoy_admin_client
 from tests.harness.cli import run_cli
 from tests.harness.mesh import (
     MeshPorts,

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import psutil
 
-from sutazai.services.runtime.settings import (
+from sutazai.ops.supervisor import ComponentSpec, RestartPolicy, Supervisor
+from sutazai.ops.supervisor.credentials import ensure_credentials
+from sutazai.runtime.settings import (
     AuthSettings,
     EdgeSettings,
     EnvoySettings,
@@ -24,8 +26,6 @@ from sutazai.services.runtime.settings import (
     PostgresSettings,
     RedisSettings,
 )
-from sutazai.services.supervisor import ComponentSpec, RestartPolicy, Supervisor
-from sutazai.services.supervisor.credentials import ensure_credentials
 
 LOOPBACK = "127.0.0.1"
 UNLIMITED_EDGE = EdgeSettings(

@@ -13,11 +13,11 @@ import sys
 
 import structlog
 
-from sutazai.services.runtime.settings import MeshSettings
-from sutazai.services.supervisor import Supervisor
-from sutazai.services.supervisor.components.nats import nats_component
-from sutazai.services.supervisor.components.redis import redis_component
-from sutazai.services.supervisor.environment import child_environment
+from sutazai.ops.supervisor import Supervisor
+from sutazai.ops.supervisor.components.nats import nats_component
+from sutazai.ops.supervisor.components.redis import redis_component
+from sutazai.ops.supervisor.environment import child_environment
+from sutazai.runtime.settings import MeshSettings
 
 
 async def main() -> None:

@@ -1,5 +1,5 @@
 """Condition waits for tests: poll a predicate until true or a deadline; never bare sleeps."""
 
-from sutazai.services.supervisor.waiting import wait_for
+from sutazai.ops.supervisor.waiting import wait_for
 
 __all__ = ["wait_for"]

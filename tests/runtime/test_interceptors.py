@@ -12,14 +12,14 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from prometheus_client import CollectorRegistry
 
-from sutazai.services.runtime import context as rpc_context
-from sutazai.services.runtime.faults import invalid_argument
-from sutazai.services.runtime.interceptors import (
+from sutazai.runtime import context as rpc_context
+from sutazai.runtime.faults import invalid_argument
+from sutazai.runtime.interceptors import (
     PropagatingClientInterceptor,
     ServerInterceptor,
     _nul_fields,
 )
-from sutazai.services.runtime.metrics import RpcMetrics
+from sutazai.runtime.metrics import RpcMetrics
 from tests.harness.waiting import wait_for
 
 METHODS = "test.v1.Probe"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from sutazai.services.runtime.errors import ConfigurationError
-from sutazai.services.runtime.key_files import (
+from sutazai.runtime.errors import ConfigurationError
+from sutazai.runtime.key_files import (
     LegacyKeyRingError,
     edit_key_ring,
     ensure_key_ring,

@@ -11,11 +11,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from sutazai.services.runtime.messaging import connect_nats
-from sutazai.services.runtime.registry import Registry
-from sutazai.services.runtime.server import ServiceHost, Servicer
-from sutazai.services.runtime.settings import MeshSettings, ServiceSettings
-from sutazai.services.runtime.sockets import grpc_target
+from sutazai.runtime.messaging import connect_nats
+from sutazai.runtime.registry import Registry
+from sutazai.runtime.server import ServiceHost, Servicer
+from sutazai.runtime.settings import MeshSettings, ServiceSettings
+from sutazai.runtime.sockets import grpc_target
 from tests.harness.waiting import wait_for
 
 SERVICE = "test.v1.SlowService"

@@ -8,18 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from sutazai.services.runtime.credentials import credentials_path, load_credentials
-from sutazai.services.runtime.deployment import load_catalog
-from sutazai.services.runtime.errors import ConfigurationError
-from sutazai.services.runtime.secrets import ensure_secrets, load_secrets, secrets_path
-from sutazai.services.runtime.settings import MeshSettings, NatsSettings
-from sutazai.services.supervisor.components.gateway import gateway_component
-from sutazai.services.supervisor.components.services import service_components
-from sutazai.services.supervisor.credentials import (
+from sutazai.ops.supervisor.components.gateway import gateway_component
+from sutazai.ops.supervisor.components.services import service_components
+from sutazai.ops.supervisor.credentials import (
     ensure_credentials,
     write_principal_credentials,
 )
-from sutazai.services.supervisor.environment import (
+from sutazai.ops.supervisor.environment import (
     CREDENTIALS_FILE,
     NATS_USER,
     PRINCIPAL,
@@ -27,8 +22,13 @@ from sutazai.services.supervisor.environment import (
     principal_environment,
     settings_environment,
 )
-from sutazai.services.supervisor.errors import SupervisorError
-from sutazai.services.supervisor.nats_auth import Policy, Principal, mesh_principals
+from sutazai.ops.supervisor.errors import SupervisorError
+from sutazai.ops.supervisor.nats_auth import Policy, Principal, mesh_principals
+from sutazai.runtime.credentials import credentials_path, load_credentials
+from sutazai.runtime.deployment import load_catalog
+from sutazai.runtime.errors import ConfigurationError
+from sutazai.runtime.secrets import ensure_secrets, load_secrets, secrets_path
+from sutazai.runtime.settings import MeshSettings, NatsSettings
 
 
 def _mode(path: Path) -> int:

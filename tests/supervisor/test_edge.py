@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from sutazai.services.cli.status import poll_status
-from sutazai.services.runtime.settings import MeshSettings
+from sutazai.ops.cli.status import poll_status
+from sutazai.runtime.settings import MeshSettings
 from sutazai.system.v1.system_service_pb2 import HEALTHY
 
 

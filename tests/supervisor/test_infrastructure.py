@@ -12,10 +12,10 @@ from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
 from redis.exceptions import AuthenticationError, ResponseError
 
-from sutazai.services.runtime.secrets import secrets_path
-from sutazai.services.runtime.settings import MeshSettings
-from sutazai.services.supervisor import Supervisor
-from sutazai.services.supervisor.probes import connect_nats
+from sutazai.ops.supervisor import Supervisor
+from sutazai.ops.supervisor.probes import connect_nats
+from sutazai.runtime.secrets import secrets_path
+from sutazai.runtime.settings import MeshSettings
 
 
 def _mode(path: Path) -> int:

@@ -9,10 +9,10 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import NoPermissionError, ResponseError
 
-from sutazai.services.runtime.audit import AuditEvent, AuditLog
-from sutazai.services.runtime.ratelimit import RateLimiter
-from sutazai.services.runtime.settings import MeshSettings
-from sutazai.services.supervisor.components.postgres import maintenance_dsn
+from sutazai.ops.supervisor.components.postgres import maintenance_dsn
+from sutazai.runtime.audit import AuditEvent, AuditLog
+from sutazai.runtime.ratelimit import RateLimiter
+from sutazai.runtime.settings import MeshSettings
 
 
 @pytest.fixture

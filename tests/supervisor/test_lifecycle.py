@@ -15,15 +15,15 @@ import psutil
 import pytest
 import redis.asyncio as aioredis
 
-from sutazai.services.runtime.secrets import ensure_secrets, secrets_path
-from sutazai.services.runtime.settings import MeshSettings, RedisSettings
-from sutazai.services.supervisor import ComponentSpec, Launch, StartupError, Supervisor
-from sutazai.services.supervisor.components import infrastructure_components
-from sutazai.services.supervisor.components.nats import nats_component
-from sutazai.services.supervisor.components.postgres import postgres_component
-from sutazai.services.supervisor.components.redis import redis_component
-from sutazai.services.supervisor.environment import child_environment, settings_environment
-from sutazai.services.supervisor.probes import connect_nats, redis_ping
+from sutazai.ops.supervisor import ComponentSpec, Launch, StartupError, Supervisor
+from sutazai.ops.supervisor.components import infrastructure_components
+from sutazai.ops.supervisor.components.nats import nats_component
+from sutazai.ops.supervisor.components.postgres import postgres_component
+from sutazai.ops.supervisor.components.redis import redis_component
+from sutazai.ops.supervisor.environment import child_environment, settings_environment
+from sutazai.ops.supervisor.probes import connect_nats, redis_ping
+from sutazai.runtime.secrets import ensure_secrets, secrets_path
+from sutazai.runtime.settings import MeshSettings, RedisSettings
 from tests.harness import (
     MeshPorts,
     build_settings,

@@ -6,7 +6,7 @@ import os
 import stat
 from pathlib import Path
 
-from sutazai.services.supervisor.logfiles import log_path, logs_dir, open_log, prepare_logs_dir
+from sutazai.ops.supervisor.logfiles import log_path, logs_dir, open_log, prepare_logs_dir
 
 
 def mode(path: Path) -> int:

@@ -21,13 +21,13 @@ from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
 from nats.js.api import KeyValueConfig
 
+from sutazai.ops.supervisor.components.nats import nats_component
+from sutazai.ops.supervisor.environment import child_environment
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
-from sutazai.services.runtime.errors import RegistryError
-from sutazai.services.runtime.registry import Registry
-from sutazai.services.runtime.revocations import ensure_bucket
-from sutazai.services.runtime.settings import MeshSettings
-from sutazai.services.supervisor.components.nats import nats_component
-from sutazai.services.supervisor.environment import child_environment
+from sutazai.runtime.errors import RegistryError
+from sutazai.runtime.registry import Registry
+from sutazai.runtime.revocations import ensure_bucket
+from sutazai.runtime.settings import MeshSettings
 from tests.harness import MeshPorts, build_settings, new_state_dir, remove_state_dir, supervised
 
 SERVICES = ("alpha", "beta", "auth")

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from sutazai.services.runtime.deployment import find_service, load_catalog
-from sutazai.services.runtime.errors import ConfigurationError
-from sutazai.services.runtime.settings import MeshSettings, PostgresSettings
-from sutazai.services.supervisor import AlreadyRunningError, RestartPolicy
-from sutazai.services.supervisor.components.services import service_components
-from sutazai.services.supervisor.environment import child_environment, settings_environment
-from sutazai.services.supervisor.logfiles import last_lines
-from sutazai.services.supervisor.pidfile import PidFile, running_supervisor
+from sutazai.ops.supervisor import AlreadyRunningError, RestartPolicy
+from sutazai.ops.supervisor.components.services import service_components
+from sutazai.ops.supervisor.environment import child_environment, settings_environment
+from sutazai.ops.supervisor.logfiles import last_lines
+from sutazai.ops.supervisor.pidfile import PidFile, running_supervisor
+from sutazai.runtime.deployment import find_service, load_catalog
+from sutazai.runtime.errors import ConfigurationError
+from sutazai.runtime.settings import MeshSettings, PostgresSettings
 
 
 def test_restart_delays_grow_exponentially_up_to_the_cap() -> None:
@@ -68,7 +68,7 @@ def test_the_catalog_names_the_system_service(tmp_path: Path) -> None:
     assert "system" in specs
     launch = specs["system"].launch
     assert launch is not None
-    assert list(launch.argv[1:]) == ["-m", "sutazai.services.cli", "serve", "system"]
+    assert list(launch.argv[1:]) == ["-m", "sutazai.ops.cli", "serve", "system"]
 
 
 def test_the_pid_file_excludes_a_second_supervisor(tmp_path: Path) -> None:

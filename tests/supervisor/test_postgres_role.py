@@ -10,12 +10,12 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from sutazai.services.runtime.secrets import load_secrets, secrets_path
-from sutazai.services.runtime.settings import MeshSettings
-from sutazai.services.supervisor import ComponentSpec
-from sutazai.services.supervisor.components.postgres import maintenance_dsn, postgres_component
-from sutazai.services.supervisor.components.postgres_roles import LEGACY_APP_ROLE, scram_verifier
-from sutazai.services.supervisor.environment import child_environment
+from sutazai.ops.supervisor import ComponentSpec
+from sutazai.ops.supervisor.components.postgres import maintenance_dsn, postgres_component
+from sutazai.ops.supervisor.components.postgres_roles import LEGACY_APP_ROLE, scram_verifier
+from sutazai.ops.supervisor.environment import child_environment
+from sutazai.runtime.secrets import load_secrets, secrets_path
+from sutazai.runtime.settings import MeshSettings
 from tests.harness import MeshPorts, build_settings, new_state_dir, remove_state_dir, supervised
 
 

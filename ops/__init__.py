@@ -1,0 +1,1 @@
+"""Operator tooling: the `sutazai` CLI, the local supervisor and the benchmarks."""

@@ -1,0 +1,82 @@
+"""``python -m sutazai.ops.bench``: benchmarks, each printing JSON.
+
+``signatures`` needs nothing running; for the others start the mesh first (``sutazai up
+--detach``, plaintext on loopback). Raise the edge's per-caller limits for the run
+(``SUTAZAI_EDGE__USER_RATE_LIMIT_*`` for signed-in calls, ``SUTAZAI_EDGE__ADDRESS_RATE_LIMIT_*``
+for anonymous ones; one client is one caller), or the limiter, not the path, is what gets
+measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated
+
+import typer
+
+from sutazai.ops.bench import auth as auth_bench
+from sutazai.ops.bench import edge as edge_bench
+from sutazai.ops.bench import signatures as signatures_bench
+from sutazai.runtime.messaging import connect_nats
+from sutazai.runtime.registry import Registry
+from sutazai.runtime.settings import MeshSettings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True)
+
+Requests = Annotated[int, typer.Option(min=100, help="Calls per run.")]
+Concurrency = Annotated[list[int] | None, typer.Option(help="Concurrent callers (repeatable).")]
+
+
+async def _system_instance(mesh: MeshSettings) -> str:
+    nc = await connect_nats(mesh, name="sutazai-bench")
+    try:
+        registry = await Registry.open(nc.jetstream(), mesh.registry)
+        instances = [i for i in await registry.list() if i.service == "system"]
+    finally:
+        await nc.close()
+    if not instances:
+        raise typer.BadParameter("no system-service instance is registered: is the mesh up?")
+    return f"{instances[0].host}:{instances[0].port}"
+
+
+@app.command()
+def edge(requests: Requests = 5000, concurrency: Concurrency = None) -> None:
+    """GetStatus called directly and through Envoy (anonymous)."""
+    mesh = MeshSettings()
+
+    async def run() -> dict[str, object]:
+        direct = await _system_instance(mesh)
+        return await edge_bench.compare(
+            direct, f"{mesh.host}:{mesh.envoy.port}", concurrency or [1, 64], requests
+        )
+
+    typer.echo(json.dumps(asyncio.run(run()), indent=2))
+
+
+@app.command()
+def auth(
+    requests: Requests = 5000,
+    concurrency: Concurrency = None,
+    logins: Annotated[int, typer.Option(min=10, help="Sequential logins timed.")] = 100,
+) -> None:
+    """Login latency, and token-verified against anonymous GetStatus through Envoy."""
+    mesh = MeshSettings()
+    result = asyncio.run(
+        auth_bench.compare(
+            f"{mesh.host}:{mesh.envoy.port}", concurrency or [1, 64], requests, logins
+        )
+    )
+    typer.echo(json.dumps(result, indent=2))
+
+
+@app.command()
+def signatures(
+    calls: Annotated[int, typer.Option(min=100, help="Calls per measurement.")] = 2000,
+) -> None:
+    """Sign and verify cost of EdDSA and ES256 tokens in-process (no mesh needed)."""
+    typer.echo(json.dumps(signatures_bench.compare(calls), indent=2))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,34 @@
+"""How the CLI reaches the edge: Envoy's port, over TLS when the edge serves it."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import grpc
+
+from sutazai.runtime.settings import LOOPBACK, MeshSettings
+
+
+def edge_target(settings: MeshSettings) -> str:
+    """``host:port`` of the edge (a wildcard bind address is reached over loopback)."""
+    host = settings.host
+    try:
+        if ipaddress.ip_address(host).is_unspecified:
+            host = LOOPBACK
+    except ValueError:
+        pass
+    return f"{host}:{settings.envoy.port}"
+
+
+def edge_channel(settings: MeshSettings) -> grpc.aio.Channel:
+    """A channel to :func:`edge_target`, over TLS when the edge serves TLS.
+
+    The edge then refuses plaintext; the channel trusts ``settings.edge.tls_ca_file``, else
+    the system's roots.
+    """
+    target = edge_target(settings)
+    if not settings.edge_tls:
+        return grpc.aio.insecure_channel(target)
+    ca_file = settings.edge.tls_ca_file
+    roots = ca_file.read_bytes() if ca_file is not None else None
+    return grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=roots))

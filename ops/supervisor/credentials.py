@@ -1,0 +1,53 @@
+"""Everything secret the mesh needs: generated before any component starts, handed out per child."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from sutazai.ops.supervisor.nats_auth import mesh_principals
+from sutazai.runtime.credentials import CREDENTIALS_DIR, credentials_path
+from sutazai.runtime.deployment import load_catalog
+from sutazai.runtime.files import replace_file
+from sutazai.runtime.key_files import ensure_key_ring
+from sutazai.runtime.secrets import MeshSecrets, ensure_secrets
+from sutazai.runtime.settings import MeshSettings
+
+
+def ensure_credentials(
+    settings: MeshSettings, *, services: Iterable[str] | None = None
+) -> MeshSecrets:
+    """Generate what is missing: passwords and the signing key ring.
+
+    A NATS password per principal, and a PostgreSQL role and a Redis user password per service.
+    Existing secrets and keys are kept (an HS256 ring of an older release is replaced by an
+    Ed25519 one); the public JWKS is rewritten from the private ring. ``services`` default to
+    those of ``deploy/mesh.toml``. Call it before anything reads ``settings.secrets``, which is
+    read once per settings object.
+
+    Raises:
+        ConfigurationError: an existing secrets or key file is unreadable or not private.
+        SupervisorError: a service name cannot name a NATS principal.
+
+    """
+    names = [entry.name for entry in load_catalog()] if services is None else list(services)
+    principals = [principal.name for principal in mesh_principals(names)]
+    secrets = ensure_secrets(settings.state_dir, nats_principals=principals, services=names)
+    ensure_key_ring(settings.keys_file, settings.jwks_file)
+    return secrets
+
+
+def write_principal_credentials(settings: MeshSettings, principal: str) -> Path:
+    """Write ``principal``'s own credentials, and nothing else, to its file; return the path.
+
+    ``settings`` are the supervisor's (it reads ``secrets.json``). The directory is 0700, the
+    file 0600 and replaced atomically, so a child never reads a half-written file.
+    """
+    path = credentials_path(settings.state_dir, principal)
+    directory = settings.state_dir / CREDENTIALS_DIR
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # mkdir's mode applies only to a new directory: tighten one an older release left open.
+    os.chmod(directory, 0o700)
+    replace_file(path, settings.as_principal(principal).credentials.document())
+    return path

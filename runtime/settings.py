@@ -1,0 +1,487 @@
+"""Typed settings, loaded once at a process's edge and passed explicitly.
+
+Every value comes from defaults, then environment variables prefixed ``SUTAZAI_`` (nested with
+``__``, e.g. ``SUTAZAI_REDIS__URL``). Each dependency runs embedded by default and can be pointed
+at an external server instead: set its URL/DSN and the supervisor does not start it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from functools import cached_property
+from pathlib import Path
+from urllib.parse import quote
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sutazai.runtime.credentials import ProcessCredentials, load_credentials, reveal
+from sutazai.runtime.errors import ConfigurationError
+from sutazai.runtime.secrets import MeshSecrets, load_secrets
+
+LOOPBACK = "127.0.0.1"
+
+
+def default_state_dir() -> Path:
+    """``$XDG_STATE_HOME/sutazai``, else ``~/.local/state/sutazai``."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "sutazai"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+NATS_ADMIN = "admin"
+"""The unrestricted NATS principal of the embedded server: the supervisor and the CLI's tools."""
+GATEWAY_PRINCIPAL = "gateway"
+"""The gateway's principal: NATS only (no PostgreSQL role, no Redis user)."""
+
+_INBOX = "_INBOX"
+
+
+class NatsSettings(_Section):
+    """NATS with JetStream: the registry, task dispatch and events."""
+
+    url: str | None = None
+    """External server URL(s), comma-separated; unset runs the embedded server."""
+    user: str = NATS_ADMIN
+    """The principal this process connects as.
+
+    On the embedded server each principal has its own generated password and subject
+    permissions (``nats/permissions.toml``): the supervisor sets ``gateway`` for the gateway and
+    the service's name for each service; tools default to ``admin``. For an external server,
+    the user name it expects.
+    """
+    password: SecretStr | None = None
+    """Password for an external server; unset uses the principal's generated secret."""
+    port: int = 10007
+    """Client port of the embedded server."""
+    monitor_port: int = 10008
+    """HTTP monitoring port of the embedded server."""
+
+    @property
+    def inbox_prefix(self) -> str:
+        """``_INBOX.<user>``: replies and push deliveries go to subjects only this user reads.
+
+        The embedded server lets each principal subscribe to its own prefix only. A user name
+        that is not a single subject token (possible on an external server) keeps ``_INBOX``.
+        """
+        if not self.user or any(c in self.user for c in ".*> \t\r\n"):
+            return _INBOX
+        return f"{_INBOX}.{self.user}"
+
+
+class PostgresSettings(_Section):
+    """PostgreSQL: the record of truth for users, tasks and audit."""
+
+    dsn: SecretStr | None = None
+    """External DSN; unset runs the embedded server."""
+    port: int = 10000
+    """Port of the embedded server."""
+    user: str = "sutazai"
+    """Bootstrap superuser of the embedded server: used by the supervisor alone, for
+    administration (roles, schemas, grants, the audit log's migrations)."""
+    role_prefix: str = "sutazai_"
+    """Each service connects to the embedded server as its own role, ``<prefix><service>``: no
+    superuser, CREATEROLE or CREATEDB; it owns the schema named after the service and nothing
+    else (:meth:`service_role`)."""
+    audit_owner: str = "sutazai_audit"
+    """The role (no login) that owns the ``audit`` schema; services may only append to it."""
+    audit_readers: tuple[str, ...] = ("auth",)
+    """Services allowed to read the audit log (the auth service serves ``ListAuditEvents``)."""
+    database: str = "sutazai"
+    """Database the mesh uses on the embedded server (owned by the superuser)."""
+
+    def service_role(self, service: str) -> str:
+        """The PostgreSQL role of ``service`` on the embedded server."""
+        return f"{self.role_prefix}{service}"
+
+
+class RedisSettings(_Section):
+    """Redis: caches, rate-limit buckets and sign-in throttling."""
+
+    url: SecretStr | None = None
+    """External URL (with credentials); unset runs the embedded server."""
+    port: int = 10001
+    """Port of the embedded server."""
+    user_prefix: str = "sutazai_"
+    """Each service is the embedded server's ACL user ``<prefix><service>``, limited to its own
+    keys and channels (:meth:`key_prefix`); the default user is the supervisor's and tools'."""
+
+    def service_user(self, service: str) -> str:
+        """The Redis ACL user of ``service`` on the embedded server."""
+        return f"{self.user_prefix}{service}"
+
+    @staticmethod
+    def key_prefix(service: str) -> str:
+        """``sutazai:<service>:``: every key and pub/sub channel of ``service`` starts so."""
+        return f"sutazai:{service}:"
+
+
+class EnvoySettings(_Section):
+    """The Envoy edge."""
+
+    port: int = 10005
+    """The one listener serving gRPC and REST/JSON."""
+    base_id: int = 10005
+    """Shared-memory id; distinct per Envoy on one host."""
+
+
+class EdgeSettings(_Section):
+    """What Envoy enforces for every caller, before any service sees a request."""
+
+    cors_origins: tuple[str, ...] = (
+        "http://localhost:10011",
+        "http://127.0.0.1:10011",
+        "http://localhost:3000",
+        "http://127.0.0.1:3000",
+    )
+    """Browser origins allowed to call the REST API (exact matches; no wildcard)."""
+    user_rate_limit_burst: int = Field(default=200, gt=0)
+    """Requests one signed-in caller (the token's ``sub``) may make in a burst at the edge."""
+    user_rate_limit_per_second: int = Field(default=100, gt=0)
+    """Requests per second one signed-in caller sustains at the edge."""
+    address_rate_limit_burst: int = Field(default=100, gt=0)
+    """Anonymous requests one client address (as Envoy saw it) may make in a burst."""
+    address_rate_limit_per_second: int = Field(default=50, gt=0)
+    """Anonymous requests per second one client address sustains."""
+    rate_limit_clients: int = Field(default=10_000, gt=0)
+    """Per-caller buckets Envoy keeps (least recently used evicted), for each of the two
+    kinds; an evicted caller starts again with a full bucket."""
+    global_rate_limit_burst: int = Field(default=20_000, gt=0)
+    """The overload guard: requests Envoy accepts in a burst from all callers together."""
+    global_rate_limit_per_second: int = Field(default=10_000, gt=0)
+    """Requests per second Envoy sustains from all callers together."""
+    max_downstream_connections: int = Field(default=50_000, gt=0)
+    """Open downstream connections Envoy accepts in all (its overload manager refuses more)."""
+    tls_cert_file: Path | None = None
+    """PEM certificate chain the edge serves (e.g. from ``sutazai certs``); with
+    :attr:`tls_key_file`, the edge speaks TLS only. Required off loopback."""
+    tls_key_file: Path | None = None
+    """PEM private key of :attr:`tls_cert_file` (Envoy reads it; mode 0600)."""
+    tls_ca_file: Path | None = None
+    """CA certificate the CLI and the benchmarks trust for the edge (``<tls dir>/ca.pem`` of
+    ``sutazai certs``); unset uses the system's trusted roots."""
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> EdgeSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError(
+                "set both SUTAZAI_EDGE__TLS_CERT_FILE and SUTAZAI_EDGE__TLS_KEY_FILE, or neither"
+            )
+        return self
+
+    max_request_bytes: int = Field(default=1024 * 1024, gt=0)
+    """Largest request body accepted at the edge (413 beyond)."""
+
+
+class AuthSettings(_Section):
+    """Tokens, revocation, sign-in policy and per-user limits."""
+
+    issuer: str = "sutazai"
+    """The ``iss`` claim of access tokens, checked by Envoy and every service."""
+    access_ttl_seconds: int = Field(default=900, gt=0, le=3600)
+    """Lifetime of an access token (a revoked account's tokens die at the latest after it)."""
+    refresh_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)
+    """Lifetime of a refresh token (each rotation issues a new one)."""
+    clock_skew_seconds: int = Field(default=60, ge=0)
+    """How far clocks of the mesh's processes may disagree (kept in revocation lifetimes)."""
+    revocations_bucket: str = "sutazai_revocations"
+    """NATS KV bucket of revoked tokens and account stamps (written only by ``auth``)."""
+    keys_file: Path | None = None
+    """Private signing keys (Ed25519 JWKs, mode 0600), read only by the auth service and
+    ``sutazai keys``; unset means ``<state dir>/jwt_keys.json``."""
+    jwks_file: Path | None = None
+    """Public verification keys (JWKS, mode 0644), read by the gateway and every service;
+    unset means ``<state dir>/jwks.json``."""
+    lockout_threshold: int = Field(default=5, gt=0)
+    """Consecutive failed logins of one username from one client address that lock that pair
+    (never the account: the same user from another address is unaffected)."""
+    lockout_seconds: int = Field(default=900, gt=0)
+    """How long a locked (username, address) pair stays locked."""
+    failure_delay_seconds: float = Field(default=1.0, ge=0.0)
+    """Wait imposed after a failed login of a (username, address) pair, doubled per failure."""
+    sign_in_rate_burst: int = Field(default=20, gt=0)
+    """Login, Register and Refresh calls one client address may make in a burst."""
+    sign_in_rate_per_second: float = Field(default=0.5, gt=0)
+    """Login, Register and Refresh calls per second one client address sustains."""
+    username_failure_burst: int = Field(default=50, gt=0)
+    """Failed logins of one username (all addresses together) before new addresses are held
+    back; addresses the user signed in from recently are never held back by it."""
+    username_failure_per_second: float = Field(default=0.05, gt=0)
+    """Failed logins per second of one username sustained from all addresses together."""
+    failure_audit_burst: int = Field(default=20, gt=0)
+    """Failed-login audit rows one client address may cause in a burst (then only counted)."""
+    failure_audit_per_second: float = Field(default=0.1, gt=0)
+    """Failed-login audit rows per second one client address sustains."""
+    user_rate_burst: int = Field(default=10, gt=0)
+    """Expensive calls (``rate_limited`` in the access table) one user may make in a burst."""
+    user_rate_per_second: float = Field(default=1.0, gt=0)
+    """Expensive calls per second one user sustains, across all instances."""
+
+    @property
+    def revocation_max_age_seconds(self) -> int:
+        """How long a revocation entry matters: the longest-lived token it refuses, plus skew."""
+        return self.access_ttl_seconds + self.clock_skew_seconds
+
+
+class GatewaySettings(_Section):
+    """The xDS control plane that configures Envoy."""
+
+    metrics_port: int = 0
+    """Prometheus metrics (xDS versions, NACKs, RPCs); 0 picks a free one (logged), -1 disables."""
+
+
+class RegistrySettings(_Section):
+    """The NATS KV bucket where service instances register."""
+
+    bucket: str = "sutazai_registry"
+    """KV bucket name."""
+    ttl_seconds: float = Field(default=15.0, gt=1.0)
+    """An instance that stops heart-beating disappears after this long."""
+    heartbeat_seconds: float = Field(default=3.0, gt=0.0)
+    """How often an instance refreshes its entry."""
+
+
+class MeshSettings(BaseSettings):
+    """Where every part of the mesh lives and how to reach it."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SUTAZAI_", env_nested_delimiter="__", frozen=True, extra="ignore"
+    )
+
+    state_dir: Path = Field(default_factory=default_state_dir)
+    """Data, logs, generated configs and secrets; survives restarts."""
+    principal: str = NATS_ADMIN
+    """Who this process is: ``admin`` (the supervisor, the CLI), ``gateway`` or a service name.
+
+    It picks the NATS user, PostgreSQL role and Redis user the process connects as
+    (:attr:`credentials`); change it with :meth:`as_principal`.
+    """
+    credentials_file: Path | None = None
+    """This process's own credentials (``SUTAZAI_CREDENTIALS_FILE``), written by the supervisor
+    for each child; unset, an administrator's process derives them from ``secrets.json``."""
+    host: str = LOOPBACK
+    """Address the edge (Envoy's listener) binds. Anything but loopback needs TLS
+    (:attr:`EdgeSettings.tls_cert_file`); every other server binds :attr:`internal_host`."""
+    version: str = "0.1.0"
+    """Release advertised by service instances."""
+    nats: NatsSettings = NatsSettings()
+    postgres: PostgresSettings = PostgresSettings()
+    redis: RedisSettings = RedisSettings()
+    envoy: EnvoySettings = EnvoySettings()
+    gateway: GatewaySettings = GatewaySettings()
+    registry: RegistrySettings = RegistrySettings()
+    edge: EdgeSettings = EdgeSettings()
+    auth: AuthSettings = AuthSettings()
+
+    @property
+    def internal_host(self) -> str:
+        """Loopback: where every mesh-internal server binds and advertises, whatever the edge does.
+
+        Services, the gateway, NATS, PostgreSQL, Redis, metrics and Envoy's admin are never
+        reachable from another machine; only the edge listener follows :attr:`host`.
+        """
+        return LOOPBACK
+
+    @property
+    def edge_tls(self) -> bool:
+        """Whether the edge serves TLS (a certificate and key are configured)."""
+        return self.edge.tls_cert_file is not None and self.edge.tls_key_file is not None
+
+    @cached_property
+    def secrets(self) -> MeshSecrets:
+        """The generated secrets of :attr:`state_dir` (read once; the supervisor's and tools')."""
+        return load_secrets(self.state_dir)
+
+    @cached_property
+    def credentials(self) -> ProcessCredentials:
+        """The principal's credentials: from :attr:`credentials_file` if set, else derived.
+
+        Raises:
+            ConfigurationError: the file is unreadable, exposed, or another principal's; or
+                ``secrets.json`` lacks this principal.
+
+        """
+        if self.credentials_file is None:
+            return self.principal_credentials()
+        credentials = load_credentials(self.credentials_file)
+        if credentials.principal != self.principal:
+            raise ConfigurationError(
+                f"{self.credentials_file} holds the credentials of {credentials.principal!r}, "
+                f"not of {self.principal!r}"
+            )
+        return credentials
+
+    def principal_credentials(self) -> ProcessCredentials:
+        """The credentials of :attr:`principal`, from the settings and ``secrets.json``.
+
+        Services get their own PostgreSQL role and Redis user, the admin Redis's default user,
+        the gateway neither; on the embedded NATS each principal has its own user. External
+        servers have the one account configured for them.
+        """
+        nats = self._own_nats()
+        return ProcessCredentials.model_validate(
+            {
+                "principal": self.principal,
+                "nats_user": nats[0] if nats else None,
+                "nats_password": nats[1] if nats else None,
+                "postgres_dsn": self._own_postgres_dsn(),
+                "redis_url": self._own_redis_url(),
+            }
+        )
+
+    def _own_nats(self) -> tuple[str, str] | None:
+        if self.nats.password is not None:
+            return self.nats.user, self.nats.password.get_secret_value()
+        if self.nats.url:
+            return None
+        return self.nats.user, self.secrets.nats_password(self.nats.user)
+
+    def _own_postgres_dsn(self) -> str | None:
+        if self.principal == GATEWAY_PRINCIPAL:
+            return None
+        if self.postgres.dsn is not None:
+            return self.postgres.dsn.get_secret_value()
+        if self.principal == NATS_ADMIN:
+            return None
+        role = quote(self.postgres.service_role(self.principal), safe="")
+        password = quote(
+            _own(self.secrets.postgres_passwords, self.principal, "PostgreSQL"), safe=""
+        )
+        database = quote(self.postgres.database, safe="")
+        return (
+            f"postgresql://{role}:{password}@{self.internal_host}:{self.postgres.port}/{database}"
+        )
+
+    def _own_redis_url(self) -> str | None:
+        if self.principal == GATEWAY_PRINCIPAL:
+            return None
+        if self.redis.url is not None:
+            return self.redis.url.get_secret_value()
+        if self.principal == NATS_ADMIN:
+            user, password = "", self.secrets.redis_password
+        else:
+            user = self.redis.service_user(self.principal)
+            password = _own(self.secrets.redis_passwords, self.principal, "Redis")
+        credentials = f"{quote(user, safe='')}:{quote(password, safe='')}"
+        return f"redis://{credentials}@{self.internal_host}:{self.redis.port}/0"
+
+    @property
+    def nats_servers(self) -> list[str]:
+        """NATS server URLs, embedded or external."""
+        if self.nats.url:
+            return [u.strip() for u in self.nats.url.split(",") if u.strip()]
+        return [f"nats://{self.internal_host}:{self.nats.port}"]
+
+    @property
+    def nats_credentials(self) -> tuple[str, str] | None:
+        """User and password for NATS, or ``None`` for an external server without auth.
+
+        On the embedded server: the process's principal and its own generated password.
+        """
+        if self.credentials_file is None:
+            # Derived part by part: a process that only uses NATS needs no secrets.json for it.
+            return self._own_nats()
+        credentials = self.credentials
+        if credentials.nats_user is None or credentials.nats_password is None:
+            return None
+        return credentials.nats_user, credentials.nats_password.get_secret_value()
+
+    def as_principal(self, principal: str) -> MeshSettings:
+        """These settings, as the process of ``principal`` (its NATS user, role, Redis user).
+
+        An external NATS keeps the one user that was configured.
+        """
+        update: dict[str, object] = {"principal": principal}
+        if not self.nats.url:
+            update["nats"] = self.nats.model_copy(update={"user": principal})
+        copied = self.model_copy(update=update)
+        # model_copy carries cached values over; these belong to the previous principal.
+        copied.__dict__.pop("credentials", None)
+        return copied
+
+    @property
+    def postgres_dsn(self) -> str:
+        """DSN of the mesh database as this principal's own role, embedded or external.
+
+        Raises:
+            ConfigurationError: the principal has no PostgreSQL access (``admin``, ``gateway``).
+
+        """
+        dsn = reveal(
+            self.credentials.postgres_dsn if self.credentials_file else self._own_postgres_dsn()
+        )
+        if dsn is None:
+            raise ConfigurationError(
+                f"the {self.principal!r} principal has no PostgreSQL role; "
+                "connect as a service's principal (as_principal)"
+            )
+        return dsn
+
+    @property
+    def redis_url(self) -> str:
+        """URL of Redis as this principal's own user, embedded or external, with credentials.
+
+        Raises:
+            ConfigurationError: the principal has no Redis access (``gateway``).
+
+        """
+        url = reveal(self.credentials.redis_url if self.credentials_file else self._own_redis_url())
+        if url is None:
+            raise ConfigurationError(f"the {self.principal!r} principal has no Redis user")
+        return url
+
+    @property
+    def keys_file(self) -> Path:
+        """Where the private token signing keys are kept (auth service and CLI only)."""
+        return self.auth.keys_file or self.state_dir / "jwt_keys.json"
+
+    @property
+    def jwks_file(self) -> Path:
+        """Where the public keys that verify tokens are kept."""
+        return self.auth.jwks_file or self.state_dir / "jwks.json"
+
+    @property
+    def run_dir(self) -> Path:
+        """``<state dir>/run`` (mode 0700): the mesh's Unix sockets, reachable by its user only."""
+        return (self.state_dir / "run").absolute()
+
+    @property
+    def envoy_admin_socket(self) -> Path:
+        """Envoy's admin interface (a Unix socket, mode 0600, in :attr:`run_dir`)."""
+        return self.run_dir / "envoy-admin.sock"
+
+    @property
+    def gateway_socket(self) -> Path:
+        """The gateway's gRPC server: ADS, mesh-wide reflection and health (a Unix socket)."""
+        return self.run_dir / "gateway.sock"
+
+
+def _own(passwords: Mapping[str, str], principal: str, server: str) -> str:
+    try:
+        return passwords[principal]
+    except KeyError:
+        raise ConfigurationError(
+            f"no {server} password for service {principal!r}; "
+            "'sutazai up' generates one for every service of deploy/mesh.toml"
+        ) from None
+
+
+class ServiceSettings(BaseSettings):
+    """Settings of one service instance (`sutazai serve NAME`)."""
+
+    model_config = SettingsConfigDict(env_prefix="SUTAZAI_SERVICE_", frozen=True, extra="ignore")
+
+    port: int = 0
+    """gRPC port; 0 picks a free one (the registry tells Envoy which)."""
+    metrics_port: int = 0
+    """Prometheus port; 0 picks a free one, -1 disables the endpoint."""
+    grace_seconds: float = Field(default=10.0, ge=0.0)
+    """How long in-flight calls may finish after SIGTERM."""
+    max_message_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    """Largest request or response message accepted."""
+    probe_interval_seconds: float = Field(default=2.0, gt=0.0)
+    """Cadence of background probes (used by services that probe, e.g. system)."""
