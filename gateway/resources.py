@@ -107,6 +107,7 @@ from sutazai.gateway.local_replies import local_reply_config
 from sutazai.gateway.names import EDGE_LISTENER, EDGE_ROUTES, EDGE_STAT_PREFIX, XDS_CLUSTER
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
 from sutazai.runtime.context import CLIENT_ADDRESS_HEADER
+from sutazai.runtime.registry import instance_label
 from sutazai.runtime.settings import AuthSettings, EdgeSettings, MeshSettings
 
 HTTP_PROTOCOL_OPTIONS: Final = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -301,7 +302,7 @@ def build_load_assignment(
                     LbEndpoint(
                         endpoint=Endpoint(
                             address=endpoint_address(i),
-                            hostname=f"{i.service}/{i.instance_id}",
+                            hostname=instance_label(i.service, i.instance_id),
                         )
                     )
                     for i in serving

@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 from sutazai.runtime import context as rpc_context
 from sutazai.runtime.audit import OK, AuditEvent, AuditLog
 from sutazai.runtime.faults import RpcStatusError, resource_exhausted
-from sutazai.runtime.key_files import watched_public_keys
+from sutazai.runtime.key_watch import KeyFileWatch
 from sutazai.runtime.ratelimit import RateLimiter
 from sutazai.runtime.revocations import (
     BucketOpener,
@@ -130,8 +130,8 @@ def revocation_bucket(js: JetStreamContext, bucket: str) -> BucketOpener:
 
 
 def _verifier(mesh: MeshSettings) -> TokenVerifier:
-    keys = watched_public_keys(mesh.jwks_file)
-    keys()  # fail at start-up, not on the first call, when the keys are missing or unreadable
+    keys = KeyFileWatch.public_keys(mesh.jwks_file)
+    keys.load()  # fail at start-up, not on the first call, when the keys are missing or unreadable
     return TokenVerifier(keys, issuer=mesh.auth.issuer)
 
 

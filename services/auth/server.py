@@ -12,7 +12,7 @@ from nats.js import JetStreamContext
 from sutazai.auth.v1 import auth_service_pb2_grpc
 from sutazai.runtime.audit import AuditLog
 from sutazai.runtime.auth import Guard, open_guard
-from sutazai.runtime.key_files import watched_key_ring
+from sutazai.runtime.key_watch import KeyFileWatch
 from sutazai.runtime.revocations import Revocations
 from sutazai.runtime.server import (
     ServiceHost,
@@ -78,8 +78,8 @@ async def open_service(
     passwords = Passwords()
     trail = Trail(audit)
     throttle = SignInThrottle(redis_client, mesh.auth)
-    signing_keys = watched_key_ring(mesh.keys_file)
-    signing_keys()  # fail at start-up, not at the first login, when the ring is unreadable
+    signing_keys = KeyFileWatch.key_ring(mesh.keys_file)
+    signing_keys.load()  # fail at start-up, not at the first login, when the ring is unreadable
     sessions = Sessions(
         store=store,
         passwords=passwords,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import uuid
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -12,6 +11,7 @@ from redis.retry import Retry
 
 from sutazai.runtime.audit import AuditLog
 from sutazai.runtime.auth import open_guard
+from sutazai.runtime.registry import instance_label, new_instance_id
 from sutazai.runtime.server import (
     ServiceHost,
     Servicer,
@@ -77,7 +77,8 @@ async def build(
         interval=service.probe_interval_seconds,
     )
     await prober.probe_once()
-    instance_id = uuid.uuid4().hex[:12]
+    # The host's id, chosen here because the handlers report it too.
+    instance_id = new_instance_id()
     guard = open_guard(mesh, [SYSTEM_SERVICE], redis=guard_redis, audit=audit, js=nc.jetstream())
     return ServiceHost(
         name=SERVICE_NAME,
@@ -87,7 +88,7 @@ async def build(
             Servicer(
                 name=SYSTEM_SERVICE,
                 implementation=SystemHandlers(
-                    board, prober, reporter=f"{SERVICE_NAME}/{instance_id}"
+                    board, prober, reporter=instance_label(SERVICE_NAME, instance_id)
                 ),
                 add_to_server=system_service_pb2_grpc.add_SystemServiceServicer_to_server,
             )
