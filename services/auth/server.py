@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 from datetime import timedelta
+from typing import Final
 
 import asyncpg
 import redis.asyncio as aioredis
 from nats.js import JetStreamContext
 
-from sutazai.auth.v1 import auth_service_pb2_grpc
+from sutazai.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from sutazai.runtime.audit import AuditLog
 from sutazai.runtime.auth import Guard, open_guard
 from sutazai.runtime.key_watch import KeyFileWatch
@@ -30,8 +31,9 @@ from sutazai.services.auth.store import open_store
 from sutazai.services.auth.throttle import SignInThrottle
 from sutazai.services.auth.trail import Trail
 
-SERVICE_NAME = "auth"
-GRPC_SERVICE = "sutazai.auth.v1.AuthService"
+SERVICE_NAME: Final = "auth"
+"""The table of ``deploy/mesh.toml``, registry key prefix and principal of this service."""
+GRPC_SERVICE: Final[str] = auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
 POOL_SIZE = 10
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Final
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -31,10 +32,13 @@ from sutazai.services.system.probes import (
     RedisProbe,
     public_address,
 )
-from sutazai.system.v1 import system_service_pb2_grpc
+from sutazai.system.v1 import system_service_pb2, system_service_pb2_grpc
 
-SERVICE_NAME = "system"
-SYSTEM_SERVICE = "sutazai.system.v1.SystemService"
+SERVICE_NAME: Final = "system"
+"""The table of ``deploy/mesh.toml``, registry key prefix and principal of this service."""
+SYSTEM_SERVICE: Final[str] = system_service_pb2.DESCRIPTOR.services_by_name[
+    "SystemService"
+].full_name
 
 
 async def serve(mesh: MeshSettings, service: ServiceSettings) -> None:
