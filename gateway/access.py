@@ -16,11 +16,9 @@ import grpc
 
 from sutazai.runtime.auth import Authenticator
 from sutazai.runtime.faults import RpcStatusError
-from sutazai.runtime.roles import PUBLIC, SIGNED_IN, MethodAccess
+from sutazai.runtime.roles import PUBLIC, MethodAccess, standard_access
 
 ADS_PREFIX: Final = "/envoy.service.discovery.v3.AggregatedDiscoveryService/"
-HEALTH_PREFIX: Final = "/grpc.health.v1.Health/"
-_PUBLIC_PREFIXES: Final = (ADS_PREFIX, HEALTH_PREFIX)
 
 
 class GatewayAccess:
@@ -30,8 +28,12 @@ class GatewayAccess:
         self._authenticator = authenticator
 
     def policy(self, method: str) -> MethodAccess:
-        """ADS and health are public; reflection (and anything else) needs a signed-in caller."""
-        return PUBLIC if method.startswith(_PUBLIC_PREFIXES) else SIGNED_IN
+        """ADS is public; the rest has the standard policy every instance applies.
+
+        Health is public, reflection (and anything else) needs a signed-in caller
+        (:data:`~sutazai.runtime.roles.STANDARD_ACCESS`).
+        """
+        return PUBLIC if method.startswith(ADS_PREFIX) else standard_access(method)
 
     async def admit(
         self, policy: MethodAccess, method: str, metadata: Mapping[str, str], peer: str

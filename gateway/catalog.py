@@ -19,8 +19,9 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
 # annotations_pb2 and access_pb2 are needed for their extensions too: the upb runtime resolves
-# the extensions of the set's options when it parses the set, so they must be registered first.
-from sutazai.auth.v1 import access_pb2
+# the extensions of the set's options when it parses the set, so they must be registered first
+# (sutazai.runtime.roles imports access_pb2).
+from sutazai.runtime.roles import declared_access
 
 MESH_PACKAGE_PREFIX: Final = "sutazai."
 """Proto packages whose services are mesh services (get a cluster, routes and transcoding)."""
@@ -178,20 +179,12 @@ def _service(name: str, methods: Iterable[descriptor_pb2.MethodDescriptorProto])
                 m.client_streaming,
                 m.server_streaming,
                 _is_idempotent(m),
-                public=_access(m).public,
+                public=declared_access(m.options).public,
                 http_bindings=tuple(_http_bindings(m)),
             )
             for m in methods
         ),
     )
-
-
-def _access(method: descriptor_pb2.MethodDescriptorProto) -> access_pb2.Access:
-    """The method's declared access policy (empty: signed-in callers only)."""
-    if not method.options.HasExtension(access_pb2.access):
-        return access_pb2.Access()
-    declared: access_pb2.Access = method.options.Extensions[access_pb2.access]
-    return declared
 
 
 def _http_bindings(method: descriptor_pb2.MethodDescriptorProto) -> Iterator[HttpBinding]:

@@ -5,7 +5,8 @@ so they see the REST path and reject before any transcoding work.
 
 **Who needs a token** is derived from the access table in the descriptor set
 (``(sutazai.auth.v1.access)``), not written here: a public method's gRPC path and each of its
-REST paths take a token optionally (verified if present), gRPC health is public, and every
+REST paths take a token optionally (verified if present), so do the standard services the
+runtime declares public (gRPC health, :data:`~sutazai.runtime.roles.STANDARD_ACCESS`), and every
 other path (the REST API, every mesh service, server reflection, unknown paths) requires one.
 Services verify the token again; the edge only keeps unauthenticated traffic out early.
 
@@ -73,6 +74,7 @@ from sutazai.gateway.names import EDGE_JWT_CONFIG
 from sutazai.gateway.path_templates import template_regex
 from sutazai.gateway.resources import EdgePolicy
 from sutazai.runtime.keys import PublicKeys
+from sutazai.runtime.roles import STANDARD_ACCESS
 
 JWT_PROVIDER: Final = "sutazai"
 """The one token issuer the edge trusts: the auth service, with the mesh's key ring."""
@@ -91,8 +93,6 @@ ANONYMOUS: Final = "-"
 ADDRESS_KEY: Final = "masked_remote_address"
 """Rate-limit descriptor key Envoy's ``masked_remote_address`` action fills."""
 RATE_LIMIT_HEADER: Final = "x-local-rate-limit"
-HEALTH_PREFIX: Final = "/grpc.health.v1.Health/"
-"""gRPC health: public, so load balancers and probes need no token."""
 
 _OPTIONAL: Final = JwtRequirement(
     requires_any=JwtRequirementOrList(
@@ -135,14 +135,14 @@ def jwt_extension_config(
 def jwt_authentication(
     catalog: ServiceCatalog, policy: EdgePolicy, jwks: PublicKeys
 ) -> JwtAuthentication:
-    """jwt_authn verifying EdDSA tokens of ``policy.jwt_issuer`` against the public JWKS ``jwks``.
+    """jwt_authn verifying EdDSA tokens of ``policy.auth.issuer`` against the public JWKS ``jwks``.
 
     Envoy picks the key by ``kid`` and ``alg``: the JWKS holds only ``OKP``/``Ed25519`` keys, so
     a token of any other algorithm (HS256 with a public key as its secret, ``none``) matches no
     key and is refused.
     """
     provider = JwtProvider(
-        issuer=policy.jwt_issuer,
+        issuer=policy.auth.issuer,
         local_jwks=DataSource(inline_string=jwks.jwks()),
         # Only the Authorization header, where services look too (the default would also
         # take an access_token query parameter, which ends up in logs).
@@ -161,7 +161,7 @@ def jwt_authentication(
 
 
 def jwt_rules(catalog: ServiceCatalog) -> list[RequirementRule]:
-    """First match wins: public methods and health take an optional token, the rest needs one.
+    """First match wins: public methods and standard services (health) take an optional token.
 
     The last rule matches every path, so anything not declared public (including a future
     route nobody thought about) needs a token.
@@ -169,7 +169,11 @@ def jwt_rules(catalog: ServiceCatalog) -> list[RequirementRule]:
     rules: list[RequirementRule] = []
     for service in catalog.services:
         rules += _public_method_rules(service)
-    rules.append(RequirementRule(match=RouteMatch(prefix=HEALTH_PREFIX), requires=_OPTIONAL))
+    rules += [
+        RequirementRule(match=RouteMatch(prefix=prefix), requires=_OPTIONAL)
+        for prefix, access in STANDARD_ACCESS.items()
+        if access.public
+    ]
     rules.append(RequirementRule(match=RouteMatch(prefix="/"), requires=_REQUIRED))
     return rules
 
@@ -206,9 +210,10 @@ def rate_limit(policy: EdgePolicy) -> LocalRateLimit:
       tokens.)
 
     Descriptors with an empty value are wildcards: Envoy keeps one bucket per distinct value
-    (an LRU of :attr:`EdgePolicy.rate_limit_clients`). The filter's own bucket is taken from
-    for every request and is the global guard. The peer is the address Envoy saw: the edge
-    trusts no ``x-forwarded-for`` hop (:func:`~sutazai.gateway.resources.build_listener`).
+    (an LRU of :attr:`~sutazai.runtime.settings.EdgeSettings.rate_limit_clients`). The filter's
+    own bucket is taken from for every request and is the global guard. The peer is the address
+    Envoy saw: the edge trusts no ``x-forwarded-for`` hop
+    (:func:`~sutazai.gateway.resources.build_listener`).
     """
     always = RuntimeFractionalPercent(
         default_value=FractionalPercent(
@@ -217,7 +222,9 @@ def rate_limit(policy: EdgePolicy) -> LocalRateLimit:
     )
     return LocalRateLimit(
         stat_prefix="edge_rate_limit",
-        token_bucket=_bucket(policy.global_rate_limit_burst, policy.global_rate_limit_per_second),
+        token_bucket=_bucket(
+            policy.edge.global_rate_limit_burst, policy.edge.global_rate_limit_per_second
+        ),
         rate_limits=[
             RateLimit(actions=[_principal_action(default="")]),
             RateLimit(
@@ -237,7 +244,7 @@ def rate_limit(policy: EdgePolicy) -> LocalRateLimit:
             LocalRateLimitDescriptor(
                 entries=[RateLimitDescriptorEntry(key=PRINCIPAL_KEY)],
                 token_bucket=_bucket(
-                    policy.user_rate_limit_burst, policy.user_rate_limit_per_second
+                    policy.edge.user_rate_limit_burst, policy.edge.user_rate_limit_per_second
                 ),
             ),
             LocalRateLimitDescriptor(
@@ -246,11 +253,11 @@ def rate_limit(policy: EdgePolicy) -> LocalRateLimit:
                     RateLimitDescriptorEntry(key=ADDRESS_KEY),
                 ],
                 token_bucket=_bucket(
-                    policy.address_rate_limit_burst, policy.address_rate_limit_per_second
+                    policy.edge.address_rate_limit_burst, policy.edge.address_rate_limit_per_second
                 ),
             ),
         ],
-        max_dynamic_descriptors=policy.rate_limit_clients,
+        max_dynamic_descriptors=policy.edge.rate_limit_clients,
         # Both are needed: "enabled" alone only counts what would have been limited.
         filter_enabled=always,
         filter_enforced=always,

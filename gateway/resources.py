@@ -21,9 +21,8 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Final
 
 from envoy_data_plane.envoy.config.accesslog.v3 import AccessLog
@@ -108,7 +107,8 @@ from sutazai.gateway.local_replies import local_reply_config
 from sutazai.gateway.names import EDGE_LISTENER, EDGE_ROUTES, EDGE_STAT_PREFIX, XDS_CLUSTER
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
 from sutazai.runtime.context import CLIENT_ADDRESS_HEADER
-from sutazai.runtime.settings import MeshSettings
+from sutazai.runtime.registry import instance_label
+from sutazai.runtime.settings import AuthSettings, EdgeSettings, MeshSettings
 
 HTTP_PROTOCOL_OPTIONS: Final = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 CORS_FILTER: Final = "envoy.filters.http.cors"
@@ -158,8 +158,18 @@ REST_CATCH_ALL: Final = "rest-catch-all"
 
 @dataclass(frozen=True, slots=True)
 class EdgePolicy:
-    """Tunables of the edge. The defaults follow FIELD_GUIDE §9."""
+    """Tunables of the edge.
 
+    What an operator configures (CORS, body size, rate limits, TLS, the token issuer) is the
+    settings themselves (:attr:`edge`, :attr:`auth`), so their defaults and validation live in
+    one place (:mod:`sutazai.runtime.settings`). The rest are Envoy's tuning, which no setting
+    exposes; their defaults follow FIELD_GUIDE §9.
+    """
+
+    edge: EdgeSettings = field(default_factory=EdgeSettings)
+    """CORS origins, request body limit, the edge's rate limits and its TLS files."""
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    """The token issuer (``auth.issuer``: the ``iss`` claim a token must carry)."""
     connect_timeout: timedelta = timedelta(seconds=1)
     """TCP connect timeout to an upstream instance."""
     unary_timeout: timedelta = timedelta(seconds=15)
@@ -176,9 +186,6 @@ class EdgePolicy:
     """Largest retry back-off."""
     health_check_interval: timedelta = timedelta(seconds=1)
     """Active gRPC health check cadence per upstream host."""
-    max_request_bytes: int = 1024 * 1024
-    """Largest REST request body the transcoder buffers (413 beyond); also the request body
-    buffer limit of every route."""
     max_response_bytes: int = 4 * 1024 * 1024
     """Largest REST response body the transcoder buffers."""
     max_connections: int = 1024
@@ -189,47 +196,11 @@ class EdgePolicy:
     """...but are never refused below this many. A dead instance makes every call in flight
     to it retry at once; a tighter floor (Envoy's default is 3) fails those calls with ``UO``
     instead of retrying them, which a steady stream of calls through Envoy showed."""
-    cors_origins: tuple[str, ...] = ()
-    """Browser origins allowed by CORS (exact match); none by default."""
-    jwt_issuer: str = "sutazai"
-    """The ``iss`` claim a token must carry to pass the edge."""
-    user_rate_limit_burst: int = 200
-    """Requests one signed-in caller (the token's ``sub``) may make in a burst."""
-    user_rate_limit_per_second: int = 100
-    """Requests per second one signed-in caller sustains."""
-    address_rate_limit_burst: int = 100
-    """Anonymous requests one client address may make in a burst."""
-    address_rate_limit_per_second: int = 50
-    """Anonymous requests per second one client address sustains."""
-    rate_limit_clients: int = 10_000
-    """Per-caller buckets kept for each kind (least recently used evicted)."""
-    global_rate_limit_burst: int = 20_000
-    """The overload guard: requests accepted in a burst from all callers together."""
-    global_rate_limit_per_second: int = 10_000
-    """Requests per second sustained from all callers together."""
-    tls_cert_file: Path | None = None
-    """PEM certificate chain of the edge; with :attr:`tls_key_file` the listener is TLS only.
-    Envoy reads both files by path: no key material travels in xDS."""
-    tls_key_file: Path | None = None
-    """PEM private key of :attr:`tls_cert_file`."""
 
     @classmethod
     def from_settings(cls, settings: MeshSettings) -> EdgePolicy:
-        """The policy ``settings.edge`` and ``settings.auth`` describe; other fields default."""
-        return cls(
-            cors_origins=tuple(settings.edge.cors_origins),
-            max_request_bytes=settings.edge.max_request_bytes,
-            jwt_issuer=settings.auth.issuer,
-            user_rate_limit_burst=settings.edge.user_rate_limit_burst,
-            user_rate_limit_per_second=settings.edge.user_rate_limit_per_second,
-            address_rate_limit_burst=settings.edge.address_rate_limit_burst,
-            address_rate_limit_per_second=settings.edge.address_rate_limit_per_second,
-            rate_limit_clients=settings.edge.rate_limit_clients,
-            global_rate_limit_burst=settings.edge.global_rate_limit_burst,
-            global_rate_limit_per_second=settings.edge.global_rate_limit_per_second,
-            tls_cert_file=settings.edge.tls_cert_file,
-            tls_key_file=settings.edge.tls_key_file,
-        )
+        """The policy of ``settings.edge`` and ``settings.auth``; Envoy's tuning at its defaults."""
+        return cls(edge=settings.edge, auth=settings.auth)
 
 
 def build_cluster(service: GrpcService, policy: EdgePolicy) -> Cluster:
@@ -331,7 +302,7 @@ def build_load_assignment(
                     LbEndpoint(
                         endpoint=Endpoint(
                             address=endpoint_address(i),
-                            hostname=f"{i.service}/{i.instance_id}",
+                            hostname=instance_label(i.service, i.instance_id),
                         )
                     )
                     for i in serving
@@ -448,9 +419,9 @@ def build_route_configuration(catalog: ServiceCatalog, policy: EdgePolicy) -> Ro
         request_headers_to_remove=["x-forwarded-for"],
         # What a buffering filter (the transcoder, the router for retries) may hold of one
         # request body; past it a buffering filter answers 413 instead of growing.
-        request_body_buffer_limit=policy.max_request_bytes,
+        request_body_buffer_limit=policy.edge.max_request_bytes,
     )
-    if policy.cors_origins:
+    if policy.edge.cors_origins:
         virtual_host.typed_per_filter_config = {CORS_FILTER: Any.pack(_cors_policy(policy))}
     return RouteConfiguration(
         name=EDGE_ROUTES,
@@ -537,14 +508,14 @@ def _transcoder(catalog: ServiceCatalog, policy: EdgePolicy) -> GrpcJsonTranscod
             reject_unknown_method=True,
             reject_unknown_query_parameters=True,
         ),
-        max_request_body_size=policy.max_request_bytes,
+        max_request_body_size=policy.edge.max_request_bytes,
         max_response_body_size=policy.max_response_bytes,
     )
 
 
 def _cors_policy(policy: EdgePolicy) -> CorsPolicy:
     return CorsPolicy(
-        allow_origin_string_match=[StringMatcher(exact=o) for o in policy.cors_origins],
+        allow_origin_string_match=[StringMatcher(exact=o) for o in policy.edge.cors_origins],
         # The REST API only maps GET and POST (DESIGN §3).
         allow_methods="GET, POST, OPTIONS",
         allow_headers="authorization, content-type, x-request-id, grpc-timeout, x-grpc-web",
@@ -559,14 +530,14 @@ def _tls_socket(policy: EdgePolicy) -> TransportSocket | None:
     Certificate and key are referenced by path (Envoy reads them), never inlined: xDS and
     Envoy's admin output must not carry key material.
     """
-    if policy.tls_cert_file is None or policy.tls_key_file is None:
+    if policy.edge.tls_cert_file is None or policy.edge.tls_key_file is None:
         return None
     context = DownstreamTlsContext(
         common_tls_context=CommonTlsContext(
             tls_certificates=[
                 TlsCertificate(
-                    certificate_chain=DataSource(filename=str(policy.tls_cert_file)),
-                    private_key=DataSource(filename=str(policy.tls_key_file)),
+                    certificate_chain=DataSource(filename=str(policy.edge.tls_cert_file)),
+                    private_key=DataSource(filename=str(policy.edge.tls_key_file)),
                 )
             ],
             tls_params=TlsParameters(tls_minimum_protocol_version=TlsParametersTlsProtocol.TLSv1_2),

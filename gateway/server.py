@@ -27,7 +27,6 @@ from prometheus_client import CollectorRegistry
 from sutazai.gateway.access import GatewayAccess
 from sutazai.gateway.ads import AggregatedDiscoveryService
 from sutazai.gateway.catalog import REFLECTION_V1_SERVICE, ServiceCatalog
-from sutazai.gateway.key_watch import POLL_INTERVAL, PublicKeysWatch
 from sutazai.gateway.mesh_health import MeshHealth
 from sutazai.gateway.registry_trust import RegistryTrust
 from sutazai.gateway.registry_watch import Instances, RegistryMirror, RegistryOpener
@@ -38,6 +37,7 @@ from sutazai.runtime.auth import Authenticator, open_authenticator
 from sutazai.runtime.deployment import grpc_owners, load_catalog
 from sutazai.runtime.exposure import require_safe_edge
 from sutazai.runtime.interceptors import ServerInterceptor
+from sutazai.runtime.key_watch import POLL_INTERVAL, KeyFileWatch
 from sutazai.runtime.keys import PublicKeys
 from sutazai.runtime.messaging import connect_nats
 from sutazai.runtime.metrics import MetricsEndpoint, RpcMetrics
@@ -112,7 +112,8 @@ class Gateway:
             ConfigurationError: the public key file is missing or unreadable.
         """
         self._catalog = catalog
-        self._keys = PublicKeysWatch(jwks_file, interval=keys_poll_interval)
+        self._keys = KeyFileWatch.public_keys(jwks_file)
+        self._keys_poll_interval = keys_poll_interval
         self._builder = SnapshotBuilder(
             catalog,
             policy or EdgePolicy(),
@@ -179,7 +180,7 @@ class Gateway:
             self._publish_if_registry_silent(), name="gateway:sync-timeout"
         )
         self._keys_task = asyncio.create_task(
-            self._keys.run(self._on_keys_change), name="gateway:keys"
+            self._keys.run(self._on_keys_change, self._keys_poll_interval), name="gateway:keys"
         )
         if self._access is not None:
             self._access_task = asyncio.create_task(self._access.run(), name="gateway:revocations")

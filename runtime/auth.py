@@ -24,14 +24,14 @@ from redis.exceptions import RedisError
 from sutazai.runtime import context as rpc_context
 from sutazai.runtime.audit import OK, AuditEvent, AuditLog
 from sutazai.runtime.faults import RpcStatusError, resource_exhausted
-from sutazai.runtime.key_files import watched_public_keys
+from sutazai.runtime.key_watch import KeyFileWatch
 from sutazai.runtime.ratelimit import RateLimiter
 from sutazai.runtime.revocations import (
     BucketOpener,
     Revocations,
     RevocationsUnknownError,
 )
-from sutazai.runtime.roles import PUBLIC, SIGNED_IN, MethodAccess, Role, access_table
+from sutazai.runtime.roles import MethodAccess, Role, access_table, standard_access
 from sutazai.runtime.settings import MeshSettings
 from sutazai.runtime.sockets import is_unix_peer
 from sutazai.runtime.tokens import Identity, InvalidTokenError, TokenVerifier
@@ -40,13 +40,6 @@ log = structlog.get_logger(__name__)
 
 caller: ContextVar[Identity | None] = ContextVar("sutazai_caller", default=None)
 """The verified identity of the current RPC's caller; ``None`` when anonymous."""
-
-# Standard services every instance serves; health stays public (Envoy and probes call it).
-_STANDARD = {
-    "/grpc.health.v1.Health/": PUBLIC,
-    "/grpc.reflection.v1alpha.ServerReflection/": SIGNED_IN,
-    "/grpc.reflection.v1.ServerReflection/": SIGNED_IN,
-}
 
 
 def current_identity() -> Identity | None:
@@ -137,8 +130,8 @@ def revocation_bucket(js: JetStreamContext, bucket: str) -> BucketOpener:
 
 
 def _verifier(mesh: MeshSettings) -> TokenVerifier:
-    keys = watched_public_keys(mesh.jwks_file)
-    keys()  # fail at start-up, not on the first call, when the keys are missing or unreadable
+    keys = KeyFileWatch.public_keys(mesh.jwks_file)
+    keys.load()  # fail at start-up, not on the first call, when the keys are missing or unreadable
     return TokenVerifier(keys, issuer=mesh.auth.issuer)
 
 
@@ -163,12 +156,9 @@ class Guard:
         return self._authenticator.revocations
 
     def policy(self, method: str) -> MethodAccess:
-        """The access policy of a gRPC path; undeclared methods need a signed-in caller."""
+        """The access policy of a gRPC path: declared in the protos, else the standard one."""
         declared = self._table.get(method)
-        if declared is not None:
-            return declared
-        prefix = method[: method.rfind("/") + 1]
-        return _STANDARD.get(prefix, SIGNED_IN)
+        return declared if declared is not None else standard_access(method)
 
     async def admit(
         self, policy: MethodAccess, method: str, metadata: Mapping[str, str], peer: str

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import structlog
 
@@ -25,8 +24,6 @@ from sutazai.runtime.files import exclusive_lock, replace_file
 from sutazai.runtime.keys import KeyRing, PublicKeys, SigningKey
 
 log = structlog.get_logger(__name__)
-
-_T = TypeVar("_T")
 
 
 class LegacyKeyRingError(ConfigurationError):
@@ -128,20 +125,6 @@ def ensure_key_ring(keys_file: Path, jwks_file: Path) -> KeyRing:
     return ring
 
 
-def watched_key_ring(path: Path) -> Callable[[], KeyRing]:
-    """The private ring at ``path``, re-read whenever the file changes (for the signer)."""
-    return _watched(path, load_key_ring)
-
-
-def watched_public_keys(path: Path) -> Callable[[], PublicKeys]:
-    """The public JWKS at ``path``, re-read whenever the file changes (for verifiers).
-
-    Each call costs one ``stat``; the file is parsed only after it changed, and the same object
-    is returned until then (verifiers key their caches on it).
-    """
-    return _watched(path, load_public_keys)
-
-
 def _publish(keys_file: Path, jwks_file: Path, *, before: KeyRing | None, after: KeyRing) -> None:
     """Write ``after`` to both files, never letting a key sign before verifiers know it."""
     known = before.public.keys if before is not None else ()
@@ -160,26 +143,3 @@ def _private_document(ring: KeyRing) -> str:
 
 def _lock_file(keys_file: Path) -> Path:
     return keys_file.with_name(f".{keys_file.name}.lock")
-
-
-def _watched(path: Path, load: Callable[[Path], _T]) -> Callable[[], _T]:
-    seen: tuple[int, int, int, int] | None = None
-    value: _T | None = None
-
-    def current() -> _T:
-        nonlocal seen, value
-        stamp = file_stamp(path)
-        if value is None or stamp != seen:
-            value, seen = load(path), stamp
-        return value
-
-    return current
-
-
-def file_stamp(path: Path) -> tuple[int, int, int, int] | None:
-    """What changes when a file is replaced or its mode changes; ``None`` if it is missing."""
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        return None
-    return (info.st_ino, info.st_mtime_ns, info.st_ctime_ns, info.st_size)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal
@@ -30,9 +31,19 @@ log = structlog.get_logger(__name__)
 _DELETE_OPERATIONS = frozenset({"DEL", "PURGE"})
 
 
+def new_instance_id() -> str:
+    """A fresh instance id (12 hex digits): the second part of the instance's registry key."""
+    return uuid.uuid4().hex[:12]
+
+
 def instance_key(instance: ServiceInstance) -> str:
     """The KV key of an instance."""
     return f"{instance.service}.{instance.instance_id}"
+
+
+def instance_label(service: str, instance_id: str) -> str:
+    """How logs, status reports and Envoy name one instance: ``<service>/<instance id>``."""
+    return f"{service}/{instance_id}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,12 +1,19 @@
-"""Roles and the per-RPC access table declared in the protos (``sutazai.auth.v1.access``)."""
+"""Roles and the per-RPC access policy declared in the protos (``sutazai.auth.v1.access``).
+
+The one reader of the ``(sutazai.auth.v1.access)`` method option (:func:`declared_access`) and
+the one statement of the standard services' policy (:data:`STANDARD_ACCESS`): every service's
+guard, the gateway's own admission and the edge's JWT rules all take them from here.
+"""
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Final
 
-from google.protobuf import descriptor_pool
+from google.protobuf import descriptor_pb2, descriptor_pool
 
 from sutazai.auth.v1 import access_pb2
 from sutazai.runtime.errors import ConfigurationError
@@ -60,6 +67,45 @@ SIGNED_IN = MethodAccess(public=False, role=Role.USER, audited=False, rate_limit
 PUBLIC = MethodAccess(public=True, role=Role.ANONYMOUS, audited=False, rate_limited=False)
 """Health checks and the like."""
 
+HEALTH_PREFIX: Final = "/grpc.health.v1.Health/"
+"""gRPC path prefix of the standard health service."""
+
+STANDARD_ACCESS: Final[Mapping[str, MethodAccess]] = MappingProxyType(
+    {
+        # Public: Envoy's health checks and load balancers' probes carry no token.
+        HEALTH_PREFIX: PUBLIC,
+        # Reflection lists the whole API surface: signed-in callers only.
+        "/grpc.reflection.v1alpha.ServerReflection/": SIGNED_IN,
+        "/grpc.reflection.v1.ServerReflection/": SIGNED_IN,
+    }
+)
+"""The policy of the standard services every instance (and the gateway) serves, by gRPC path
+prefix (``/pkg.Service/``); they declare no ``(access)`` option of their own."""
+
+
+def standard_access(method: str) -> MethodAccess:
+    """The policy of a gRPC path the protos do not declare (standard, else signed-in only)."""
+    prefix = method[: method.rfind("/") + 1]
+    return STANDARD_ACCESS.get(prefix, SIGNED_IN)
+
+
+def declared_access(options: descriptor_pb2.MethodOptions) -> MethodAccess:
+    """The policy a method's options declare (``(sutazai.auth.v1.access)``).
+
+    :data:`SIGNED_IN` when they declare none. ``options`` is a method's ``MethodOptions``, from
+    a descriptor pool (``MethodDescriptor.GetOptions()``) or a descriptor set
+    (``MethodDescriptorProto.options``).
+    """
+    if not options.HasExtension(access_pb2.access):
+        return SIGNED_IN
+    declared = options.Extensions[access_pb2.access]
+    return MethodAccess(
+        public=declared.public,
+        role=Role(declared.role),
+        audited=declared.audited,
+        rate_limited=declared.rate_limited,
+    )
+
 
 def access_table(
     services: Iterable[str], pool: descriptor_pool.DescriptorPool | None = None
@@ -83,16 +129,5 @@ def access_table(
                 f"service {name} is not in the descriptor pool: import its generated module"
             ) from exc
         for method in service.methods:
-            options = method.GetOptions()
-            if options.HasExtension(access_pb2.access):
-                declared = options.Extensions[access_pb2.access]
-                policy = MethodAccess(
-                    public=declared.public,
-                    role=Role(declared.role),
-                    audited=declared.audited,
-                    rate_limited=declared.rate_limited,
-                )
-            else:
-                policy = SIGNED_IN
-            table[f"/{name}/{method.name}"] = policy
+            table[f"/{name}/{method.name}"] = declared_access(method.GetOptions())
     return table

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ from sutazai.runtime.auth import Guard
 from sutazai.runtime.interceptors import ServerInterceptor
 from sutazai.runtime.messaging import connect_nats
 from sutazai.runtime.metrics import MetricsEndpoint, RpcMetrics
-from sutazai.runtime.registry import Heartbeat, Registry
+from sutazai.runtime.registry import Heartbeat, Registry, new_instance_id
 from sutazai.runtime.settings import MeshSettings, ServiceSettings
 from sutazai.runtime.sockets import (
     checked_socket_path,
@@ -73,7 +72,8 @@ class ServiceHost:
     """Access control for every call; ``None`` admits everything (tests and tools only)."""
     background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()
     """Coroutines that run for the life of the instance (e.g. a prober)."""
-    instance_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    instance_id: str = field(default_factory=new_instance_id)
+    """This instance's id (its registry key is ``<name>.<instance id>``); fresh by default."""
     metrics_registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     _server: grpc.aio.Server | None = None

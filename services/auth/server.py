@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import contextlib
 from datetime import timedelta
+from typing import Final
 
 import asyncpg
 import redis.asyncio as aioredis
 from nats.js import JetStreamContext
 
-from sutazai.auth.v1 import auth_service_pb2_grpc
+from sutazai.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from sutazai.runtime.audit import AuditLog
 from sutazai.runtime.auth import Guard, open_guard
-from sutazai.runtime.key_files import watched_key_ring
+from sutazai.runtime.key_watch import KeyFileWatch
 from sutazai.runtime.revocations import Revocations
 from sutazai.runtime.server import (
     ServiceHost,
@@ -30,8 +31,9 @@ from sutazai.services.auth.store import open_store
 from sutazai.services.auth.throttle import SignInThrottle
 from sutazai.services.auth.trail import Trail
 
-SERVICE_NAME = "auth"
-GRPC_SERVICE = "sutazai.auth.v1.AuthService"
+SERVICE_NAME: Final = "auth"
+"""The table of ``deploy/mesh.toml``, registry key prefix and principal of this service."""
+GRPC_SERVICE: Final[str] = auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
 POOL_SIZE = 10
 
 
@@ -78,8 +80,8 @@ async def open_service(
     passwords = Passwords()
     trail = Trail(audit)
     throttle = SignInThrottle(redis_client, mesh.auth)
-    signing_keys = watched_key_ring(mesh.keys_file)
-    signing_keys()  # fail at start-up, not at the first login, when the ring is unreadable
+    signing_keys = KeyFileWatch.key_ring(mesh.keys_file)
+    signing_keys.load()  # fail at start-up, not at the first login, when the ring is unreadable
     sessions = Sessions(
         store=store,
         passwords=passwords,

@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nats.aio.client import Client as NatsClient
 
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
-from sutazai.runtime.registry import Registry
+from sutazai.runtime.registry import Registry, instance_label
 from sutazai.services.system.domain import Kind, ProbeOutcome
 
 
@@ -193,5 +193,5 @@ class InstancesProbe:
                 )
             return instance.version
 
-        name = f"{instance.service}/{instance.instance_id}"
+        name = instance_label(instance.service, instance.instance_id)
         return await _timed(name, Kind.SERVICE_INSTANCE, address, self._timeout, check)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import uuid
+from typing import Final
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -12,6 +12,7 @@ from redis.retry import Retry
 
 from sutazai.runtime.audit import AuditLog
 from sutazai.runtime.auth import open_guard
+from sutazai.runtime.registry import instance_label, new_instance_id
 from sutazai.runtime.server import (
     ServiceHost,
     Servicer,
@@ -31,10 +32,13 @@ from sutazai.services.system.probes import (
     RedisProbe,
     public_address,
 )
-from sutazai.system.v1 import system_service_pb2_grpc
+from sutazai.system.v1 import system_service_pb2, system_service_pb2_grpc
 
-SERVICE_NAME = "system"
-SYSTEM_SERVICE = "sutazai.system.v1.SystemService"
+SERVICE_NAME: Final = "system"
+"""The table of ``deploy/mesh.toml``, registry key prefix and principal of this service."""
+SYSTEM_SERVICE: Final[str] = system_service_pb2.DESCRIPTOR.services_by_name[
+    "SystemService"
+].full_name
 
 
 async def serve(mesh: MeshSettings, service: ServiceSettings) -> None:
@@ -77,7 +81,8 @@ async def build(
         interval=service.probe_interval_seconds,
     )
     await prober.probe_once()
-    instance_id = uuid.uuid4().hex[:12]
+    # The host's id, chosen here because the handlers report it too.
+    instance_id = new_instance_id()
     guard = open_guard(mesh, [SYSTEM_SERVICE], redis=guard_redis, audit=audit, js=nc.jetstream())
     return ServiceHost(
         name=SERVICE_NAME,
@@ -87,7 +92,7 @@ async def build(
             Servicer(
                 name=SYSTEM_SERVICE,
                 implementation=SystemHandlers(
-                    board, prober, reporter=f"{SERVICE_NAME}/{instance_id}"
+                    board, prober, reporter=instance_label(SERVICE_NAME, instance_id)
                 ),
                 add_to_server=system_service_pb2_grpc.add_SystemServiceServicer_to_server,
             )

@@ -22,7 +22,7 @@ from sutazai.gateway.server import Gateway
 from sutazai.gateway.snapshot import CLUSTER_TYPE, ResourceSet
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
 from sutazai.runtime.registry import Registry
-from sutazai.runtime.settings import MeshSettings, RegistrySettings
+from sutazai.runtime.settings import AuthSettings, MeshSettings, RegistrySettings
 from sutazai.system.v1 import system_service_pb2, system_service_pb2_grpc
 from tests.gateway.edge_harness import (
     NODE_ID,
@@ -65,7 +65,10 @@ async def control_plane(
     registry: Registry, settings: MeshSettings, keys: KeyRingFile
 ) -> AsyncIterator[Gateway]:
     async with running_gateway(
-        registry, settings, jwks_file=keys.jwks_path, policy=EdgePolicy(jwt_issuer=ISSUER)
+        registry,
+        settings,
+        jwks_file=keys.jwks_path,
+        policy=EdgePolicy(auth=AuthSettings(issuer=ISSUER)),
     ) as gateway:
         yield gateway
 

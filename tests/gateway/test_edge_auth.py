@@ -20,7 +20,7 @@ from sutazai.gateway.resources import EdgePolicy
 from sutazai.gateway.server import Gateway
 from sutazai.runtime.keys import SigningKey
 from sutazai.runtime.registry import Registry
-from sutazai.runtime.settings import MeshSettings, RegistrySettings
+from sutazai.runtime.settings import AuthSettings, EdgeSettings, MeshSettings, RegistrySettings
 from sutazai.system.v1 import system_service_pb2, system_service_pb2_grpc
 from tests.gateway.auth_backend import AUTH_SERVICE, OWNERS, auth_backend
 from tests.gateway.edge_harness import (
@@ -72,7 +72,8 @@ async def control_plane(
     registry: Registry, keys: KeyRingFile, settings: MeshSettings
 ) -> AsyncIterator[Gateway]:
     policy = EdgePolicy(
-        cors_origins=(ALLOWED_ORIGIN,), jwt_issuer=ISSUER, max_request_bytes=MAX_REQUEST_BYTES
+        edge=EdgeSettings(cors_origins=(ALLOWED_ORIGIN,), max_request_bytes=MAX_REQUEST_BYTES),
+        auth=AuthSettings(issuer=ISSUER),
     )
     async with running_gateway(
         registry, settings, jwks_file=keys.jwks_path, policy=policy, owners=OWNERS

@@ -19,7 +19,7 @@ import pytest
 
 from sutazai.gateway.resources import EdgePolicy
 from sutazai.runtime.registry import Registry
-from sutazai.runtime.settings import RegistrySettings
+from sutazai.runtime.settings import AuthSettings, EdgeSettings, RegistrySettings
 from sutazai.system.v1 import system_service_pb2, system_service_pb2_grpc
 from tests.gateway.auth_backend import AUTH_SERVICE, OWNERS, auth_backend
 from tests.gateway.edge_harness import (
@@ -73,13 +73,15 @@ async def edge(
 ) -> AsyncIterator[tuple[Edge, KeyRingFile]]:
     """Per-caller buckets refilling one token a second; a global guard far above them."""
     policy = EdgePolicy(
-        jwt_issuer=ISSUER,
-        user_rate_limit_burst=USER_BURST,
-        user_rate_limit_per_second=1,
-        address_rate_limit_burst=ADDRESS_BURST,
-        address_rate_limit_per_second=1,
-        global_rate_limit_burst=100_000,
-        global_rate_limit_per_second=100_000,
+        edge=EdgeSettings(
+            user_rate_limit_burst=USER_BURST,
+            user_rate_limit_per_second=1,
+            address_rate_limit_burst=ADDRESS_BURST,
+            address_rate_limit_per_second=1,
+            global_rate_limit_burst=100_000,
+            global_rate_limit_per_second=100_000,
+        ),
+        auth=AuthSettings(issuer=ISSUER),
     )
     async with limited_edge(nats_url, tmp_path_factory, policy) as running:
         yield running
@@ -226,13 +228,15 @@ async def guarded_edge(
 ) -> AsyncIterator[tuple[Edge, KeyRingFile]]:
     """A small global guard (one token a second) over per-caller buckets that never run out."""
     policy = EdgePolicy(
-        jwt_issuer=ISSUER,
-        user_rate_limit_burst=100_000,
-        user_rate_limit_per_second=100_000,
-        address_rate_limit_burst=100_000,
-        address_rate_limit_per_second=100_000,
-        global_rate_limit_burst=GLOBAL_BURST,
-        global_rate_limit_per_second=1,
+        edge=EdgeSettings(
+            user_rate_limit_burst=100_000,
+            user_rate_limit_per_second=100_000,
+            address_rate_limit_burst=100_000,
+            address_rate_limit_per_second=100_000,
+            global_rate_limit_burst=GLOBAL_BURST,
+            global_rate_limit_per_second=1,
+        ),
+        auth=AuthSettings(issuer=ISSUER),
     )
     async with limited_edge(nats_url, tmp_path_factory, policy) as running:
         yield running

@@ -16,7 +16,7 @@ from sutazai.gateway.resources import EdgePolicy
 from sutazai.gateway.server import run_gateway
 from sutazai.runtime.errors import ConfigurationError
 from sutazai.runtime.registry import Registry
-from sutazai.runtime.settings import MeshSettings, RegistrySettings
+from sutazai.runtime.settings import EdgeSettings, MeshSettings, RegistrySettings
 from sutazai.system.v1 import system_service_pb2, system_service_pb2_grpc
 from tests.gateway.auth_backend import AUTH_SERVICE, OWNERS, auth_backend
 from tests.gateway.edge_harness import (
@@ -42,7 +42,10 @@ async def tls_edge(
     made = await run_cli("certs", "--out", str(workdir / "tls"), env=env)
     assert made.code == 0, made.stderr
     policy = EdgePolicy(
-        tls_cert_file=workdir / "tls" / "edge.pem", tls_key_file=workdir / "tls" / "edge-key.pem"
+        edge=EdgeSettings(
+            tls_cert_file=workdir / "tls" / "edge.pem",
+            tls_key_file=workdir / "tls" / "edge-key.pem",
+        )
     )
     keys = KeyRingFile(workdir / "jwt_keys.json")
     nc = await nats.connect(nats_url)

@@ -31,7 +31,7 @@ from tests.gateway.tokens import TEST_JWKS
         pytest.param(
             ServiceCatalog.from_descriptor_set(demo_descriptor_set()),
             DEMO_SERVICE,
-            EdgePolicy(cors_origins=("http://localhost:3000",)),
+            EdgePolicy(edge=EdgeSettings(cors_origins=("http://localhost:3000",))),
             id="streaming-post-and-cors",
         ),
     ],
@@ -61,7 +61,7 @@ def test_envoy_accepts_the_snapshot(
 
 def test_envoy_accepts_a_tls_edge_on_every_address(tmp_path: Path) -> None:
     issued = issue_edge_certificate(tmp_path / "tls", ["edge.example"])
-    policy = EdgePolicy(tls_cert_file=issued.cert, tls_key_file=issued.key)
+    policy = EdgePolicy(edge=EdgeSettings(tls_cert_file=issued.cert, tls_key_file=issued.key))
     # Validation binds nothing, so the wildcard address is checked without exposing a port.
     snapshot = build_snapshot(
         ServiceCatalog.packaged(), [], host="0.0.0.0", port=10005, policy=policy, jwks=TEST_JWKS

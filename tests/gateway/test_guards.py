@@ -14,7 +14,6 @@ from sutazai.gateway.catalog import ServiceCatalog
 from sutazai.gateway.guards import (
     ADDRESS_KEY,
     ANONYMOUS,
-    HEALTH_PREFIX,
     JWT_CONFIG_TYPE,
     JWT_PROVIDER,
     PRINCIPAL_KEY,
@@ -26,6 +25,8 @@ from sutazai.gateway.guards import (
 )
 from sutazai.gateway.names import EDGE_JWT_CONFIG
 from sutazai.gateway.resources import EdgePolicy
+from sutazai.runtime.roles import HEALTH_PREFIX
+from sutazai.runtime.settings import AuthSettings, EdgeSettings
 from tests.gateway.tokens import TEST_JWKS
 
 CATALOG = ServiceCatalog.packaged()
@@ -87,7 +88,7 @@ def test_health_is_public_and_everything_else_needs_a_token() -> None:
 
 
 def test_provider_checks_issuer_and_keys_and_forwards_the_token() -> None:
-    config = jwt_authentication(CATALOG, EdgePolicy(jwt_issuer="mesh-x"), TEST_JWKS)
+    config = jwt_authentication(CATALOG, EdgePolicy(auth=AuthSettings(issuer="mesh-x")), TEST_JWKS)
 
     provider = config.providers[JWT_PROVIDER]
     assert provider.issuer == "mesh-x"
@@ -119,13 +120,15 @@ def test_jwt_config_is_an_ecds_resource_the_listener_refers_to() -> None:
 
 def test_rate_limit_follows_the_policy() -> None:
     policy = EdgePolicy(
-        user_rate_limit_burst=7,
-        user_rate_limit_per_second=3,
-        address_rate_limit_burst=5,
-        address_rate_limit_per_second=2,
-        rate_limit_clients=11,
-        global_rate_limit_burst=70,
-        global_rate_limit_per_second=30,
+        edge=EdgeSettings(
+            user_rate_limit_burst=7,
+            user_rate_limit_per_second=3,
+            address_rate_limit_burst=5,
+            address_rate_limit_per_second=2,
+            rate_limit_clients=11,
+            global_rate_limit_burst=70,
+            global_rate_limit_per_second=30,
+        )
     )
     (_, limit) = guard_filters(policy)
     assert limit.typed_config is not None

@@ -35,7 +35,7 @@ from sutazai.runtime.settings import AuthSettings, EdgeSettings, MeshSettings
 from tests.gateway.demo_descriptors import DEMO_SERVICE, demo_descriptor_set
 
 CATALOG = ServiceCatalog.from_descriptor_set(demo_descriptor_set())
-POLICY = EdgePolicy()
+POLICY = EdgePolicy(edge=EdgeSettings(cors_origins=()))
 
 
 def instance(
@@ -166,7 +166,7 @@ def test_listener_filter_order_and_transcoder() -> None:
     assert transcoder.request_validation_options is not None
     assert transcoder.request_validation_options.reject_unknown_method
     assert transcoder.request_validation_options.reject_unknown_query_parameters
-    assert transcoder.max_request_body_size == POLICY.max_request_bytes
+    assert transcoder.max_request_body_size == POLICY.edge.max_request_bytes
     assert transcoder.max_response_body_size == POLICY.max_response_bytes
     (access_log,) = hcm.access_log
     assert access_log.name == "envoy.access_loggers.stdout"
@@ -223,7 +223,7 @@ def test_route_order_methods_then_service_then_gateway_then_rest_catch_all() -> 
     assert catch_all.match is not None
     assert catch_all.match.prefix == "/v1/"
     assert catch_all.route is not None, "CORS finds no policy on a direct response"
-    assert vhost.request_body_buffer_limit == POLICY.max_request_bytes
+    assert vhost.request_body_buffer_limit == POLICY.edge.max_request_bytes
 
 
 def test_health_and_reflection_route_to_the_gateway() -> None:
@@ -245,7 +245,7 @@ def test_health_and_reflection_route_to_the_gateway() -> None:
 def test_cors_policy_only_with_explicit_origins() -> None:
     plain = build_route_configuration(CATALOG, POLICY)
     with_origins = build_route_configuration(
-        CATALOG, EdgePolicy(cors_origins=("http://localhost:3000",))
+        CATALOG, EdgePolicy(edge=EdgeSettings(cors_origins=("http://localhost:3000",)))
     )
 
     assert not plain.virtual_hosts[0].typed_per_filter_config
@@ -274,13 +274,9 @@ def test_policy_from_settings() -> None:
 
     policy = EdgePolicy.from_settings(settings)
 
-    assert policy.cors_origins == ("http://a.example",)
-    assert (policy.user_rate_limit_burst, policy.user_rate_limit_per_second) == (7, 3)
-    assert (policy.address_rate_limit_burst, policy.address_rate_limit_per_second) == (5, 2)
-    assert policy.rate_limit_clients == 11
-    assert (policy.global_rate_limit_burst, policy.global_rate_limit_per_second) == (70, 30)
-    assert policy.max_request_bytes == 1234
-    assert policy.jwt_issuer == "mesh-x"
+    assert policy.edge is settings.edge
+    assert policy.auth.issuer == "mesh-x"
+    assert policy.connect_timeout == EdgePolicy().connect_timeout, "Envoy's tuning keeps defaults"
 
 
 def test_packing_uses_type_urls_envoy_accepts() -> None:

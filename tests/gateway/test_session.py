@@ -23,6 +23,7 @@ from sutazai.gateway.snapshot import (
 )
 from sutazai.gateway.xds_status import XdsStatus
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
+from sutazai.runtime.settings import EdgeSettings
 from tests.gateway.demo_descriptors import DEMO_SERVICE, demo_descriptor_set
 from tests.gateway.tokens import OTHER_JWKS, TEST_JWKS
 
@@ -241,7 +242,7 @@ def test_filter_configuration_is_resent_after_the_listener_changes() -> None:
     assert session.on_request(request(LISTENER_TYPE, ack=listeners), EMPTY) == []
     changed = SnapshotBuilder(
         ServiceCatalog.from_descriptor_set(demo_descriptor_set()),
-        EdgePolicy(global_rate_limit_burst=1),
+        EdgePolicy(edge=EdgeSettings(global_rate_limit_burst=1)),
         host="127.0.0.1",
         port=10005,
         jwks=TEST_JWKS,
