@@ -10,7 +10,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Product code, configuration and docs. Tests generate their credentials at run time as well,
 # but name fixed throw-away values (a wrong password), so they are not scanned.
-SCANNED = ("services", "gateway", "tui", "envoy", "nats", "deploy", "protos/sutazai", "docs")
+SCANNED = (
+    "services",
+    "runtime",
+    "ops",
+    "gateway",
+    "tui",
+    "envoy",
+    "nats",
+    "deploy",
+    "protos/sutazai",
+    "docs",
+)
 CONFIG_SUFFIXES = {".template", ".toml", ".yaml", ".yml", ".conf", ".sql"}
 
 KNOWN_DEFAULTS = re.compile(r"(?i)admin123|changeme|hunter2|password123|letmein|secret123")
