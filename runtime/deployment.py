@@ -11,6 +11,7 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 
 from sutazai.runtime.errors import ConfigurationError
 
@@ -29,8 +30,8 @@ class ServiceEntry:
     """Fully-qualified gRPC services this name owns (and only its instances may serve)."""
 
 
-def load_catalog() -> list[ServiceEntry]:
-    """Every service of ``mesh.toml``, in file order.
+def load_catalog(path: Path | None = None) -> list[ServiceEntry]:
+    """Every service of ``mesh.toml`` (the packaged one, or the file at ``path``), in file order.
 
     Raises:
         ConfigurationError: the file is missing or malformed, or two names claim one gRPC
@@ -38,7 +39,8 @@ def load_catalog() -> list[ServiceEntry]:
 
     """
     try:
-        text = resources.files("sutazai.deploy").joinpath(CATALOG_FILE).read_text("utf-8")
+        source = resources.files("sutazai.deploy").joinpath(CATALOG_FILE) if path is None else path
+        text = source.read_text("utf-8")
         tables = tomllib.loads(text).get("services", {})
     except (OSError, ModuleNotFoundError, tomllib.TOMLDecodeError) as exc:
         raise ConfigurationError(f"cannot read the service catalog {CATALOG_FILE}: {exc}") from exc

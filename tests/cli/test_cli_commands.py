@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from sutazai.ops.supervisor.pidfile import PidFile
 from sutazai.runtime.secrets import ensure_secrets
 from tests.harness.cli import run_cli
+
+pytestmark = pytest.mark.integration
 
 
 def _env(state_dir: Path) -> dict[str, str]:

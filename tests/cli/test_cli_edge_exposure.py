@@ -5,9 +5,12 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 
 from tests.harness.cli import run_cli
+
+pytestmark = pytest.mark.integration
 
 
 async def test_certs_makes_a_ca_and_an_edge_certificate(tmp_path: Path) -> None:

@@ -14,6 +14,8 @@ from sutazai.ops.supervisor.pidfile import running_supervisor
 from tests.harness import MeshPorts, build_settings, new_state_dir, remove_state_dir, running
 from tests.harness.cli import run_cli
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def state_dir() -> Iterator[Path]:

@@ -21,6 +21,8 @@ from sutazai.system.v1.system_service_pb2 import (
 from tests.harness import free_ports
 from tests.harness.cli import run_cli
 
+pytestmark = pytest.mark.integration
+
 
 def _response(overall: OverallState.ValueType) -> GetStatusResponse:
     healthy = overall == OverallState.HEALTHY

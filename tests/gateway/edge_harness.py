@@ -104,12 +104,14 @@ async def running_gateway(
     jwks_file: Path,
     policy: EdgePolicy | None = None,
     owners: Mapping[str, frozenset[str]] | None = None,
+    catalog: ServiceCatalog | None = None,
     keys_poll_interval: float = 0.1,
 ) -> AsyncIterator[Gateway]:
     """The gateway in-process on ``settings.gateway_socket``, following ``registry``.
 
-    It routes each gRPC service to the names ``owners`` gives (by default ``deploy/mesh.toml``)
-    and checks tokens against the public keys in ``jwks_file``.
+    It serves the services of ``catalog`` (by default the packaged descriptor set), routes
+    each to the names ``owners`` gives (by default ``deploy/mesh.toml``) and checks tokens
+    against the public keys in ``jwks_file``.
     """
 
     async def open_registry() -> Registry:
@@ -117,7 +119,7 @@ async def running_gateway(
 
     gateway = Gateway(
         open_registry,
-        catalog=ServiceCatalog.packaged(),
+        catalog=ServiceCatalog.packaged() if catalog is None else catalog,
         edge_host="127.0.0.1",
         edge_port=settings.envoy.port,
         jwks_file=jwks_file,

@@ -19,6 +19,7 @@ from tests.gateway.envoy_static import envoy_validate, static_bootstrap
 from tests.gateway.tokens import TEST_JWKS
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("catalog", "service", "policy"),
     [
@@ -59,6 +60,7 @@ def test_envoy_accepts_the_snapshot(
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.integration
 def test_envoy_accepts_a_tls_edge_on_every_address(tmp_path: Path) -> None:
     issued = issue_edge_certificate(tmp_path / "tls", ["edge.example"])
     policy = EdgePolicy(edge=EdgeSettings(tls_cert_file=issued.cert, tls_key_file=issued.key))
@@ -78,6 +80,7 @@ def test_envoy_accepts_a_tls_edge_on_every_address(tmp_path: Path) -> None:
     assert key_body[:40] not in config.read_bytes(), "no key material in xDS"
 
 
+@pytest.mark.integration
 def test_bootstrap_renders_settings_and_envoy_accepts_it(tmp_path: Path) -> None:
     settings = MeshSettings(
         host="0.0.0.0",

@@ -22,6 +22,8 @@ from sutazai.runtime.interceptors import (
 from sutazai.runtime.metrics import RpcMetrics
 from tests.harness.waiting import wait_for
 
+pytestmark = pytest.mark.integration
+
 METHODS = "test.v1.Probe"
 
 

@@ -34,6 +34,8 @@ from tests.harness import (
     wait_for,
 )
 
+pytestmark = pytest.mark.integration
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -30,6 +30,8 @@ from sutazai.runtime.revocations import ensure_bucket
 from sutazai.runtime.settings import MeshSettings
 from tests.harness import MeshPorts, build_settings, new_state_dir, remove_state_dir, supervised
 
+pytestmark = pytest.mark.integration
+
 SERVICES = ("alpha", "beta", "auth")
 
 

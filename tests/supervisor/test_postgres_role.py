@@ -18,6 +18,8 @@ from sutazai.runtime.secrets import load_secrets, secrets_path
 from sutazai.runtime.settings import MeshSettings
 from tests.harness import MeshPorts, build_settings, new_state_dir, remove_state_dir, supervised
 
+pytestmark = pytest.mark.integration
+
 
 async def test_the_superuser_is_kept_for_administration(mesh_settings: MeshSettings) -> None:
     connection = await asyncpg.connect(maintenance_dsn(mesh_settings))
