@@ -20,7 +20,12 @@ from sutazai.runtime.errors import ConfigurationError
 
 
 class Role(enum.IntEnum):
-    """What a caller may do; a higher role may do everything a lower one may."""
+    """What a caller may do; a higher role may do everything a lower one may.
+
+    The API carries the ``sutazai.auth.v1.Role`` enum itself (same numbers); the lowercase
+    :attr:`label` is only for what is not protobuf: the token's ``role`` claim, the accounts
+    table and the CLI, and :meth:`from_label` is its one parser.
+    """
 
     ANONYMOUS = access_pb2.ROLE_UNSPECIFIED
     USER = access_pb2.ROLE_USER
@@ -29,8 +34,13 @@ class Role(enum.IntEnum):
 
     @property
     def label(self) -> str:
-        """The name used in tokens, the API and the CLI: ``user``, ``operator``, ``admin``."""
+        """The name in tokens, the accounts table and the CLI: ``user``, ``operator``, ``admin``."""
         return self.name.lower()
+
+    @property
+    def wire(self) -> access_pb2.Role.ValueType:
+        """The role as a message field holds it (``sutazai.auth.v1.Role``)."""
+        return access_pb2.Role.ValueType(self.value)
 
     @classmethod
     def from_label(cls, label: str) -> Role:
@@ -39,10 +49,14 @@ class Role(enum.IntEnum):
         Raises:
             ValueError: any other value.
         """
-        for role in (cls.USER, cls.OPERATOR, cls.ADMIN):
+        for role in ACCOUNT_ROLES:
             if role.label == label:
                 return role
         raise ValueError(f"unknown role {label!r}; expected user, operator or admin")
+
+
+ACCOUNT_ROLES = (Role.USER, Role.OPERATOR, Role.ADMIN)
+"""The roles an account can have (no account is anonymous)."""
 
 
 @dataclass(frozen=True, slots=True)

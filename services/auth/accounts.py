@@ -187,8 +187,8 @@ class Accounts:
         shown = users[:size]
         return shown, encode_page_token(_LISTING, shown[-1].username.lower())
 
-    async def set_role(self, identity: Identity, username: str, label: str) -> User:
-        """Give ``username`` the role ``label``; their tokens of the old role stop working.
+    async def set_role(self, identity: Identity, username: str, role: int) -> User:
+        """Give ``username`` the role numbered ``role``; their tokens of the old role stop working.
 
         Raises:
             RpcStatusError: INVALID_ARGUMENT (``username``, ``role``), NOT_FOUND,
@@ -198,12 +198,12 @@ class Accounts:
         violations = {}
         if (problem := username_problem(username)) is not None:
             violations["username"] = problem
-        if (problem := role_problem(label)) is not None:
+        if (problem := role_problem(role)) is not None:
             violations["role"] = problem
         if violations:
             raise invalid_argument(violations)
         target = await self._others_account(identity, username, "change their own role")
-        changed = await self._store.set_role(target.user_id, Role.from_label(label))
+        changed = await self._store.set_role(target.user_id, Role(role))
         if changed is None:
             raise not_found("user", username)
         await self._stamp(target.user_id)

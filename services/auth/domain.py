@@ -17,7 +17,8 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 
-from sutazai.runtime.roles import Role
+from sutazai.auth.v1 import access_pb2
+from sutazai.runtime.roles import ACCOUNT_ROLES, Role
 from sutazai.services.auth.passwords import MAX_LENGTH, password_problems
 
 USERNAME = re.compile(r"[A-Za-z0-9._-]{3,32}")
@@ -114,13 +115,15 @@ def credential_violations(username: str, password: str) -> dict[str, str]:
     return violations
 
 
-def role_problem(label: str) -> str | None:
-    """Why ``label`` is not a role, or ``None``."""
-    try:
-        Role.from_label(label)
-    except ValueError as exc:
-        return str(exc)
-    return None
+def role_problem(value: int) -> str | None:
+    """Why ``value`` (a ``sutazai.auth.v1.Role`` number) is no account's role, or ``None``.
+
+    ``ROLE_UNSPECIFIED`` is what a request that names no role carries; a number this version
+    does not know arrives as itself (proto3 enums are open).
+    """
+    if value in ACCOUNT_ROLES:
+        return None
+    return "must be one of " + ", ".join(access_pb2.Role.Name(role.wire) for role in ACCOUNT_ROLES)
 
 
 REFRESH_TOKEN_BYTES = 32

@@ -88,11 +88,7 @@ class AuthHandlers(pb_grpc.AuthServiceServicer):
     ) -> pb.GetMeResponse:
         """The caller's account."""
         user = await self._accounts.me(require_identity())
-        response = pb.GetMeResponse(
-            username=user.username, email=user.email, role=user.role.label, user_id=user.user_id
-        )
-        response.created_at.FromDatetime(user.created_at)
-        return response
+        return pb.GetMeResponse(user=user_message(user))
 
     async def ChangePassword(  # noqa: N802 - generated servicer method name
         self, request: pb.ChangePasswordRequest, context: grpc.aio.ServicerContext
@@ -168,7 +164,7 @@ def user_message(user: User) -> pb.User:
         user_id=user.user_id,
         username=user.username,
         email=user.email,
-        role=user.role.label,
+        role=user.role.wire,
         active=user.active,
     )
     message.created_at.FromDatetime(user.created_at)

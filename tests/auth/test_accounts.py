@@ -6,6 +6,7 @@ import grpc
 import pytest
 from grpc_status import rpc_status
 
+from sutazai.auth.v1 import access_pb2
 from sutazai.auth.v1 import auth_service_pb2 as pb
 from sutazai.runtime.roles import Role
 from sutazai.services.auth.accounts import Accounts
@@ -252,11 +253,11 @@ async def test_role_changes(auth: Caller, admin: tuple[Account, str]) -> None:
     user, pair = await auth.signed_in()
 
     changed = await auth.stub.SetUserRole(
-        pb.SetUserRoleRequest(username=user.username.upper(), role="operator"),
+        pb.SetUserRoleRequest(username=user.username.upper(), role=access_pb2.ROLE_OPERATOR),
         metadata=token,
         timeout=TIMEOUT,
     )
-    assert changed.user.role == "operator"
+    assert changed.user.role == access_pb2.ROLE_OPERATOR
     # The new role is in the next token the user gets.
     refreshed = await auth.stub.Refresh(
         pb.RefreshRequest(refresh_token=pair.refresh_token), timeout=TIMEOUT
@@ -264,11 +265,12 @@ async def test_role_changes(auth: Caller, admin: tuple[Account, str]) -> None:
     me = await auth.stub.GetMe(
         pb.GetMeRequest(), metadata=bearer(refreshed.access_token), timeout=TIMEOUT
     )
-    assert me.role == "operator"
+    assert me.user.role == access_pb2.ROLE_OPERATOR
+    assert me.user.username == user.username
 
     own = await failure(
         auth.stub.SetUserRole(
-            pb.SetUserRoleRequest(username=admin_account.username, role="user"),
+            pb.SetUserRoleRequest(username=admin_account.username, role=access_pb2.ROLE_USER),
             metadata=token,
             timeout=TIMEOUT,
         )
@@ -276,18 +278,25 @@ async def test_role_changes(auth: Caller, admin: tuple[Account, str]) -> None:
     assert own.code() is grpc.StatusCode.FAILED_PRECONDITION
     unknown = await failure(
         auth.stub.SetUserRole(
-            pb.SetUserRoleRequest(username=new_name(), role="user"), metadata=token, timeout=TIMEOUT
-        )
-    )
-    assert unknown.code() is grpc.StatusCode.NOT_FOUND
-    bad_role = await failure(
-        auth.stub.SetUserRole(
-            pb.SetUserRoleRequest(username=user.username, role="root"),
+            pb.SetUserRoleRequest(username=new_name(), role=access_pb2.ROLE_USER),
             metadata=token,
             timeout=TIMEOUT,
         )
     )
-    assert set(field_violations(bad_role)) == {"role"}
+    assert unknown.code() is grpc.StatusCode.NOT_FOUND
+    # No role named, or a number this version does not know (proto3 enums are open).
+    for bad in (access_pb2.ROLE_UNSPECIFIED, access_pb2.Role.ValueType(99)):
+        bad_role = await failure(
+            auth.stub.SetUserRole(
+                pb.SetUserRoleRequest(username=user.username, role=bad),
+                metadata=token,
+                timeout=TIMEOUT,
+            )
+        )
+        assert bad_role.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert field_violations(bad_role) == {
+            "role": "must be one of ROLE_USER, ROLE_OPERATOR, ROLE_ADMIN"
+        }
 
 
 async def test_deactivation_ends_sessions_and_sign_ins(

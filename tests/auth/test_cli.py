@@ -116,7 +116,7 @@ async def test_login_through_envoy_keeps_a_private_token(mesh_services: MeshSett
         me = await pb_grpc.AuthServiceStub(channel).GetMe(
             pb.GetMeRequest(), metadata=bearer(token.access_token), timeout=TIMEOUT
         )
-    assert me.username == name
+    assert me.user.username == name
 
     wrong = await run_cli(
         "login",

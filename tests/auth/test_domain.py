@@ -7,13 +7,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from argon2 import PasswordHasher
 
+from sutazai.auth.v1 import access_pb2
 from sutazai.runtime.revocations import (
     MalformedRevocationError,
     Revocation,
     Revocations,
     parse_entry,
 )
-from sutazai.runtime.roles import Role
+from sutazai.runtime.roles import ACCOUNT_ROLES, Role
 from sutazai.runtime.settings import AuthSettings
 from sutazai.runtime.tokens import Identity
 from sutazai.services.auth.domain import (
@@ -105,11 +106,20 @@ def test_nul_and_lone_surrogates_are_field_violations_everywhere(bad: str) -> No
     assert "NUL" in registration["password"]
 
 
-def test_roles_parse_from_their_labels() -> None:
-    assert role_problem("operator") is None
-    problem = role_problem("root")
-    assert problem is not None
-    assert "expected user, operator or admin" in problem
+def test_an_account_role_is_user_operator_or_admin() -> None:
+    for role in (access_pb2.ROLE_USER, access_pb2.ROLE_OPERATOR, access_pb2.ROLE_ADMIN):
+        assert role_problem(role) is None
+    # Unset, or a number this version does not know (proto3 enums are open).
+    for bad in (access_pb2.ROLE_UNSPECIFIED, 4, -1):
+        assert role_problem(bad) == "must be one of ROLE_USER, ROLE_OPERATOR, ROLE_ADMIN"
+
+
+def test_role_labels_parse_back_to_their_roles_only() -> None:
+    for role in ACCOUNT_ROLES:
+        assert Role.from_label(role.label) is role
+    for bad in ("anonymous", "ROLE_ADMIN", "Admin", ""):
+        with pytest.raises(ValueError, match="expected user, operator or admin"):
+            Role.from_label(bad)
 
 
 def identity(user_id: str, token_id: str, issued: int) -> Identity:

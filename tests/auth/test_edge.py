@@ -2,8 +2,8 @@
 
 The JSON field names are the contract other tools rely on (issue #3): register takes
 ``username``, ``email``, ``password``; login returns ``access_token``, ``refresh_token``,
-``expires_in``, ``token_type``; refresh and logout take ``refresh_token``; me returns
-``username``, ``email``, ``role``.
+``expires_in``, ``token_type``; refresh and logout take ``refresh_token``; register and me return
+``user`` with ``username``, ``email`` and ``role``, the role as its enum name (``ROLE_USER``).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ async def test_register_login_me_refresh_logout_over_rest(rest: httpx.AsyncClien
         json={"username": name, "email": f"{name}@example.org", "password": password},
     )
     assert registered.status_code == 200, registered.text
-    assert registered.json()["user"]["role"] == "user"
+    assert registered.json()["user"]["role"] == "ROLE_USER"
 
     login = await rest.post("/v1/auth/login", json={"username": name, "password": password})
     assert login.status_code == 200, login.text
@@ -46,10 +46,12 @@ async def test_register_login_me_refresh_logout_over_rest(rest: httpx.AsyncClien
 
     me = await rest.get("/v1/auth/me", headers=bearer(pair["access_token"]))
     assert me.status_code == 200, me.text
-    assert {k: me.json()[k] for k in ("username", "email", "role")} == {
+    assert set(me.json()) == {"user"}
+    assert {k: me.json()["user"][k] for k in ("username", "email", "role", "active")} == {
         "username": name,
         "email": f"{name}@example.org",
-        "role": "user",
+        "role": "ROLE_USER",
+        "active": True,
     }
     assert (await rest.get("/v1/auth/me")).status_code == 401
 

@@ -11,6 +11,7 @@ import asyncio
 import grpc
 import jwt
 
+from sutazai.auth.v1 import access_pb2
 from sutazai.auth.v1 import auth_service_pb2 as pb
 from sutazai.runtime.settings import MeshSettings
 from sutazai.services.auth.errors import INVALID_CREDENTIALS
@@ -47,9 +48,16 @@ async def test_register_login_me(auth: Caller, mesh_settings: MeshSettings) -> N
     me = await auth.stub.GetMe(
         pb.GetMeRequest(), metadata=bearer(reply.access_token), timeout=TIMEOUT
     )
-    assert (me.username, me.email, me.role) == (name, account.email, "user")
-    assert me.user_id == claims["sub"]
-    assert me.created_at.seconds > 0
+    assert (me.user.username, me.user.email, me.user.role) == (
+        name,
+        account.email,
+        access_pb2.ROLE_USER,
+    )
+    assert me.user.user_id == claims["sub"]
+    assert me.user.active
+    assert me.user.created_at.seconds > 0
+    # The embedded User is the whole account: the sign-in just made is in it.
+    assert me.user.last_login_at.seconds >= me.user.created_at.seconds
 
 
 async def test_me_needs_a_token(auth: Caller) -> None:

@@ -197,7 +197,7 @@ async def test_the_old_token_is_refused_everywhere_within_a_second(
     assert registered.status_code == 200, registered.text
     if action == "demote":
         promoted = await rest.post(
-            f"/v1/users/{username}:setRole", json={"role": "operator"}, headers=admin
+            f"/v1/users/{username}:setRole", json={"role": "ROLE_OPERATOR"}, headers=admin
         )
         assert promoted.status_code == 200, promoted.text
     token = await sign_in(rest, username, password)
@@ -209,7 +209,7 @@ async def test_the_old_token_is_refused_everywhere_within_a_second(
         done = await rest.post(f"/v1/users/{username}:deactivate", headers=admin)
     elif action == "demote":
         done = await rest.post(
-            f"/v1/users/{username}:setRole", json={"role": "user"}, headers=admin
+            f"/v1/users/{username}:setRole", json={"role": "ROLE_USER"}, headers=admin
         )
     elif action == "password":
         done = await rest.post(

@@ -16,7 +16,7 @@ import grpc
 import jwt
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from sutazai.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
+from sutazai.auth.v1 import access_pb2, auth_service_pb2, auth_service_pb2_grpc
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
 from sutazai.runtime.context import CLIENT_ADDRESS_HEADER
 from sutazai.system.v1 import system_service_pb2_grpc
@@ -44,7 +44,8 @@ def forwarded_name(context: _Context) -> str:
 class EchoAuthService(auth_service_pb2_grpc.AuthServiceServicer):
     """Login (public) and GetMe/SetUserRole (protected) answer with the caller's token name.
 
-    GetMe reports, as ``email``, the client address the edge set (``x-sutazai-client-address``).
+    GetMe reports, as the user's ``email``, the client address the edge set
+    (``x-sutazai-client-address``).
     """
 
     async def Login(  # noqa: N802 (gRPC method name)
@@ -59,9 +60,11 @@ class EchoAuthService(auth_service_pb2_grpc.AuthServiceServicer):
     ) -> auth_service_pb2.GetMeResponse:
         metadata = dict(context.invocation_metadata() or ())
         return auth_service_pb2.GetMeResponse(
-            username=forwarded_name(context),
-            email=str(metadata.get(CLIENT_ADDRESS_HEADER, "")),
-            role="user",
+            user=auth_service_pb2.User(
+                username=forwarded_name(context),
+                email=str(metadata.get(CLIENT_ADDRESS_HEADER, "")),
+                role=access_pb2.ROLE_USER,
+            )
         )
 
     async def SetUserRole(  # noqa: N802 (gRPC method name)

@@ -131,7 +131,7 @@ async def test_valid_token_reaches_the_service_with_the_token(
     response = await http.get("/v1/auth/me", headers=bearer(sign(keys.ring.signing, name="bob")))
 
     assert response.status_code == 200, response.text
-    assert response.json()["username"] == "bob", "the service read the forwarded token"
+    assert response.json()["user"]["username"] == "bob", "the service read the forwarded token"
 
 
 @pytest.mark.parametrize(
@@ -175,7 +175,7 @@ async def test_public_route_with_a_bad_token_is_refused(
 async def test_verb_paths_of_protected_methods_need_a_token(
     http: httpx.AsyncClient, keys: KeyRingFile
 ) -> None:
-    body = {"role": "admin"}
+    body = {"role": "ROLE_ADMIN"}
 
     assert_unauthenticated(await http.post("/v1/users/alice:setRole", json=body))
     assert_unauthenticated(await http.post("/v1/system/status:refresh", json={}))
@@ -208,7 +208,7 @@ async def test_grpc_protected_method_without_token_is_unauthenticated(
     token = sign(keys.ring.signing, name="dave")
     metadata = (("authorization", f"Bearer {token}"),)
     me = await stub.GetMe(auth_service_pb2.GetMeRequest(), metadata=metadata, timeout=5)
-    assert me.username == "dave"
+    assert me.user.username == "dave"
 
 
 async def test_grpc_public_methods_and_health_take_no_token(
@@ -297,7 +297,7 @@ async def test_rest_body_over_the_limit_is_refused(
 ) -> None:
     headers = bearer(sign(keys.ring.signing))
     big = {"role": "x" * (MAX_REQUEST_BYTES + 1)}
-    small = {"role": "operator"}
+    small = {"role": "ROLE_OPERATOR"}
 
     refused = await http.post("/v1/users/alice:setRole", json=big, headers=headers)
     accepted = await http.post("/v1/users/alice:setRole", json=small, headers=headers)

@@ -219,7 +219,7 @@ async def test_services_get_the_address_envoy_saw(edge: tuple[Edge, KeyRingFile]
         response = await http.get("/v1/auth/me", headers=forged)
 
     assert response.status_code == 200, response.text
-    assert response.json()["email"] == "127.0.0.17"
+    assert response.json()["user"]["email"] == "127.0.0.17"
 
 
 @pytest.fixture(scope="module")

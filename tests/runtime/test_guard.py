@@ -104,6 +104,10 @@ async def test_untrustworthy_tokens_are_unauthenticated(
             {**claims, "iss": "elsewhere"}, key.private_key, "EdDSA", headers=kid
         ),
         "not a JWT": "not-a-jwt",
+        # The claim is the lowercase label, never the API's enum name.
+        "role claim not a label": jwt.encode(
+            {**claims, "role": "ROLE_ADMIN"}, key.private_key, "EdDSA", headers=kid
+        ),
     }
     for what, token in tokens.items():
         with pytest.raises(grpc.aio.AioRpcError) as caught:

@@ -26,7 +26,7 @@ class _Role:
 class _RoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Role.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     ROLE_UNSPECIFIED: _Role.ValueType  # 0
-    """No role: an anonymous caller."""
+    """No role: an anonymous caller; in a message, the role is not set."""
     ROLE_USER: _Role.ValueType  # 1
     """A signed-in user: chat, tasks, their own account."""
     ROLE_OPERATOR: _Role.ValueType  # 2
@@ -35,10 +35,12 @@ class _RoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Role.ValueType],
     """Administers users, roles and policies."""
 
 class Role(_Role, metaclass=_RoleEnumTypeWrapper):
-    """Role is what a caller may do. Each role may do everything the roles below it may."""
+    """Role is what a caller may do. Each role may do everything the roles below it may. It is also
+    a user's role on the wire (User.role, SetUserRoleRequest.role); JSON shows its name.
+    """
 
 ROLE_UNSPECIFIED: Role.ValueType  # 0
-"""No role: an anonymous caller."""
+"""No role: an anonymous caller; in a message, the role is not set."""
 ROLE_USER: Role.ValueType  # 1
 """A signed-in user: chat, tasks, their own account."""
 ROLE_OPERATOR: Role.ValueType  # 2

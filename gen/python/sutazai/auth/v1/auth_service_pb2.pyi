@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from sutazai.auth.v1 import access_pb2 as _access_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -38,8 +39,8 @@ class User(_message.Message):
     """Unique, case-insensitively; 3 to 32 characters of letters, digits, `.`, `_`, `-`."""
     email: _builtins.str
     """Unique, case-insensitively."""
-    role: _builtins.str
-    """"admin", "operator" or "user"."""
+    role: _access_pb2.Role.ValueType
+    """What the user may do; never ROLE_UNSPECIFIED."""
     active: _builtins.bool
     """Whether the account may sign in."""
     @_builtins.property
@@ -56,7 +57,7 @@ class User(_message.Message):
         user_id: _builtins.str = ...,
         username: _builtins.str = ...,
         email: _builtins.str = ...,
-        role: _builtins.str = ...,
+        role: _access_pb2.Role.ValueType = ...,
         active: _builtins.bool = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         last_login_at: _timestamp_pb2.Timestamp | None = ...,
@@ -301,35 +302,19 @@ class GetMeResponse(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    USERNAME_FIELD_NUMBER: _builtins.int
-    EMAIL_FIELD_NUMBER: _builtins.int
-    ROLE_FIELD_NUMBER: _builtins.int
-    USER_ID_FIELD_NUMBER: _builtins.int
-    CREATED_AT_FIELD_NUMBER: _builtins.int
-    username: _builtins.str
-    """The caller's username."""
-    email: _builtins.str
-    """The caller's e-mail address."""
-    role: _builtins.str
-    """"admin", "operator" or "user"."""
-    user_id: _builtins.str
-    """The caller's user id."""
+    USER_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def created_at(self) -> _timestamp_pb2.Timestamp:
-        """When the account was created."""
+    def user(self) -> Global___User:
+        """The caller."""
 
     def __init__(
         self,
         *,
-        username: _builtins.str = ...,
-        email: _builtins.str = ...,
-        role: _builtins.str = ...,
-        user_id: _builtins.str = ...,
-        created_at: _timestamp_pb2.Timestamp | None = ...,
+        user: Global___User | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "email", b"email", "role", b"role", "user_id", b"user_id", "username", b"username"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -442,13 +427,13 @@ class SetUserRoleRequest(_message.Message):
     ROLE_FIELD_NUMBER: _builtins.int
     username: _builtins.str
     """The user to change."""
-    role: _builtins.str
-    """"admin", "operator" or "user"."""
+    role: _access_pb2.Role.ValueType
+    """The new role; ROLE_UNSPECIFIED (or a value this version does not know) is INVALID_ARGUMENT."""
     def __init__(
         self,
         *,
         username: _builtins.str = ...,
-        role: _builtins.str = ...,
+        role: _access_pb2.Role.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
