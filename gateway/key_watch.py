@@ -58,13 +58,6 @@ class PublicKeysWatch:
         self._keys, self._stamp = keys, stamp
         return keys
 
-    @property
-    def keys(self) -> PublicKeys:
-        """The keys in force (after :meth:`load`)."""
-        if self._keys is None:
-            raise RuntimeError("the public keys are not loaded yet")
-        return self._keys
-
     async def run(self, on_change: PublicKeysListener) -> None:
         """Poll the file until cancelled; call ``on_change`` whenever the keys change."""
         while True:
