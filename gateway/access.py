@@ -15,7 +15,7 @@ from typing import Final
 import grpc
 
 from sutazai.runtime.auth import Authenticator
-from sutazai.runtime.faults import RpcStatusError
+from sutazai.runtime.faults import unauthenticated
 from sutazai.runtime.roles import PUBLIC, MethodAccess, standard_access
 
 ADS_PREFIX: Final = "/envoy.service.discovery.v3.AggregatedDiscoveryService/"
@@ -45,7 +45,7 @@ class GatewayAccess:
         """
         identity = self._authenticator.identify(metadata.get("authorization", ""))
         if identity is None and not policy.public:
-            raise RpcStatusError(grpc.StatusCode.UNAUTHENTICATED, "sign in first")
+            raise unauthenticated("sign in first")
 
     async def settle(self, method: str, policy: MethodAccess, code: grpc.StatusCode) -> None:
         """Nothing to record: the gateway's calls are not audited."""

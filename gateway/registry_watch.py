@@ -16,6 +16,7 @@ import nats.errors
 import stamina
 import structlog
 
+from sutazai.gateway.errors import GatewayError
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
 from sutazai.runtime.errors import RegistryError
 from sutazai.runtime.registry import Registry, RegistryEvent
@@ -32,12 +33,13 @@ RegistryOpener = Callable[[], Awaitable[Registry]]
 """Connects (as needed) and binds the registry; called again after a failure."""
 
 
-class WatchEndedError(RegistryError):
+class WatchEndedError(GatewayError):
     """The registry watch stopped without an error; it is restarted like a failure."""
 
 
 TRANSIENT_ERRORS: Final = (
     RegistryError,
+    WatchEndedError,
     nats.errors.Error,
     OSError,
     TimeoutError,

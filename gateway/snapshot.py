@@ -132,7 +132,7 @@ class Snapshot:
             return list(packed.values())
         return [packed[n] for n in sorted(names) if n in packed]
 
-    def missing_references(self, static_clusters: Collection[str] = STATIC_CLUSTERS) -> list[str]:
+    def missing_references(self) -> list[str]:
         """Names some resource refers to that the snapshot (or the bootstrap) lacks."""
         problems: list[str] = []
         for cluster in self.clusters.messages.values():
@@ -151,7 +151,7 @@ class Snapshot:
                     problems.append(
                         f"listener {listener.name!r} needs filter configuration {config_name!r}"
                     )
-        known_clusters = set(self.clusters.messages) | set(static_clusters)
+        known_clusters = set(self.clusters.messages) | STATIC_CLUSTERS
         for route_config in self.routes.messages.values():
             for vhost in route_config.virtual_hosts:
                 for route in vhost.routes:
@@ -159,10 +159,6 @@ class Snapshot:
                     if cluster_name and cluster_name not in known_clusters:
                         problems.append(f"route {route.name!r} needs cluster {cluster_name!r}")
         return problems
-
-    def consistent(self, static_clusters: Collection[str] = STATIC_CLUSTERS) -> bool:
-        """Whether every endpoint set, route config and cluster referred to is present."""
-        return not self.missing_references(static_clusters)
 
 
 class SnapshotBuilder:
@@ -222,19 +218,6 @@ class SnapshotBuilder:
         return ResourceSet.of(
             EXTENSION_CONFIG_TYPE, [jwt_extension_config(self._catalog, self._policy, jwks)]
         )
-
-
-def build_snapshot(
-    catalog: ServiceCatalog,
-    instances: Iterable[ServiceInstance],
-    *,
-    host: str,
-    port: int,
-    policy: EdgePolicy,
-    jwks: PublicKeys,
-) -> Snapshot:
-    """One-off :meth:`SnapshotBuilder.build` (the builder caches the catalog-only parts)."""
-    return SnapshotBuilder(catalog, policy, host=host, port=port, jwks=jwks).build(instances)
 
 
 def resource_name(message: betterproto2.Message) -> str:

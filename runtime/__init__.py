@@ -1,6 +1,8 @@
 """The runtime every SutazAI service process shares.
 
-A service is `server -> handlers -> domain`: its `server` module calls :func:`run_service` with
-the servicers it built, and the runtime adds everything else a mesh citizen needs (health,
-reflection, rich errors, metrics, request-id logging, deadlines, registry heartbeat, drain).
+A service is `server -> handlers -> domain`: its `server` module builds a
+:class:`~sutazai.runtime.server.ServiceHost` from the servicers it made and runs it with
+:func:`~sutazai.runtime.server.serve_until_stopped`; the host adds everything else a mesh
+citizen needs (health, reflection, rich errors, metrics, request-id logging, deadlines,
+registry heartbeat, drain).
 """

@@ -16,14 +16,18 @@ from contextvars import ContextVar
 import grpc
 import redis.asyncio as aioredis
 import structlog
-from google.rpc import error_details_pb2
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from redis.exceptions import RedisError
 
 from sutazai.runtime import context as rpc_context
 from sutazai.runtime.audit import OK, AuditEvent, AuditLog
-from sutazai.runtime.faults import RpcStatusError, resource_exhausted
+from sutazai.runtime.faults import (
+    permission_denied,
+    resource_exhausted,
+    unauthenticated,
+    unavailable,
+)
 from sutazai.runtime.key_watch import KeyFileWatch
 from sutazai.runtime.ratelimit import RateLimiter
 from sutazai.runtime.revocations import (
@@ -55,7 +59,7 @@ def require_identity() -> Identity:
     """
     identity = caller.get()
     if identity is None:
-        raise RpcStatusError(grpc.StatusCode.UNAUTHENTICATED, "sign in first")
+        raise unauthenticated("sign in first")
     return identity
 
 
@@ -89,17 +93,17 @@ class Authenticator:
             return None
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token:
-            raise RpcStatusError(grpc.StatusCode.UNAUTHENTICATED, "expected a Bearer token")
+            raise unauthenticated("expected a Bearer token")
         try:
             identity = self._verifier.verify(token.strip())
         except InvalidTokenError as exc:
-            raise RpcStatusError(grpc.StatusCode.UNAUTHENTICATED, f"invalid token: {exc}") from exc
+            raise unauthenticated(f"invalid token: {exc}") from exc
         try:
             refusal = self._revocations.refusal(identity)
         except RevocationsUnknownError as exc:
-            raise RpcStatusError(grpc.StatusCode.UNAVAILABLE, str(exc)) from exc
+            raise unavailable(str(exc)) from exc
         if refusal is not None:
-            raise RpcStatusError(grpc.StatusCode.UNAUTHENTICATED, refusal)
+            raise unauthenticated(refusal)
         return identity
 
     async def run(self) -> None:
@@ -173,16 +177,13 @@ class Guard:
         role = identity.role if identity else Role.ANONYMOUS
         if not policy.allows(role):
             if identity is None:
-                raise RpcStatusError(grpc.StatusCode.UNAUTHENTICATED, "sign in first")
+                raise unauthenticated("sign in first")
             needed = max(policy.role, Role.USER).label
-            raise RpcStatusError(
-                grpc.StatusCode.PERMISSION_DENIED,
+            raise permission_denied(
                 f"{method} needs the {needed} role; you are {role.label}",
-                [
-                    error_details_pb2.ErrorInfo(
-                        reason="ROLE_REQUIRED", domain="sutazai", metadata={"role": needed}
-                    )
-                ],
+                reason="ROLE_REQUIRED",
+                domain="sutazai",
+                metadata={"role": needed},
             )
         if policy.rate_limited:
             key = (
@@ -193,9 +194,7 @@ class Guard:
             try:
                 decision = await self._limiter.take(key)
             except (RedisError, OSError) as exc:
-                raise RpcStatusError(
-                    grpc.StatusCode.UNAVAILABLE, "rate limiter unavailable (Redis)"
-                ) from exc
+                raise unavailable("rate limiter unavailable (Redis)") from exc
             if not decision.allowed:
                 raise resource_exhausted(
                     f"rate limit: retry in {decision.retry_after_seconds:.1f}s",

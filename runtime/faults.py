@@ -1,7 +1,9 @@
-"""Errors a handler raises to answer with a precise gRPC status and rich details.
+"""Every gRPC status the mesh answers with, and its rich details, is built here.
 
-Handlers raise :class:`RpcStatusError` (or use the constructors below); the server interceptor
-turns it into a ``google.rpc.Status`` with details, which Envoy's transcoder renders as JSON.
+Handlers, the guard and the gateway raise what the constructors below return (an
+:class:`RpcStatusError`); the server interceptor turns it into a ``google.rpc.Status`` with
+details, which Envoy's transcoder renders as JSON. Building statuses in one module keeps each
+code's details the same wherever it is raised.
 """
 
 from __future__ import annotations
@@ -71,18 +73,49 @@ def not_found(resource_type: str, name: str) -> RpcStatusError:
     return RpcStatusError(grpc.StatusCode.NOT_FOUND, f"{resource_type} {name!r} not found", [info])
 
 
+def resource_exhausted(message: str, retry_after_seconds: float) -> RpcStatusError:
+    """RESOURCE_EXHAUSTED with a ``google.rpc.RetryInfo`` saying when to try again."""
+    return RpcStatusError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED, message, [_retry_info(retry_after_seconds)]
+    )
+
+
+def unauthenticated(message: str) -> RpcStatusError:
+    """UNAUTHENTICATED: no caller, or one whose credentials do not sign anyone in."""
+    return RpcStatusError(grpc.StatusCode.UNAUTHENTICATED, message)
+
+
+def permission_denied(
+    message: str, *, reason: str, domain: str, metadata: Mapping[str, str] | None = None
+) -> RpcStatusError:
+    """PERMISSION_DENIED with a ``google.rpc.ErrorInfo`` a client can act on."""
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=domain, metadata=metadata or {})
+    return RpcStatusError(grpc.StatusCode.PERMISSION_DENIED, message, [info])
+
+
+def already_exists(message: str, *, reason: str, domain: str) -> RpcStatusError:
+    """ALREADY_EXISTS with a ``google.rpc.ErrorInfo`` naming what conflicted."""
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=domain)
+    return RpcStatusError(grpc.StatusCode.ALREADY_EXISTS, message, [info])
+
+
+def failed_precondition(message: str) -> RpcStatusError:
+    """FAILED_PRECONDITION: the call is well-formed but not allowed in this state."""
+    return RpcStatusError(grpc.StatusCode.FAILED_PRECONDITION, message)
+
+
 def unavailable(message: str, retry_after_seconds: float | None = None) -> RpcStatusError:
     """UNAVAILABLE, optionally with a ``google.rpc.RetryInfo`` hint."""
-    details: list[Message] = []
-    if retry_after_seconds is not None:
-        retry = error_details_pb2.RetryInfo()
-        retry.retry_delay.FromNanoseconds(int(retry_after_seconds * 1e9))
-        details.append(retry)
+    details = [] if retry_after_seconds is None else [_retry_info(retry_after_seconds)]
     return RpcStatusError(grpc.StatusCode.UNAVAILABLE, message, details)
 
 
-def resource_exhausted(message: str, retry_after_seconds: float) -> RpcStatusError:
-    """RESOURCE_EXHAUSTED with a ``google.rpc.RetryInfo`` saying when to try again."""
+def internal(message: str) -> RpcStatusError:
+    """INTERNAL: an unexpected failure; ``message`` must not leak what went wrong."""
+    return RpcStatusError(grpc.StatusCode.INTERNAL, message)
+
+
+def _retry_info(retry_after_seconds: float) -> error_details_pb2.RetryInfo:
     retry = error_details_pb2.RetryInfo()
     retry.retry_delay.FromNanoseconds(int(retry_after_seconds * 1e9))
-    return RpcStatusError(grpc.StatusCode.RESOURCE_EXHAUSTED, message, [retry])
+    return retry

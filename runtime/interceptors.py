@@ -21,7 +21,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from sutazai.runtime import context as rpc_context
-from sutazai.runtime.faults import RpcStatusError, invalid_argument
+from sutazai.runtime.faults import RpcStatusError, internal, invalid_argument
 from sutazai.runtime.metrics import RpcMetrics
 from sutazai.runtime.roles import MethodAccess
 
@@ -176,15 +176,16 @@ async def _answer_failure(
 
     Always raises (grpc's AbortError), which is how a handler's status reaches the caller.
     """
-    if isinstance(exc, RpcStatusError):
-        outcome.code = exc.code
-        await context.abort_with_status(exc.to_status())
     if isinstance(exc, grpc.aio.AbortError):
         outcome.code = context.code() or grpc.StatusCode.UNKNOWN
         raise exc
-    outcome.code = grpc.StatusCode.INTERNAL
-    log.error("rpc.failed", grpc_method=method, exc_info=exc)
-    await context.abort(grpc.StatusCode.INTERNAL, _internal_message())
+    if isinstance(exc, RpcStatusError):
+        fault = exc
+    else:
+        log.error("rpc.failed", grpc_method=method, exc_info=exc)
+        fault = internal(_internal_message())
+    outcome.code = fault.code
+    await context.abort_with_status(fault.to_status())
 
 
 def _decoder(deserializer: Callable[[bytes], Any] | None) -> Callable[[Any], Any]:

@@ -1,6 +1,8 @@
 """The CLI's exception tree: an expected failure, printed as one line, never a traceback.
 
-CliError   a command cannot do what was asked (mesh not running, unknown service, …)
+CliError   root: a command cannot do what was asked (mesh not running, unknown service, …)
+
+``tests/test_error_trees.py`` keeps this drawing complete and its branches true.
 """
 
 from __future__ import annotations

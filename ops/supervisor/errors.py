@@ -1,10 +1,12 @@
-"""The supervisor's exception tree.
+"""The supervisor's exception tree: every exception :mod:`sutazai.ops.supervisor` defines.
 
-SupervisorError
-├── StartupError          a component did not become healthy, so the mesh did not start
-├── AlreadyRunningError   another supervisor owns the state directory
-├── LaunchError           a binary or a preparation step (initdb, config rendering) failed
-└── ProbeError            a health probe got an answer, and the answer says "unhealthy"
+SupervisorError           root of every error raised by the supervisor
+├── StartupError          errors: a component did not become healthy, so the mesh did not start
+├── AlreadyRunningError   errors: another supervisor owns the state directory
+├── LaunchError           errors: a binary or a preparation step (initdb, config rendering) failed
+└── ProbeError            probes: a health probe got an answer, and it says "unhealthy"
+
+``tests/test_error_trees.py`` keeps this drawing complete and its branches true.
 """
 
 from __future__ import annotations

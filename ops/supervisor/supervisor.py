@@ -106,13 +106,6 @@ class Supervisor:
             for runner in self._runners
         ]
 
-    def pid_of(self, name: str) -> int | None:
-        """The current pid of a started component, or ``None``."""
-        for state in self.snapshot():
-            if state.name == name:
-                return state.pid
-        return None
-
     async def __aenter__(self) -> Supervisor:
         await self.start()
         return self

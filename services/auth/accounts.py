@@ -17,7 +17,13 @@ from datetime import UTC, datetime
 
 import structlog
 
-from sutazai.runtime.faults import invalid_argument, not_found, unavailable
+from sutazai.runtime.faults import (
+    failed_precondition,
+    invalid_argument,
+    not_found,
+    unauthenticated,
+    unavailable,
+)
 from sutazai.runtime.revocations import Revocations, RevocationStoreError
 from sutazai.runtime.roles import Role
 from sutazai.runtime.tokens import Identity
@@ -30,7 +36,7 @@ from sutazai.services.auth.domain import (
     role_problem,
     username_problem,
 )
-from sutazai.services.auth.errors import account_taken, failed_precondition, unauthenticated
+from sutazai.services.auth.errors import account_taken
 from sutazai.services.auth.passwords import Passwords, password_problems
 from sutazai.services.auth.store import AuthStore, Taken
 from sutazai.services.auth.throttle import SignInThrottle

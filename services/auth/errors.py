@@ -1,11 +1,19 @@
-"""The auth service's refusals, each with a precise gRPC status (see :mod:`runtime.faults`)."""
+"""The auth service's exception tree, and its refusals (built by :mod:`sutazai.runtime.faults`).
+
+AuthError     root of every error raised by :mod:`sutazai.services.auth`
+└── Taken     store: a new account's username or e-mail address is already in use
+
+``tests/test_error_trees.py`` keeps this drawing complete and its branches true.
+"""
 
 from __future__ import annotations
 
-import grpc
-from google.rpc import error_details_pb2
+from sutazai.runtime.faults import RpcStatusError, already_exists, unauthenticated
 
-from sutazai.runtime.faults import RpcStatusError
+
+class AuthError(Exception):
+    """Root of every error raised by :mod:`sutazai.services.auth`."""
+
 
 INVALID_CREDENTIALS = "invalid username or password"
 """The one answer to every failed sign-in: wrong password, unknown, locked or inactive."""
@@ -13,12 +21,7 @@ INVALID_CREDENTIALS = "invalid username or password"
 
 def invalid_credentials() -> RpcStatusError:
     """UNAUTHENTICATED for a failed sign-in, saying nothing about whether the account exists."""
-    return RpcStatusError(grpc.StatusCode.UNAUTHENTICATED, INVALID_CREDENTIALS)
-
-
-def unauthenticated(message: str) -> RpcStatusError:
-    """UNAUTHENTICATED: a refresh token or account that no longer signs anyone in."""
-    return RpcStatusError(grpc.StatusCode.UNAUTHENTICATED, message)
+    return unauthenticated(INVALID_CREDENTIALS)
 
 
 ACCOUNT_TAKEN = "that username or e-mail address cannot be registered"
@@ -27,10 +30,4 @@ ACCOUNT_TAKEN = "that username or e-mail address cannot be registered"
 
 def account_taken() -> RpcStatusError:
     """ALREADY_EXISTS for a registration whose username or e-mail address is in use."""
-    info = error_details_pb2.ErrorInfo(reason="ACCOUNT_EXISTS", domain="sutazai.auth")
-    return RpcStatusError(grpc.StatusCode.ALREADY_EXISTS, ACCOUNT_TAKEN, [info])
-
-
-def failed_precondition(message: str) -> RpcStatusError:
-    """FAILED_PRECONDITION: the call is well-formed but not allowed in this state."""
-    return RpcStatusError(grpc.StatusCode.FAILED_PRECONDITION, message)
+    return already_exists(ACCOUNT_TAKEN, reason="ACCOUNT_EXISTS", domain="sutazai.auth")

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 
-from sutazai.runtime.faults import invalid_argument, unavailable
+from sutazai.runtime.faults import invalid_argument, unauthenticated, unavailable
 from sutazai.runtime.revocations import Revocations, RevocationStoreError
 from sutazai.runtime.tokens import Identity, TokenIssuer
 from sutazai.services.auth.domain import (
@@ -20,7 +20,7 @@ from sutazai.services.auth.domain import (
     hash_refresh_token,
     new_refresh_token,
 )
-from sutazai.services.auth.errors import invalid_credentials, unauthenticated
+from sutazai.services.auth.errors import invalid_credentials
 from sutazai.services.auth.passwords import Passwords
 from sutazai.services.auth.store import AuthStore, NewToken
 from sutazai.services.auth.throttle import SignInThrottle

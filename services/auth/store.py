@@ -16,7 +16,6 @@ from datetime import datetime
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from sutazai.runtime.errors import MeshRuntimeError
 from sutazai.runtime.migrations import migrate
 from sutazai.runtime.roles import Role
 from sutazai.services.auth.domain import (
@@ -25,6 +24,7 @@ from sutazai.services.auth.domain import (
     Verdict,
     judge_refresh,
 )
+from sutazai.services.auth.errors import AuthError
 
 SCHEMA = "auth"
 MIGRATIONS = "sutazai.services.auth.migrations"
@@ -35,7 +35,7 @@ _TAKEN_FIELD = {"users_username_key": "username", "users_email_key": "email"}
 Connection = asyncpg.Connection | PoolConnectionProxy
 
 
-class Taken(MeshRuntimeError):  # noqa: N818 - the name reads as the outcome: the username is taken
+class Taken(AuthError):  # noqa: N818 - the name reads as the outcome: the username is taken
     """A new account's username or e-mail address is already in use."""
 
     def __init__(self, field: str) -> None:

@@ -22,6 +22,7 @@ from sutazai.runtime.settings import MeshSettings
 from sutazai.runtime.sockets import envoy_admin_client
 from sutazai.system.v1 import system_service_pb2 as pb
 from sutazai.system.v1 import system_service_pb2_grpc as pb_grpc
+from tests.harness import component_pid
 from tests.harness.waiting import wait_for
 
 CLUSTER = "sutazai.system.v1.SystemService"
@@ -135,7 +136,7 @@ async def test_stopped_redis_is_reported_then_recovers(
     infrastructure: Supervisor, edge: SignedIn
 ) -> None:
     await healthy_status(edge)
-    pid = infrastructure.pid_of("redis")
+    pid = component_pid(infrastructure, "redis")
     assert pid is not None
     os.kill(pid, signal.SIGSTOP)
     try:

@@ -9,7 +9,7 @@ import pytest
 from sutazai.gateway.bootstrap import render_bootstrap
 from sutazai.gateway.catalog import ServiceCatalog
 from sutazai.gateway.resources import EdgePolicy
-from sutazai.gateway.snapshot import build_snapshot
+from sutazai.gateway.snapshot import SnapshotBuilder
 from sutazai.ops.cli.certificates import issue_edge_certificate
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
 from sutazai.runtime.errors import ConfigurationError
@@ -49,9 +49,8 @@ def test_envoy_accepts_the_snapshot(
         socket_path=str(tmp_path / "svc.b.sock"),
         grpc_services=[service],
     )
-    snapshot = build_snapshot(
-        catalog, [instance, on_socket], host="127.0.0.1", port=10005, policy=policy, jwks=TEST_JWKS
-    )
+    builder = SnapshotBuilder(catalog, policy, host="127.0.0.1", port=10005, jwks=TEST_JWKS)
+    snapshot = builder.build([instance, on_socket])
     config = tmp_path / "static.pb"
     config.write_bytes(static_bootstrap(snapshot))
 
@@ -65,9 +64,10 @@ def test_envoy_accepts_a_tls_edge_on_every_address(tmp_path: Path) -> None:
     issued = issue_edge_certificate(tmp_path / "tls", ["edge.example"])
     policy = EdgePolicy(edge=EdgeSettings(tls_cert_file=issued.cert, tls_key_file=issued.key))
     # Validation binds nothing, so the wildcard address is checked without exposing a port.
-    snapshot = build_snapshot(
-        ServiceCatalog.packaged(), [], host="0.0.0.0", port=10005, policy=policy, jwks=TEST_JWKS
+    builder = SnapshotBuilder(
+        ServiceCatalog.packaged(), policy, host="0.0.0.0", port=10005, jwks=TEST_JWKS
     )
+    snapshot = builder.build([])
     config = tmp_path / "static.pb"
     config.write_bytes(static_bootstrap(snapshot))
 

@@ -7,6 +7,7 @@ helpers here are for tests that need their own processes.
 from tests.harness.mesh import (
     MeshPorts,
     build_settings,
+    component_pid,
     free_ports,
     new_state_dir,
     remove_state_dir,
@@ -18,6 +19,7 @@ from tests.harness.waiting import wait_for
 __all__ = [
     "MeshPorts",
     "build_settings",
+    "component_pid",
     "free_ports",
     "new_state_dir",
     "remove_state_dir",

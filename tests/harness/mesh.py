@@ -158,6 +158,11 @@ class _Reaper:
                     os.killpg(state.pid, signal.SIGKILL)
 
 
+def component_pid(supervisor: Supervisor, name: str) -> int | None:
+    """The current pid of the started component ``name``, or ``None``."""
+    return next((s.pid for s in supervisor.snapshot() if s.name == name), None)
+
+
 def running(pid: int) -> bool:
     """Whether ``pid`` is a live (not zombie) process."""
     try:

@@ -27,6 +27,7 @@ from sutazai.runtime.settings import MeshSettings, RedisSettings
 from tests.harness import (
     MeshPorts,
     build_settings,
+    component_pid,
     new_state_dir,
     remove_state_dir,
     running,
@@ -71,12 +72,12 @@ def _family(pids: list[int]) -> list[int]:
 
 async def test_a_killed_child_is_restarted(redis_only: Supervisor) -> None:
     settings = redis_only.settings
-    first = redis_only.pid_of("redis")
+    first = component_pid(redis_only, "redis")
     assert first is not None
     os.kill(first, signal.SIGKILL)
 
     def restarted() -> bool:
-        pid = redis_only.pid_of("redis")
+        pid = component_pid(redis_only, "redis")
         return pid is not None and pid != first
 
     await wait_for(restarted, timeout=15, message="redis restarted")
