@@ -138,7 +138,7 @@ async def test_a_service_added_by_the_documented_steps_is_callable_through_envoy
                 registry,
                 mesh,
                 jwks_file=keys.jwks_path,
-                policy=EdgePolicy(jwt_issuer=ISSUER),
+                policy=EdgePolicy(auth=AuthSettings(issuer=ISSUER)),
                 owners=grpc_owners([entry]),
                 catalog=catalog,
             ),
