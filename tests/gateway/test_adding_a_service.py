@@ -31,7 +31,13 @@ from sutazai.gateway.catalog import ServiceCatalog
 from sutazai.gateway.resources import EdgePolicy
 from sutazai.runtime.deployment import grpc_owners, load_catalog
 from sutazai.runtime.registry import Registry
-from sutazai.runtime.settings import MeshSettings, NatsSettings, RegistrySettings, ServiceSettings
+from sutazai.runtime.settings import (
+    AuthSettings,
+    MeshSettings,
+    NatsSettings,
+    RegistrySettings,
+    ServiceSettings,
+)
 from tests.gateway.edge_harness import Edge, edge_settings, running_envoy, running_gateway
 from tests.gateway.tokens import ISSUER, KeyRingFile, bearer, sign
 from tests.harness.waiting import wait_for
