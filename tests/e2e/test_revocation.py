@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from sutazai.auth.v1 import auth_service_pb2 as auth_pb
 from sutazai.auth.v1 import auth_service_pb2_grpc as auth_grpc
 from sutazai.ops.supervisor.environment import settings_environment
+from sutazai.registry.v1.registry_pb2 import ServiceInstance
 from sutazai.runtime.messaging import connect_nats
 from sutazai.runtime.registry import Registry
 from sutazai.runtime.settings import MeshSettings
@@ -132,7 +133,16 @@ async def _reflect(channel: grpc.aio.Channel, metadata: tuple[tuple[str, str], .
 async def everywhere(mesh_services: MeshSettings) -> AsyncIterator[Everywhere]:
     nc = await connect_nats(mesh_services, name="tests-revocation-e2e")
     try:
-        instances = await (await Registry.open(nc.jetstream(), mesh_services.registry)).list()
+        registry = await Registry.open(nc.jetstream(), mesh_services.registry)
+        instances: list[ServiceInstance] = []
+
+        async def both_registered() -> bool:
+            # Registration is a heartbeat, not a fact: an entry that lapsed while the machine was
+            # saturated by earlier tests comes back on its next beat.
+            instances[:] = await registry.list()
+            return {"auth", "system"} <= {i.service for i in instances}
+
+        await wait_for(both_registered, timeout=30, interval=0.2, message="auth and system up")
     finally:
         await nc.close()
     ports = {
