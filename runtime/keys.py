@@ -111,7 +111,9 @@ class SigningKey:
     def generate(cls, now: datetime | None = None) -> SigningKey:
         """A fresh key named after its creation time."""
         created = now or datetime.now(UTC)
-        kid = f"k{created:%Y%m%d%H%M%S}-{secrets.token_hex(2)}"
+        # 64 random bits: rotations in the same second (several operators, scripts) must never
+        # mint two keys with one id, which would make a token's `kid` ambiguous.
+        kid = f"k{created:%Y%m%d%H%M%S}-{secrets.token_hex(8)}"
         return cls(kid=kid, private_key=Ed25519PrivateKey.generate(), created_at=created)
 
     @property
@@ -162,8 +164,12 @@ class KeyRing:
         return next((k for k in self.keys if k.kid == kid), None)
 
     def rotated(self, now: datetime | None = None) -> KeyRing:
-        """The ring with a new signing key added."""
-        return KeyRing((*self.keys, SigningKey.generate(now)))
+        """The ring with a new signing key added (its id unused in the ring)."""
+        taken = {k.kid for k in self.keys}
+        key = SigningKey.generate(now)
+        while key.kid in taken:
+            key = SigningKey.generate(now)
+        return KeyRing((*self.keys, key))
 
     def retired(self, kid: str) -> KeyRing:
         """The ring without ``kid``, which must not be the signing key.

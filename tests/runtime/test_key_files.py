@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+from datetime import UTC, datetime
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
 
+from sutazai.runtime import keys as keys_module
 from sutazai.runtime.errors import ConfigurationError
 from sutazai.runtime.key_files import (
     LegacyKeyRingError,
@@ -19,6 +21,7 @@ from sutazai.runtime.key_files import (
     load_key_ring,
     load_public_keys,
 )
+from sutazai.runtime.keys import KeyRing, SigningKey
 
 ROTATIONS_PER_PROCESS = 15
 PROCESSES = 4
@@ -141,3 +144,14 @@ def test_a_private_ring_readable_by_others_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigurationError, match="must be 0600"):
         edit_key_ring(keys_file, jwks_file, lambda r: r.rotated())
+
+
+def test_a_rotation_never_reuses_a_key_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
+    draws = iter(["same", "same", "other"])
+    monkeypatch.setattr(keys_module.secrets, "token_hex", lambda _: next(draws))
+    ring = KeyRing((SigningKey.generate(now),))
+
+    rotated = ring.rotated(now)
+
+    assert [k.kid for k in rotated.keys] == ["k20261130120000-same", "k20261130120000-other"]
