@@ -167,26 +167,6 @@ async def everywhere(mesh_services: MeshSettings) -> AsyncIterator[Everywhere]:
             await channel.close()
 
 
-@pytest.fixture(scope="module")
-async def admin_token(mesh_services: MeshSettings, everywhere: Everywhere) -> str:
-    username, password = new_credentials()
-    created = await run_cli(
-        "users",
-        "create",
-        "--username",
-        username,
-        "--email",
-        f"{username}@example.org",
-        "--role",
-        "admin",
-        "--password-stdin",
-        env=settings_environment(mesh_services),
-        stdin=f"{password}\n",
-    )
-    assert created.code == 0, created.stderr
-    return await sign_in(everywhere.rest, username, password)
-
-
 async def sign_in(rest: httpx.AsyncClient, username: str, password: str) -> str:
     reply = await rest.post("/v1/auth/login", json={"username": username, "password": password})
     assert reply.status_code == 200, reply.text

@@ -14,13 +14,27 @@ from typing import Any, TypeAlias
 
 import grpc
 import jwt
+import nats
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from sutazai.auth.v1 import access_pb2, auth_service_pb2, auth_service_pb2_grpc
+from sutazai.gateway.resources import EdgePolicy
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
 from sutazai.runtime.context import CLIENT_ADDRESS_HEADER
+from sutazai.runtime.registry import Registry
+from sutazai.runtime.settings import RegistrySettings
 from sutazai.system.v1 import system_service_pb2_grpc
-from tests.gateway.edge_harness import SYSTEM_SERVICE, StaticSystemService, listen_on_socket
+from tests.gateway.edge_harness import (
+    SYSTEM_SERVICE,
+    Edge,
+    StaticSystemService,
+    edge_settings,
+    listen_on_socket,
+    registered_in,
+    running_envoy,
+    running_gateway,
+)
+from tests.gateway.tokens import KeyRingFile
 
 AUTH_SERVICE = "sutazai.auth.v1.AuthService"
 STAND_IN = "stand-in"
@@ -106,3 +120,31 @@ async def auth_backend(run_dir: Path) -> AsyncIterator[ServiceInstance]:
         yield instance
     finally:
         await server.stop(0)
+
+
+@asynccontextmanager
+async def edge_in_front(
+    nats_url: str, workdir: Path, policy: EdgePolicy
+) -> AsyncIterator[tuple[Edge, KeyRingFile]]:
+    """A gateway and Envoy enforcing ``policy`` in front of the stand-in auth service.
+
+    Yields the edge and the key ring its tokens are checked against (files in ``workdir``).
+    """
+    keys = KeyRingFile(workdir / "jwt_keys.json")
+    nc = await nats.connect(nats_url)
+    try:
+        registry = await Registry.open(
+            nc.jetstream(), RegistrySettings(bucket=f"edge_{uuid.uuid4().hex[:8]}")
+        )
+        with edge_settings() as settings:
+            async with (
+                running_gateway(
+                    registry, settings, jwks_file=keys.jwks_path, policy=policy, owners=OWNERS
+                ),
+                running_envoy(settings, workdir) as proxy,
+                auth_backend(settings.run_dir) as instance,
+                registered_in(registry, proxy, instance, AUTH_SERVICE),
+            ):
+                yield proxy, keys
+    finally:
+        await nc.close()

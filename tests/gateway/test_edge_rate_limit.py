@@ -10,24 +10,17 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import grpc
 import httpx
-import nats
 import pytest
 
 from sutazai.gateway.resources import EdgePolicy
-from sutazai.runtime.registry import Registry
-from sutazai.runtime.settings import AuthSettings, EdgeSettings, RegistrySettings
+from sutazai.runtime.settings import AuthSettings, EdgeSettings
 from sutazai.system.v1 import system_service_pb2, system_service_pb2_grpc
-from tests.gateway.auth_backend import AUTH_SERVICE, OWNERS, auth_backend
+from tests.gateway.auth_backend import edge_in_front
 from tests.gateway.edge_harness import (
     Edge,
-    edge_settings,
-    registered_in,
-    running_envoy,
-    running_gateway,
 )
 from tests.gateway.tokens import ISSUER, KeyRingFile, bearer, sign
 
@@ -39,32 +32,6 @@ GLOBAL_BURST = 12
 FLOOD = 300
 """Requests of one flood: a bounded loop, as fast as the client goes."""
 STATUS = "/v1/system/status"
-
-
-@asynccontextmanager
-async def limited_edge(
-    nats_url: str, tmp_path_factory: pytest.TempPathFactory, policy: EdgePolicy
-) -> AsyncIterator[tuple[Edge, KeyRingFile]]:
-    """Envoy enforcing ``policy`` in front of the stand-in auth and system services."""
-    workdir = tmp_path_factory.mktemp("limited")
-    keys = KeyRingFile(workdir / "jwt_keys.json")
-    nc = await nats.connect(nats_url)
-    try:
-        registry = await Registry.open(
-            nc.jetstream(), RegistrySettings(bucket=f"limit_{uuid.uuid4().hex[:8]}")
-        )
-        with edge_settings() as settings:
-            async with (
-                running_gateway(
-                    registry, settings, jwks_file=keys.jwks_path, policy=policy, owners=OWNERS
-                ),
-                running_envoy(settings, workdir) as proxy,
-                auth_backend(settings.run_dir) as instance,
-                registered_in(registry, proxy, instance, AUTH_SERVICE),
-            ):
-                yield proxy, keys
-    finally:
-        await nc.close()
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +50,7 @@ async def edge(
         ),
         auth=AuthSettings(issuer=ISSUER),
     )
-    async with limited_edge(nats_url, tmp_path_factory, policy) as running:
+    async with edge_in_front(nats_url, tmp_path_factory.mktemp("limited"), policy) as running:
         yield running
 
 
@@ -238,7 +205,7 @@ async def guarded_edge(
         ),
         auth=AuthSettings(issuer=ISSUER),
     )
-    async with limited_edge(nats_url, tmp_path_factory, policy) as running:
+    async with edge_in_front(nats_url, tmp_path_factory.mktemp("limited"), policy) as running:
         yield running
 
 

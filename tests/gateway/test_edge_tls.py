@@ -3,30 +3,22 @@
 from __future__ import annotations
 
 import ssl
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import httpx
-import nats
 import pytest
 
 from sutazai.gateway.resources import EdgePolicy
 from sutazai.gateway.server import run_gateway
 from sutazai.runtime.errors import ConfigurationError
-from sutazai.runtime.registry import Registry
-from sutazai.runtime.settings import EdgeSettings, MeshSettings, RegistrySettings
+from sutazai.runtime.settings import EdgeSettings, MeshSettings
 from sutazai.system.v1 import system_service_pb2, system_service_pb2_grpc
-from tests.gateway.auth_backend import AUTH_SERVICE, OWNERS, auth_backend
+from tests.gateway.auth_backend import edge_in_front
 from tests.gateway.edge_harness import (
     Edge,
-    edge_settings,
-    registered_in,
-    running_envoy,
-    running_gateway,
 )
-from tests.gateway.tokens import KeyRingFile
 from tests.harness.cli import run_cli
 
 pytestmark = pytest.mark.timeout(120)
@@ -47,24 +39,8 @@ async def tls_edge(
             tls_key_file=workdir / "tls" / "edge-key.pem",
         )
     )
-    keys = KeyRingFile(workdir / "jwt_keys.json")
-    nc = await nats.connect(nats_url)
-    try:
-        registry = await Registry.open(
-            nc.jetstream(), RegistrySettings(bucket=f"tls_{uuid.uuid4().hex[:8]}")
-        )
-        with edge_settings() as settings:
-            async with (
-                running_gateway(
-                    registry, settings, jwks_file=keys.jwks_path, policy=policy, owners=OWNERS
-                ),
-                running_envoy(settings, workdir) as proxy,
-                auth_backend(settings.run_dir) as instance,
-                registered_in(registry, proxy, instance, AUTH_SERVICE),
-            ):
-                yield proxy, workdir / "tls" / "ca.pem"
-    finally:
-        await nc.close()
+    async with edge_in_front(nats_url, workdir, policy) as (proxy, _):
+        yield proxy, workdir / "tls" / "ca.pem"
 
 
 async def test_https_works(tls_edge: tuple[Edge, Path]) -> None:
