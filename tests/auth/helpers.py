@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +68,22 @@ class Caller:
     async def signed_in(self) -> tuple[Account, pb.LoginResponse]:
         account = await self.register()
         return account, await self.login(account.username, account.password)
+
+
+async def refused_by_all(instances: Iterable[Caller], metadata: tuple[tuple[str, str]]) -> bool:
+    """Whether every instance answers GetMe with these credentials UNAUTHENTICATED.
+
+    Any other failure is raised: only a refused token counts.
+    """
+    for instance in instances:
+        try:
+            await instance.stub.GetMe(pb.GetMeRequest(), metadata=metadata, timeout=TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() is not grpc.StatusCode.UNAUTHENTICATED:
+                raise
+            continue
+        return False
+    return True
 
 
 async def failure(call: Awaitable[Any]) -> grpc.aio.AioRpcError:

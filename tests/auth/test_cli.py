@@ -13,7 +13,15 @@ from sutazai.auth.v1 import auth_service_pb2_grpc as pb_grpc
 from sutazai.ops.cli.login import TOKEN_FILE, load_token
 from sutazai.ops.supervisor.environment import settings_environment
 from sutazai.runtime.settings import MeshSettings
-from tests.auth.helpers import TIMEOUT, Caller, bearer, failure, new_name, new_password
+from tests.auth.helpers import (
+    TIMEOUT,
+    Caller,
+    bearer,
+    failure,
+    new_name,
+    new_password,
+    refused_by_all,
+)
 from tests.harness.cli import run_cli
 from tests.harness.waiting import wait_for
 
@@ -141,18 +149,12 @@ async def test_users_revoke_signs_the_user_out_of_every_instance(
     assert run.code == 0, run.stderr
     assert f"revoked 1 refresh tokens of {account.username}" in run.stdout
 
-    async def refused() -> bool:
-        for instance in (auth, strict):
-            try:
-                await instance.stub.GetMe(pb.GetMeRequest(), metadata=token, timeout=TIMEOUT)
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() is not grpc.StatusCode.UNAUTHENTICATED:
-                    raise
-                continue
-            return False
-        return True
-
-    await wait_for(refused, timeout=1, interval=0.01, message="refused by both instances")
+    await wait_for(
+        lambda: refused_by_all((auth, strict), token),
+        timeout=1,
+        interval=0.01,
+        message="refused by both instances",
+    )
     unknown = await run_cli("users", "revoke", new_name(), env=settings_environment(mesh_settings))
     assert unknown.code != 0
     assert "not found" in unknown.stderr

@@ -19,7 +19,15 @@ from sutazai.runtime.revocations import bucket_config
 from sutazai.runtime.settings import MeshSettings
 from sutazai.services.auth.accounts import Accounts
 from tests.auth.conftest import hosted
-from tests.auth.helpers import TIMEOUT, Caller, bearer, failure, make_admin, retry_delay
+from tests.auth.helpers import (
+    TIMEOUT,
+    Caller,
+    bearer,
+    failure,
+    make_admin,
+    refused_by_all,
+    retry_delay,
+)
 from tests.harness.waiting import wait_for
 
 
@@ -85,19 +93,13 @@ async def test_revoke_sessions_ends_refresh_and_access_tokens_within_a_second(
     assert reply.refresh_tokens_revoked == 1
     assert reply.valid_after.seconds > 0
 
-    async def refused_everywhere() -> bool:
-        # ``strict`` is another instance: it learns of the stamp by watching the bucket.
-        for instance in (auth, strict):
-            try:
-                await instance.stub.GetMe(pb.GetMeRequest(), metadata=token, timeout=TIMEOUT)
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() is not grpc.StatusCode.UNAUTHENTICATED:
-                    raise
-                continue
-            return False
-        return True
-
-    await wait_for(refused_everywhere, timeout=1, interval=0.01, message="revoked everywhere")
+    # ``strict`` is another instance: it learns of the stamp by watching the bucket.
+    await wait_for(
+        lambda: refused_by_all((auth, strict), token),
+        timeout=1,
+        interval=0.01,
+        message="revoked everywhere",
+    )
     refresh = await failure(
         auth.stub.Refresh(pb.RefreshRequest(refresh_token=pair.refresh_token), timeout=TIMEOUT)
     )

@@ -123,6 +123,15 @@ async def test_signed_in_only_rpc_refuses_anonymous_callers(
     assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
 
 
+async def refuses(token: str, system: pb_grpc.SystemServiceStub) -> bool:
+    """Whether the system service answers ``token`` with UNAUTHENTICATED."""
+    try:
+        await system.GetStatus(pb.GetStatusRequest(), metadata=bearer(token), timeout=5)
+    except grpc.aio.AioRpcError as exc:
+        return exc.code() is grpc.StatusCode.UNAUTHENTICATED
+    return False
+
+
 async def test_revoked_token_stops_working_at_once(
     settings: MeshSettings, system: pb_grpc.SystemServiceStub
 ) -> None:
@@ -132,15 +141,13 @@ async def test_revoked_token_stops_working_at_once(
         settings, lambda r: r.revoke_token(issued.identity.token_id, issued.identity.expires_at)
     )
 
-    async def refused() -> bool:
-        try:
-            await system.GetStatus(pb.GetStatusRequest(), metadata=bearer(issued.token), timeout=5)
-        except grpc.aio.AioRpcError as exc:
-            return exc.code() is grpc.StatusCode.UNAUTHENTICATED
-        return False
-
     # The revocation reaches the service's mirror by its watch of the bucket, within a second.
-    await wait_for(refused, timeout=1, interval=0.01, message="revoked token refused")
+    await wait_for(
+        lambda: refuses(issued.token, system),
+        timeout=1,
+        interval=0.01,
+        message="revoked token refused",
+    )
 
 
 async def revoke(settings: MeshSettings, how: Callable[[Revocations], Awaitable[object]]) -> None:
@@ -162,14 +169,12 @@ async def test_tokens_issued_before_the_account_stamp_are_refused(
     await system.GetStatus(pb.GetStatusRequest(), metadata=bearer(old.token), timeout=5)
     await revoke(settings, lambda r: r.revoke_account("u6"))
 
-    async def refused() -> bool:
-        try:
-            await system.GetStatus(pb.GetStatusRequest(), metadata=bearer(old.token), timeout=5)
-        except grpc.aio.AioRpcError as exc:
-            return exc.code() is grpc.StatusCode.UNAUTHENTICATED
-        return False
-
-    await wait_for(refused, timeout=1, interval=0.01, message="stamped account's token refused")
+    await wait_for(
+        lambda: refuses(old.token, system),
+        timeout=1,
+        interval=0.01,
+        message="stamped account's token refused",
+    )
     # Other accounts are untouched.
     await system.GetStatus(pb.GetStatusRequest(), metadata=bearer(other.token), timeout=5)
 
@@ -313,12 +318,10 @@ async def test_a_malformed_revocation_is_skipped_and_the_watch_goes_on(
         settings, lambda r: r.revoke_token(issued.identity.token_id, issued.identity.expires_at)
     )
 
-    async def refused() -> bool:
-        try:
-            await system.GetStatus(pb.GetStatusRequest(), metadata=bearer(issued.token), timeout=5)
-        except grpc.aio.AioRpcError as exc:
-            return exc.code() is grpc.StatusCode.UNAUTHENTICATED
-        return False
-
     # The revocation written after the malformed entries still arrives: the watch lives on.
-    await wait_for(refused, timeout=1, interval=0.01, message="revocation after malformed ones")
+    await wait_for(
+        lambda: refuses(issued.token, system),
+        timeout=1,
+        interval=0.01,
+        message="revocation after malformed ones",
+    )
