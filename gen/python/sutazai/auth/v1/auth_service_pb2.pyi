@@ -720,3 +720,59 @@ class ListAuditEventsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListAuditEventsResponse: _TypeAlias = ListAuditEventsResponse  # noqa: Y015
+
+@_typing.final
+class WatchAuditEventsRequest(_message.Message):
+    """WatchAuditEventsRequest says where to start and which events to send."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AFTER_EVENT_ID_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    after_event_id: _builtins.int
+    """Send every event with a larger event_id first (at most 1000 of them, oldest first), then
+    follow; unset (0) starts with events recorded after the call.
+    """
+    actor: _builtins.str
+    """Only events of this actor, when set."""
+    action: _builtins.str
+    """Only events of this action, when set."""
+    def __init__(
+        self,
+        *,
+        after_event_id: _builtins.int = ...,
+        actor: _builtins.str = ...,
+        action: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "after_event_id", b"after_event_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchAuditEventsRequest: _TypeAlias = WatchAuditEventsRequest  # noqa: Y015
+
+@_typing.final
+class WatchAuditEventsResponse(_message.Message):
+    """WatchAuditEventsResponse carries new events, oldest first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuditEvent]:
+        """The events; empty in a keep-alive message."""
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___AuditEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchAuditEventsResponse: _TypeAlias = WatchAuditEventsResponse  # noqa: Y015

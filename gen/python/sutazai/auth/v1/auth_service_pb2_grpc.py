@@ -101,6 +101,11 @@ class AuthServiceStub:
                 request_serializer=sutazai_dot_auth_dot_v1_dot_auth__service__pb2.ListAuditEventsRequest.SerializeToString,
                 response_deserializer=sutazai_dot_auth_dot_v1_dot_auth__service__pb2.ListAuditEventsResponse.FromString,
                 _registered_method=True)
+        self.WatchAuditEvents = channel.unary_stream(
+                '/sutazai.auth.v1.AuthService/WatchAuditEvents',
+                request_serializer=sutazai_dot_auth_dot_v1_dot_auth__service__pb2.WatchAuditEventsRequest.SerializeToString,
+                response_deserializer=sutazai_dot_auth_dot_v1_dot_auth__service__pb2.WatchAuditEventsResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServiceServicer:
@@ -205,6 +210,16 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchAuditEvents(self, request, context):
+        """WatchAuditEvents streams the audit log as it is written: events recorded after the call
+        starts (or, with after_event_id, every event after that one, so a client that reconnects
+        misses nothing), oldest first, filtered like ListAuditEvents. After 30 seconds without an
+        event an empty message is sent so proxies keep the stream open.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -267,6 +282,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.ListAuditEvents,
                     request_deserializer=sutazai_dot_auth_dot_v1_dot_auth__service__pb2.ListAuditEventsRequest.FromString,
                     response_serializer=sutazai_dot_auth_dot_v1_dot_auth__service__pb2.ListAuditEventsResponse.SerializeToString,
+            ),
+            'WatchAuditEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchAuditEvents,
+                    request_deserializer=sutazai_dot_auth_dot_v1_dot_auth__service__pb2.WatchAuditEventsRequest.FromString,
+                    response_serializer=sutazai_dot_auth_dot_v1_dot_auth__service__pb2.WatchAuditEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -600,6 +620,33 @@ class AuthService:
             '/sutazai.auth.v1.AuthService/ListAuditEvents',
             sutazai_dot_auth_dot_v1_dot_auth__service__pb2.ListAuditEventsRequest.SerializeToString,
             sutazai_dot_auth_dot_v1_dot_auth__service__pb2.ListAuditEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchAuditEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/sutazai.auth.v1.AuthService/WatchAuditEvents',
+            sutazai_dot_auth_dot_v1_dot_auth__service__pb2.WatchAuditEventsRequest.SerializeToString,
+            sutazai_dot_auth_dot_v1_dot_auth__service__pb2.WatchAuditEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

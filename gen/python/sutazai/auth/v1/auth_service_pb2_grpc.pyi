@@ -78,6 +78,12 @@ class AuthServiceStub:
     """UnlockUser ends every sign-in lock and slow-down of a user, from every client address."""
     ListAuditEvents: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.ListAuditEventsRequest, _auth_service_pb2.ListAuditEventsResponse]
     """ListAuditEvents pages through the audit log, newest first."""
+    WatchAuditEvents: _grpc.UnaryStreamMultiCallable[_auth_service_pb2.WatchAuditEventsRequest, _auth_service_pb2.WatchAuditEventsResponse]
+    """WatchAuditEvents streams the audit log as it is written: events recorded after the call
+    starts (or, with after_event_id, every event after that one, so a client that reconnects
+    misses nothing), oldest first, filtered like ListAuditEvents. After 30 seconds without an
+    event an empty message is sent so proxies keep the stream open.
+    """
 
 @_typing.type_check_only
 class AuthServiceAsyncStub(AuthServiceStub):
@@ -129,6 +135,12 @@ class AuthServiceAsyncStub(AuthServiceStub):
     """UnlockUser ends every sign-in lock and slow-down of a user, from every client address."""
     ListAuditEvents: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.ListAuditEventsRequest, _auth_service_pb2.ListAuditEventsResponse]  # type: ignore[assignment]
     """ListAuditEvents pages through the audit log, newest first."""
+    WatchAuditEvents: _aio.UnaryStreamMultiCallable[_auth_service_pb2.WatchAuditEventsRequest, _auth_service_pb2.WatchAuditEventsResponse]  # type: ignore[assignment]
+    """WatchAuditEvents streams the audit log as it is written: events recorded after the call
+    starts (or, with after_event_id, every event after that one, so a client that reconnects
+    misses nothing), oldest first, filtered like ListAuditEvents. After 30 seconds without an
+    event an empty message is sent so proxies keep the stream open.
+    """
 
 class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
     """AuthService registers users, signs them in and out, and administers accounts.
@@ -249,5 +261,17 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_auth_service_pb2.ListAuditEventsResponse, _abc.Awaitable[_auth_service_pb2.ListAuditEventsResponse]]:
         """ListAuditEvents pages through the audit log, newest first."""
+
+    @_abc_1.abstractmethod
+    def WatchAuditEvents(
+        self,
+        request: _auth_service_pb2.WatchAuditEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_auth_service_pb2.WatchAuditEventsResponse], _abc.AsyncIterator[_auth_service_pb2.WatchAuditEventsResponse]]:
+        """WatchAuditEvents streams the audit log as it is written: events recorded after the call
+        starts (or, with after_event_id, every event after that one, so a client that reconnects
+        misses nothing), oldest first, filtered like ListAuditEvents. After 30 seconds without an
+        event an empty message is sent so proxies keep the stream open.
+        """
 
 def add_AuthServiceServicer_to_server(servicer: AuthServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from sutazai.auth.v1 import access_pb2 as sutazai_dot_auth_dot_v1_dot_access__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&sutazai/system/v1/system_service.proto\x12\x11sutazai.system.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1csutazai/auth/v1/access.proto\"\x12\n\x10GetStatusRequest\"\xee\x01\n\x11GetStatusResponse\x12\x39\n\x07overall\x18\x01 \x01(\x0e\x32\x1f.sutazai.system.v1.OverallStateR\x07overall\x12\x42\n\ncomponents\x18\x02 \x03(\x0b\x32\".sutazai.system.v1.ComponentStatusR\ncomponents\x12\x39\n\nchecked_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcheckedAt\x12\x1f\n\x0breported_by\x18\x04 \x01(\tR\nreportedBy\"6\n\x14RefreshStatusRequest\x12\x1e\n\ncomponents\x18\x01 \x03(\tR\ncomponents\"\xf2\x01\n\x15RefreshStatusResponse\x12\x39\n\x07overall\x18\x01 \x01(\x0e\x32\x1f.sutazai.system.v1.OverallStateR\x07overall\x12\x42\n\ncomponents\x18\x02 \x03(\x0b\x32\".sutazai.system.v1.ComponentStatusR\ncomponents\x12\x39\n\nchecked_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcheckedAt\x12\x1f\n\x0breported_by\x18\x04 \x01(\tR\nreportedBy\"\xb8\x02\n\x0f\x43omponentStatus\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x34\n\x04kind\x18\x02 \x01(\x0e\x32 .sutazai.system.v1.ComponentKindR\x04kind\x12\x37\n\x05state\x18\x03 \x01(\x0e\x32!.sutazai.system.v1.ComponentStateR\x05state\x12\x18\n\x07\x61\x64\x64ress\x18\x04 \x01(\tR\x07\x61\x64\x64ress\x12\x1d\n\nlatency_ms\x18\x05 \x01(\x01R\tlatencyMs\x12\x1d\n\nlast_error\x18\x06 \x01(\tR\tlastError\x12\x30\n\x05since\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x05since\x12\x18\n\x07version\x18\x08 \x01(\tR\x07version*V\n\x0cOverallState\x12\x1d\n\x19OVERALL_STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07HEALTHY\x10\x01\x12\x0c\n\x08\x44\x45GRADED\x10\x02\x12\x0c\n\x08\x43RITICAL\x10\x03*m\n\x0e\x43omponentState\x12\x1f\n\x1b\x43OMPONENT_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43OMPONENT_STATE_HEALTHY\x10\x01\x12\x1d\n\x19\x43OMPONENT_STATE_UNHEALTHY\x10\x02*w\n\rComponentKind\x12\x1e\n\x1a\x43OMPONENT_KIND_UNSPECIFIED\x10\x00\x12!\n\x1d\x43OMPONENT_KIND_INFRASTRUCTURE\x10\x01\x12#\n\x1f\x43OMPONENT_KIND_SERVICE_INSTANCE\x10\x02\x32\x99\x02\n\rSystemService\x12w\n\tGetStatus\x12#.sutazai.system.v1.GetStatusRequest\x1a$.sutazai.system.v1.GetStatusResponse\"\x1f\xca\xf3\x18\x02\x08\x01\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/system/status\x12\x8e\x01\n\rRefreshStatus\x12\'.sutazai.system.v1.RefreshStatusRequest\x1a(.sutazai.system.v1.RefreshStatusResponse\"*\xca\xf3\x18\x02 \x01\x82\xd3\xe4\x93\x02\x1e\"\x19/v1/system/status:refresh:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&sutazai/system/v1/system_service.proto\x12\x11sutazai.system.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1csutazai/auth/v1/access.proto\"\x12\n\x10GetStatusRequest\"\xee\x01\n\x11GetStatusResponse\x12\x39\n\x07overall\x18\x01 \x01(\x0e\x32\x1f.sutazai.system.v1.OverallStateR\x07overall\x12\x42\n\ncomponents\x18\x02 \x03(\x0b\x32\".sutazai.system.v1.ComponentStatusR\ncomponents\x12\x39\n\nchecked_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcheckedAt\x12\x1f\n\x0breported_by\x18\x04 \x01(\tR\nreportedBy\"6\n\x14RefreshStatusRequest\x12\x1e\n\ncomponents\x18\x01 \x03(\tR\ncomponents\"\xf2\x01\n\x15RefreshStatusResponse\x12\x39\n\x07overall\x18\x01 \x01(\x0e\x32\x1f.sutazai.system.v1.OverallStateR\x07overall\x12\x42\n\ncomponents\x18\x02 \x03(\x0b\x32\".sutazai.system.v1.ComponentStatusR\ncomponents\x12\x39\n\nchecked_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcheckedAt\x12\x1f\n\x0breported_by\x18\x04 \x01(\tR\nreportedBy\"\xb8\x02\n\x0f\x43omponentStatus\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x34\n\x04kind\x18\x02 \x01(\x0e\x32 .sutazai.system.v1.ComponentKindR\x04kind\x12\x37\n\x05state\x18\x03 \x01(\x0e\x32!.sutazai.system.v1.ComponentStateR\x05state\x12\x18\n\x07\x61\x64\x64ress\x18\x04 \x01(\tR\x07\x61\x64\x64ress\x12\x1d\n\nlatency_ms\x18\x05 \x01(\x01R\tlatencyMs\x12\x1d\n\nlast_error\x18\x06 \x01(\tR\tlastError\x12\x30\n\x05since\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x05since\x12\x18\n\x07version\x18\x08 \x01(\tR\x07version\"\x14\n\x12WatchStatusRequest\"\xf0\x01\n\x13WatchStatusResponse\x12\x39\n\x07overall\x18\x01 \x01(\x0e\x32\x1f.sutazai.system.v1.OverallStateR\x07overall\x12\x42\n\ncomponents\x18\x02 \x03(\x0b\x32\".sutazai.system.v1.ComponentStatusR\ncomponents\x12\x39\n\nchecked_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcheckedAt\x12\x1f\n\x0breported_by\x18\x04 \x01(\tR\nreportedBy\"\x15\n\x13WatchTrafficRequest\"\xee\x01\n\x14WatchTrafficResponse\x12\x39\n\nsampled_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tsampledAt\x12%\n\x0ewindow_seconds\x18\x02 \x01(\x01R\rwindowSeconds\x12\x35\n\x04\x65\x64ge\x18\x03 \x01(\x0b\x32!.sutazai.system.v1.TrafficFiguresR\x04\x65\x64ge\x12=\n\x08services\x18\x04 \x03(\x0b\x32!.sutazai.system.v1.ServiceTrafficR\x08services\"\x8a\x01\n\x0eServiceTraffic\x12\x18\n\x07service\x18\x01 \x01(\tR\x07service\x12!\n\x0cgrpc_service\x18\x02 \x01(\tR\x0bgrpcService\x12;\n\x07\x66igures\x18\x03 \x01(\x0b\x32!.sutazai.system.v1.TrafficFiguresR\x07\x66igures\"\xac\x02\n\x0eTrafficFigures\x12.\n\x13requests_per_second\x18\x01 \x01(\x01R\x11requestsPerSecond\x12\x1d\n\nerror_rate\x18\x02 \x01(\x01R\terrorRate\x12*\n\x11\x63lient_error_rate\x18\x03 \x01(\x01R\x0f\x63lientErrorRate\x12\x15\n\x06p50_ms\x18\x04 \x01(\x01R\x05p50Ms\x12\x15\n\x06p99_ms\x18\x05 \x01(\x01R\x05p99Ms\x12%\n\x0erequests_total\x18\x06 \x01(\x04R\rrequestsTotal\x12!\n\x0c\x65rrors_total\x18\x07 \x01(\x04R\x0b\x65rrorsTotal\x12\'\n\x0f\x61\x63tive_requests\x18\x08 \x01(\x04R\x0e\x61\x63tiveRequests\"\x16\n\x14WatchServicesRequest\"\x90\x01\n\x15WatchServicesResponse\x12;\n\x0bobserved_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nobservedAt\x12:\n\x08services\x18\x02 \x03(\x0b\x32\x1e.sutazai.system.v1.ServiceViewR\x08services\"\xb2\x01\n\x0bServiceView\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12#\n\rgrpc_services\x18\x02 \x03(\tR\x0cgrpcServices\x12+\n\x11\x64\x65sired_instances\x18\x03 \x01(\rR\x10\x64\x65siredInstances\x12=\n\tinstances\x18\x04 \x03(\x0b\x32\x1f.sutazai.system.v1.InstanceViewR\tinstances\"\xd0\x03\n\x0cInstanceView\x12\x1f\n\x0binstance_id\x18\x01 \x01(\tR\ninstanceId\x12\x18\n\x07\x61\x64\x64ress\x18\x02 \x01(\tR\x07\x61\x64\x64ress\x12\x18\n\x07version\x18\x03 \x01(\tR\x07version\x12\x10\n\x03pid\x18\x04 \x01(\x03R\x03pid\x12\x39\n\nstarted_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartedAt\x12=\n\x0cheartbeat_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0bheartbeatAt\x12\x37\n\x05state\x18\x07 \x01(\x0e\x32!.sutazai.system.v1.ComponentStateR\x05state\x12\x1d\n\nlast_error\x18\x08 \x01(\tR\tlastError\x12%\n\x0erequests_total\x18\t \x01(\x04R\rrequestsTotal\x12!\n\x0c\x65rrors_total\x18\n \x01(\x04R\x0b\x65rrorsTotal\x12=\n\tendpoints\x18\x0b \x03(\x0b\x32\x1f.sutazai.system.v1.EndpointViewR\tendpoints\"\x82\x02\n\x0c\x45ndpointView\x12!\n\x0cgrpc_service\x18\x01 \x01(\tR\x0bgrpcService\x12\x39\n\x06health\x18\x02 \x01(\x0e\x32!.sutazai.system.v1.EndpointHealthR\x06health\x12!\n\x0chealth_flags\x18\x03 \x01(\tR\x0bhealthFlags\x12%\n\x0erequests_total\x18\x04 \x01(\x04R\rrequestsTotal\x12!\n\x0c\x65rrors_total\x18\x05 \x01(\x04R\x0b\x65rrorsTotal\x12\'\n\x0f\x61\x63tive_requests\x18\x06 \x01(\x04R\x0e\x61\x63tiveRequests\"\x11\n\x0fListLogsRequest\"B\n\x10ListLogsResponse\x12.\n\x04logs\x18\x01 \x03(\x0b\x32\x1a.sutazai.system.v1.LogInfoR\x04logs\"\x83\x01\n\x07LogInfo\x12\x1c\n\tcomponent\x18\x01 \x01(\tR\tcomponent\x12\x1d\n\nsize_bytes\x18\x02 \x01(\x04R\tsizeBytes\x12;\n\x0bmodified_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nmodifiedAt\"\xc2\x01\n\x0fTailLogsRequest\x12\x1c\n\tcomponent\x18\x01 \x01(\tR\tcomponent\x12\x19\n\x05lines\x18\x02 \x01(\rH\x00R\x05lines\x88\x01\x01\x12\x16\n\x06\x66ollow\x18\x03 \x01(\x08R\x06\x66ollow\x12\x38\n\tmin_level\x18\x04 \x01(\x0e\x32\x1b.sutazai.system.v1.LogLevelR\x08minLevel\x12\x1a\n\x08\x63ontains\x18\x05 \x01(\tR\x08\x63ontainsB\x08\n\x06_lines\"D\n\x10TailLogsResponse\x12\x30\n\x05lines\x18\x01 \x03(\x0b\x32\x1a.sutazai.system.v1.LogLineR\x05lines\"P\n\x07LogLine\x12\x12\n\x04text\x18\x01 \x01(\tR\x04text\x12\x31\n\x05level\x18\x02 \x01(\x0e\x32\x1b.sutazai.system.v1.LogLevelR\x05level*V\n\x0cOverallState\x12\x1d\n\x19OVERALL_STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07HEALTHY\x10\x01\x12\x0c\n\x08\x44\x45GRADED\x10\x02\x12\x0c\n\x08\x43RITICAL\x10\x03*m\n\x0e\x43omponentState\x12\x1f\n\x1b\x43OMPONENT_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43OMPONENT_STATE_HEALTHY\x10\x01\x12\x1d\n\x19\x43OMPONENT_STATE_UNHEALTHY\x10\x02*w\n\rComponentKind\x12\x1e\n\x1a\x43OMPONENT_KIND_UNSPECIFIED\x10\x00\x12!\n\x1d\x43OMPONENT_KIND_INFRASTRUCTURE\x10\x01\x12#\n\x1f\x43OMPONENT_KIND_SERVICE_INSTANCE\x10\x02*\xb3\x01\n\x0e\x45ndpointHealth\x12\x1f\n\x1b\x45NDPOINT_HEALTH_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45NDPOINT_HEALTH_HEALTHY\x10\x01\x12(\n$ENDPOINT_HEALTH_FAILING_HEALTH_CHECK\x10\x02\x12\x1b\n\x17\x45NDPOINT_HEALTH_EJECTED\x10\x03\x12\x1c\n\x18\x45NDPOINT_HEALTH_DRAINING\x10\x04*\x92\x01\n\x08LogLevel\x12\x19\n\x15LOG_LEVEL_UNSPECIFIED\x10\x00\x12\x13\n\x0fLOG_LEVEL_DEBUG\x10\x01\x12\x12\n\x0eLOG_LEVEL_INFO\x10\x02\x12\x15\n\x11LOG_LEVEL_WARNING\x10\x03\x12\x13\n\x0fLOG_LEVEL_ERROR\x10\x04\x12\x16\n\x12LOG_LEVEL_CRITICAL\x10\x05\x32\xad\x07\n\rSystemService\x12w\n\tGetStatus\x12#.sutazai.system.v1.GetStatusRequest\x1a$.sutazai.system.v1.GetStatusResponse\"\x1f\xca\xf3\x18\x02\x08\x01\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/system/status\x12\x8e\x01\n\rRefreshStatus\x12\'.sutazai.system.v1.RefreshStatusRequest\x1a(.sutazai.system.v1.RefreshStatusResponse\"*\xca\xf3\x18\x02 \x01\x82\xd3\xe4\x93\x02\x1e\"\x19/v1/system/status:refresh:\x01*\x12\x85\x01\n\x0bWatchStatus\x12%.sutazai.system.v1.WatchStatusRequest\x1a&.sutazai.system.v1.WatchStatusResponse\"%\xca\xf3\x18\x02\x08\x01\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/system/status:watch0\x01\x12\x83\x01\n\x0cWatchTraffic\x12&.sutazai.system.v1.WatchTrafficRequest\x1a\'.sutazai.system.v1.WatchTrafficResponse\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/system/traffic:watch0\x01\x12\x87\x01\n\rWatchServices\x12\'.sutazai.system.v1.WatchServicesRequest\x1a(.sutazai.system.v1.WatchServicesResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/system/services:watch0\x01\x12r\n\x08ListLogs\x12\".sutazai.system.v1.ListLogsRequest\x1a#.sutazai.system.v1.ListLogsResponse\"\x1d\xca\xf3\x18\x02\x10\x02\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/system/logs\x12\x85\x01\n\x08TailLogs\x12\".sutazai.system.v1.TailLogsRequest\x1a#.sutazai.system.v1.TailLogsResponse\".\xca\xf3\x18\x02\x10\x02\x82\xd3\xe4\x93\x02\"\x12 /v1/system/logs/{component}:tail0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,12 +38,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SYSTEMSERVICE'].methods_by_name['GetStatus']._serialized_options = b'\312\363\030\002\010\001\202\323\344\223\002\023\022\021/v1/system/status'
   _globals['_SYSTEMSERVICE'].methods_by_name['RefreshStatus']._loaded_options = None
   _globals['_SYSTEMSERVICE'].methods_by_name['RefreshStatus']._serialized_options = b'\312\363\030\002 \001\202\323\344\223\002\036\"\031/v1/system/status:refresh:\001*'
-  _globals['_OVERALLSTATE']._serialized_start=1031
-  _globals['_OVERALLSTATE']._serialized_end=1117
-  _globals['_COMPONENTSTATE']._serialized_start=1119
-  _globals['_COMPONENTSTATE']._serialized_end=1228
-  _globals['_COMPONENTKIND']._serialized_start=1230
-  _globals['_COMPONENTKIND']._serialized_end=1349
+  _globals['_SYSTEMSERVICE'].methods_by_name['WatchStatus']._loaded_options = None
+  _globals['_SYSTEMSERVICE'].methods_by_name['WatchStatus']._serialized_options = b'\312\363\030\002\010\001\202\323\344\223\002\031\022\027/v1/system/status:watch'
+  _globals['_SYSTEMSERVICE'].methods_by_name['WatchTraffic']._loaded_options = None
+  _globals['_SYSTEMSERVICE'].methods_by_name['WatchTraffic']._serialized_options = b'\202\323\344\223\002\032\022\030/v1/system/traffic:watch'
+  _globals['_SYSTEMSERVICE'].methods_by_name['WatchServices']._loaded_options = None
+  _globals['_SYSTEMSERVICE'].methods_by_name['WatchServices']._serialized_options = b'\202\323\344\223\002\033\022\031/v1/system/services:watch'
+  _globals['_SYSTEMSERVICE'].methods_by_name['ListLogs']._loaded_options = None
+  _globals['_SYSTEMSERVICE'].methods_by_name['ListLogs']._serialized_options = b'\312\363\030\002\020\002\202\323\344\223\002\021\022\017/v1/system/logs'
+  _globals['_SYSTEMSERVICE'].methods_by_name['TailLogs']._loaded_options = None
+  _globals['_SYSTEMSERVICE'].methods_by_name['TailLogs']._serialized_options = b'\312\363\030\002\020\002\202\323\344\223\002\"\022 /v1/system/logs/{component}:tail'
+  _globals['_OVERALLSTATE']._serialized_start=3654
+  _globals['_OVERALLSTATE']._serialized_end=3740
+  _globals['_COMPONENTSTATE']._serialized_start=3742
+  _globals['_COMPONENTSTATE']._serialized_end=3851
+  _globals['_COMPONENTKIND']._serialized_start=3853
+  _globals['_COMPONENTKIND']._serialized_end=3972
+  _globals['_ENDPOINTHEALTH']._serialized_start=3975
+  _globals['_ENDPOINTHEALTH']._serialized_end=4154
+  _globals['_LOGLEVEL']._serialized_start=4157
+  _globals['_LOGLEVEL']._serialized_end=4303
   _globals['_GETSTATUSREQUEST']._serialized_start=154
   _globals['_GETSTATUSREQUEST']._serialized_end=172
   _globals['_GETSTATUSRESPONSE']._serialized_start=175
@@ -54,6 +68,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REFRESHSTATUSRESPONSE']._serialized_end=714
   _globals['_COMPONENTSTATUS']._serialized_start=717
   _globals['_COMPONENTSTATUS']._serialized_end=1029
-  _globals['_SYSTEMSERVICE']._serialized_start=1352
-  _globals['_SYSTEMSERVICE']._serialized_end=1633
+  _globals['_WATCHSTATUSREQUEST']._serialized_start=1031
+  _globals['_WATCHSTATUSREQUEST']._serialized_end=1051
+  _globals['_WATCHSTATUSRESPONSE']._serialized_start=1054
+  _globals['_WATCHSTATUSRESPONSE']._serialized_end=1294
+  _globals['_WATCHTRAFFICREQUEST']._serialized_start=1296
+  _globals['_WATCHTRAFFICREQUEST']._serialized_end=1317
+  _globals['_WATCHTRAFFICRESPONSE']._serialized_start=1320
+  _globals['_WATCHTRAFFICRESPONSE']._serialized_end=1558
+  _globals['_SERVICETRAFFIC']._serialized_start=1561
+  _globals['_SERVICETRAFFIC']._serialized_end=1699
+  _globals['_TRAFFICFIGURES']._serialized_start=1702
+  _globals['_TRAFFICFIGURES']._serialized_end=2002
+  _globals['_WATCHSERVICESREQUEST']._serialized_start=2004
+  _globals['_WATCHSERVICESREQUEST']._serialized_end=2026
+  _globals['_WATCHSERVICESRESPONSE']._serialized_start=2029
+  _globals['_WATCHSERVICESRESPONSE']._serialized_end=2173
+  _globals['_SERVICEVIEW']._serialized_start=2176
+  _globals['_SERVICEVIEW']._serialized_end=2354
+  _globals['_INSTANCEVIEW']._serialized_start=2357
+  _globals['_INSTANCEVIEW']._serialized_end=2821
+  _globals['_ENDPOINTVIEW']._serialized_start=2824
+  _globals['_ENDPOINTVIEW']._serialized_end=3082
+  _globals['_LISTLOGSREQUEST']._serialized_start=3084
+  _globals['_LISTLOGSREQUEST']._serialized_end=3101
+  _globals['_LISTLOGSRESPONSE']._serialized_start=3103
+  _globals['_LISTLOGSRESPONSE']._serialized_end=3169
+  _globals['_LOGINFO']._serialized_start=3172
+  _globals['_LOGINFO']._serialized_end=3303
+  _globals['_TAILLOGSREQUEST']._serialized_start=3306
+  _globals['_TAILLOGSREQUEST']._serialized_end=3500
+  _globals['_TAILLOGSRESPONSE']._serialized_start=3502
+  _globals['_TAILLOGSRESPONSE']._serialized_end=3570
+  _globals['_LOGLINE']._serialized_start=3572
+  _globals['_LOGLINE']._serialized_end=3652
+  _globals['_SYSTEMSERVICE']._serialized_start=4306
+  _globals['_SYSTEMSERVICE']._serialized_end=5247
 # @@protoc_insertion_point(module_scope)

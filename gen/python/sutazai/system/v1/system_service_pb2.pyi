@@ -110,6 +110,74 @@ COMPONENT_KIND_SERVICE_INSTANCE: ComponentKind.ValueType  # 2
 """One instance of a mesh service, as found in the service registry."""
 Global___ComponentKind: _TypeAlias = ComponentKind  # noqa: Y015
 
+class _EndpointHealth:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _EndpointHealthEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EndpointHealth.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ENDPOINT_HEALTH_UNSPECIFIED: _EndpointHealth.ValueType  # 0
+    """Envoy does not know the endpoint."""
+    ENDPOINT_HEALTH_HEALTHY: _EndpointHealth.ValueType  # 1
+    """Envoy routes to it."""
+    ENDPOINT_HEALTH_FAILING_HEALTH_CHECK: _EndpointHealth.ValueType  # 2
+    """Its active gRPC health check is failing (or has not passed yet)."""
+    ENDPOINT_HEALTH_EJECTED: _EndpointHealth.ValueType  # 3
+    """Outlier detection ejected it after consecutive errors."""
+    ENDPOINT_HEALTH_DRAINING: _EndpointHealth.ValueType  # 4
+    """Envoy is draining it (removed from the registry, or degraded)."""
+
+class EndpointHealth(_EndpointHealth, metaclass=_EndpointHealthEnumTypeWrapper):
+    """EndpointHealth is Envoy's verdict on one endpoint."""
+
+ENDPOINT_HEALTH_UNSPECIFIED: EndpointHealth.ValueType  # 0
+"""Envoy does not know the endpoint."""
+ENDPOINT_HEALTH_HEALTHY: EndpointHealth.ValueType  # 1
+"""Envoy routes to it."""
+ENDPOINT_HEALTH_FAILING_HEALTH_CHECK: EndpointHealth.ValueType  # 2
+"""Its active gRPC health check is failing (or has not passed yet)."""
+ENDPOINT_HEALTH_EJECTED: EndpointHealth.ValueType  # 3
+"""Outlier detection ejected it after consecutive errors."""
+ENDPOINT_HEALTH_DRAINING: EndpointHealth.ValueType  # 4
+"""Envoy is draining it (removed from the registry, or degraded)."""
+Global___EndpointHealth: _TypeAlias = EndpointHealth  # noqa: Y015
+
+class _LogLevel:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LogLevelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LogLevel.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LOG_LEVEL_UNSPECIFIED: _LogLevel.ValueType  # 0
+    """No level found in the line (and, in a request, no filter)."""
+    LOG_LEVEL_DEBUG: _LogLevel.ValueType  # 1
+    """Debugging detail."""
+    LOG_LEVEL_INFO: _LogLevel.ValueType  # 2
+    """Normal operation."""
+    LOG_LEVEL_WARNING: _LogLevel.ValueType  # 3
+    """Something unexpected that the component handled."""
+    LOG_LEVEL_ERROR: _LogLevel.ValueType  # 4
+    """A failure."""
+    LOG_LEVEL_CRITICAL: _LogLevel.ValueType  # 5
+    """A failure the component cannot continue after."""
+
+class LogLevel(_LogLevel, metaclass=_LogLevelEnumTypeWrapper):
+    """LogLevel is the severity of a log line, normalised across components' formats."""
+
+LOG_LEVEL_UNSPECIFIED: LogLevel.ValueType  # 0
+"""No level found in the line (and, in a request, no filter)."""
+LOG_LEVEL_DEBUG: LogLevel.ValueType  # 1
+"""Debugging detail."""
+LOG_LEVEL_INFO: LogLevel.ValueType  # 2
+"""Normal operation."""
+LOG_LEVEL_WARNING: LogLevel.ValueType  # 3
+"""Something unexpected that the component handled."""
+LOG_LEVEL_ERROR: LogLevel.ValueType  # 4
+"""A failure."""
+LOG_LEVEL_CRITICAL: LogLevel.ValueType  # 5
+"""A failure the component cannot continue after."""
+Global___LogLevel: _TypeAlias = LogLevel  # noqa: Y015
+
 @_typing.final
 class GetStatusRequest(_message.Message):
     """GetStatusRequest has no fields; it exists so the call can grow without a breaking change."""
@@ -280,3 +348,565 @@ class ComponentStatus(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ComponentStatus: _TypeAlias = ComponentStatus  # noqa: Y015
+
+@_typing.final
+class WatchStatusRequest(_message.Message):
+    """WatchStatusRequest has no fields; it exists so the call can grow without a breaking change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchStatusRequest: _TypeAlias = WatchStatusRequest  # noqa: Y015
+
+@_typing.final
+class WatchStatusResponse(_message.Message):
+    """WatchStatusResponse is the result of one probe round."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OVERALL_FIELD_NUMBER: _builtins.int
+    COMPONENTS_FIELD_NUMBER: _builtins.int
+    CHECKED_AT_FIELD_NUMBER: _builtins.int
+    REPORTED_BY_FIELD_NUMBER: _builtins.int
+    overall: Global___OverallState.ValueType
+    """The summary of all components."""
+    reported_by: _builtins.str
+    """The instance of the system service that answered."""
+    @_builtins.property
+    def components(self) -> _containers.RepeatedCompositeFieldContainer[Global___ComponentStatus]:
+        """One entry per component, infrastructure first, then service instances by name; empty for
+        an anonymous caller.
+        """
+
+    @_builtins.property
+    def checked_at(self) -> _timestamp_pb2.Timestamp:
+        """When the probe round finished."""
+
+    def __init__(
+        self,
+        *,
+        overall: Global___OverallState.ValueType = ...,
+        components: _abc.Iterable[Global___ComponentStatus] | None = ...,
+        checked_at: _timestamp_pb2.Timestamp | None = ...,
+        reported_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checked_at", b"checked_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checked_at", b"checked_at", "components", b"components", "overall", b"overall", "reported_by", b"reported_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchStatusResponse: _TypeAlias = WatchStatusResponse  # noqa: Y015
+
+@_typing.final
+class WatchTrafficRequest(_message.Message):
+    """WatchTrafficRequest has no fields: every watcher shares the service's sampling cadence."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchTrafficRequest: _TypeAlias = WatchTrafficRequest  # noqa: Y015
+
+@_typing.final
+class WatchTrafficResponse(_message.Message):
+    """WatchTrafficResponse is one traffic sample."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SAMPLED_AT_FIELD_NUMBER: _builtins.int
+    WINDOW_SECONDS_FIELD_NUMBER: _builtins.int
+    EDGE_FIELD_NUMBER: _builtins.int
+    SERVICES_FIELD_NUMBER: _builtins.int
+    window_seconds: _builtins.float
+    """Length of the window the rates and percentiles cover, in seconds; 0 for a first sample."""
+    @_builtins.property
+    def sampled_at(self) -> _timestamp_pb2.Timestamp:
+        """When the sample was taken."""
+
+    @_builtins.property
+    def edge(self) -> Global___TrafficFigures:
+        """Every request the edge received, including those it refused itself (authentication, rate
+        limits, unknown paths) before any service saw them.
+        """
+
+    @_builtins.property
+    def services(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServiceTraffic]:
+        """One entry per gRPC service the edge routes to, by service name."""
+
+    def __init__(
+        self,
+        *,
+        sampled_at: _timestamp_pb2.Timestamp | None = ...,
+        window_seconds: _builtins.float = ...,
+        edge: Global___TrafficFigures | None = ...,
+        services: _abc.Iterable[Global___ServiceTraffic] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["edge", b"edge", "sampled_at", b"sampled_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["edge", b"edge", "sampled_at", b"sampled_at", "services", b"services", "window_seconds", b"window_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchTrafficResponse: _TypeAlias = WatchTrafficResponse  # noqa: Y015
+
+@_typing.final
+class ServiceTraffic(_message.Message):
+    """ServiceTraffic is the traffic of one gRPC service (one Envoy cluster)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_FIELD_NUMBER: _builtins.int
+    GRPC_SERVICE_FIELD_NUMBER: _builtins.int
+    FIGURES_FIELD_NUMBER: _builtins.int
+    service: _builtins.str
+    """The mesh service that owns it, as in deploy/mesh.toml, e.g. "auth"."""
+    grpc_service: _builtins.str
+    """The fully-qualified gRPC service, e.g. "sutazai.auth.v1.AuthService"."""
+    @_builtins.property
+    def figures(self) -> Global___TrafficFigures:
+        """The figures over the window."""
+
+    def __init__(
+        self,
+        *,
+        service: _builtins.str = ...,
+        grpc_service: _builtins.str = ...,
+        figures: Global___TrafficFigures | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["figures", b"figures"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["figures", b"figures", "grpc_service", b"grpc_service", "service", b"service"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ServiceTraffic: _TypeAlias = ServiceTraffic  # noqa: Y015
+
+@_typing.final
+class TrafficFigures(_message.Message):
+    """TrafficFigures are request counts, rates and latency over one sampling window. gRPC statuses
+    count as Envoy maps them to HTTP: INTERNAL, UNAVAILABLE, UNKNOWN, DEADLINE_EXCEEDED and the
+    like are server errors; INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED and the like are
+    client errors.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_PER_SECOND_FIELD_NUMBER: _builtins.int
+    ERROR_RATE_FIELD_NUMBER: _builtins.int
+    CLIENT_ERROR_RATE_FIELD_NUMBER: _builtins.int
+    P50_MS_FIELD_NUMBER: _builtins.int
+    P99_MS_FIELD_NUMBER: _builtins.int
+    REQUESTS_TOTAL_FIELD_NUMBER: _builtins.int
+    ERRORS_TOTAL_FIELD_NUMBER: _builtins.int
+    ACTIVE_REQUESTS_FIELD_NUMBER: _builtins.int
+    requests_per_second: _builtins.float
+    """Requests completed per second."""
+    error_rate: _builtins.float
+    """Fraction (0 to 1) of the window's completed requests that ended in a server error."""
+    client_error_rate: _builtins.float
+    """Fraction (0 to 1) of the window's completed requests that ended in a client error."""
+    p50_ms: _builtins.float
+    """Median latency over the window, in milliseconds; 0 when no request completed."""
+    p99_ms: _builtins.float
+    """99th percentile latency over the window, in milliseconds; 0 when no request completed."""
+    requests_total: _builtins.int
+    """Requests completed since Envoy started."""
+    errors_total: _builtins.int
+    """Server errors since Envoy started."""
+    active_requests: _builtins.int
+    """Requests in flight when the sample was taken."""
+    def __init__(
+        self,
+        *,
+        requests_per_second: _builtins.float = ...,
+        error_rate: _builtins.float = ...,
+        client_error_rate: _builtins.float = ...,
+        p50_ms: _builtins.float = ...,
+        p99_ms: _builtins.float = ...,
+        requests_total: _builtins.int = ...,
+        errors_total: _builtins.int = ...,
+        active_requests: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_requests", b"active_requests", "client_error_rate", b"client_error_rate", "error_rate", b"error_rate", "errors_total", b"errors_total", "p50_ms", b"p50_ms", "p99_ms", b"p99_ms", "requests_per_second", b"requests_per_second", "requests_total", b"requests_total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TrafficFigures: _TypeAlias = TrafficFigures  # noqa: Y015
+
+@_typing.final
+class WatchServicesRequest(_message.Message):
+    """WatchServicesRequest has no fields; it exists so the call can grow without a breaking change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchServicesRequest: _TypeAlias = WatchServicesRequest  # noqa: Y015
+
+@_typing.final
+class WatchServicesResponse(_message.Message):
+    """WatchServicesResponse is every mesh service at one moment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OBSERVED_AT_FIELD_NUMBER: _builtins.int
+    SERVICES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def observed_at(self) -> _timestamp_pb2.Timestamp:
+        """When this view was put together."""
+
+    @_builtins.property
+    def services(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServiceView]:
+        """One entry per service of deploy/mesh.toml, by name, then any other registered name."""
+
+    def __init__(
+        self,
+        *,
+        observed_at: _timestamp_pb2.Timestamp | None = ...,
+        services: _abc.Iterable[Global___ServiceView] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["observed_at", b"observed_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["observed_at", b"observed_at", "services", b"services"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchServicesResponse: _TypeAlias = WatchServicesResponse  # noqa: Y015
+
+@_typing.final
+class ServiceView(_message.Message):
+    """ServiceView is one mesh service and its instances."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    GRPC_SERVICES_FIELD_NUMBER: _builtins.int
+    DESIRED_INSTANCES_FIELD_NUMBER: _builtins.int
+    INSTANCES_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The service's name, e.g. "auth"."""
+    desired_instances: _builtins.int
+    """How many instances the deployment asks for; 0 when the service is not in deploy/mesh.toml."""
+    @_builtins.property
+    def grpc_services(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The gRPC services it owns."""
+
+    @_builtins.property
+    def instances(self) -> _containers.RepeatedCompositeFieldContainer[Global___InstanceView]:
+        """Its registered instances, by instance id."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        grpc_services: _abc.Iterable[_builtins.str] | None = ...,
+        desired_instances: _builtins.int = ...,
+        instances: _abc.Iterable[Global___InstanceView] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["desired_instances", b"desired_instances", "grpc_services", b"grpc_services", "instances", b"instances", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ServiceView: _TypeAlias = ServiceView  # noqa: Y015
+
+@_typing.final
+class InstanceView(_message.Message):
+    """InstanceView is one registered instance."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    PID_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_AT_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    REQUESTS_TOTAL_FIELD_NUMBER: _builtins.int
+    ERRORS_TOTAL_FIELD_NUMBER: _builtins.int
+    ENDPOINTS_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    """The instance's id, its registry key's second part."""
+    address: _builtins.str
+    """Where it serves: its Unix socket path, or host:port."""
+    version: _builtins.str
+    """Release version it runs."""
+    pid: _builtins.int
+    """Operating-system process id."""
+    state: Global___ComponentState.ValueType
+    """Outcome of the system service's latest health probe of the instance."""
+    last_error: _builtins.str
+    """The error of the latest failed probe; empty while healthy."""
+    requests_total: _builtins.int
+    """RPCs the instance completed since it started, from its own metrics."""
+    errors_total: _builtins.int
+    """RPCs it answered with a server error since it started, from its own metrics."""
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp:
+        """When it started."""
+
+    @_builtins.property
+    def heartbeat_at(self) -> _timestamp_pb2.Timestamp:
+        """When it last refreshed its registration."""
+
+    @_builtins.property
+    def endpoints(self) -> _containers.RepeatedCompositeFieldContainer[Global___EndpointView]:
+        """Envoy's view of this instance, one entry per gRPC service it serves; empty when Envoy does
+        not (yet) route to it.
+        """
+
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        address: _builtins.str = ...,
+        version: _builtins.str = ...,
+        pid: _builtins.int = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+        heartbeat_at: _timestamp_pb2.Timestamp | None = ...,
+        state: Global___ComponentState.ValueType = ...,
+        last_error: _builtins.str = ...,
+        requests_total: _builtins.int = ...,
+        errors_total: _builtins.int = ...,
+        endpoints: _abc.Iterable[Global___EndpointView] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["heartbeat_at", b"heartbeat_at", "started_at", b"started_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "endpoints", b"endpoints", "errors_total", b"errors_total", "heartbeat_at", b"heartbeat_at", "instance_id", b"instance_id", "last_error", b"last_error", "pid", b"pid", "requests_total", b"requests_total", "started_at", b"started_at", "state", b"state", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InstanceView: _TypeAlias = InstanceView  # noqa: Y015
+
+@_typing.final
+class EndpointView(_message.Message):
+    """EndpointView is how Envoy sees one instance in one cluster."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GRPC_SERVICE_FIELD_NUMBER: _builtins.int
+    HEALTH_FIELD_NUMBER: _builtins.int
+    HEALTH_FLAGS_FIELD_NUMBER: _builtins.int
+    REQUESTS_TOTAL_FIELD_NUMBER: _builtins.int
+    ERRORS_TOTAL_FIELD_NUMBER: _builtins.int
+    ACTIVE_REQUESTS_FIELD_NUMBER: _builtins.int
+    grpc_service: _builtins.str
+    """The cluster: the fully-qualified gRPC service."""
+    health: Global___EndpointHealth.ValueType
+    """Envoy's verdict."""
+    health_flags: _builtins.str
+    """Envoy's raw health flags, e.g. "/failed_active_hc"; empty when healthy."""
+    requests_total: _builtins.int
+    """Requests Envoy completed to it since Envoy started."""
+    errors_total: _builtins.int
+    """Requests to it that ended in a server error."""
+    active_requests: _builtins.int
+    """Requests in flight to it."""
+    def __init__(
+        self,
+        *,
+        grpc_service: _builtins.str = ...,
+        health: Global___EndpointHealth.ValueType = ...,
+        health_flags: _builtins.str = ...,
+        requests_total: _builtins.int = ...,
+        errors_total: _builtins.int = ...,
+        active_requests: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_requests", b"active_requests", "errors_total", b"errors_total", "grpc_service", b"grpc_service", "health", b"health", "health_flags", b"health_flags", "requests_total", b"requests_total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EndpointView: _TypeAlias = EndpointView  # noqa: Y015
+
+@_typing.final
+class ListLogsRequest(_message.Message):
+    """ListLogsRequest has no fields; it exists so the call can grow without a breaking change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLogsRequest: _TypeAlias = ListLogsRequest  # noqa: Y015
+
+@_typing.final
+class ListLogsResponse(_message.Message):
+    """ListLogsResponse names the logs there are."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def logs(self) -> _containers.RepeatedCompositeFieldContainer[Global___LogInfo]:
+        """One entry per log, by component name."""
+
+    def __init__(
+        self,
+        *,
+        logs: _abc.Iterable[Global___LogInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["logs", b"logs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLogsResponse: _TypeAlias = ListLogsResponse  # noqa: Y015
+
+@_typing.final
+class LogInfo(_message.Message):
+    """LogInfo describes one component's log."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMPONENT_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    MODIFIED_AT_FIELD_NUMBER: _builtins.int
+    component: _builtins.str
+    """Component name, as TailLogs takes it: "postgres", "envoy", "auth", "auth-2", ..."""
+    size_bytes: _builtins.int
+    """Size of the log file, in bytes."""
+    @_builtins.property
+    def modified_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was last written."""
+
+    def __init__(
+        self,
+        *,
+        component: _builtins.str = ...,
+        size_bytes: _builtins.int = ...,
+        modified_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["modified_at", b"modified_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["component", b"component", "modified_at", b"modified_at", "size_bytes", b"size_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogInfo: _TypeAlias = LogInfo  # noqa: Y015
+
+@_typing.final
+class TailLogsRequest(_message.Message):
+    """TailLogsRequest says which log and which lines."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMPONENT_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    FOLLOW_FIELD_NUMBER: _builtins.int
+    MIN_LEVEL_FIELD_NUMBER: _builtins.int
+    CONTAINS_FIELD_NUMBER: _builtins.int
+    component: _builtins.str
+    """Component name, as ListLogs returns it."""
+    lines: _builtins.int
+    """How many of the last matching lines to send first (0 to 1000; default 100 when unset)."""
+    follow: _builtins.bool
+    """Keep the stream open and send new matching lines as they are written."""
+    min_level: Global___LogLevel.ValueType
+    """Only lines at this level or above; lines without a level pass only when unset."""
+    contains: _builtins.str
+    """Only lines containing this text, case-insensitively (at most 200 characters)."""
+    def __init__(
+        self,
+        *,
+        component: _builtins.str = ...,
+        lines: _builtins.int | None = ...,
+        follow: _builtins.bool = ...,
+        min_level: Global___LogLevel.ValueType = ...,
+        contains: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_lines", b"_lines", "lines", b"lines"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_lines", b"_lines", "component", b"component", "contains", b"contains", "follow", b"follow", "lines", b"lines", "min_level", b"min_level"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__lines: _TypeAlias = _typing.Literal["lines"]  # noqa: Y015
+    _WhichOneofArgType__lines: _TypeAlias = _typing.Literal["_lines", b"_lines"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__lines) -> _WhichOneofReturnType__lines | None: ...
+
+Global___TailLogsRequest: _TypeAlias = TailLogsRequest  # noqa: Y015
+
+@_typing.final
+class TailLogsResponse(_message.Message):
+    """TailLogsResponse carries log lines in the order they were written."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___LogLine]:
+        """The lines; empty in a keep-alive message."""
+
+    def __init__(
+        self,
+        *,
+        lines: _abc.Iterable[Global___LogLine] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lines", b"lines"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TailLogsResponse: _TypeAlias = TailLogsResponse  # noqa: Y015
+
+@_typing.final
+class LogLine(_message.Message):
+    """LogLine is one line of a log."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    LEVEL_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    """The line as written, without its line break (invalid UTF-8 replaced)."""
+    level: Global___LogLevel.ValueType
+    """Its level, as far as the line says."""
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        level: Global___LogLevel.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["level", b"level", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogLine: _TypeAlias = LogLine  # noqa: Y015

@@ -46,6 +46,31 @@ class SystemServiceStub:
                 request_serializer=sutazai_dot_system_dot_v1_dot_system__service__pb2.RefreshStatusRequest.SerializeToString,
                 response_deserializer=sutazai_dot_system_dot_v1_dot_system__service__pb2.RefreshStatusResponse.FromString,
                 _registered_method=True)
+        self.WatchStatus = channel.unary_stream(
+                '/sutazai.system.v1.SystemService/WatchStatus',
+                request_serializer=sutazai_dot_system_dot_v1_dot_system__service__pb2.WatchStatusRequest.SerializeToString,
+                response_deserializer=sutazai_dot_system_dot_v1_dot_system__service__pb2.WatchStatusResponse.FromString,
+                _registered_method=True)
+        self.WatchTraffic = channel.unary_stream(
+                '/sutazai.system.v1.SystemService/WatchTraffic',
+                request_serializer=sutazai_dot_system_dot_v1_dot_system__service__pb2.WatchTrafficRequest.SerializeToString,
+                response_deserializer=sutazai_dot_system_dot_v1_dot_system__service__pb2.WatchTrafficResponse.FromString,
+                _registered_method=True)
+        self.WatchServices = channel.unary_stream(
+                '/sutazai.system.v1.SystemService/WatchServices',
+                request_serializer=sutazai_dot_system_dot_v1_dot_system__service__pb2.WatchServicesRequest.SerializeToString,
+                response_deserializer=sutazai_dot_system_dot_v1_dot_system__service__pb2.WatchServicesResponse.FromString,
+                _registered_method=True)
+        self.ListLogs = channel.unary_unary(
+                '/sutazai.system.v1.SystemService/ListLogs',
+                request_serializer=sutazai_dot_system_dot_v1_dot_system__service__pb2.ListLogsRequest.SerializeToString,
+                response_deserializer=sutazai_dot_system_dot_v1_dot_system__service__pb2.ListLogsResponse.FromString,
+                _registered_method=True)
+        self.TailLogs = channel.unary_stream(
+                '/sutazai.system.v1.SystemService/TailLogs',
+                request_serializer=sutazai_dot_system_dot_v1_dot_system__service__pb2.TailLogsRequest.SerializeToString,
+                response_deserializer=sutazai_dot_system_dot_v1_dot_system__service__pb2.TailLogsResponse.FromString,
+                _registered_method=True)
 
 
 class SystemServiceServicer:
@@ -69,6 +94,53 @@ class SystemServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchStatus(self, request, context):
+        """WatchStatus streams the mesh's status: the latest probe round at once, then every probe
+        round as it finishes (a component or instance that changes state shows up in the next
+        message). Like GetStatus, an anonymous caller gets the overall state only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchTraffic(self, request, context):
+        """WatchTraffic streams per-service traffic as the edge saw it: request rate, error rates and
+        latency percentiles over the last sampling window, aggregated by the system service from
+        Envoy's statistics, so no client needs Envoy's admin interface. One sample at once (rates
+        need two readings, so the first may show zero rates), then one per window.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchServices(self, request, context):
+        """WatchServices streams every mesh service with its instances from the registry (address,
+        version, uptime, probe health, load from the instance's own metrics) and Envoy's view of each
+        endpoint (healthy, failing health checks, ejected). One message at once, then one whenever
+        anything changes, and at least every 30 seconds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLogs(self, request, context):
+        """ListLogs names every component that has a log (infrastructure, the gateway, Envoy and each
+        service instance), for operators.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TailLogs(self, request, context):
+        """TailLogs streams one component's log: the last `lines` matching lines, then (with `follow`)
+        every new matching line as it is written. Operators only; lines are filtered by level and
+        text on the server. While following, an empty message is sent after 30 seconds of silence
+        so proxies keep the stream open.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SystemServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -81,6 +153,31 @@ def add_SystemServiceServicer_to_server(servicer, server):
                     servicer.RefreshStatus,
                     request_deserializer=sutazai_dot_system_dot_v1_dot_system__service__pb2.RefreshStatusRequest.FromString,
                     response_serializer=sutazai_dot_system_dot_v1_dot_system__service__pb2.RefreshStatusResponse.SerializeToString,
+            ),
+            'WatchStatus': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchStatus,
+                    request_deserializer=sutazai_dot_system_dot_v1_dot_system__service__pb2.WatchStatusRequest.FromString,
+                    response_serializer=sutazai_dot_system_dot_v1_dot_system__service__pb2.WatchStatusResponse.SerializeToString,
+            ),
+            'WatchTraffic': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchTraffic,
+                    request_deserializer=sutazai_dot_system_dot_v1_dot_system__service__pb2.WatchTrafficRequest.FromString,
+                    response_serializer=sutazai_dot_system_dot_v1_dot_system__service__pb2.WatchTrafficResponse.SerializeToString,
+            ),
+            'WatchServices': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchServices,
+                    request_deserializer=sutazai_dot_system_dot_v1_dot_system__service__pb2.WatchServicesRequest.FromString,
+                    response_serializer=sutazai_dot_system_dot_v1_dot_system__service__pb2.WatchServicesResponse.SerializeToString,
+            ),
+            'ListLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLogs,
+                    request_deserializer=sutazai_dot_system_dot_v1_dot_system__service__pb2.ListLogsRequest.FromString,
+                    response_serializer=sutazai_dot_system_dot_v1_dot_system__service__pb2.ListLogsResponse.SerializeToString,
+            ),
+            'TailLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.TailLogs,
+                    request_deserializer=sutazai_dot_system_dot_v1_dot_system__service__pb2.TailLogsRequest.FromString,
+                    response_serializer=sutazai_dot_system_dot_v1_dot_system__service__pb2.TailLogsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -139,6 +236,141 @@ class SystemService:
             '/sutazai.system.v1.SystemService/RefreshStatus',
             sutazai_dot_system_dot_v1_dot_system__service__pb2.RefreshStatusRequest.SerializeToString,
             sutazai_dot_system_dot_v1_dot_system__service__pb2.RefreshStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/sutazai.system.v1.SystemService/WatchStatus',
+            sutazai_dot_system_dot_v1_dot_system__service__pb2.WatchStatusRequest.SerializeToString,
+            sutazai_dot_system_dot_v1_dot_system__service__pb2.WatchStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchTraffic(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/sutazai.system.v1.SystemService/WatchTraffic',
+            sutazai_dot_system_dot_v1_dot_system__service__pb2.WatchTrafficRequest.SerializeToString,
+            sutazai_dot_system_dot_v1_dot_system__service__pb2.WatchTrafficResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchServices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/sutazai.system.v1.SystemService/WatchServices',
+            sutazai_dot_system_dot_v1_dot_system__service__pb2.WatchServicesRequest.SerializeToString,
+            sutazai_dot_system_dot_v1_dot_system__service__pb2.WatchServicesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sutazai.system.v1.SystemService/ListLogs',
+            sutazai_dot_system_dot_v1_dot_system__service__pb2.ListLogsRequest.SerializeToString,
+            sutazai_dot_system_dot_v1_dot_system__service__pb2.ListLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TailLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/sutazai.system.v1.SystemService/TailLogs',
+            sutazai_dot_system_dot_v1_dot_system__service__pb2.TailLogsRequest.SerializeToString,
+            sutazai_dot_system_dot_v1_dot_system__service__pb2.TailLogsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,33 @@ class SystemServiceStub:
     """RefreshStatus runs a probe round now, instead of waiting for the next scheduled one, and
     returns its result. Concurrent callers share one round.
     """
+    WatchStatus: _grpc.UnaryStreamMultiCallable[_system_service_pb2.WatchStatusRequest, _system_service_pb2.WatchStatusResponse]
+    """WatchStatus streams the mesh's status: the latest probe round at once, then every probe
+    round as it finishes (a component or instance that changes state shows up in the next
+    message). Like GetStatus, an anonymous caller gets the overall state only.
+    """
+    WatchTraffic: _grpc.UnaryStreamMultiCallable[_system_service_pb2.WatchTrafficRequest, _system_service_pb2.WatchTrafficResponse]
+    """WatchTraffic streams per-service traffic as the edge saw it: request rate, error rates and
+    latency percentiles over the last sampling window, aggregated by the system service from
+    Envoy's statistics, so no client needs Envoy's admin interface. One sample at once (rates
+    need two readings, so the first may show zero rates), then one per window.
+    """
+    WatchServices: _grpc.UnaryStreamMultiCallable[_system_service_pb2.WatchServicesRequest, _system_service_pb2.WatchServicesResponse]
+    """WatchServices streams every mesh service with its instances from the registry (address,
+    version, uptime, probe health, load from the instance's own metrics) and Envoy's view of each
+    endpoint (healthy, failing health checks, ejected). One message at once, then one whenever
+    anything changes, and at least every 30 seconds.
+    """
+    ListLogs: _grpc.UnaryUnaryMultiCallable[_system_service_pb2.ListLogsRequest, _system_service_pb2.ListLogsResponse]
+    """ListLogs names every component that has a log (infrastructure, the gateway, Envoy and each
+    service instance), for operators.
+    """
+    TailLogs: _grpc.UnaryStreamMultiCallable[_system_service_pb2.TailLogsRequest, _system_service_pb2.TailLogsResponse]
+    """TailLogs streams one component's log: the last `lines` matching lines, then (with `follow`)
+    every new matching line as it is written. Operators only; lines are filtered by level and
+    text on the server. While following, an empty message is sent after 30 seconds of silence
+    so proxies keep the stream open.
+    """
 
 @_typing.type_check_only
 class SystemServiceAsyncStub(SystemServiceStub):
@@ -58,6 +85,33 @@ class SystemServiceAsyncStub(SystemServiceStub):
     RefreshStatus: _aio.UnaryUnaryMultiCallable[_system_service_pb2.RefreshStatusRequest, _system_service_pb2.RefreshStatusResponse]  # type: ignore[assignment]
     """RefreshStatus runs a probe round now, instead of waiting for the next scheduled one, and
     returns its result. Concurrent callers share one round.
+    """
+    WatchStatus: _aio.UnaryStreamMultiCallable[_system_service_pb2.WatchStatusRequest, _system_service_pb2.WatchStatusResponse]  # type: ignore[assignment]
+    """WatchStatus streams the mesh's status: the latest probe round at once, then every probe
+    round as it finishes (a component or instance that changes state shows up in the next
+    message). Like GetStatus, an anonymous caller gets the overall state only.
+    """
+    WatchTraffic: _aio.UnaryStreamMultiCallable[_system_service_pb2.WatchTrafficRequest, _system_service_pb2.WatchTrafficResponse]  # type: ignore[assignment]
+    """WatchTraffic streams per-service traffic as the edge saw it: request rate, error rates and
+    latency percentiles over the last sampling window, aggregated by the system service from
+    Envoy's statistics, so no client needs Envoy's admin interface. One sample at once (rates
+    need two readings, so the first may show zero rates), then one per window.
+    """
+    WatchServices: _aio.UnaryStreamMultiCallable[_system_service_pb2.WatchServicesRequest, _system_service_pb2.WatchServicesResponse]  # type: ignore[assignment]
+    """WatchServices streams every mesh service with its instances from the registry (address,
+    version, uptime, probe health, load from the instance's own metrics) and Envoy's view of each
+    endpoint (healthy, failing health checks, ejected). One message at once, then one whenever
+    anything changes, and at least every 30 seconds.
+    """
+    ListLogs: _aio.UnaryUnaryMultiCallable[_system_service_pb2.ListLogsRequest, _system_service_pb2.ListLogsResponse]  # type: ignore[assignment]
+    """ListLogs names every component that has a log (infrastructure, the gateway, Envoy and each
+    service instance), for operators.
+    """
+    TailLogs: _aio.UnaryStreamMultiCallable[_system_service_pb2.TailLogsRequest, _system_service_pb2.TailLogsResponse]  # type: ignore[assignment]
+    """TailLogs streams one component's log: the last `lines` matching lines, then (with `follow`)
+    every new matching line as it is written. Operators only; lines are filtered by level and
+    text on the server. While following, an empty message is sent after 30 seconds of silence
+    so proxies keep the stream open.
     """
 
 class SystemServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -83,6 +137,63 @@ class SystemServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_system_service_pb2.RefreshStatusResponse, _abc.Awaitable[_system_service_pb2.RefreshStatusResponse]]:
         """RefreshStatus runs a probe round now, instead of waiting for the next scheduled one, and
         returns its result. Concurrent callers share one round.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchStatus(
+        self,
+        request: _system_service_pb2.WatchStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_system_service_pb2.WatchStatusResponse], _abc.AsyncIterator[_system_service_pb2.WatchStatusResponse]]:
+        """WatchStatus streams the mesh's status: the latest probe round at once, then every probe
+        round as it finishes (a component or instance that changes state shows up in the next
+        message). Like GetStatus, an anonymous caller gets the overall state only.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchTraffic(
+        self,
+        request: _system_service_pb2.WatchTrafficRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_system_service_pb2.WatchTrafficResponse], _abc.AsyncIterator[_system_service_pb2.WatchTrafficResponse]]:
+        """WatchTraffic streams per-service traffic as the edge saw it: request rate, error rates and
+        latency percentiles over the last sampling window, aggregated by the system service from
+        Envoy's statistics, so no client needs Envoy's admin interface. One sample at once (rates
+        need two readings, so the first may show zero rates), then one per window.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchServices(
+        self,
+        request: _system_service_pb2.WatchServicesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_system_service_pb2.WatchServicesResponse], _abc.AsyncIterator[_system_service_pb2.WatchServicesResponse]]:
+        """WatchServices streams every mesh service with its instances from the registry (address,
+        version, uptime, probe health, load from the instance's own metrics) and Envoy's view of each
+        endpoint (healthy, failing health checks, ejected). One message at once, then one whenever
+        anything changes, and at least every 30 seconds.
+        """
+
+    @_abc_1.abstractmethod
+    def ListLogs(
+        self,
+        request: _system_service_pb2.ListLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_system_service_pb2.ListLogsResponse, _abc.Awaitable[_system_service_pb2.ListLogsResponse]]:
+        """ListLogs names every component that has a log (infrastructure, the gateway, Envoy and each
+        service instance), for operators.
+        """
+
+    @_abc_1.abstractmethod
+    def TailLogs(
+        self,
+        request: _system_service_pb2.TailLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_system_service_pb2.TailLogsResponse], _abc.AsyncIterator[_system_service_pb2.TailLogsResponse]]:
+        """TailLogs streams one component's log: the last `lines` matching lines, then (with `follow`)
+        every new matching line as it is written. Operators only; lines are filtered by level and
+        text on the server. While following, an empty message is sent after 30 seconds of silence
+        so proxies keep the stream open.
         """
 
 def add_SystemServiceServicer_to_server(servicer: SystemServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
