@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SCANNED = (
     "services",
     "runtime",
+    "client",
     "ops",
     "gateway",
     "tui",

@@ -54,6 +54,7 @@ def test_public_methods_come_from_the_access_table() -> None:
         f"{AUTH}/Login",
         f"{AUTH}/Refresh",
         "/sutazai.system.v1.SystemService/GetStatus",
+        "/sutazai.system.v1.SystemService/WatchStatus",
     }
 
 
@@ -72,6 +73,7 @@ def test_rest_paths_of_public_methods_take_an_optional_token() -> None:
         "/v1/auth/login": "POST",
         "/v1/auth/refresh": "POST",
         "/v1/system/status": "GET",
+        "/v1/system/status:watch": "GET",
     }
     assert not any(re.fullmatch(r, "/v1/system/status:refresh") for r in rest)
 
