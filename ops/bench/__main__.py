@@ -17,6 +17,7 @@ import typer
 
 from sutazai.ops.bench import auth as auth_bench
 from sutazai.ops.bench import edge as edge_bench
+from sutazai.ops.bench import load as load_bench
 from sutazai.ops.bench import signatures as signatures_bench
 from sutazai.runtime.messaging import connect_nats
 from sutazai.runtime.registry import Registry
@@ -76,6 +77,17 @@ def signatures(
 ) -> None:
     """Sign and verify cost of EdDSA and ES256 tokens in-process (no mesh needed)."""
     typer.echo(json.dumps(signatures_bench.compare(calls), indent=2))
+
+
+@app.command()
+def load(
+    rate: Annotated[float, typer.Option(min=1, help="Calls started per second.")] = 1000,
+    seconds: Annotated[float, typer.Option(min=1, help="How long to keep it up.")] = 30,
+) -> None:
+    """Open-loop background load on the edge: anonymous GetStatus at a fixed rate."""
+    mesh = MeshSettings()
+    result = asyncio.run(load_bench.paced(f"{mesh.host}:{mesh.envoy.port}", rate, seconds))
+    typer.echo(json.dumps(load_bench.as_json(result), indent=2))
 
 
 if __name__ == "__main__":
