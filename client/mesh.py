@@ -62,16 +62,17 @@ class MeshClient:
             reconnect: how streams back off (default :class:`ReconnectPolicy`).
 
         """
+        self._settings = settings
         self._target = edge_target(settings)
-        self._channel = edge_channel(settings)
-        self._auth = AuthServiceStub(self._channel)
-        self._system = SystemServiceStub(self._channel)
+        # Made on first use: a grpc.aio channel belongs to the event loop it is created in,
+        # and a client may be built before that loop runs (e.g. in an App's constructor).
+        self._channel: grpc.aio.Channel | None = None
         self._call_timeout = call_timeout
         self._reconnect = reconnect or ReconnectPolicy()
         self._connection = ConnectionWatch()
         self._session = Session(
             tokens if tokens is not None else FileTokenStore(settings.state_dir),
-            self._auth,
+            lambda: self._auth,
             target=self._target,
             call_timeout=call_timeout,
         )
@@ -92,7 +93,22 @@ class MeshClient:
 
     async def aclose(self) -> None:
         """Close the channel; open streams end with it."""
-        await self._channel.close()
+        if self._channel is not None:
+            channel, self._channel = self._channel, None
+            await channel.close()
+
+    @property
+    def _auth(self) -> AuthServiceStub:
+        return AuthServiceStub(self._open_channel())
+
+    @property
+    def _system(self) -> SystemServiceStub:
+        return SystemServiceStub(self._open_channel())
+
+    def _open_channel(self) -> grpc.aio.Channel:
+        if self._channel is None:
+            self._channel = edge_channel(self._settings)
+        return self._channel
 
     @property
     def target(self) -> str:
@@ -114,6 +130,9 @@ class MeshClient:
 
     async def resume(self) -> auth_pb.User | None:
         """The saved session's user (refreshing it if expired), or ``None`` if none or ended.
+
+        A token file that cannot be trusted (:class:`TokenFileError`) counts as ended: signing
+        in again replaces it with a private one.
 
         Raises:
             MeshUnavailable: the mesh is unreachable (the saved session is kept).

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -37,9 +37,14 @@ class Session:
     """The session of one client: its tokens in memory, backed by a :class:`TokenStore`."""
 
     def __init__(
-        self, store: TokenStore, auth: AuthServiceStub, *, target: str, call_timeout: float
+        self,
+        store: TokenStore,
+        auth: Callable[[], AuthServiceStub],
+        *,
+        target: str,
+        call_timeout: float,
     ) -> None:
-        """Keep the session in ``store``; sign in and refresh through ``auth`` (the edge)."""
+        """Keep the session in ``store``; sign in and refresh through ``auth()`` (the edge)."""
         self._store = store
         self._auth = auth
         self._target = target
@@ -59,7 +64,7 @@ class Session:
         """
         sent_at = datetime.now(UTC)
         try:
-            reply = await self._auth.Login(
+            reply = await self._auth().Login(
                 auth_pb.LoginRequest(username=username, password=password),
                 timeout=self._call_timeout,
             )
@@ -137,7 +142,7 @@ class Session:
                 return stored
             sent_at = datetime.now(UTC)
             try:
-                reply = await self._auth.Refresh(
+                reply = await self._auth().Refresh(
                     auth_pb.RefreshRequest(refresh_token=stored.refresh_token),
                     timeout=self._call_timeout,
                 )
@@ -161,7 +166,7 @@ class Session:
             # Logout needs a live access token: refresh first if ours is expiring.
             access_token = await self.access_token(required=True)
             if self._tokens is not None and access_token is not None:
-                await self._auth.Logout(
+                await self._auth().Logout(
                     auth_pb.LogoutRequest(refresh_token=self._tokens.refresh_token),
                     metadata=bearer(access_token),
                     timeout=self._call_timeout,
