@@ -12,7 +12,7 @@ from sutazai.ops.cli.context import GlobalOptions
 from sutazai.ops.cli.down import down
 from sutazai.ops.cli.envoy_admin import envoy_admin
 from sutazai.ops.cli.keys import keys
-from sutazai.ops.cli.login import login
+from sutazai.ops.cli.login import login, logout
 from sutazai.ops.cli.logs import logs
 from sutazai.ops.cli.serve import serve
 from sutazai.ops.cli.status import status
@@ -50,6 +50,7 @@ app.command()(logs)
 app.command(name="envoy-admin")(envoy_admin)
 app.command()(serve)
 app.command()(login)
+app.command()(logout)
 app.command()(certs)
 app.add_typer(users)
 app.add_typer(keys)

@@ -8,27 +8,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
 
-import grpc
 import typer
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 from rich import box
 from rich.table import Table
 
+from sutazai.client import CallFailed, ClientError, MeshClient, MeshUnavailable, TokenFileError
 from sutazai.ops.cli.console import out
 from sutazai.ops.cli.context import mesh_settings
-from sutazai.ops.cli.edge import edge_channel, edge_target
 from sutazai.ops.cli.errors import CliError
-from sutazai.ops.cli.login import load_token
 from sutazai.runtime.settings import MeshSettings
 from sutazai.system.v1.system_service_pb2 import (
     ComponentKind,
     ComponentState,
-    GetStatusRequest,
     GetStatusResponse,
     OverallState,
 )
-from sutazai.system.v1.system_service_pb2_grpc import SystemServiceStub
 
 _CALL_TIMEOUT = 5.0
 _POLL_INTERVAL = 1.0
@@ -82,46 +78,35 @@ def status(
 
 
 async def poll_status(settings: MeshSettings, wait: float) -> StatusOutcome:
-    """Call ``GetStatus`` through Envoy until the mesh is healthy or ``wait`` seconds passed."""
-    target = edge_target(settings)
+    """Call ``GetStatus`` through Envoy until the mesh is healthy or ``wait`` seconds passed.
+
+    Signed in (``sutazai login``; an expired access token is refreshed), the answer lists
+    every component; signed out, only the overall state.
+    """
     deadline = time.monotonic() + max(wait, 0.0)
-    metadata = _signed_in(settings)
-    async with edge_channel(settings) as channel:
-        stub = SystemServiceStub(channel)
+    async with MeshClient(settings, call_timeout=_CALL_TIMEOUT) as client:
         while True:
-            outcome = await _ask(stub, target, metadata)
+            outcome = await _ask(client)
             remaining = deadline - time.monotonic()
             if outcome.healthy or remaining <= 0:
                 return outcome
             await asyncio.sleep(min(_POLL_INTERVAL, remaining))
 
 
-def _signed_in(settings: MeshSettings) -> tuple[tuple[str, str], ...]:
-    """The saved token as call metadata, if one is saved and unexpired.
-
-    Signed out, ``GetStatus`` answers with the overall state only (no components).
-    """
-    token = load_token(settings.state_dir)
-    if token is None or token.expires_at <= datetime.now(UTC):
-        return ()
-    return (("authorization", f"Bearer {token.access_token}"),)
-
-
-async def _ask(
-    stub: SystemServiceStub, target: str, metadata: tuple[tuple[str, str], ...]
-) -> StatusOutcome:
+async def _ask(client: MeshClient) -> StatusOutcome:
     try:
-        response = await stub.GetStatus(
-            GetStatusRequest(), timeout=_CALL_TIMEOUT, metadata=metadata
+        response = await client.get_status()
+    except MeshUnavailable as exc:
+        return StatusOutcome(None, str(exc))
+    except TokenFileError as exc:
+        raise CliError(str(exc)) from None
+    except CallFailed as exc:
+        return StatusOutcome(
+            None,
+            f"GetStatus through Envoy at {client.target} failed: {exc.code.name}: {exc.details}",
         )
-    except grpc.aio.AioRpcError as exc:
-        if exc.code() == grpc.StatusCode.UNAVAILABLE:
-            problem = f"Envoy unreachable at {target}: {exc.details()}"
-        else:
-            problem = (
-                f"GetStatus through Envoy at {target} failed: {exc.code().name}: {exc.details()}"
-            )
-        return StatusOutcome(None, problem)
+    except ClientError as exc:
+        return StatusOutcome(None, f"GetStatus through Envoy at {client.target} failed: {exc}")
     if response.overall == OverallState.HEALTHY:
         return StatusOutcome(response, None)
     unhealthy = [

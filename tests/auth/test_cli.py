@@ -10,7 +10,8 @@ import jwt
 
 from sutazai.auth.v1 import auth_service_pb2 as pb
 from sutazai.auth.v1 import auth_service_pb2_grpc as pb_grpc
-from sutazai.ops.cli.login import TOKEN_FILE, load_token
+from sutazai.client import FileTokenStore
+from sutazai.client.tokens import TOKEN_FILE
 from sutazai.ops.supervisor.environment import settings_environment
 from sutazai.runtime.settings import MeshSettings
 from tests.auth.helpers import (
@@ -118,7 +119,7 @@ async def test_login_through_envoy_keeps_a_private_token(mesh_services: MeshSett
     path = settings.state_dir / TOKEN_FILE
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert set(json.loads(path.read_text())) == {"access_token", "refresh_token", "expires_at"}
-    token = load_token(settings.state_dir)
+    token = FileTokenStore(settings.state_dir).load()
     assert token is not None
     async with grpc.aio.insecure_channel(f"127.0.0.1:{settings.envoy.port}") as channel:
         me = await pb_grpc.AuthServiceStub(channel).GetMe(

@@ -10,10 +10,11 @@ import grpc
 import httpx
 import pytest
 
+from sutazai.client import MemoryTokenStore, MeshClient
 from sutazai.gateway.resources import EdgePolicy
 from sutazai.gateway.server import run_gateway
 from sutazai.runtime.errors import ConfigurationError
-from sutazai.runtime.settings import EdgeSettings, MeshSettings
+from sutazai.runtime.settings import EdgeSettings, EnvoySettings, MeshSettings
 from sutazai.system.v1 import system_service_pb2, system_service_pb2_grpc
 from tests.gateway.auth_backend import edge_in_front
 from tests.gateway.edge_harness import (
@@ -59,6 +60,25 @@ async def test_grpc_over_tls_works(tls_edge: tuple[Edge, Path]) -> None:
     async with grpc.aio.secure_channel(f"127.0.0.1:{proxy.port}", credentials) as channel:
         stub = system_service_pb2_grpc.SystemServiceStub(channel)
         reply = await stub.GetStatus(system_service_pb2.GetStatusRequest(), timeout=5)
+
+    assert reply.overall == system_service_pb2.HEALTHY
+
+
+async def test_the_client_speaks_tls_when_the_edge_does(
+    tls_edge: tuple[Edge, Path], tmp_path: Path
+) -> None:
+    proxy, ca = tls_edge
+    settings = MeshSettings(
+        state_dir=tmp_path,
+        envoy=EnvoySettings(port=proxy.port),
+        edge=EdgeSettings(
+            tls_cert_file=ca.parent / "edge.pem",
+            tls_key_file=ca.parent / "edge-key.pem",
+            tls_ca_file=ca,
+        ),
+    )
+    async with MeshClient(settings, tokens=MemoryTokenStore()) as client:
+        reply = await client.get_status()
 
     assert reply.overall == system_service_pb2.HEALTHY
 

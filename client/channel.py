@@ -1,4 +1,4 @@
-"""How the CLI reaches the edge: Envoy's port, over TLS when the edge serves it."""
+"""How the client reaches the edge: Envoy's port, over TLS when the edge serves it."""
 
 from __future__ import annotations
 
@@ -7,6 +7,17 @@ import ipaddress
 import grpc
 
 from sutazai.runtime.settings import LOOPBACK, MeshSettings
+
+RECONNECT_BACKOFF_MAX_MS = 10_000
+"""gRPC's own reconnect backoff grows to two minutes by default: a channel that lost the edge
+would then fail every call fast long after the edge is back. Capped at the stream loop's
+ceiling (:class:`sutazai.client.streams.ReconnectPolicy`), the two back-offs agree."""
+
+_CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.initial_reconnect_backoff_ms", 500),
+    ("grpc.min_reconnect_backoff_ms", 500),
+    ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MAX_MS),
+)
 
 
 def edge_target(settings: MeshSettings) -> str:
@@ -28,7 +39,9 @@ def edge_channel(settings: MeshSettings) -> grpc.aio.Channel:
     """
     target = edge_target(settings)
     if not settings.edge_tls:
-        return grpc.aio.insecure_channel(target)
+        return grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
     ca_file = settings.edge.tls_ca_file
     roots = ca_file.read_bytes() if ca_file is not None else None
-    return grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=roots))
+    return grpc.aio.secure_channel(
+        target, grpc.ssl_channel_credentials(root_certificates=roots), options=_CHANNEL_OPTIONS
+    )

@@ -1,0 +1,443 @@
+"""``MeshClient``: the mesh's RPCs as typed async methods, through Envoy.
+
+Everything returned is the generated protobuf message. Unary calls carry a deadline
+(``call_timeout``) and the session's access token; ``UNAVAILABLE`` raises
+:class:`MeshUnavailable` (and tells the connection listeners), ``UNAUTHENTICATED`` renews the
+session once and retries before raising :class:`SessionEnded`, any other status raises
+:class:`CallFailed`. Streams follow :func:`sutazai.client.streams.follow`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from types import TracebackType
+from typing import Self, TypeVar
+
+import grpc
+
+from sutazai.auth.v1 import auth_service_pb2 as auth_pb
+from sutazai.auth.v1.auth_service_pb2_grpc import AuthServiceStub
+from sutazai.client.channel import edge_channel, edge_target
+from sutazai.client.errors import MeshUnavailable, SessionEnded
+from sutazai.client.session import Session, bearer
+from sutazai.client.statuses import translate
+from sutazai.client.streams import ConnectionState, ConnectionWatch, ReconnectPolicy, follow
+from sutazai.client.tokens import FileTokenStore, TokenStore
+from sutazai.runtime.settings import MeshSettings
+from sutazai.system.v1 import system_service_pb2 as system_pb
+from sutazai.system.v1.system_service_pb2_grpc import SystemServiceStub
+
+R = TypeVar("R")
+Metadata = tuple[tuple[str, str], ...]
+
+_USER_PAGE = 200
+"""ListUsers' largest page."""
+_AUDIT_PAGE = 500
+"""ListAuditEvents' largest page."""
+_MAX_PAGES = 1_000
+"""Pages read by one listing at most: a server that never stops paging cannot hang us."""
+_MAX_AUDIT_EVENTS = 10_000
+"""Most audit events one :meth:`MeshClient.list_audit_events` returns."""
+
+
+class MeshClient:
+    """Async client of the mesh through Envoy (gRPC; TLS when ``settings.edge_tls``)."""
+
+    def __init__(
+        self,
+        settings: MeshSettings,
+        *,
+        tokens: TokenStore | None = None,
+        call_timeout: float = 10.0,
+        reconnect: ReconnectPolicy | None = None,
+    ) -> None:
+        """A client of the edge of ``settings``; no connection is made until the first call.
+
+        Args:
+            settings: where the edge is (``host``, ``envoy.port``, TLS).
+            tokens: where the session is kept; default ``FileTokenStore(settings.state_dir)``,
+                shared with ``sutazai login``.
+            call_timeout: deadline of each unary call, in seconds.
+            reconnect: how streams back off (default :class:`ReconnectPolicy`).
+
+        """
+        self._settings = settings
+        self._target = edge_target(settings)
+        # Made on first use: a grpc.aio channel belongs to the event loop it is created in,
+        # and a client may be built before that loop runs (e.g. in an App's constructor).
+        self._channel: grpc.aio.Channel | None = None
+        self._call_timeout = call_timeout
+        self._reconnect = reconnect or ReconnectPolicy()
+        self._connection = ConnectionWatch()
+        self._session = Session(
+            tokens if tokens is not None else FileTokenStore(settings.state_dir),
+            lambda: self._auth,
+            target=self._target,
+            call_timeout=call_timeout,
+        )
+        self._user: auth_pb.User | None = None
+
+    async def __aenter__(self) -> Self:
+        """The client itself."""
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Close the channel (:meth:`aclose`)."""
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the channel; open streams end with it."""
+        if self._channel is not None:
+            channel, self._channel = self._channel, None
+            await channel.close()
+
+    @property
+    def _auth(self) -> AuthServiceStub:
+        return AuthServiceStub(self._open_channel())
+
+    @property
+    def _system(self) -> SystemServiceStub:
+        return SystemServiceStub(self._open_channel())
+
+    def _open_channel(self) -> grpc.aio.Channel:
+        if self._channel is None:
+            self._channel = edge_channel(self._settings)
+        return self._channel
+
+    @property
+    def target(self) -> str:
+        """``host:port`` of the edge."""
+        return self._target
+
+    # --- session ---------------------------------------------------------------------------
+
+    async def sign_in(self, username: str, password: str) -> auth_pb.User:
+        """``Login``, save the tokens, then ``GetMe``: who is now signed in.
+
+        Raises:
+            CallFailed: refused credentials (``UNAUTHENTICATED``), invalid input, or a lockout.
+            MeshUnavailable: the edge or the auth service is unreachable.
+
+        """
+        await self._guarded(self._session.sign_in(username, password))
+        return await self.me()
+
+    async def resume(self) -> auth_pb.User | None:
+        """The saved session's user (refreshing it if expired), or ``None`` if none or ended.
+
+        A token file that cannot be trusted (:class:`TokenFileError`) counts as ended: signing
+        in again replaces it with a private one.
+
+        Raises:
+            MeshUnavailable: the mesh is unreachable (the saved session is kept).
+            CallFailed: another refusal.
+
+        """
+        try:
+            if self._session.saved() is None:
+                return None
+            return await self.me()
+        except SessionEnded:
+            self._user = None
+            return None
+
+    async def sign_out(self) -> None:
+        """``Logout`` (best effort) and clear the store."""
+        await self._session.sign_out()
+        self._user = None
+
+    async def me(self) -> auth_pb.User:
+        """``GetMe``: the signed-in account (also kept as :attr:`user`)."""
+        reply: auth_pb.GetMeResponse = await self._unary(self._auth.GetMe, auth_pb.GetMeRequest())
+        self._user = reply.user
+        return reply.user
+
+    @property
+    def user(self) -> auth_pb.User | None:
+        """Who is signed in, from the last :meth:`sign_in`, :meth:`resume` or :meth:`me`."""
+        return self._user
+
+    # --- connection state ------------------------------------------------------------------
+
+    def on_connection_change(
+        self, callback: Callable[[ConnectionState], None]
+    ) -> Callable[[], None]:
+        """Call ``callback`` when the client loses or regains the mesh; returns unsubscribe.
+
+        Called from the event loop's thread, in the task that noticed the change: keep it
+        quick and do not raise.
+        """
+        return self._connection.subscribe(callback)
+
+    # --- system ----------------------------------------------------------------------------
+
+    async def get_status(self) -> system_pb.GetStatusResponse:
+        """``GetStatus``: every component when signed in, the overall state only otherwise."""
+        return await self._unary(
+            self._system.GetStatus, system_pb.GetStatusRequest(), signed_in=False
+        )
+
+    def watch_status(self) -> AsyncIterator[system_pb.WatchStatusResponse]:
+        """``WatchStatus``, followed: the latest probe round, then every round."""
+        return self._follow(
+            lambda metadata: self._system.WatchStatus(
+                system_pb.WatchStatusRequest(), metadata=metadata
+            ),
+            signed_in=False,
+        )
+
+    def watch_traffic(self) -> AsyncIterator[system_pb.WatchTrafficResponse]:
+        """``WatchTraffic``, followed: one sample per window."""
+        return self._follow(
+            lambda metadata: self._system.WatchTraffic(
+                system_pb.WatchTrafficRequest(), metadata=metadata
+            )
+        )
+
+    def watch_services(self) -> AsyncIterator[system_pb.WatchServicesResponse]:
+        """``WatchServices``, followed: services, instances and Envoy's view of each."""
+        return self._follow(
+            lambda metadata: self._system.WatchServices(
+                system_pb.WatchServicesRequest(), metadata=metadata
+            )
+        )
+
+    async def list_logs(self) -> list[system_pb.LogInfo]:
+        """``ListLogs``: every component that has a log (operators)."""
+        reply: system_pb.ListLogsResponse = await self._unary(
+            self._system.ListLogs, system_pb.ListLogsRequest()
+        )
+        return list(reply.logs)
+
+    def tail_logs(
+        self,
+        component: str,
+        *,
+        lines: int = 200,
+        follow: bool = True,
+        min_level: system_pb.LogLevel.ValueType = system_pb.LOG_LEVEL_UNSPECIFIED,
+        contains: str = "",
+    ) -> AsyncIterator[list[system_pb.LogLine]]:
+        """``TailLogs``: the last ``lines`` matching lines, then (``follow``) every new one.
+
+        Keep-alive (empty) messages are not yielded. Following, a reconnect asks for no old
+        lines again (``lines=0``), so nothing is shown twice. Not following, the iterator ends
+        with the stream and does not reconnect.
+        """
+        reconnected = False
+
+        def start(
+            metadata: Metadata,
+        ) -> grpc.aio.UnaryStreamCall[object, system_pb.TailLogsResponse]:
+            nonlocal reconnected
+            request = system_pb.TailLogsRequest(
+                component=component,
+                lines=0 if reconnected else lines,
+                follow=follow,
+                min_level=min_level,
+                contains=contains,
+            )
+            reconnected = True
+            return self._system.TailLogs(request, metadata=metadata)
+
+        if not follow:
+            return self._lines(self._once(start))
+
+        return self._lines(self._follow(start))
+
+    # --- identity (admins) -----------------------------------------------------------------
+
+    async def list_users(self) -> list[auth_pb.User]:
+        """``ListUsers``, every page, by username."""
+        users: list[auth_pb.User] = []
+        page_token = ""
+        for _ in range(_MAX_PAGES):
+            reply = await self._unary(
+                self._auth.ListUsers,
+                auth_pb.ListUsersRequest(page_size=_USER_PAGE, page_token=page_token),
+            )
+            users.extend(reply.users)
+            if not reply.next_page_token or reply.next_page_token == page_token:
+                break
+            page_token = reply.next_page_token
+        return users
+
+    async def set_user_role(self, username: str, role: int) -> auth_pb.User:
+        """``SetUserRole``: give ``username`` the role ``role`` (an ``access_pb2.Role`` value)."""
+        reply: auth_pb.SetUserRoleResponse = await self._unary(
+            self._auth.SetUserRole,
+            auth_pb.SetUserRoleRequest(username=username, role=role),  # type: ignore[arg-type]
+        )
+        return reply.user
+
+    async def deactivate_user(self, username: str) -> auth_pb.User:
+        """``DeactivateUser``: disable the account and end all its sessions."""
+        reply: auth_pb.DeactivateUserResponse = await self._unary(
+            self._auth.DeactivateUser, auth_pb.DeactivateUserRequest(username=username)
+        )
+        return reply.user
+
+    async def unlock_user(self, username: str) -> int:
+        """``UnlockUser``: the number of sign-in locks cleared."""
+        reply = await self._unary(
+            self._auth.UnlockUser, auth_pb.UnlockUserRequest(username=username)
+        )
+        return int(reply.locks_cleared)
+
+    async def revoke_user_sessions(self, username: str) -> int:
+        """``RevokeUserSessions``: the number of refresh tokens revoked."""
+        reply = await self._unary(
+            self._auth.RevokeUserSessions, auth_pb.RevokeUserSessionsRequest(username=username)
+        )
+        return int(reply.refresh_tokens_revoked)
+
+    async def list_audit_events(
+        self, *, actor: str = "", action: str = "", limit: int = 100
+    ) -> list[auth_pb.AuditEvent]:
+        """``ListAuditEvents``: up to ``limit`` (1 to 10,000) events, newest first."""
+        wanted = max(1, min(limit, _MAX_AUDIT_EVENTS))
+        events: list[auth_pb.AuditEvent] = []
+        page_token = ""
+        for _ in range(_MAX_PAGES):
+            reply = await self._unary(
+                self._auth.ListAuditEvents,
+                auth_pb.ListAuditEventsRequest(
+                    page_size=min(_AUDIT_PAGE, wanted - len(events)),
+                    page_token=page_token,
+                    actor=actor,
+                    action=action,
+                ),
+            )
+            events.extend(reply.events)
+            if (
+                len(events) >= wanted
+                or not reply.next_page_token
+                or reply.next_page_token == page_token
+            ):
+                break
+            page_token = reply.next_page_token
+        return events[:wanted]
+
+    def watch_audit_events(
+        self, *, actor: str = "", action: str = "", after_event_id: int = 0
+    ) -> AsyncIterator[list[auth_pb.AuditEvent]]:
+        """``WatchAuditEvents``, followed: new events, oldest first, in batches.
+
+        Keep-alives are not yielded; a reconnect resumes after the last event seen, so no
+        event is missed or repeated.
+        """
+        last_seen = after_event_id
+
+        def start(
+            metadata: Metadata,
+        ) -> grpc.aio.UnaryStreamCall[object, auth_pb.WatchAuditEventsResponse]:
+            request = auth_pb.WatchAuditEventsRequest(
+                after_event_id=last_seen, actor=actor, action=action
+            )
+            return self._auth.WatchAuditEvents(request, metadata=metadata)
+
+        async def batches() -> AsyncIterator[list[auth_pb.AuditEvent]]:
+            nonlocal last_seen
+            stream: AsyncGenerator[auth_pb.WatchAuditEventsResponse] = self._follow(start)
+            async with contextlib.aclosing(stream):
+                async for message in stream:
+                    if not message.events:
+                        continue
+                    last_seen = max(last_seen, max(e.event_id for e in message.events))
+                    yield list(message.events)
+
+        return batches()
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    async def _unary(
+        self,
+        rpc: Callable[..., Awaitable[R]],
+        request: object,
+        *,
+        signed_in: bool = True,
+    ) -> R:
+        """One unary call with the deadline and the session, renewing it once if refused."""
+        token = await self._guarded(self._session.access_token(required=signed_in))
+        renewed = False
+        while True:
+            metadata = bearer(token) if token is not None else ()
+            try:
+                reply = await rpc(request, timeout=self._call_timeout, metadata=metadata)
+            except grpc.aio.AioRpcError as exc:
+                if (
+                    exc.code() == grpc.StatusCode.UNAUTHENTICATED
+                    and token is not None
+                    and not renewed
+                ):
+                    renewed = True
+                    token = (await self._guarded(self._session.renew(token))).access_token
+                    continue
+                error = translate(exc, self._target)
+                if isinstance(error, MeshUnavailable):
+                    self._connection.lost(None, str(error))
+                raise error from None
+            self._connection.regained(None)
+            return reply
+
+    async def _guarded(self, work: Awaitable[R]) -> R:
+        """``work`` (a session step that may call the mesh), reporting an unreachable mesh."""
+        try:
+            return await work
+        except MeshUnavailable as exc:
+            self._connection.lost(None, str(exc))
+            raise
+
+    def _follow(
+        self,
+        start: Callable[[Metadata], grpc.aio.UnaryStreamCall[object, R]],
+        *,
+        signed_in: bool = True,
+    ) -> AsyncGenerator[R]:
+        return follow(
+            start,
+            session=self._session,
+            signed_in=signed_in,
+            connection=self._connection,
+            policy=self._reconnect,
+            target=self._target,
+        )
+
+    async def _once(
+        self, start: Callable[[Metadata], grpc.aio.UnaryStreamCall[object, R]]
+    ) -> AsyncGenerator[R]:
+        """A stream read to its end, without reconnecting (renewing the session once)."""
+        token = await self._guarded(self._session.access_token(required=True))
+        renewed = False
+        while True:
+            call = start(bearer(token) if token is not None else ())
+            try:
+                async for message in call:
+                    yield message
+                return
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.UNAUTHENTICATED and token and not renewed:
+                    renewed = True
+                    token = (await self._guarded(self._session.renew(token))).access_token
+                    continue
+                error = translate(exc, self._target)
+                if isinstance(error, MeshUnavailable):
+                    self._connection.lost(None, str(error))
+                raise error from None
+            finally:
+                call.cancel()
+
+    @staticmethod
+    async def _lines(
+        stream: AsyncGenerator[system_pb.TailLogsResponse],
+    ) -> AsyncIterator[list[system_pb.LogLine]]:
+        async with contextlib.aclosing(stream) as messages:
+            async for message in messages:
+                if message.lines:
+                    yield list(message.lines)
