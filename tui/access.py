@@ -13,7 +13,11 @@ from dataclasses import dataclass
 from sutazai.auth.v1 import access_pb2
 from sutazai.tui.errors import NotPermittedError
 
-_RANK: dict[int, int] = {access_pb2.ROLE_USER: 1, access_pb2.ROLE_OPERATOR: 2, access_pb2.ROLE_ADMIN: 3}
+_RANK: dict[int, int] = {
+    access_pb2.ROLE_USER: 1,
+    access_pb2.ROLE_OPERATOR: 2,
+    access_pb2.ROLE_ADMIN: 3,
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from sutazai.ops.cli.login import login
 from sutazai.ops.cli.logs import logs
 from sutazai.ops.cli.serve import serve
 from sutazai.ops.cli.status import status
+from sutazai.ops.cli.tui import tui
 from sutazai.ops.cli.up import up
 from sutazai.ops.cli.users import users
 
@@ -51,5 +52,6 @@ app.command(name="envoy-admin")(envoy_admin)
 app.command()(serve)
 app.command()(login)
 app.command()(certs)
+app.command()(tui)
 app.add_typer(users)
 app.add_typer(keys)
