@@ -8,13 +8,12 @@ stream (and the overview's sparklines) running, signing out cancels them all.
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from textual import work
 from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.reactive import reactive
-from textual.screen import Screen
 
 from sutazai.auth.v1 import auth_service_pb2 as auth_pb
 from sutazai.tui.access import SCREENS, ScreenEntry, entry, screens_for
@@ -32,6 +31,8 @@ from sutazai.tui.screens.sign_in import SignInScreen
 from sutazai.tui.settings import DashboardSettings
 from sutazai.tui.source import ClientError, ConnectionState, MeshApi
 
+SIGN_IN = "sign-in"
+"""The mode of the sign-in screen: shown whenever nobody is signed in."""
 DARK = "textual-dark"
 LIGHT = "textual-light"
 
@@ -85,13 +86,15 @@ class SutazaiApp(App[None]):
         self._unsubscribe = api.on_connection_change(self._connection_changed)
 
     def on_mount(self) -> None:
-        """Apply the theme the settings ask for."""
+        """Apply the theme the settings ask for and show the sign-in screen."""
         self.theme = DARK if self.settings.dark else LIGHT
+        self.add_mode(SIGN_IN, self._make_sign_in)
+        self.switch_mode(SIGN_IN)
 
     # --- screens ---------------------------------------------------------------------------
 
-    def get_default_screen(self) -> Screen[Any]:
-        """The sign-in screen: what shows whenever nobody is signed in."""
+    def _make_sign_in(self) -> SignInScreen:
+        # Only the first sign-in screen resumes the saved session; later ones ask.
         resume, self._resume = self._resume, False
         return SignInScreen(self.api, resume=resume)
 
@@ -132,7 +135,7 @@ class SutazaiApp(App[None]):
             return
         self.user = None
         self.sub_title = ""
-        await self.switch_mode("_default")
+        await self.switch_mode(SIGN_IN)
         for installed in self._installed:
             await self.remove_mode(installed.name)
         self._installed = []
