@@ -36,7 +36,9 @@ async def on_screen(app: SutazaiApp, kind: type) -> None:
 
 async def rows(app: SutazaiApp, table: str, count: int) -> None:
     await wait_for(
-        lambda: app.screen.query(table) and app.screen.query_one(table, KeyedTable).row_count == count,
+        lambda: (
+            app.screen.query(table) and app.screen.query_one(table, KeyedTable).row_count == count
+        ),
         WAIT,
         message=f"{count} rows in {table}",
     )
@@ -70,7 +72,9 @@ async def test_a_component_turning_unhealthy_updates_its_row_in_place_and_raises
         )
         assert table.keys == key_before
         await wait_for(lambda: alerts.row_count == 1, WAIT)
-        assert "connection refused" in cell(app, "#alerts", "component:auth/4c1e9a02b7d3", "message")
+        assert "connection refused" in cell(
+            app, "#alerts", "component:auth/4c1e9a02b7d3", "message"
+        )
         fake.push("status", status())
         await wait_for(lambda: alerts.row_count == 0, WAIT)
 
@@ -105,7 +109,9 @@ async def test_without_a_saved_session_the_sign_in_screen_asks_and_refuses_a_wro
         await wait_for(lambda: not app.screen.query_one("#username", Input).disabled, WAIT)
         await pilot.click("#username")
         await pilot.press(*"ursula", "enter", *"wrong", "enter")
-        await wait_for(lambda: "refused" in str(app.screen.query_one("#message", Static).content), WAIT)
+        await wait_for(
+            lambda: "refused" in str(app.screen.query_one("#message", Static).content), WAIT
+        )
         assert isinstance(app.screen, SignInScreen)
         assert app.screen.query_one("#password", Input).value == ""
         await pilot.click("#password")
@@ -228,7 +234,9 @@ async def test_a_refused_action_is_shown_not_raised(fake: FakeMesh) -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         await identity(app, pilot)
         await pilot.press("x", "y")
-        await wait_for(lambda: any("not yourself" in str(n.message) for n in app._notifications), WAIT)
+        await wait_for(
+            lambda: any("not yourself" in str(n.message) for n in app._notifications), WAIT
+        )
         assert isinstance(app.screen, IdentityScreen)
 
 
@@ -261,19 +269,24 @@ async def test_logs_follow_a_component_with_level_and_search_filters(fake: FakeM
         await wait_for(lambda: len(log.lines) == 3, WAIT)
         app.screen.query_one("#level", Select).value = system_pb.LOG_LEVEL_WARNING
         await wait_for(
-            lambda: ("watch_logs", ("auth", 200, True, system_pb.LOG_LEVEL_WARNING, ""))
-            in fake.calls,
+            lambda: (
+                ("watch_logs", ("auth", 200, True, system_pb.LOG_LEVEL_WARNING, "")) in fake.calls
+            ),
             WAIT,
         )
         await pilot.click("#search")
         await pilot.press(*"redis", "enter")
         await wait_for(
-            lambda: ("watch_logs", ("auth", 200, True, system_pb.LOG_LEVEL_WARNING, "redis"))
-            in fake.calls,
+            lambda: (
+                ("watch_logs", ("auth", 200, True, system_pb.LOG_LEVEL_WARNING, "redis"))
+                in fake.calls
+            ),
             WAIT,
         )
         app.screen.query_one("#component", Select).value = "envoy"
-        await wait_for(lambda: any(c[1][:1] == ("envoy",) for c in fake.calls if c[0] == "watch_logs"), WAIT)
+        await wait_for(
+            lambda: any(c[1][:1] == ("envoy",) for c in fake.calls if c[0] == "watch_logs"), WAIT
+        )
         assert all(stream.closed for stream in fake.open("logs")[:-1])
 
 
@@ -284,7 +297,9 @@ async def test_the_banner_shows_while_disconnected(fake: FakeMesh) -> None:
         banner = app.screen.query_one(ConnectionBanner)
         assert not banner.display
         fake.set_connection(
-            ConnectionState(connected=False, detail="Envoy unreachable at 127.0.0.1:10005", retry_in=2.0)
+            ConnectionState(
+                connected=False, detail="Envoy unreachable at 127.0.0.1:10005", retry_in=2.0
+            )
         )
         await wait_for(lambda: banner.display, WAIT)
         assert "Envoy unreachable" in str(banner.render())
