@@ -16,6 +16,7 @@ from sutazai.ops.cli.login import login, logout
 from sutazai.ops.cli.logs import logs
 from sutazai.ops.cli.serve import serve
 from sutazai.ops.cli.status import status
+from sutazai.ops.cli.tui import tui
 from sutazai.ops.cli.up import up
 from sutazai.ops.cli.users import users
 
@@ -52,5 +53,6 @@ app.command()(serve)
 app.command()(login)
 app.command()(logout)
 app.command()(certs)
+app.command()(tui)
 app.add_typer(users)
 app.add_typer(keys)

@@ -1,0 +1,149 @@
+"""Snapshot tests of every screen, with the fake mesh's fixed data, at 80x24 and 160x48.
+
+Update them with ``pytest tests/tui/test_snapshots.py --snapshot-update`` after checking the
+report (``snapshot_report.html``) shows the change you meant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import Input, RichLog
+
+from sutazai.tui.screens.confirm import ConfirmScreen
+from sutazai.tui.screens.identity import IdentityScreen
+from sutazai.tui.screens.logs import LogsScreen
+from sutazai.tui.screens.overview import OverviewScreen
+from sutazai.tui.screens.services import ServicesScreen
+from sutazai.tui.screens.sign_in import SignInScreen
+from sutazai.tui.widgets.tables import KeyedTable
+from tests.harness.waiting import wait_for
+from tests.tui.conftest import make_app
+from tests.tui.fake import USER, FakeMesh
+
+SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48")]
+WAIT = 10.0
+
+SnapCompare = Callable[..., bool]
+
+
+async def _settle(pilot: Pilot[None], ready: Callable[[], bool], what: str) -> None:
+    await wait_for(ready, WAIT, message=what)
+    for widget in pilot.app.screen.query(Input):
+        widget.cursor_blink = False
+    await pilot.pause()
+
+
+def _table_rows(pilot: Pilot[None], selector: str) -> int:
+    found = pilot.app.screen.query(selector)
+    return found.first(KeyedTable).row_count if found else 0
+
+
+async def _overview(pilot: Pilot[None]) -> None:
+    await _settle(
+        pilot,
+        lambda: (
+            isinstance(pilot.app.screen, OverviewScreen)
+            and _table_rows(pilot, "#components") == 6
+            and _table_rows(pilot, "#traffic") == 3
+            and _table_rows(pilot, "#alerts") == 2
+        ),
+        "overview drawn",
+    )
+
+
+async def _services(pilot: Pilot[None]) -> None:
+    await _overview(pilot)
+    await pilot.press("2")
+    await _settle(
+        pilot,
+        lambda: (
+            isinstance(pilot.app.screen, ServicesScreen)
+            and _table_rows(pilot, "#instances") == 2
+            and _table_rows(pilot, "#endpoints") == 1
+        ),
+        "services drawn",
+    )
+
+
+async def _identity(pilot: Pilot[None]) -> None:
+    await _overview(pilot)
+    await pilot.press("3")
+    await _settle(
+        pilot,
+        lambda: (
+            isinstance(pilot.app.screen, IdentityScreen)
+            and _table_rows(pilot, "#users") == 4
+            and _table_rows(pilot, "#audit") == 4
+        ),
+        "identity drawn",
+    )
+    pilot.app.screen.query_one("#users", KeyedTable).focus()
+    await pilot.pause()
+
+
+async def _confirm(pilot: Pilot[None]) -> None:
+    await _identity(pilot)
+    await pilot.press("down", "d")
+    await _settle(pilot, lambda: isinstance(pilot.app.screen, ConfirmScreen), "dialog open")
+
+
+async def _logs(pilot: Pilot[None]) -> None:
+    await _overview(pilot)
+    await pilot.press("4")
+    await _settle(
+        pilot,
+        lambda: (
+            isinstance(pilot.app.screen, LogsScreen)
+            and len(pilot.app.screen.query_one("#log", RichLog).lines) == 3
+        ),
+        "log drawn",
+    )
+
+
+async def _user_presses_identity(pilot: Pilot[None]) -> None:
+    await _overview(pilot)
+    await pilot.press("3", "4")
+    await pilot.pause()
+
+
+async def _sign_in(pilot: Pilot[None]) -> None:
+    await _settle(
+        pilot,
+        lambda: (
+            isinstance(pilot.app.screen, SignInScreen)
+            and not pilot.app.screen.query_one("#username", Input).disabled
+        ),
+        "sign-in form",
+    )
+
+
+SCREENS: dict[str, tuple[FakeMesh | None, Callable[[Pilot[None]], Awaitable[None]]]] = {
+    "overview": (None, _overview),
+    "services": (None, _services),
+    "identity": (None, _identity),
+    "confirm": (None, _confirm),
+    "logs": (None, _logs),
+}
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("screen", list(SCREENS))
+def test_admin_screens(snap_compare: SnapCompare, screen: str, size: tuple[int, int]) -> None:
+    _, run_before = SCREENS[screen]
+    assert snap_compare(make_app(FakeMesh()), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_sign_in(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
+    assert snap_compare(make_app(FakeMesh(saved=None)), terminal_size=size, run_before=_sign_in)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_identity_as_a_user_is_not_there(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
+    """A user pressing the Identity and Logs keys stays on the overview; no tab for them."""
+    assert snap_compare(
+        make_app(FakeMesh(saved=USER)), terminal_size=size, run_before=_user_presses_identity
+    )

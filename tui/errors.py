@@ -1,0 +1,17 @@
+"""The dashboard's exception tree: every exception :mod:`sutazai.tui` defines, by module.
+
+DashboardError          root of every error raised by the dashboard itself
+└── NotPermittedError   errors: the signed-in role may not open that screen or take that action
+
+What the mesh answers (unreachable, session ended, a refused call) arrives as the client's
+exceptions (:mod:`sutazai.client`), which the screens show and never re-raise.
+``tests/test_error_trees.py`` keeps this drawing complete and its branches true.
+"""
+
+
+class DashboardError(Exception):
+    """Root of every error raised by :mod:`sutazai.tui`."""
+
+
+class NotPermittedError(DashboardError):
+    """The signed-in user's role may not open that screen or take that action."""

@@ -1,0 +1,160 @@
+"""How figures and states read on screen: pure functions of protobuf values, no Textual.
+
+Every cell the dashboard draws goes through here, so a missing figure is always shown as a
+dash (never as a made-up zero) and times are shown in the clock's time zone.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, tzinfo
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from sutazai.auth.v1 import access_pb2
+from sutazai.system.v1 import system_service_pb2 as system_pb
+
+MISSING = "—"
+"""What a cell shows when the RPC did not give the figure."""
+
+ROLE_NAMES: dict[int, str] = {
+    access_pb2.ROLE_USER: "user",
+    access_pb2.ROLE_OPERATOR: "operator",
+    access_pb2.ROLE_ADMIN: "admin",
+}
+"""Each role as operators write it (``sutazai users create --role``)."""
+
+_OVERALL: dict[int, str] = {
+    system_pb.HEALTHY: "healthy",
+    system_pb.DEGRADED: "degraded",
+    system_pb.CRITICAL: "critical",
+}
+_COMPONENT: dict[int, str] = {
+    system_pb.COMPONENT_STATE_HEALTHY: "healthy",
+    system_pb.COMPONENT_STATE_UNHEALTHY: "unhealthy",
+}
+_KIND: dict[int, str] = {
+    system_pb.COMPONENT_KIND_INFRASTRUCTURE: "infra",
+    system_pb.COMPONENT_KIND_SERVICE_INSTANCE: "service",
+}
+_ENDPOINT: dict[int, str] = {
+    system_pb.ENDPOINT_HEALTH_HEALTHY: "healthy",
+    system_pb.ENDPOINT_HEALTH_FAILING_HEALTH_CHECK: "failing hc",
+    system_pb.ENDPOINT_HEALTH_EJECTED: "ejected",
+    system_pb.ENDPOINT_HEALTH_DRAINING: "draining",
+}
+LEVEL_NAMES: dict[int, str] = {
+    system_pb.LOG_LEVEL_DEBUG: "debug",
+    system_pb.LOG_LEVEL_INFO: "info",
+    system_pb.LOG_LEVEL_WARNING: "warning",
+    system_pb.LOG_LEVEL_ERROR: "error",
+    system_pb.LOG_LEVEL_CRITICAL: "critical",
+}
+
+
+def role_name(role: int) -> str:
+    """``user``, ``operator`` or ``admin``; ``unknown`` for anything else."""
+    return ROLE_NAMES.get(role, "unknown")
+
+
+def overall_name(state: int) -> str:
+    """The mesh's overall state in lower case; ``unknown`` before the first probe."""
+    return _OVERALL.get(state, "unknown")
+
+
+def component_state_name(state: int) -> str:
+    """``healthy``, ``unhealthy``, or ``unknown`` (not probed yet)."""
+    return _COMPONENT.get(state, "unknown")
+
+
+def kind_name(kind: int) -> str:
+    """``infra`` or ``service``."""
+    return _KIND.get(kind, "other")
+
+
+def endpoint_health_name(health: int) -> str:
+    """Envoy's verdict on an endpoint; ``unknown`` when Envoy does not know it."""
+    return _ENDPOINT.get(health, "unknown")
+
+
+def level_name(level: int) -> str:
+    """A log line's level in lower case; empty when the line has none."""
+    return LEVEL_NAMES.get(level, "")
+
+
+def to_datetime(stamp: Timestamp) -> datetime | None:
+    """The timestamp as an aware UTC datetime; ``None`` when unset."""
+    if not stamp.seconds and not stamp.nanos:
+        return None
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def clock_time(stamp: Timestamp, zone: tzinfo | None) -> str:
+    """``HH:MM:SS`` in ``zone``; a dash when unset."""
+    moment = to_datetime(stamp)
+    if moment is None:
+        return MISSING
+    return moment.astimezone(zone).strftime("%H:%M:%S")
+
+
+def date_time(stamp: Timestamp, zone: tzinfo | None) -> str:
+    """``YYYY-MM-DD HH:MM`` in ``zone``; a dash when unset."""
+    moment = to_datetime(stamp)
+    if moment is None:
+        return MISSING
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+
+
+def duration(seconds: float) -> str:
+    """A compact age or uptime: ``42s``, ``5m03s``, ``3h07m``, ``2d04h``."""
+    whole = max(0, int(seconds))
+    days, rest = divmod(whole, 86_400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def since(stamp: Timestamp, now: datetime) -> str:
+    """How long ago ``stamp`` was, as :func:`duration`; a dash when unset."""
+    moment = to_datetime(stamp)
+    if moment is None:
+        return MISSING
+    return duration((now - moment).total_seconds())
+
+
+def rate(per_second: float) -> str:
+    """Requests per second with one decimal (``0.0`` is a real, measured zero)."""
+    return f"{per_second:.1f}"
+
+
+def percent(fraction: float) -> str:
+    """A fraction as a percentage with one decimal."""
+    return f"{fraction * 100:.1f}%"
+
+
+def millis(value: float) -> str:
+    """Milliseconds: one decimal below 100 ms, whole above."""
+    return f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
+def count(value: int) -> str:
+    """A counter with thousands separators."""
+    return f"{value:,}"
+
+
+def short_address(address: str) -> str:
+    """An instance's address for a narrow column: a Unix socket by its file name.
+
+    The full path is shown in the instance's details; the sockets all live in the state
+    directory's ``run/``, so the file name is what tells them apart.
+    """
+    if address.startswith("/"):
+        return address.rsplit("/", 1)[-1]
+    if address.startswith("unix:"):
+        return address.rsplit("/", 1)[-1]
+    return address

@@ -1,0 +1,72 @@
+"""What every signed-in screen shares: its data source, settings, clock and error handling."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from textual.app import ComposeResult
+from textual.screen import Screen
+from textual.widgets import Footer
+
+from sutazai.tui.access import ScreenEntry
+from sutazai.tui.clock import Clock
+from sutazai.tui.messages import SessionLost
+from sutazai.tui.settings import DashboardSettings
+from sutazai.tui.source import CallFailed, ClientError, MeshApi, MeshUnavailable, SessionEnded
+from sutazai.tui.widgets.banner import ConnectionBanner
+from sutazai.tui.widgets.header import DashboardHeader
+
+
+class MeshScreen(Screen[None]):
+    """A screen fed by the mesh: header, disconnection banner, its body, footer.
+
+    Subclasses yield their body from :meth:`compose_body` and start one worker per stream in
+    ``on_mount``; the workers belong to the screen, so removing the screen (sign-out, session
+    end, app exit) cancels them and with them their RPCs.
+    """
+
+    SCREEN_NAME = ""
+    """The screen's mode name (as in :data:`sutazai.tui.access.SCREENS`)."""
+
+    def __init__(
+        self,
+        api: MeshApi,
+        settings: DashboardSettings,
+        clock: Clock,
+        *,
+        tabs: list[ScreenEntry],
+        who: str,
+    ) -> None:
+        """A screen reading from ``api``; ``tabs`` and ``who`` fill its header."""
+        super().__init__()
+        self.api = api
+        self.settings = settings
+        self.clock = clock
+        self._tabs = tabs
+        self._who = who
+
+    def now(self) -> datetime:
+        """The injected clock's now (its time zone is the display zone)."""
+        return self.clock()
+
+    def compose(self) -> ComposeResult:
+        """Lay out the widgets."""
+        yield DashboardHeader(self._tabs, self.SCREEN_NAME, self._who)
+        yield ConnectionBanner()
+        yield from self.compose_body()
+        yield Footer()
+
+    def compose_body(self) -> ComposeResult:
+        """The screen's own widgets, between the banner and the footer."""
+        yield from ()
+
+    def report(self, error: ClientError, doing: str) -> None:
+        """Show a failed call: a lost session goes back to sign-in, the rest is a toast."""
+        if isinstance(error, SessionEnded):
+            self.post_message(SessionLost(str(error) or "your session ended"))
+        elif isinstance(error, CallFailed):
+            self.notify(f"{doing}: {error.details}", title="Refused", severity="error")
+        elif isinstance(error, MeshUnavailable):
+            self.notify(f"{doing}: {error}", title="Mesh unavailable", severity="warning")
+        else:
+            self.notify(f"{doing}: {error}", title="Failed", severity="error")

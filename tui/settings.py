@@ -1,0 +1,34 @@
+"""The dashboard's own settings: alert thresholds and how much history it keeps.
+
+Loaded once by ``sutazai tui`` (environment variables prefixed ``SUTAZAI_TUI_``) and passed to
+the app; the mesh's own settings (where the edge is, the state directory) stay in
+:class:`sutazai.runtime.settings.MeshSettings`.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class DashboardSettings(BaseSettings):
+    """What the operator may tune about the dashboard (``SUTAZAI_TUI_...``)."""
+
+    model_config = SettingsConfigDict(env_prefix="SUTAZAI_TUI_", frozen=True, extra="ignore")
+
+    error_rate_alert: float = Field(default=0.05, ge=0.0, le=1.0)
+    """Alert when a service's server-error rate over a traffic window exceeds this fraction."""
+    p99_alert_ms: float = Field(default=1000.0, gt=0.0, le=3_600_000.0)
+    """Alert when a service's p99 latency over a traffic window exceeds this many milliseconds."""
+    sparkline_points: int = Field(default=60, ge=2, le=1000)
+    """Traffic samples kept per service for its sparkline."""
+    log_lines: int = Field(default=200, ge=0, le=1000)
+    """Lines of history the log view asks for when it starts following a component."""
+    log_max_lines: int = Field(default=5000, ge=100, le=100_000)
+    """Lines the log view keeps before dropping the oldest."""
+    audit_page: int = Field(default=100, ge=1, le=500)
+    """Audit events loaded when the identity screen opens or its filters change."""
+    audit_max_rows: int = Field(default=1000, ge=10, le=100_000)
+    """Audit events kept on screen before dropping the oldest."""
+    dark: bool = True
+    """Start with the dark theme (toggle with ``ctrl+t``)."""

@@ -1,0 +1,180 @@
+"""Where the dashboard's data comes from: the part of ``sutazai.client.MeshClient`` it uses.
+
+The app is given any object with these methods (:class:`MeshApi`): the real
+:class:`sutazai.client.MeshClient` when run by ``sutazai tui``, a fake with fixed data in the
+snapshot and Pilot tests. Every figure on screen comes from one of these calls. This is the one
+module of the dashboard that imports the client package, so the client's small types
+(connection state, errors) are re-exported from here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+import grpc
+
+from sutazai.auth.v1 import auth_service_pb2 as auth_pb
+from sutazai.system.v1 import system_service_pb2 as system_pb
+
+# --- TEMPORARY: stand-ins for sutazai.client's small types until the client branch is merged.
+# Replace this block with:
+#   from sutazai.client import (CallFailed, ClientError, ConnectionState, MeshUnavailable,
+#                               SessionEnded)
+
+
+class ClientError(Exception):
+    """Root of the client's errors (stand-in)."""
+
+
+class MeshUnavailable(ClientError):  # noqa: N818 - the client's name
+    """The edge or the service is unreachable (stand-in)."""
+
+
+class SessionEnded(ClientError):  # noqa: N818 - the client's name
+    """No session, or its refresh was refused (stand-in)."""
+
+
+class CallFailed(ClientError):  # noqa: N818 - the client's name
+    """Any other gRPC error status (stand-in)."""
+
+    def __init__(
+        self, code: grpc.StatusCode, details: str, violations: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+        self.violations = violations or {}
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionState:
+    """Whether the client reaches the mesh (stand-in)."""
+
+    connected: bool
+    detail: str = ""
+    retry_in: float | None = field(default=None)
+
+
+# --- END TEMPORARY
+
+__all__ = [
+    "CallFailed",
+    "ClientError",
+    "ConnectionState",
+    "MeshApi",
+    "MeshUnavailable",
+    "SessionEnded",
+    "opened",
+]
+
+T = TypeVar("T")
+
+
+class MeshApi(Protocol):
+    """The calls the dashboard makes; same signatures as ``sutazai.client.MeshClient``."""
+
+    @property
+    def target(self) -> str:
+        """``host:port`` of the edge, shown on the sign-in screen and in the banner."""
+        ...
+
+    @property
+    def user(self) -> auth_pb.User | None:
+        """Who is signed in, from the last sign-in or resume."""
+        ...
+
+    async def sign_in(self, username: str, password: str) -> auth_pb.User:
+        """Log in, keep the tokens, and return the account."""
+        ...
+
+    async def resume(self) -> auth_pb.User | None:
+        """The saved session's account, or ``None`` when there is none (or it ended)."""
+        ...
+
+    async def sign_out(self) -> None:
+        """Log out (best effort) and forget the tokens."""
+        ...
+
+    def on_connection_change(
+        self, callback: Callable[[ConnectionState], None]
+    ) -> Callable[[], None]:
+        """Call ``callback`` when the mesh is lost or regained; returns an unsubscribe."""
+        ...
+
+    def watch_status(self) -> AsyncIterator[system_pb.WatchStatusResponse]:
+        """Every probe round, the latest first."""
+        ...
+
+    def watch_traffic(self) -> AsyncIterator[system_pb.WatchTrafficResponse]:
+        """Every traffic sample of the edge."""
+        ...
+
+    def watch_services(self) -> AsyncIterator[system_pb.WatchServicesResponse]:
+        """Every service with its instances and Envoy's endpoints, on every change."""
+        ...
+
+    async def list_logs(self) -> list[system_pb.LogInfo]:
+        """The components that have a log."""
+        ...
+
+    def tail_logs(
+        self,
+        component: str,
+        *,
+        lines: int = 200,
+        follow: bool = True,
+        min_level: system_pb.LogLevel.ValueType = system_pb.LOG_LEVEL_UNSPECIFIED,
+        contains: str = "",
+    ) -> AsyncIterator[list[system_pb.LogLine]]:
+        """The last ``lines`` matching lines of a component's log, then new ones."""
+        ...
+
+    async def list_users(self) -> list[auth_pb.User]:
+        """Every account."""
+        ...
+
+    async def set_user_role(self, username: str, role: int) -> auth_pb.User:
+        """Give an account another role."""
+        ...
+
+    async def deactivate_user(self, username: str) -> auth_pb.User:
+        """Stop an account from signing in, and end its sessions."""
+        ...
+
+    async def unlock_user(self, username: str) -> int:
+        """Clear an account's sign-in locks; the number cleared."""
+        ...
+
+    async def revoke_user_sessions(self, username: str) -> int:
+        """End every session of an account; the number of refresh tokens revoked."""
+        ...
+
+    async def list_audit_events(
+        self, *, actor: str = "", action: str = "", limit: int = 100
+    ) -> list[auth_pb.AuditEvent]:
+        """The newest audit events, newest first."""
+        ...
+
+    def watch_audit_events(
+        self, *, actor: str = "", action: str = "", after_event_id: int = 0
+    ) -> AsyncIterator[list[auth_pb.AuditEvent]]:
+        """New audit events as they are written, oldest first."""
+        ...
+
+
+@asynccontextmanager
+async def opened(stream: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
+    """Use ``stream`` and close it on the way out, so a cancelled worker ends its RPC at once.
+
+    A bare ``async for`` leaves an async generator open when its task is cancelled; closing it
+    here cancels the call instead of leaving it to the garbage collector.
+    """
+    try:
+        yield stream
+    finally:
+        close = getattr(stream, "aclose", None)
+        if close is not None:
+            await close()
