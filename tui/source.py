@@ -11,54 +11,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-import grpc
-
 from sutazai.auth.v1 import auth_service_pb2 as auth_pb
+from sutazai.client import (
+    CallFailed,
+    ClientError,
+    ConnectionState,
+    MeshUnavailable,
+    SessionEnded,
+)
 from sutazai.system.v1 import system_service_pb2 as system_pb
-
-# --- TEMPORARY: stand-ins for sutazai.client's small types until the client branch is merged.
-# Replace this block with:
-#   from sutazai.client import (CallFailed, ClientError, ConnectionState, MeshUnavailable,
-#                               SessionEnded)
-
-
-class ClientError(Exception):
-    """Root of the client's errors (stand-in)."""
-
-
-class MeshUnavailable(ClientError):  # noqa: N818 - the client's name
-    """The edge or the service is unreachable (stand-in)."""
-
-
-class SessionEnded(ClientError):  # noqa: N818 - the client's name
-    """No session, or its refresh was refused (stand-in)."""
-
-
-class CallFailed(ClientError):  # noqa: N818 - the client's name
-    """Any other gRPC error status (stand-in)."""
-
-    def __init__(
-        self, code: grpc.StatusCode, details: str, violations: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(details)
-        self.code = code
-        self.details = details
-        self.violations = violations or {}
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionState:
-    """Whether the client reaches the mesh (stand-in)."""
-
-    connected: bool
-    detail: str = ""
-    retry_in: float | None = field(default=None)
-
-
-# --- END TEMPORARY
 
 __all__ = [
     "CallFailed",

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 import pytest
 from rich.text import Text
 
-import sutazai.client
+from sutazai.client import MemoryTokenStore, MeshClient
 from sutazai.ops.supervisor.environment import settings_environment
 from sutazai.runtime.deployment import load_catalog
 from sutazai.runtime.settings import MeshSettings
@@ -30,12 +30,6 @@ from sutazai.tui.source import opened
 from sutazai.tui.widgets.tables import KeyedTable
 from tests.harness.cli import run_cli
 from tests.harness.waiting import wait_for
-
-# TEMPORARY: until the client branch is merged, sutazai.client has no MeshClient yet.
-if not hasattr(sutazai.client, "MeshClient"):
-    pytest.skip("sutazai.client.MeshClient is not merged yet", allow_module_level=True)
-MeshClient = sutazai.client.MeshClient
-MemoryTokenStore = sutazai.client.MemoryTokenStore
 
 STARTUP = 30.0
 """Seconds for a screen's first data through the real mesh (loaded CI machines)."""
