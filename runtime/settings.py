@@ -491,6 +491,9 @@ class ServiceSettings(BaseSettings):
     """Cadence of the system service's Envoy statistics samples (its traffic stream)."""
     max_watch_streams: int = Field(default=256, gt=0)
     """Concurrent watch streams one instance serves; more are refused (RESOURCE_EXHAUSTED)."""
+    max_watch_streams_per_caller: int = Field(default=16, gt=0)
+    """Of those, how many one caller may hold: one account, or one client address for
+    anonymous callers (every anonymous local client shares 127.0.0.1's)."""
     instance_id: str | None = Field(default=None, pattern=INSTANCE_ID_PATTERN)
     """The instance's id (its registry key's second part and its socket's name).
 

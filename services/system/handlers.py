@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 
 import grpc
 
-from sutazai.runtime.auth import current_identity
+from sutazai.runtime.auth import caller_key, current_identity
 from sutazai.runtime.errors import RegistryError
 from sutazai.runtime.faults import invalid_argument, resource_exhausted, unavailable
 from sutazai.services.system.domain import (
@@ -66,24 +66,27 @@ class SystemHandlers(pb_grpc.SystemServiceServicer):
         self._streams = streams
 
     @contextlib.contextmanager
-    def _stream_slot(self) -> Iterator[None]:
+    def _stream_slot(self, context: grpc.aio.ServicerContext) -> Iterator[None]:
         """Hold one of the instance's watch streams for the block, or refuse the call."""
-        if not self._streams.take():
+        metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+        caller = caller_key(current_identity(), metadata, context.peer())
+        if not self._streams.take(caller):
             raise resource_exhausted(
-                f"this instance already serves {self._streams.limit} watch streams",
+                f"too many watch streams: at most {self._streams.per_caller} per caller and "
+                f"{self._streams.limit} per instance",
                 WATCH_RETRY_SECONDS,
             )
         try:
             yield
         finally:
-            self._streams.give_back()
+            self._streams.give_back(caller)
 
     async def WatchStatus(  # noqa: N802 - generated servicer method name
         self, request: pb.WatchStatusRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WatchStatusResponse]:
         """The latest probe round at once, then each round; overall only for anonymous callers."""
         components = current_identity() is not None
-        with self._stream_slot(), self._board.subscribe() as rounds:
+        with self._stream_slot(context), self._board.subscribe() as rounds:
             async for status in rounds:
                 yield watch_status_message(status, self._reporter, components=components)
 
@@ -91,7 +94,7 @@ class SystemHandlers(pb_grpc.SystemServiceServicer):
         self, request: pb.WatchTrafficRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WatchTrafficResponse]:
         """The latest traffic sample at once (when there is one), then each new sample."""
-        with self._stream_slot(), self._traffic.samples.subscribe() as samples:
+        with self._stream_slot(context), self._traffic.samples.subscribe() as samples:
             async for sample in samples:
                 yield traffic_message(sample)
 
@@ -99,7 +102,7 @@ class SystemHandlers(pb_grpc.SystemServiceServicer):
         self, request: pb.WatchServicesRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WatchServicesResponse]:
         """A fresh view at once, then one whenever it changes, and at least every 30 s."""
-        with self._stream_slot():
+        with self._stream_slot(context):
             # Fresh, not the last one published: nobody may have watched for a while.
             try:
                 await self._inventory.refresh()

@@ -123,7 +123,9 @@ async def build(
                     reporter=instance_label(SERVICE_NAME, instance_id),
                     traffic=traffic,
                     inventory=inventory,
-                    streams=StreamSlots(service.max_watch_streams),
+                    streams=StreamSlots(
+                        service.max_watch_streams, service.max_watch_streams_per_caller
+                    ),
                 ),
                 add_to_server=system_service_pb2_grpc.add_SystemServiceServicer_to_server,
             )

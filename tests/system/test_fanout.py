@@ -65,17 +65,30 @@ async def test_close_ends_current_and_later_subscriptions() -> None:
         assert [value async for value in later] == []
 
 
-def test_stream_slots_refuse_past_the_limit_and_free_on_give_back() -> None:
-    slots = StreamSlots(2)
+def test_stream_slots_refuse_past_the_instance_limit_and_free_on_give_back() -> None:
+    slots = StreamSlots(2, per_caller=2)
 
-    assert slots.take()
-    assert slots.take()
-    assert not slots.take()
-    slots.give_back()
-    assert slots.take()
+    assert slots.take("user:a")
+    assert slots.take("user:b")
+    assert not slots.take("user:c")
+    slots.give_back("user:a")
+    assert slots.take("user:c")
     assert slots.open == 2
 
 
-def test_stream_slots_need_a_positive_limit() -> None:
+def test_one_caller_cannot_take_every_stream() -> None:
+    slots = StreamSlots(10, per_caller=2)
+
+    assert slots.take("peer:127.0.0.1")
+    assert slots.take("peer:127.0.0.1")
+    assert not slots.take("peer:127.0.0.1")
+    assert slots.take("user:a")
+    slots.give_back("peer:127.0.0.1")
+    assert slots.take("peer:127.0.0.1")
+
+
+def test_stream_slots_need_positive_limits() -> None:
     with pytest.raises(ValueError, match="positive"):
-        StreamSlots(0)
+        StreamSlots(0, per_caller=1)
+    with pytest.raises(ValueError, match="positive"):
+        StreamSlots(1, per_caller=0)

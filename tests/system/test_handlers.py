@@ -20,10 +20,29 @@ from sutazai.services.system.samplers import InventoryWatch, TrafficSampler
 from sutazai.system.v1 import system_service_pb2 as pb
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-NO_CONTEXT = cast(grpc.aio.ServicerContext, None)
 
 
-def handlers(board: StatusBoard, streams: int) -> SystemHandlers:
+class Caller:
+    """The little of a servicer context the handlers read: who is calling from where."""
+
+    def __init__(self, address: str) -> None:
+        self._address = address
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("x-sutazai-client-address", self._address),)
+
+    def peer(self) -> str:
+        return "unix:"  # Envoy, which names the client in the metadata
+
+
+def calling_from(address: str) -> grpc.aio.ServicerContext:
+    return cast(grpc.aio.ServicerContext, Caller(address))
+
+
+NO_CONTEXT = calling_from("192.0.2.1")
+
+
+def handlers(board: StatusBoard, streams: int, per_caller: int = 16) -> SystemHandlers:
     # Nothing here reaches Envoy or the registry: the samplers are never run.
     admin = httpx.AsyncClient(transport=httpx.MockTransport(lambda _: httpx.Response(500)))
     return SystemHandlers(
@@ -32,7 +51,7 @@ def handlers(board: StatusBoard, streams: int) -> SystemHandlers:
         reporter="system/000000000000",
         traffic=TrafficSampler(admin, {}, edge_stat_prefix="edge", interval=1.0),
         inventory=InventoryWatch(board, cast(Registry, None), admin, admin, []),
-        streams=StreamSlots(streams),
+        streams=StreamSlots(streams, per_caller),
     )
 
 
@@ -57,11 +76,24 @@ async def test_watchers_past_the_limit_are_refused_until_one_leaves() -> None:
     with pytest.raises(RpcStatusError) as refused:
         await first(system.WatchTraffic(pb.WatchTrafficRequest(), NO_CONTEXT))
     assert refused.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "1 watch streams" in str(refused.value)
+    assert "1 per instance" in str(refused.value)
 
     await open_stream.aclose()
     assert board.watchers == 0
     assert (await first(system.WatchStatus(pb.WatchStatusRequest(), NO_CONTEXT))).overall
+
+
+async def test_one_anonymous_address_cannot_take_every_stream() -> None:
+    system = handlers(probed_board(), streams=10, per_caller=1)
+    held = system.WatchStatus(pb.WatchStatusRequest(), calling_from("192.0.2.7"))
+    await first(held)
+
+    with pytest.raises(RpcStatusError) as refused:
+        await first(system.WatchStatus(pb.WatchStatusRequest(), calling_from("192.0.2.7")))
+    assert refused.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "1 per caller" in str(refused.value)
+    assert await first(system.WatchStatus(pb.WatchStatusRequest(), calling_from("192.0.2.8")))
+    await held.aclose()
 
 
 async def test_anonymous_status_watchers_get_the_overall_state_only() -> None:
