@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from typing import Final
 
+# Set here (as the edge's stat prefix), read back from Envoy's stats by the system service.
+from sutazai.runtime.envoy import EDGE_STAT_PREFIX
+
 XDS_CLUSTER: Final = "xds"
 """Static bootstrap cluster pointing at the gateway: carries ADS, and mesh-wide reflection and
 health calls routed to the gateway."""
@@ -17,8 +20,8 @@ EDGE_LISTENER: Final = "edge"
 EDGE_ROUTES: Final = "edge_routes"
 """Route configuration of the edge listener, delivered by RDS over ADS."""
 
-EDGE_STAT_PREFIX: Final = "edge"
-"""Stat prefix of the edge's HTTP connection manager (``http.edge.*`` in Envoy stats)."""
 
 EDGE_JWT_CONFIG: Final = "edge_jwt_authn"
 """The edge's jwt_authn filter, whose configuration (with the key ring) is delivered by ECDS."""
+
+__all__ = ["EDGE_JWT_CONFIG", "EDGE_LISTENER", "EDGE_ROUTES", "EDGE_STAT_PREFIX", "XDS_CLUSTER"]

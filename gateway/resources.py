@@ -79,6 +79,9 @@ from envoy_data_plane.envoy.extensions.filters.http.grpc_json_transcoder.v3 impo
     GrpcJsonTranscoderPrintOptions,
     GrpcJsonTranscoderRequestValidationOptions,
 )
+from envoy_data_plane.envoy.extensions.filters.http.grpc_stats.v3 import (
+    FilterConfig as GrpcStatsConfig,
+)
 from envoy_data_plane.envoy.extensions.filters.http.router.v3 import Router
 from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import (
     HttpConnectionManager,
@@ -114,6 +117,7 @@ HTTP_PROTOCOL_OPTIONS: Final = "envoy.extensions.upstreams.http.v3.HttpProtocolO
 CORS_FILTER: Final = "envoy.filters.http.cors"
 TRANSCODER_FILTER: Final = "envoy.filters.http.grpc_json_transcoder"
 ROUTER_FILTER: Final = "envoy.filters.http.router"
+GRPC_STATS_FILTER: Final = "envoy.filters.http.grpc_stats"
 TLS_TRANSPORT_SOCKET: Final = "envoy.transport_sockets.tls"
 
 # Retry triggers (FIELD_GUIDE §2.2). Connect failures and refused streams never reached a
@@ -333,6 +337,15 @@ def build_listener(
             HttpFilter(name=CORS_FILTER, typed_config=Any.pack(Cors())),
             *guard_filters,
             HttpFilter(name=TRANSCODER_FILTER, typed_config=Any.pack(_transcoder(catalog, policy))),
+            # The router counts HTTP statuses only, and a gRPC call's status travels in the
+            # trailers of an HTTP 200, so per-status counts of every routed call come from
+            # here: ``cluster.<service>.grpc.<code>``. After the transcoder, so REST calls are
+            # counted as the gRPC calls they became; per-method names are off, so a caller
+            # cannot grow the stats with made-up method names.
+            HttpFilter(
+                name=GRPC_STATS_FILTER,
+                typed_config=Any.pack(GrpcStatsConfig(stats_for_all_methods=False)),
+            ),
             HttpFilter(name=ROUTER_FILTER, typed_config=Any.pack(Router())),
         ],
         local_reply_config=local_reply_config(),

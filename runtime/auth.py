@@ -186,11 +186,7 @@ class Guard:
                 metadata={"role": needed},
             )
         if policy.rate_limited:
-            key = (
-                f"user:{identity.user_id}"
-                if identity
-                else f"peer:{_client_address(metadata, peer)}"
-            )
+            key = caller_key(identity, metadata, peer)
             try:
                 decision = await self._limiter.take(key)
             except (RedisError, OSError) as exc:
@@ -225,6 +221,16 @@ class Guard:
     async def wait_ready(self) -> None:
         """Return once revocations are known (the guard can admit signed-in callers)."""
         await self._authenticator.wait_ready()
+
+
+def caller_key(identity: Identity | None, metadata: Mapping[str, str], peer: str) -> str:
+    """Who a per-caller limit counts against.
+
+    ``user:<id>`` when signed in, else the address Envoy saw (``peer:<address>``).
+    """
+    if identity is not None:
+        return f"user:{identity.user_id}"
+    return f"peer:{_client_address(metadata, peer)}"
 
 
 def _client_address(metadata: Mapping[str, str], peer: str) -> str:

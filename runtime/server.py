@@ -34,6 +34,7 @@ from sutazai.runtime.registry import Heartbeat, Registry, new_instance_id
 from sutazai.runtime.settings import MeshSettings, ServiceSettings
 from sutazai.runtime.sockets import (
     checked_socket_path,
+    claim_socket,
     grpc_target,
     instance_socket,
     prepare_run_dir,
@@ -72,8 +73,12 @@ class ServiceHost:
     """Access control for every call; ``None`` admits everything (tests and tools only)."""
     background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()
     """Coroutines that run for the life of the instance (e.g. a prober)."""
-    instance_id: str = field(default_factory=new_instance_id)
-    """This instance's id (its registry key is ``<name>.<instance id>``); fresh by default."""
+    on_drain: Sequence[Callable[[], None]] = ()
+    """Called at shutdown once the instance is out of rotation, before in-flight calls get
+    their grace period: ends calls that would never end on their own (watch streams)."""
+    instance_id: str = ""
+    """This instance's id (its registry key is ``<name>.<instance id>``); empty takes
+    :func:`instance_id_of` the settings."""
     metrics_registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     _server: grpc.aio.Server | None = None
@@ -83,6 +88,10 @@ class ServiceHost:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _port: int = 0
     _socket: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not self.instance_id:
+            self.instance_id = instance_id_of(self.settings)
 
     @property
     def address(self) -> str:
@@ -127,7 +136,10 @@ class ServiceHost:
         if self._port == 0:
             raise OSError(f"cannot bind {self.mesh.internal_host}:{self.settings.port}")
         socket = instance_socket(prepare_run_dir(self.mesh.run_dir), self.name, self.instance_id)
-        if server.add_insecure_port(grpc_target(checked_socket_path(socket))) == 0:
+        # A restarted instance keeps its id, so its killed predecessor's socket file may still
+        # be there; grpcio would unlink whatever is at the path, even a live server's.
+        claim_socket(checked_socket_path(socket))
+        if server.add_insecure_port(grpc_target(socket)) == 0:
             raise OSError(f"cannot bind {socket}")
         restrict_socket(socket)
         await server.start()
@@ -163,6 +175,8 @@ class ServiceHost:
             await self._health.enter_graceful_shutdown()
         if self._heartbeat is not None:
             await self._heartbeat.stop()
+        for drain in self.on_drain:
+            drain()
         await self._server.stop(self.settings.grace_seconds)
         for task in self._tasks:
             task.cancel()
@@ -218,6 +232,11 @@ class ServiceHost:
         )
         instance.started_at.GetCurrentTime()
         return instance
+
+
+def instance_id_of(settings: ServiceSettings) -> str:
+    """The id the supervisor chose for this process's slot, else a fresh one."""
+    return settings.instance_id or new_instance_id()
 
 
 Builder = Callable[

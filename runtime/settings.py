@@ -21,6 +21,8 @@ from sutazai.runtime.errors import ConfigurationError
 from sutazai.runtime.secrets import MeshSecrets, load_secrets
 
 LOOPBACK = "127.0.0.1"
+INSTANCE_ID_PATTERN = r"^[0-9a-f]{12}$"
+"""A service instance id: 12 lowercase hex digits (see ``runtime.registry.new_instance_id``)."""
 
 
 def default_state_dir() -> Path:
@@ -485,3 +487,17 @@ class ServiceSettings(BaseSettings):
     """Largest request or response message accepted."""
     probe_interval_seconds: float = Field(default=2.0, gt=0.0)
     """Cadence of background probes (used by services that probe, e.g. system)."""
+    traffic_interval_seconds: float = Field(default=2.0, gt=0.0)
+    """Cadence of the system service's Envoy statistics samples (its traffic stream)."""
+    max_watch_streams: int = Field(default=256, gt=0)
+    """Concurrent watch streams one instance serves; more are refused (RESOURCE_EXHAUSTED)."""
+    max_watch_streams_per_caller: int = Field(default=16, gt=0)
+    """Of those, how many one caller may hold: one account, or one client address for
+    anonymous callers (every anonymous local client shares 127.0.0.1's)."""
+    instance_id: str | None = Field(default=None, pattern=INSTANCE_ID_PATTERN)
+    """The instance's id (its registry key's second part and its socket's name).
+
+    The supervisor picks one per slot and passes it to every process it starts in that slot
+    (``SUTAZAI_SERVICE_INSTANCE_ID``), so a restarted instance re-registers under the same key,
+    overwriting its dead predecessor's entry. Unset (``sutazai serve`` by hand): a fresh one.
+    """

@@ -9,6 +9,7 @@ made 0600 itself.
 from __future__ import annotations
 
 import os
+import socket
 import stat
 from pathlib import Path
 from typing import Final
@@ -70,6 +71,31 @@ def restrict_socket(path: Path) -> None:
 def remove_socket(path: Path) -> None:
     """Delete a socket file left by a server that stopped; a missing file is fine."""
     path.unlink(missing_ok=True)
+
+
+def claim_socket(path: Path) -> None:
+    """Make ``path`` free to bind: remove a dead server's socket file, refuse a live one.
+
+    Raises:
+        OSError: a server still accepts connections there, or the path is not a socket.
+    """
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(info.st_mode):
+        raise OSError(f"{path} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        # Nobody listens: the file was left by a process that died without cleaning up.
+        path.unlink(missing_ok=True)
+        return
+    finally:
+        probe.close()
+    raise OSError(f"{path} is in use by a running server")
 
 
 def instance_socket(run_dir: Path, service: str, instance_id: str) -> Path:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Iterator, Sequence
 
 import grpc
 
-from sutazai.runtime.auth import current_identity
-from sutazai.runtime.faults import invalid_argument
+from sutazai.runtime.auth import caller_key, current_identity
+from sutazai.runtime.errors import RegistryError
+from sutazai.runtime.faults import invalid_argument, resource_exhausted, unavailable
 from sutazai.services.system.domain import (
     ComponentStatus,
     Health,
@@ -16,7 +18,10 @@ from sutazai.services.system.domain import (
     Overall,
     StatusBoard,
 )
+from sutazai.services.system.domain.fanout import StreamSlots
+from sutazai.services.system.messages import services_message, traffic_message
 from sutazai.services.system.prober import Prober
+from sutazai.services.system.samplers import InventoryWatch, TrafficSampler
 from sutazai.system.v1 import system_service_pb2 as pb
 from sutazai.system.v1 import system_service_pb2_grpc as pb_grpc
 
@@ -36,13 +41,78 @@ _KIND = {
 }
 
 
-class SystemHandlers(pb_grpc.SystemServiceServicer):
-    """Answers from the status board the prober keeps current."""
+WATCH_RETRY_SECONDS = 5.0
+"""When a refused watcher may try again (streams end only when clients leave)."""
 
-    def __init__(self, board: StatusBoard, prober: Prober, reporter: str) -> None:
+
+class SystemHandlers(pb_grpc.SystemServiceServicer):
+    """Answers from the status board the prober keeps current, and from the samplers."""
+
+    def __init__(
+        self,
+        board: StatusBoard,
+        prober: Prober,
+        reporter: str,
+        *,
+        traffic: TrafficSampler,
+        inventory: InventoryWatch,
+        streams: StreamSlots,
+    ) -> None:
         self._board = board
         self._prober = prober
         self._reporter = reporter
+        self._traffic = traffic
+        self._inventory = inventory
+        self._streams = streams
+
+    @contextlib.contextmanager
+    def _stream_slot(self, context: grpc.aio.ServicerContext) -> Iterator[None]:
+        """Hold one of the instance's watch streams for the block, or refuse the call."""
+        metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+        caller = caller_key(current_identity(), metadata, context.peer())
+        if not self._streams.take(caller):
+            raise resource_exhausted(
+                f"too many watch streams: at most {self._streams.per_caller} per caller and "
+                f"{self._streams.limit} per instance",
+                WATCH_RETRY_SECONDS,
+            )
+        try:
+            yield
+        finally:
+            self._streams.give_back(caller)
+
+    async def WatchStatus(  # noqa: N802 - generated servicer method name
+        self, request: pb.WatchStatusRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchStatusResponse]:
+        """The latest probe round at once, then each round; overall only for anonymous callers."""
+        components = current_identity() is not None
+        with self._stream_slot(context), self._board.subscribe() as rounds:
+            async for status in rounds:
+                yield watch_status_message(status, self._reporter, components=components)
+
+    async def WatchTraffic(  # noqa: N802 - generated servicer method name
+        self, request: pb.WatchTrafficRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchTrafficResponse]:
+        """The latest traffic sample at once (when there is one), then each new sample."""
+        with self._stream_slot(context), self._traffic.samples.subscribe() as samples:
+            async for sample in samples:
+                yield traffic_message(sample)
+
+    async def WatchServices(  # noqa: N802 - generated servicer method name
+        self, request: pb.WatchServicesRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchServicesResponse]:
+        """A fresh view at once, then one whenever it changes, and at least every 30 s."""
+        with self._stream_slot(context):
+            # Fresh, not the last one published: nobody may have watched for a while.
+            try:
+                await self._inventory.refresh()
+            except RegistryError as exc:
+                raise unavailable(
+                    "the service registry cannot be read", WATCH_RETRY_SECONDS
+                ) from exc
+            with self._inventory.views.subscribe() as views:
+                async for inventory in views:
+                    yield services_message(inventory)
 
     async def GetStatus(  # noqa: N802 - generated servicer method name
         self, request: pb.GetStatusRequest, context: grpc.aio.ServicerContext
@@ -103,6 +173,21 @@ def to_proto(status: MeshStatus, reporter: str) -> pb.GetStatusResponse:
     )
     if status.checked_at is not None:
         response.checked_at.FromDatetime(status.checked_at)
+    return response
+
+
+def watch_status_message(
+    status: MeshStatus, reporter: str, *, components: bool
+) -> pb.WatchStatusResponse:
+    """A probe round as a WatchStatus message; without ``components`` the overall state only."""
+    full = to_proto(status, reporter)
+    response = pb.WatchStatusResponse(
+        overall=full.overall,
+        components=full.components if components else [],
+        reported_by=full.reported_by,
+    )
+    if full.HasField("checked_at"):
+        response.checked_at.CopyFrom(full.checked_at)
     return response
 
 

@@ -154,33 +154,55 @@ class EnvoyProbe:
 
 
 class InstancesProbe:
-    """gRPC health checks of every instance in the registry, on channels kept between rounds."""
+    """gRPC health checks of every instance in the registry, on channels kept between rounds.
+
+    A channel is kept only while it works for the same process: it is closed after a failed
+    check (a channel to a dead process would sit in reconnect backoff and fail the next checks
+    of a restarted one) and when the entry names another process (pid, start time, address).
+    """
 
     def __init__(self, registry: Registry, timeout: float = 1.0) -> None:
         self._registry = registry
         self._timeout = timeout
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._channels: dict[str, tuple[tuple[object, ...], grpc.aio.Channel]] = {}
 
     async def __call__(self) -> list[ProbeOutcome]:
         """Probe each registered instance; a gone instance's channel is closed."""
         instances = await self._registry.list()
-        live = {f"{i.host}:{i.port}" for i in instances}
-        for address in set(self._channels) - live:
-            await self._channels.pop(address).close()
+        live = {instance_label(i.service, i.instance_id) for i in instances}
+        for label in set(self._channels) - live:
+            await self._drop(label)
         return list(await asyncio.gather(*(self._check(i) for i in instances)))
 
     async def close(self) -> None:
         """Close every channel."""
-        for channel in self._channels.values():
-            await channel.close()
-        self._channels.clear()
+        for label in list(self._channels):
+            await self._drop(label)
+
+    async def _drop(self, label: str) -> None:
+        _, channel = self._channels.pop(label)
+        await channel.close()
+
+    async def _channel(self, label: str, instance: ServiceInstance) -> grpc.aio.Channel:
+        process = (
+            instance.host,
+            instance.port,
+            instance.pid,
+            instance.started_at.ToNanoseconds(),
+        )
+        kept = self._channels.get(label)
+        if kept is not None and kept[0] == process:
+            return kept[1]
+        if kept is not None:
+            await self._drop(label)
+        channel = grpc.aio.insecure_channel(f"{instance.host}:{instance.port}")
+        self._channels[label] = (process, channel)
+        return channel
 
     async def _check(self, instance: ServiceInstance) -> ProbeOutcome:
         address = f"{instance.host}:{instance.port}"
-        channel = self._channels.get(address)
-        if channel is None:
-            channel = self._channels[address] = grpc.aio.insecure_channel(address)
-        stub = health_pb2_grpc.HealthStub(channel)
+        name = instance_label(instance.service, instance.instance_id)
+        stub = health_pb2_grpc.HealthStub(await self._channel(name, instance))
         service = instance.grpc_services[0] if instance.grpc_services else ""
 
         async def check() -> str:
@@ -193,5 +215,7 @@ class InstancesProbe:
                 )
             return instance.version
 
-        name = instance_label(instance.service, instance.instance_id)
-        return await _timed(name, Kind.SERVICE_INSTANCE, address, self._timeout, check)
+        outcome = await _timed(name, Kind.SERVICE_INSTANCE, address, self._timeout, check)
+        if not outcome.healthy and name in self._channels:
+            await self._drop(name)
+        return outcome

@@ -3,27 +3,34 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Final
 
 import asyncpg
+import httpx
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from sutazai.runtime.audit import AuditLog
 from sutazai.runtime.auth import open_guard
-from sutazai.runtime.registry import instance_label, new_instance_id
+from sutazai.runtime.deployment import grpc_owners, load_catalog
+from sutazai.runtime.envoy import EDGE_STAT_PREFIX
+from sutazai.runtime.registry import instance_label
 from sutazai.runtime.server import (
     ServiceHost,
     Servicer,
+    instance_id_of,
     join_registry,
     serve_until_stopped,
 )
 from sutazai.runtime.settings import MeshSettings, ServiceSettings
 from sutazai.runtime.sockets import envoy_admin_client
 from sutazai.services.system.domain import StatusBoard
+from sutazai.services.system.domain.fanout import StreamSlots
+from sutazai.services.system.domain.inventory import Deployed
 from sutazai.services.system.handlers import SystemHandlers
-from sutazai.services.system.prober import Prober
+from sutazai.services.system.prober import Prober, follow_registry
 from sutazai.services.system.probes import (
     EnvoyProbe,
     InstancesProbe,
@@ -32,6 +39,7 @@ from sutazai.services.system.probes import (
     RedisProbe,
     public_address,
 )
+from sutazai.services.system.samplers import InventoryWatch, TrafficSampler
 from sutazai.system.v1 import system_service_pb2, system_service_pb2_grpc
 
 SERVICE_NAME: Final = "system"
@@ -67,6 +75,11 @@ async def build(
     stack.push_async_callback(envoy_admin.aclose)
     instances = InstancesProbe(registry)
     stack.push_async_callback(instances.close)
+    # Instance metrics pages are plain HTTP on loopback ports the registry names; proxies
+    # from the environment must not see them.
+    scraper = httpx.AsyncClient(timeout=1.0, trust_env=False)
+    stack.push_async_callback(scraper.aclose)
+    catalog = load_catalog()
 
     board = StatusBoard()
     prober = Prober(
@@ -80,9 +93,22 @@ async def build(
         board,
         interval=service.probe_interval_seconds,
     )
+    traffic = TrafficSampler(
+        envoy_admin,
+        {grpc: owner for owner, grpcs in grpc_owners(catalog).items() for grpc in grpcs},
+        edge_stat_prefix=EDGE_STAT_PREFIX,
+        interval=service.traffic_interval_seconds,
+    )
+    inventory = InventoryWatch(
+        board,
+        registry,
+        envoy_admin,
+        scraper,
+        [Deployed(e.name, e.grpc_services, e.instances) for e in catalog],
+    )
     await prober.probe_once()
     # The host's id, chosen here because the handlers report it too.
-    instance_id = new_instance_id()
+    instance_id = instance_id_of(service)
     guard = open_guard(mesh, [SYSTEM_SERVICE], redis=guard_redis, audit=audit, js=nc.jetstream())
     return ServiceHost(
         name=SERVICE_NAME,
@@ -92,13 +118,28 @@ async def build(
             Servicer(
                 name=SYSTEM_SERVICE,
                 implementation=SystemHandlers(
-                    board, prober, reporter=instance_label(SERVICE_NAME, instance_id)
+                    board,
+                    prober,
+                    reporter=instance_label(SERVICE_NAME, instance_id),
+                    traffic=traffic,
+                    inventory=inventory,
+                    streams=StreamSlots(
+                        service.max_watch_streams, service.max_watch_streams_per_caller
+                    ),
                 ),
                 add_to_server=system_service_pb2_grpc.add_SystemServiceServicer_to_server,
             )
         ],
         registry=registry,
         guard=guard,
-        background=[prober.run],
+        background=[
+            prober.run,
+            functools.partial(follow_registry, registry, prober),
+            traffic.run,
+            inventory.run,
+        ],
+        # Watch streams never end on their own: end them once out of rotation, so clients
+        # reconnect to another instance instead of waiting out the grace period.
+        on_drain=[board.close, traffic.samples.close, inventory.views.close],
         instance_id=instance_id,
     )

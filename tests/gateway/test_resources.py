@@ -149,6 +149,7 @@ def test_listener_filter_order_and_transcoder() -> None:
     assert [f.name for f in hcm.http_filters] == [
         "envoy.filters.http.cors",
         "envoy.filters.http.grpc_json_transcoder",
+        "envoy.filters.http.grpc_stats",
         "envoy.filters.http.router",
     ]
     assert hcm.rds is not None

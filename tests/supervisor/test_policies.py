@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from sutazai.ops.supervisor import AlreadyRunningError, RestartPolicy
-from sutazai.ops.supervisor.components.services import service_components
+from sutazai.ops.supervisor.components.services import INSTANCE_ID_VARIABLE, service_components
 from sutazai.ops.supervisor.environment import child_environment, settings_environment
 from sutazai.ops.supervisor.logfiles import last_lines
 from sutazai.ops.supervisor.pidfile import PidFile, running_supervisor
 from sutazai.runtime.deployment import find_service, load_catalog
 from sutazai.runtime.errors import ConfigurationError
-from sutazai.runtime.settings import MeshSettings, PostgresSettings
+from sutazai.runtime.settings import MeshSettings, PostgresSettings, ServiceSettings
 
 
 def test_restart_delays_grow_exponentially_up_to_the_cap() -> None:
@@ -69,6 +71,30 @@ def test_the_catalog_names_the_system_service(tmp_path: Path) -> None:
     launch = specs["system"].launch
     assert launch is not None
     assert list(launch.argv[1:]) == ["-m", "sutazai.ops.cli", "serve", "system"]
+
+
+def test_each_service_slot_keeps_one_instance_id_for_all_its_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = MeshSettings(state_dir=tmp_path)
+    entries = [replace(find_service("auth"), instances=3)]
+
+    specs = service_components(settings, entries, env={INSTANCE_ID_VARIABLE: "0" * 12})
+
+    ids = []
+    for spec in specs:
+        assert spec.launch is not None  # one Launch, reused for every restart of the slot
+        ids.append(spec.launch.env[INSTANCE_ID_VARIABLE])
+    assert len(set(ids)) == 3, "every slot has an id of its own, not the inherited one"
+    monkeypatch.delenv(INSTANCE_ID_VARIABLE, raising=False)
+    assert ServiceSettings().instance_id is None  # `sutazai serve` by hand: a fresh id
+    monkeypatch.setenv(INSTANCE_ID_VARIABLE, ids[0])
+    assert ServiceSettings().instance_id == ids[0]
+
+
+def test_a_malformed_instance_id_is_refused() -> None:
+    with pytest.raises(ValidationError):
+        ServiceSettings(instance_id="../../etc")
 
 
 def test_the_pid_file_excludes_a_second_supervisor(tmp_path: Path) -> None:

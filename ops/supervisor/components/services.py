@@ -12,6 +12,7 @@ from sutazai.ops.supervisor.probes import registry_has
 from sutazai.ops.supervisor.spec import ComponentSpec, Hook, Launch, Probe
 from sutazai.runtime.credentials import credentials_path
 from sutazai.runtime.deployment import ServiceEntry
+from sutazai.runtime.registry import new_instance_id
 from sutazai.runtime.settings import MeshSettings, ServiceSettings
 
 
@@ -19,6 +20,9 @@ def instance_name(entry: ServiceEntry, index: int) -> str:
     """``system`` for a single instance, ``system-1``, ``system-2``… for several."""
     return entry.name if entry.instances == 1 else f"{entry.name}-{index}"
 
+
+INSTANCE_ID_VARIABLE = "SUTAZAI_SERVICE_INSTANCE_ID"
+"""Where a service process finds its slot's id (``ServiceSettings.instance_id``)."""
 
 # A service drains in-flight calls for its grace period after SIGTERM; allow that, plus time
 # to deregister, before killing it.
@@ -32,7 +36,7 @@ def service_components(
     *,
     stop_timeout: float = DEFAULT_STOP_TIMEOUT,
 ) -> list[ComponentSpec]:
-    """One component per instance of every catalog entry.
+    """One component per instance of every catalog entry, each with an instance id of its own.
 
     Every instance is the principal named after its service: its NATS user may write only that
     service's registry entries, its PostgreSQL role owns only that service's schema, its Redis
@@ -44,12 +48,15 @@ def service_components(
         credentials = credentials_path(settings.state_dir, entry.name)
         service_env = principal_environment(settings, env, entry.name, credentials)
         for index in range(1, entry.instances + 1):
+            # Chosen once per slot: every restart of the slot registers under the same key and
+            # socket, so a crashed instance's entry is overwritten, not left to expire.
+            slot_env = {**service_env, INSTANCE_ID_VARIABLE: new_instance_id()}
             components.append(
                 ComponentSpec(
                     name=instance_name(entry, index),
                     launch=Launch(
                         argv=[sys.executable, "-m", "sutazai.ops.cli", "serve", entry.name],
-                        env=service_env,
+                        env=slot_env,
                         stop_signal=signal.SIGTERM,
                         stop_timeout=stop_timeout,
                     ),

@@ -7,10 +7,13 @@ are healthy, UNKNOWN before the first probe round.
 
 from __future__ import annotations
 
+import contextlib
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+
+from sutazai.services.system.domain.fanout import Broadcast, Mailbox
 
 CRITICAL_COMPONENTS = frozenset({"postgres", "redis", "nats"})
 
@@ -89,11 +92,31 @@ def overall_of(components: Iterable[ComponentStatus]) -> Overall:
 
 
 class StatusBoard:
-    """The latest state of every component, updated one probe round at a time."""
+    """The latest state of every component, updated one probe round at a time.
+
+    Watchers :meth:`subscribe` to the rounds: each gets the latest round at once, then every
+    round as it is applied, conflated (a watcher that falls behind skips to the newest).
+    """
 
     def __init__(self) -> None:
         self._components: dict[str, ComponentStatus] = {}
         self._checked_at: datetime | None = None
+        self._rounds: Broadcast[MeshStatus] = Broadcast()
+
+    @contextlib.contextmanager
+    def subscribe(self) -> Iterator[Mailbox[MeshStatus]]:
+        """Every round from now on (the latest one first), until the block ends."""
+        with self._rounds.subscribe() as rounds:
+            yield rounds
+
+    @property
+    def watchers(self) -> int:
+        """How many subscriptions are open."""
+        return self._rounds.subscribers
+
+    def close(self) -> None:
+        """End every subscription (the instance is shutting down)."""
+        self._rounds.close()
 
     def apply_round(self, outcomes: Iterable[ProbeOutcome], finished_at: datetime) -> MeshStatus:
         """Record a full probe round; components absent from it are dropped (e.g. gone instances).
@@ -123,7 +146,9 @@ class StatusBoard:
             updated[outcome.name] = current
         self._components = updated
         self._checked_at = finished_at
-        return self.snapshot()
+        status = self.snapshot()
+        self._rounds.publish(status)
+        return status
 
     def snapshot(self) -> MeshStatus:
         """The state after the latest round: infrastructure first, then instances by name."""
