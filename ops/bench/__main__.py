@@ -90,5 +90,22 @@ def load(
     typer.echo(json.dumps(load_bench.as_json(result), indent=2))
 
 
+@app.command()
+def dashboard(
+    rate: Annotated[float, typer.Option(min=1, help="Background calls per second.")] = 1000,
+    presses: Annotated[int, typer.Option(min=10, help="Keys measured per phase.")] = 200,
+    width: Annotated[int, typer.Option(min=80)] = 160,
+    height: Annotated[int, typer.Option(min=24)] = 48,
+) -> None:
+    """Dashboard key latency, idle and while the edge takes ``rate`` requests/s."""
+    # Imported here: the other benchmarks do not need Textual loaded.
+    from sutazai.ops.bench import dashboard as dashboard_bench
+
+    result = asyncio.run(
+        dashboard_bench.measure(MeshSettings(), rate=rate, presses=presses, size=(width, height))
+    )
+    typer.echo(json.dumps(result, indent=2))
+
+
 if __name__ == "__main__":
     app()
