@@ -16,6 +16,7 @@ from sutazai.services.system.domain import (
     Overall,
     StatusBoard,
 )
+from sutazai.services.system.log_handlers import LogHandlers, LogState
 from sutazai.services.system.prober import Prober
 from sutazai.system.v1 import system_service_pb2 as pb
 from sutazai.system.v1 import system_service_pb2_grpc as pb_grpc
@@ -36,10 +37,11 @@ _KIND = {
 }
 
 
-class SystemHandlers(pb_grpc.SystemServiceServicer):
-    """Answers from the status board the prober keeps current."""
+class SystemHandlers(LogHandlers, pb_grpc.SystemServiceServicer):
+    """Answers from the status board the prober keeps current, and from the logs directory."""
 
-    def __init__(self, board: StatusBoard, prober: Prober, reporter: str) -> None:
+    def __init__(self, board: StatusBoard, prober: Prober, reporter: str, logs: LogState) -> None:
+        self._logs = logs
         self._board = board
         self._prober = prober
         self._reporter = reporter

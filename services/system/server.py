@@ -23,6 +23,8 @@ from sutazai.runtime.settings import MeshSettings, ServiceSettings
 from sutazai.runtime.sockets import envoy_admin_client
 from sutazai.services.system.domain import StatusBoard
 from sutazai.services.system.handlers import SystemHandlers
+from sutazai.services.system.log_handlers import LogState
+from sutazai.services.system.log_reader import LogReader
 from sutazai.services.system.prober import Prober
 from sutazai.services.system.probes import (
     EnvoyProbe,
@@ -92,7 +94,10 @@ async def build(
             Servicer(
                 name=SYSTEM_SERVICE,
                 implementation=SystemHandlers(
-                    board, prober, reporter=instance_label(SERVICE_NAME, instance_id)
+                    board,
+                    prober,
+                    reporter=instance_label(SERVICE_NAME, instance_id),
+                    logs=LogState(LogReader(mesh.state_dir)),
                 ),
                 add_to_server=system_service_pb2_grpc.add_SystemServiceServicer_to_server,
             )
