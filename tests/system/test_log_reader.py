@@ -69,15 +69,12 @@ def test_tail_returns_the_last_matching_lines_oldest_first(state: Path) -> None:
         assert tail(handle, 0, LineFilter())[0] == []
 
 
-async def next_lines(stream: AsyncIterator[list[LogLine]], timeout: float = 5) -> list[str]:
-    """The texts of the next non-empty batch."""
-
-    async def non_empty() -> list[LogLine]:
+async def next_lines(stream: AsyncIterator[list[LogLine]]) -> list[str]:
+    """The texts of the next non-empty batch (within 5 s)."""
+    async with asyncio.timeout(5):
         while not (batch := await anext(stream)):
             pass
-        return batch
-
-    return [line.text for line in await asyncio.wait_for(non_empty(), timeout)]
+    return [line.text for line in batch]
 
 
 async def test_follow_delivers_appended_lines_and_survives_truncation_and_replacement(
