@@ -1,7 +1,8 @@
 """The dashboard's exception tree: every exception :mod:`sutazai.tui` defines, by module.
 
 DashboardError          root of every error raised by the dashboard itself
-└── NotPermittedError   errors: the signed-in role may not open that screen or take that action
+├── NotPermittedError   errors: the signed-in role may not open that screen or take that action
+└── KeyTimingError      errors: a timed key was not answered (the key-latency benchmark)
 
 What the mesh answers (unreachable, session ended, a refused call) arrives as the client's
 exceptions (:mod:`sutazai.client`), which the screens show and never re-raise.
@@ -15,3 +16,7 @@ class DashboardError(Exception):
 
 class NotPermittedError(DashboardError):
     """The signed-in user's role may not open that screen or take that action."""
+
+
+class KeyTimingError(DashboardError):
+    """A key sent by :class:`~sutazai.tui.keytimer.KeyTimer` was not answered in time."""

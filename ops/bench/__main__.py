@@ -19,6 +19,7 @@ from sutazai.ops.bench import auth as auth_bench
 from sutazai.ops.bench import edge as edge_bench
 from sutazai.ops.bench import load as load_bench
 from sutazai.ops.bench import signatures as signatures_bench
+from sutazai.ops.bench.errors import BenchError
 from sutazai.runtime.messaging import connect_nats
 from sutazai.runtime.registry import Registry
 from sutazai.runtime.settings import MeshSettings
@@ -101,9 +102,15 @@ def dashboard(
     # Imported here: the other benchmarks do not need Textual loaded.
     from sutazai.ops.bench import dashboard as dashboard_bench
 
-    result = asyncio.run(
-        dashboard_bench.measure(MeshSettings(), rate=rate, presses=presses, size=(width, height))
-    )
+    try:
+        result = asyncio.run(
+            dashboard_bench.measure(
+                MeshSettings(), rate=rate, presses=presses, size=(width, height)
+            )
+        )
+    except BenchError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
     typer.echo(json.dumps(result, indent=2))
 
 

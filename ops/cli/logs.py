@@ -11,7 +11,7 @@ import typer
 
 from sutazai.ops.cli.context import mesh_settings
 from sutazai.ops.cli.errors import CliError
-from sutazai.ops.supervisor.logfiles import last_lines, log_path, logs_dir
+from sutazai.runtime.logfiles import last_lines, log_path, logs_dir
 
 _FOLLOW_INTERVAL = 0.25
 

@@ -22,10 +22,11 @@ from sutazai.ops.cli.logging_setup import configure_logging
 from sutazai.ops.supervisor import Supervisor
 from sutazai.ops.supervisor.components import mesh_components
 from sutazai.ops.supervisor.credentials import ensure_credentials
-from sutazai.ops.supervisor.logfiles import log_path, open_log, prepare_logs_dir, tail
+from sutazai.ops.supervisor.logfiles import open_log, prepare_logs_dir, tail
 from sutazai.ops.supervisor.pidfile import PidFile, running_supervisor
 from sutazai.runtime.errors import ConfigurationError
 from sutazai.runtime.exposure import require_safe_edge
+from sutazai.runtime.logfiles import log_path
 from sutazai.runtime.settings import MeshSettings
 
 READY = "ready"

@@ -1,7 +1,9 @@
-"""Where component logs live (``<state dir>/logs/<name>.log``) and how to read their end.
+"""Component logs on the writing side: a private directory and files opened for appending.
 
-Logs hold usernames and client addresses (Envoy's access log) and whatever a component prints:
-the directory is 0700 and every file 0600, also those an older version left more open.
+Where they live and how to read their end is :mod:`sutazai.runtime.logfiles` (the system
+service reads them too). Logs hold usernames and client addresses (Envoy's access log) and
+whatever a component prints: the directory is 0700 and every file 0600, also those an older
+version left more open.
 """
 
 from __future__ import annotations
@@ -11,19 +13,10 @@ import stat
 from pathlib import Path
 from typing import BinaryIO, Final
 
-_BLOCK = 8192
+from sutazai.runtime.logfiles import last_lines, logs_dir
+
 LOGS_DIR_MODE: Final = 0o700
 LOG_FILE_MODE: Final = 0o600
-
-
-def logs_dir(state_dir: Path) -> Path:
-    """The directory holding every component's log."""
-    return state_dir / "logs"
-
-
-def log_path(state_dir: Path, name: str) -> Path:
-    """The log file of one component (or of the supervisor itself, ``supervisor``)."""
-    return logs_dir(state_dir) / f"{name}.log"
 
 
 def prepare_logs_dir(state_dir: Path) -> Path:
@@ -53,31 +46,6 @@ def _restrict(path: Path, mode: int) -> None:
     info = path.lstat()
     if not stat.S_ISLNK(info.st_mode) and stat.S_IMODE(info.st_mode) != mode:
         os.chmod(path, mode)
-
-
-def last_lines(path: Path, count: int) -> list[str]:
-    """The last ``count`` lines of a file, read backwards so large logs stay cheap.
-
-    Returns an empty list for a missing file.
-    """
-    if count <= 0:
-        return []
-    try:
-        handle = path.open("rb")
-    except FileNotFoundError:
-        return []
-    with handle:
-        end = handle.seek(0, os.SEEK_END)
-        data = b""
-        position = end
-        # One extra line: the first one in the window may be partial.
-        while position > 0 and data.count(b"\n") <= count:
-            step = min(_BLOCK, position)
-            position -= step
-            handle.seek(position)
-            data = handle.read(step) + data
-    lines = data.decode("utf-8", errors="replace").splitlines()
-    return lines[-count:]
 
 
 def tail(path: Path, count: int = 20) -> str:

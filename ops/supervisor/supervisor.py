@@ -10,9 +10,10 @@ from types import TracebackType
 import structlog
 
 from sutazai.ops.supervisor.backoff import RestartPolicy
-from sutazai.ops.supervisor.logfiles import log_path, prepare_logs_dir
+from sutazai.ops.supervisor.logfiles import prepare_logs_dir
 from sutazai.ops.supervisor.runner import ComponentRunner
 from sutazai.ops.supervisor.spec import ComponentSpec
+from sutazai.runtime.logfiles import log_path
 from sutazai.runtime.settings import MeshSettings
 
 log = structlog.get_logger(__name__)

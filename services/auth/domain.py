@@ -223,3 +223,45 @@ def decode_page_token(listing: str, token: str) -> str | int | None:
     if isinstance(position, str | int) and not isinstance(position, bool):
         return position
     return None
+
+
+REORDER_WINDOW = 64
+"""How far below the newest id a watcher still looks for events it has not seen.
+
+Event ids come from a sequence when an insert starts, but inserts commit in their own order:
+an event can become visible after one with a larger id. A watcher that only read ``id > last``
+would skip it; re-reading the ids it has not seen just below ``last`` delivers it late instead.
+"""
+
+
+class WatchCursor:
+    """Where one audit-log watcher stands: what it sent and which ids below that it may miss."""
+
+    def __init__(self, start: int) -> None:
+        """Start after event id ``start`` (ids up to it are not this watcher's business)."""
+        self._start = start
+        self.last = start
+        self._seen: set[int] = set()
+
+    def gaps(self) -> list[int]:
+        """Ids within :data:`REORDER_WINDOW` below ``last`` not yet sent.
+
+        Filtered-out, rolled-back and late ones alike: the database says which exist and match.
+        """
+        return [i for i in range(self._floor() + 1, self.last) if i not in self._seen]
+
+    def _floor(self) -> int:
+        return max(self._start, self.last - REORDER_WINDOW)
+
+    def advance(self, event_ids: list[int]) -> list[int]:
+        """Record ids read from the database; return those not sent before, in the given order."""
+        fresh = []
+        for event_id in event_ids:
+            if event_id <= self._floor() or event_id in self._seen:
+                continue
+            fresh.append(event_id)
+            self._seen.add(event_id)
+            self.last = max(self.last, event_id)
+        floor = self._floor()
+        self._seen = {i for i in self._seen if i > floor}
+        return fresh

@@ -6,6 +6,8 @@ protos); the rules live in :mod:`.accounts` and :mod:`.sessions`.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import grpc
 
 from sutazai.auth.v1 import auth_service_pb2 as pb
@@ -14,6 +16,7 @@ from sutazai.runtime.audit import AuditEvent
 from sutazai.runtime.auth import _client_address, current_identity, require_identity
 from sutazai.runtime.roles import Role
 from sutazai.services.auth.accounts import Accounts
+from sutazai.services.auth.audit_watch import AuditWatch
 from sutazai.services.auth.domain import User
 from sutazai.services.auth.sessions import Sessions
 from sutazai.services.auth.throttle import SignInThrottle
@@ -26,12 +29,18 @@ class AuthHandlers(pb_grpc.AuthServiceServicer):
     """Every RPC of the auth service."""
 
     def __init__(
-        self, accounts: Accounts, sessions: Sessions, throttle: SignInThrottle, trail: Trail
+        self,
+        accounts: Accounts,
+        sessions: Sessions,
+        throttle: SignInThrottle,
+        trail: Trail,
+        watch: AuditWatch,
     ) -> None:
         self._accounts = accounts
         self._sessions = sessions
         self._throttle = throttle
         self._trail = trail
+        self._watch = watch
 
     async def Register(  # noqa: N802 - generated servicer method name
         self, request: pb.RegisterRequest, context: grpc.aio.ServicerContext
@@ -156,6 +165,15 @@ class AuthHandlers(pb_grpc.AuthServiceServicer):
         return pb.ListAuditEventsResponse(
             events=[event_message(e) for e in events], next_page_token=next_token
         )
+
+    async def WatchAuditEvents(  # noqa: N802 - generated servicer method name
+        self, request: pb.WatchAuditEventsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchAuditEventsResponse]:
+        """The audit log as it is written (after a replay, when asked), oldest first."""
+        async for events in self._watch.watch(
+            after_event_id=request.after_event_id, actor=request.actor, action=request.action
+        ):
+            yield pb.WatchAuditEventsResponse(events=[event_message(e) for e in events])
 
 
 def user_message(user: User) -> pb.User:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from typing import Final
 
@@ -24,6 +25,8 @@ from sutazai.runtime.server import (
 from sutazai.runtime.settings import MeshSettings, ServiceSettings
 from sutazai.runtime.tokens import TokenIssuer
 from sutazai.services.auth.accounts import Accounts
+from sutazai.services.auth.audit_feed import AuditFeed
+from sutazai.services.auth.audit_watch import AuditWatch
 from sutazai.services.auth.handlers import AuthHandlers
 from sutazai.services.auth.passwords import Passwords
 from sutazai.services.auth.sessions import Sessions
@@ -35,6 +38,7 @@ SERVICE_NAME: Final = "auth"
 """The table of ``deploy/mesh.toml``, registry key prefix and principal of this service."""
 GRPC_SERVICE: Final[str] = auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
 POOL_SIZE = 10
+Job = Callable[[], Coroutine[object, object, None]]
 
 
 async def serve(mesh: MeshSettings, service: ServiceSettings) -> None:
@@ -53,7 +57,7 @@ async def build(
         mesh.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
     )
     stack.push_async_callback(redis_client.aclose)
-    servicer, guard = await open_service(mesh, pool, redis_client, nc.jetstream())
+    servicer, guard, background = await open_service(mesh, pool, redis_client, nc.jetstream())
     return ServiceHost(
         name=SERVICE_NAME,
         mesh=mesh,
@@ -61,13 +65,16 @@ async def build(
         servicers=[servicer],
         registry=registry,
         guard=guard,
+        background=background,
     )
 
 
 async def open_service(
     mesh: MeshSettings, pool: asyncpg.Pool, redis_client: aioredis.Redis, js: JetStreamContext
-) -> tuple[Servicer, Guard]:
-    """The service and its guard over open connections, with every migration applied.
+) -> tuple[Servicer, Guard, list[Job]]:
+    """The service, its guard and its background jobs, with every migration applied.
+
+    The jobs (the audit feed's listening connection) run for the life of the host.
 
     Raises:
         ConfigurationError: the private signing-key ring or the public keys are missing or
@@ -79,6 +86,7 @@ async def open_service(
     store = await open_store(pool)
     passwords = Passwords()
     trail = Trail(audit)
+    feed = AuditFeed(mesh.postgres_dsn)
     throttle = SignInThrottle(redis_client, mesh.auth)
     signing_keys = KeyFileWatch.key_ring(mesh.keys_file)
     signing_keys.load()  # fail at start-up, not at the first login, when the ring is unreadable
@@ -105,10 +113,10 @@ async def open_service(
     )
     servicer = Servicer(
         name=GRPC_SERVICE,
-        implementation=AuthHandlers(accounts, sessions, throttle, trail),
+        implementation=AuthHandlers(accounts, sessions, throttle, trail, AuditWatch(audit, feed)),
         add_to_server=auth_service_pb2_grpc.add_AuthServiceServicer_to_server,
     )
-    return servicer, guard
+    return servicer, guard, [feed.run]
 
 
 async def open_accounts(

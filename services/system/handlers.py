@@ -19,6 +19,8 @@ from sutazai.services.system.domain import (
     StatusBoard,
 )
 from sutazai.services.system.domain.fanout import StreamSlots
+from sutazai.services.system.log_handlers import LogHandlers
+from sutazai.services.system.log_reader import LogReader
 from sutazai.services.system.messages import services_message, traffic_message
 from sutazai.services.system.prober import Prober
 from sutazai.services.system.samplers import InventoryWatch, TrafficSampler
@@ -45,8 +47,8 @@ WATCH_RETRY_SECONDS = 5.0
 """When a refused watcher may try again (streams end only when clients leave)."""
 
 
-class SystemHandlers(pb_grpc.SystemServiceServicer):
-    """Answers from the status board the prober keeps current, and from the samplers."""
+class SystemHandlers(LogHandlers, pb_grpc.SystemServiceServicer):
+    """Answers from the status board the prober keeps current, the samplers and the logs."""
 
     def __init__(
         self,
@@ -57,7 +59,9 @@ class SystemHandlers(pb_grpc.SystemServiceServicer):
         traffic: TrafficSampler,
         inventory: InventoryWatch,
         streams: StreamSlots,
+        logs: LogReader,
     ) -> None:
+        self._logs = logs
         self._board = board
         self._prober = prober
         self._reporter = reporter
@@ -67,12 +71,12 @@ class SystemHandlers(pb_grpc.SystemServiceServicer):
 
     @contextlib.contextmanager
     def _stream_slot(self, context: grpc.aio.ServicerContext) -> Iterator[None]:
-        """Hold one of the instance's watch streams for the block, or refuse the call."""
+        """Hold one of the instance's streams (watches and log tails) for the block, or refuse."""
         metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
         caller = caller_key(current_identity(), metadata, context.peer())
         if not self._streams.take(caller):
             raise resource_exhausted(
-                f"too many watch streams: at most {self._streams.per_caller} per caller and "
+                f"too many streams: at most {self._streams.per_caller} per caller and "
                 f"{self._streams.limit} per instance",
                 WATCH_RETRY_SECONDS,
             )

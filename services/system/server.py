@@ -30,6 +30,7 @@ from sutazai.services.system.domain import StatusBoard
 from sutazai.services.system.domain.fanout import StreamSlots
 from sutazai.services.system.domain.inventory import Deployed
 from sutazai.services.system.handlers import SystemHandlers
+from sutazai.services.system.log_reader import LogReader
 from sutazai.services.system.prober import Prober, follow_registry
 from sutazai.services.system.probes import (
     EnvoyProbe,
@@ -126,6 +127,7 @@ async def build(
                     streams=StreamSlots(
                         service.max_watch_streams, service.max_watch_streams_per_caller
                     ),
+                    logs=LogReader(mesh.state_dir),
                 ),
                 add_to_server=system_service_pb2_grpc.add_SystemServiceServicer_to_server,
             )

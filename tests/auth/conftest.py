@@ -79,7 +79,7 @@ async def hosted(
     """
     if host is not None:
         settings = settings.model_copy(update={"host": host})
-    servicer, guard = await open_service(settings, pool, redis_client, js)
+    servicer, guard, background = await open_service(settings, pool, redis_client, js)
     host = ServiceHost(
         name=SERVICE_NAME,
         mesh=settings,
@@ -87,6 +87,7 @@ async def hosted(
         servicers=[servicer],
         registry=None,
         guard=guard,
+        background=background,
     )
     await host.start()
     try:

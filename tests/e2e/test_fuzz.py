@@ -273,11 +273,10 @@ async def _call(
             call = channel.unary_stream(
                 target.path, request_serializer=identity, response_deserializer=identity
             )(payload, metadata=metadata, timeout=30)
-            # A refused call fails on its first read; an accepted watch stream never ends, so
-            # its first message is the answer.
+            # A stream that answered once took the input; a watch would never end by itself.
             async for _ in call:
-                call.cancel()
                 break
+            call.cancel()
         else:
             await channel.unary_unary(
                 target.path, request_serializer=identity, response_deserializer=identity

@@ -22,8 +22,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from sutazai.ops.supervisor.components.envoy import bootstrap_path
-from sutazai.ops.supervisor.logfiles import log_path, logs_dir
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
+from sutazai.runtime.logfiles import log_path, logs_dir
 from sutazai.runtime.messaging import connect_nats
 from sutazai.runtime.registry import Registry
 from sutazai.runtime.settings import MeshSettings

@@ -6,7 +6,8 @@ import os
 import stat
 from pathlib import Path
 
-from sutazai.ops.supervisor.logfiles import log_path, logs_dir, open_log, prepare_logs_dir
+from sutazai.ops.supervisor.logfiles import open_log, prepare_logs_dir
+from sutazai.runtime.logfiles import log_path, logs_dir
 
 
 def mode(path: Path) -> int:

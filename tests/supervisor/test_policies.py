@@ -12,10 +12,10 @@ from pydantic import ValidationError
 from sutazai.ops.supervisor import AlreadyRunningError, RestartPolicy
 from sutazai.ops.supervisor.components.services import INSTANCE_ID_VARIABLE, service_components
 from sutazai.ops.supervisor.environment import child_environment, settings_environment
-from sutazai.ops.supervisor.logfiles import last_lines
 from sutazai.ops.supervisor.pidfile import PidFile, running_supervisor
 from sutazai.runtime.deployment import find_service, load_catalog
 from sutazai.runtime.errors import ConfigurationError
+from sutazai.runtime.logfiles import last_lines
 from sutazai.runtime.settings import MeshSettings, PostgresSettings, ServiceSettings
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, cast
 
 import grpc
@@ -15,6 +16,7 @@ from sutazai.runtime.registry import Registry
 from sutazai.services.system.domain import Kind, ProbeOutcome, StatusBoard
 from sutazai.services.system.domain.fanout import StreamSlots
 from sutazai.services.system.handlers import SystemHandlers
+from sutazai.services.system.log_reader import LogReader
 from sutazai.services.system.prober import Prober
 from sutazai.services.system.samplers import InventoryWatch, TrafficSampler
 from sutazai.system.v1 import system_service_pb2 as pb
@@ -42,7 +44,9 @@ def calling_from(address: str) -> grpc.aio.ServicerContext:
 NO_CONTEXT = calling_from("192.0.2.1")
 
 
-def handlers(board: StatusBoard, streams: int, per_caller: int = 16) -> SystemHandlers:
+def handlers(
+    board: StatusBoard, streams: int, per_caller: int = 16, state_dir: Path = Path("/nonexistent")
+) -> SystemHandlers:
     # Nothing here reaches Envoy or the registry: the samplers are never run.
     admin = httpx.AsyncClient(transport=httpx.MockTransport(lambda _: httpx.Response(500)))
     return SystemHandlers(
@@ -52,6 +56,7 @@ def handlers(board: StatusBoard, streams: int, per_caller: int = 16) -> SystemHa
         traffic=TrafficSampler(admin, {}, edge_stat_prefix="edge", interval=1.0),
         inventory=InventoryWatch(board, cast(Registry, None), admin, admin, []),
         streams=StreamSlots(streams, per_caller),
+        logs=LogReader(state_dir),
     )
 
 
@@ -81,6 +86,22 @@ async def test_watchers_past_the_limit_are_refused_until_one_leaves() -> None:
     await open_stream.aclose()
     assert board.watchers == 0
     assert (await first(system.WatchStatus(pb.WatchStatusRequest(), NO_CONTEXT))).overall
+
+
+async def test_log_tails_and_watches_share_the_stream_slots(tmp_path: Path) -> None:
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "auth.log").write_text("a line\n")
+    system = handlers(probed_board(), streams=1, state_dir=tmp_path)
+    held = system.WatchStatus(pb.WatchStatusRequest(), NO_CONTEXT)
+    await first(held)
+
+    with pytest.raises(RpcStatusError) as refused:
+        await first(system.TailLogs(pb.TailLogsRequest(component="auth"), NO_CONTEXT))
+    assert refused.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    await held.aclose()
+    tail = await first(system.TailLogs(pb.TailLogsRequest(component="auth"), NO_CONTEXT))
+    assert [line.text for line in tail.lines] == ["a line"]
 
 
 async def test_one_anonymous_address_cannot_take_every_stream() -> None:
