@@ -99,6 +99,20 @@ async def test_a_first_traffic_sample_shows_no_rates(fake: FakeMesh) -> None:
         assert cell(app, "#traffic", "edge", "rps") == "—"
 
 
+async def test_a_window_without_requests_shows_no_latency_or_error_rate(fake: FakeMesh) -> None:
+    idle = traffic(0)
+    for service in idle.services:
+        service.figures.Clear()
+    fake.initial["traffic"] = [idle]
+    app = make_app(fake)
+    async with app.run_test(size=(80, 24)):
+        await on_screen(app, OverviewScreen)
+        await rows(app, "#traffic", 3)
+        auth = "sutazai.auth.v1.AuthService"
+        assert cell(app, "#traffic", auth, "rps") == "0.0"
+        assert [cell(app, "#traffic", auth, c) for c in ("errors", "p50", "p99")] == ["—"] * 3
+
+
 async def test_without_a_saved_session_the_sign_in_screen_asks_and_refuses_a_wrong_password(
     fake: FakeMesh,
 ) -> None:

@@ -1,7 +1,7 @@
 """The dashboard against the real mesh of the suite (``mesh_services``), through the client.
 
 What issue 8 asks to see: the overview lists the running services healthy; a SIGKILLed
-instance turns unhealthy within 5 s and a healthy one is back once the supervisor restarts it;
+instance turns unhealthy within 5 s and its row is healthy again once the supervisor restarts it;
 an admin deactivates a user from the Identity screen and the audit log shows it; a ``user``
 sees no admin actions.
 """
@@ -122,18 +122,17 @@ async def test_a_killed_instance_turns_unhealthy_within_5_s_and_comes_back(
         os.kill(victim.pid, signal.SIGKILL)
         killed_at = time.monotonic()
         await wait_for(
-            lambda: instance_rows(table, "auth").get(key) in {"unhealthy", None},
+            lambda: instance_rows(table, "auth").get(key) == "unhealthy",
             5.0,
             interval=0.05,
-            message=f"{key} unhealthy (or gone) on the overview",
+            message=f"{key} unhealthy on the overview",
         )
         assert time.monotonic() - killed_at <= 5.0
+        # The supervisor restarts the slot under the same instance id: the same row comes back.
         await wait_for(
-            lambda: any(
-                k != key and state == "healthy" for k, state in instance_rows(table, "auth").items()
-            ),
+            lambda: instance_rows(table, "auth").get(key) == "healthy",
             60.0,
-            message="a restarted auth instance healthy on the overview",
+            message=f"{key} healthy again on the overview after the restart",
         )
 
 

@@ -84,6 +84,18 @@ class TrafficTable(KeyedTable):
                 self._trend(history),
             ]
         history.append(figures.requests_per_second)
+        if figures.requests_per_second == 0:
+            # No request completed in the window: no error rate or latency to show (the
+            # stream sends zeros), and a "0.0 ms" would read as a measurement.
+            return [
+                label,
+                Text(rate(0.0), justify="right"),
+                Text(MISSING, justify="right"),
+                Text(MISSING, justify="right"),
+                Text(MISSING, justify="right"),
+                Text(count(figures.active_requests), justify="right"),
+                self._trend(history),
+            ]
         errors = Text(percent(figures.error_rate), justify="right")
         if figures.requests_per_second > 0 and figures.error_rate > self._error_rate_alert:
             errors.stylize("bold red")
