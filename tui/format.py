@@ -6,6 +6,7 @@ dash (never as a made-up zero) and times are shown in the clock's time zone.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, tzinfo
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -158,3 +159,35 @@ def short_address(address: str) -> str:
     if address.startswith("unix:"):
         return address.rsplit("/", 1)[-1]
     return address
+
+
+_LOG_FRAME_KEYS = frozenset({"event", "level", "timestamp", "service"})
+"""Keys of a structured log line that its compact form shows in front, or drops (the
+component is the one being followed)."""
+
+
+def log_line(text: str) -> str:
+    """A log line as the Logs screen shows it: structured lines compacted, others as written.
+
+    The services log one JSON object per line; shown raw, its event name sits past the edge of
+    a narrow terminal. ``{"event": "x", "level": "info", "timestamp": "…T17:48:00.5Z", "n": 1}``
+    reads ``17:48:00 info x n=1``. Anything else (PostgreSQL, NATS, Envoy, Redis lines, or JSON
+    without an event) is shown exactly as written.
+    """
+    if not text.startswith("{"):
+        return text
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return text
+    if not isinstance(record, dict) or not isinstance(record.get("event"), str):
+        return text
+    stamp = str(record.get("timestamp", ""))
+    clock = stamp[11:19] if len(stamp) >= 19 and stamp[10] == "T" else stamp
+    head = [part for part in (clock, str(record.get("level", "")), record["event"]) if part]
+    rest = [
+        f"{key}={value if isinstance(value, str) else json.dumps(value)}"
+        for key, value in record.items()
+        if key not in _LOG_FRAME_KEYS
+    ]
+    return " ".join(head + rest)

@@ -160,7 +160,7 @@ async def test_an_admin_deactivates_a_user_and_the_audit_log_shows_it(
         def audited() -> bool:
             return any(
                 plain(audit, key, "target") == victim
-                and "Deactivate" in plain(audit, key, "action")
+                and plain(audit, key, "action") == "auth.user_deactivated"
                 and plain(audit, key, "outcome") == "ok"
                 for key in audit.keys
             )

@@ -13,7 +13,7 @@ from textual.timer import Timer
 from textual.widgets import Input, RichLog, Select, Static
 
 from sutazai.system.v1 import system_service_pb2 as system_pb
-from sutazai.tui.format import LEVEL_NAMES, level_name
+from sutazai.tui.format import LEVEL_NAMES, level_name, log_line
 from sutazai.tui.screens.base import MeshScreen
 from sutazai.tui.source import ClientError, opened
 
@@ -58,7 +58,8 @@ class LogsScreen(MeshScreen):
             )
             yield Input(placeholder="search", id="search", max_length=SEARCH_MAX, compact=True)
         yield Static(Text("Loading the list of logs…"), id="log-status")
-        yield RichLog(id="log", max_lines=self.settings.log_max_lines, wrap=False)
+        # Wrapped: a long line must not hide its end past the right edge of a narrow terminal.
+        yield RichLog(id="log", max_lines=self.settings.log_max_lines, wrap=True)
 
     def on_mount(self) -> None:
         """Start the screen's stream workers."""
@@ -140,6 +141,6 @@ class LogsScreen(MeshScreen):
             ) as batches:
                 async for batch in batches:
                     for line in batch:
-                        log.write(Text(line.text, style=LEVEL_STYLE.get(line.level, "")))
+                        log.write(Text(log_line(line.text), style=LEVEL_STYLE.get(line.level, "")))
         except ClientError as error:
             self.report(error, f"Following the log of {component}")
