@@ -1,13 +1,13 @@
 """Wake-ups for audit-log watchers, pushed by PostgreSQL (``LISTEN sutazai_audit``).
 
-One dedicated connection per instance listens on :data:`~sutazai.runtime.audit.CHANNEL` (a
-pooled connection cannot: it would be handed to other work) and fans every notification out to
-the subscribed watchers. A notification only says "read again": its payload is a hint that any
-role allowed to connect could forge, so watchers always re-read the table by id. Each watcher
-has a small bounded queue; one that falls behind loses hints, not events, since its next read
-fetches everything after the last event it sent. When the connection drops, the feed
-reconnects with backoff and wakes every watcher once it is back (events may have been written
-while nobody listened).
+One dedicated connection per instance (not a pooled one: a pool would hand it to other work
+and reset it), as the service's own role, listens on :data:`~sutazai.runtime.audit.CHANNEL`
+and fans every notification out to the subscribed watchers. A notification only says "read
+again": its payload is a hint that any role allowed to connect could forge, so watchers always
+re-read the table by id. Each watcher has a small bounded queue; one that falls behind loses
+hints, not events, since its next read fetches everything after the last event it sent. When
+the connection drops, the feed reconnects with backoff and wakes every watcher once it is back
+(events may have been written while nobody listened).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Final
 
 import asyncpg
@@ -35,8 +35,9 @@ WAKE: Final = 0
 class AuditFeed:
     """The instance's listening connection and its subscribers."""
 
-    def __init__(self, dsn: str) -> None:
-        self._dsn = dsn
+    def __init__(self, connect: Callable[[], Awaitable[asyncpg.Connection]]) -> None:
+        """Listen on connections made by ``connect`` (one at a time)."""
+        self._connect = connect
         self._subscribers: set[asyncio.Queue[int]] = set()
         self.connected = asyncio.Event()
 
@@ -63,33 +64,33 @@ class AuditFeed:
         self._publish(hint)
 
     async def run(self) -> None:
-        """Listen until cancelled, reconnecting whenever the connection is lost."""
+        """Listen until cancelled, taking a fresh connection whenever the one held is lost."""
         failures = 0
         while True:
             try:
-                connection = await asyncpg.connect(self._dsn)
-            except (OSError, asyncpg.PostgresError) as exc:
+                await self._listen()
+                failures = 0
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 delay = RECONNECT_SECONDS[min(failures, len(RECONNECT_SECONDS) - 1)]
                 failures += 1
-                log.warning("audit_feed.connect_failed", error=str(exc), retry_in=delay)
+                log.warning("audit_feed.listen_failed", error=str(exc), retry_in=delay)
                 await asyncio.sleep(delay)
-                continue
+
+    async def _listen(self) -> None:
+        """Open a connection and listen on it until it is lost."""
+        connection = await self._connect()
+        try:
             lost = asyncio.Event()
             connection.add_termination_listener(functools.partial(_set, lost))
-            try:
-                await connection.add_listener(CHANNEL, self._on_notification)
-                failures = 0
-                self.connected.set()
-                self._publish(WAKE)
-                log.info("audit_feed.listening", channel=CHANNEL)
-                await lost.wait()
-                log.warning("audit_feed.connection_lost")
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.warning("audit_feed.listen_failed", error=str(exc))
-            finally:
-                self.connected.clear()
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(connection.close(), 2)
+            await connection.add_listener(CHANNEL, self._on_notification)
+            self.connected.set()
+            self._publish(WAKE)  # what was written while nobody listened is read now
+            log.info("audit_feed.listening", channel=CHANNEL)
+            await lost.wait()
+            log.warning("audit_feed.connection_lost")
+        finally:
+            self.connected.clear()
+            connection.terminate()  # no goodbye needed: the server drops the LISTEN with it
 
 
 def _set(event: asyncio.Event, _connection: object) -> None:

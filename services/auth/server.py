@@ -86,7 +86,8 @@ async def open_service(
     store = await open_store(pool)
     passwords = Passwords()
     trail = Trail(audit)
-    feed = AuditFeed(mesh.postgres_dsn)
+    # Connected lazily, by the feed's job, as the service's own role.
+    feed = AuditFeed(lambda: asyncpg.connect(mesh.postgres_dsn))
     throttle = SignInThrottle(redis_client, mesh.auth)
     signing_keys = KeyFileWatch.key_ring(mesh.keys_file)
     signing_keys.load()  # fail at start-up, not at the first login, when the ring is unreadable

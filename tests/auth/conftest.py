@@ -79,6 +79,8 @@ async def hosted(
     """
     if host is not None:
         settings = settings.model_copy(update={"host": host})
+    # As the service runs: its own principal (the audit feed connects to PostgreSQL as it).
+    settings = settings.as_principal(SERVICE_NAME)
     servicer, guard, background = await open_service(settings, pool, redis_client, js)
     host = ServiceHost(
         name=SERVICE_NAME,
