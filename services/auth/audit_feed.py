@@ -40,6 +40,13 @@ class AuditFeed:
         self._connect = connect
         self._subscribers: set[asyncio.Queue[int]] = set()
         self.connected = asyncio.Event()
+        self.closed = False
+        """Set when the instance drains: watchers end instead of holding the shutdown up."""
+
+    def close(self) -> None:
+        """End every watcher (they check :attr:`closed` when woken), for the host's drain."""
+        self.closed = True
+        self._publish(WAKE)
 
     @contextlib.contextmanager
     def subscribe(self) -> Iterator[asyncio.Queue[int]]:

@@ -100,7 +100,7 @@ class AuditWatch:
         for i in range(0, max(len(replay), 1), REPLAY_BATCH):
             yield replay[i : i + REPLAY_BATCH]
         last_sent = time.monotonic()
-        while True:
+        while not self._feed.closed:
             with _readable():
                 events = await self._audit.after(
                     cursor.last, limit=READ_LIMIT, actor=actor, action=action, also=cursor.gaps()
@@ -121,6 +121,7 @@ class AuditWatch:
                 yield []
             while not hints.empty():  # one read answers every hint received so far
                 hints.get_nowait()
+            # Ending here (the instance drains) lets the client reconnect to another instance.
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Final
 
@@ -57,24 +58,35 @@ async def build(
         mesh.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
     )
     stack.push_async_callback(redis_client.aclose)
-    servicer, guard, background = await open_service(mesh, pool, redis_client, nc.jetstream())
+    opened = await open_service(mesh, pool, redis_client, nc.jetstream())
     return ServiceHost(
         name=SERVICE_NAME,
         mesh=mesh,
         settings=service,
-        servicers=[servicer],
+        servicers=[opened.servicer],
         registry=registry,
-        guard=guard,
-        background=background,
+        guard=opened.guard,
+        background=opened.background,
+        on_drain=opened.on_drain,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedService:
+    """The auth service ready to be hosted: what :class:`ServiceHost` takes from it."""
+
+    servicer: Servicer
+    guard: Guard
+    background: list[Job]
+    """Jobs for the life of the host (the audit feed's listening connection)."""
+    on_drain: list[Callable[[], None]]
+    """Called when the host drains (the audit watches end, so clients reconnect elsewhere)."""
 
 
 async def open_service(
     mesh: MeshSettings, pool: asyncpg.Pool, redis_client: aioredis.Redis, js: JetStreamContext
-) -> tuple[Servicer, Guard, list[Job]]:
-    """The service, its guard and its background jobs, with every migration applied.
-
-    The jobs (the audit feed's listening connection) run for the life of the host.
+) -> OpenedService:
+    """The service, its guard, its background jobs and drain hooks, every migration applied.
 
     Raises:
         ConfigurationError: the private signing-key ring or the public keys are missing or
@@ -117,7 +129,7 @@ async def open_service(
         implementation=AuthHandlers(accounts, sessions, throttle, trail, AuditWatch(audit, feed)),
         add_to_server=auth_service_pb2_grpc.add_AuthServiceServicer_to_server,
     )
-    return servicer, guard, [feed.run]
+    return OpenedService(servicer, guard, background=[feed.run], on_drain=[feed.close])
 
 
 async def open_accounts(

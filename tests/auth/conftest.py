@@ -71,6 +71,7 @@ async def hosted(
     js: JetStreamContext,
     *,
     host: str | None = None,
+    grace_seconds: float = 1.0,
 ) -> AsyncIterator[Caller]:
     """An auth service on a free port with ``settings``, and a client calling it directly.
 
@@ -81,15 +82,16 @@ async def hosted(
         settings = settings.model_copy(update={"host": host})
     # As the service runs: its own principal (the audit feed connects to PostgreSQL as it).
     settings = settings.as_principal(SERVICE_NAME)
-    servicer, guard, background = await open_service(settings, pool, redis_client, js)
+    opened = await open_service(settings, pool, redis_client, js)
     host = ServiceHost(
         name=SERVICE_NAME,
         mesh=settings,
-        settings=ServiceSettings(port=0, metrics_port=-1, grace_seconds=1.0),
-        servicers=[servicer],
+        settings=ServiceSettings(port=0, metrics_port=-1, grace_seconds=grace_seconds),
+        servicers=[opened.servicer],
         registry=None,
-        guard=guard,
-        background=background,
+        guard=opened.guard,
+        background=opened.background,
+        on_drain=opened.on_drain,
     )
     await host.start()
     try:
