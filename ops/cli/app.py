@@ -14,6 +14,7 @@ from sutazai.ops.cli.envoy_admin import envoy_admin
 from sutazai.ops.cli.keys import keys
 from sutazai.ops.cli.login import login
 from sutazai.ops.cli.logs import logs
+from sutazai.ops.cli.models import models
 from sutazai.ops.cli.serve import serve
 from sutazai.ops.cli.status import status
 from sutazai.ops.cli.up import up
@@ -52,4 +53,5 @@ app.command()(serve)
 app.command()(login)
 app.command()(certs)
 app.add_typer(users)
+app.add_typer(models)
 app.add_typer(keys)

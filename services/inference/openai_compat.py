@@ -61,7 +61,9 @@ class OpenAICompatibleBackend:
         headers = {}
         if settings.api_key_file is not None:
             headers["authorization"] = f"Bearer {_api_key(settings.api_key_file)}"
-        self._client = http_client(settings, headers=headers, transport=transport)
+        self._client = http_client(
+            settings, headers=headers, transport=transport, keep_userinfo=not headers
+        )
         self._url = public_url(settings.url or "")
 
     @property

@@ -45,10 +45,18 @@ def http_client(
     *,
     headers: Mapping[str, str] | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    keep_userinfo: bool = True,
 ) -> httpx.AsyncClient:
-    """A client for one backend: its timeouts, no redirects, no proxy from the environment."""
+    """A client for one backend: its timeouts, no redirects, no proxy from the environment.
+
+    The base URL drops any query and fragment (paths are appended to it); user and password in
+    it become HTTP basic auth unless ``keep_userinfo`` is false (a bearer key is sent instead).
+    """
     if settings.url is None:
         raise ValueError("the backend has no URL")
+    parts = urlsplit(settings.url)
+    netloc = parts.netloc if keep_userinfo else parts.netloc.rpartition("@")[2]
+    base = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/", "", ""))
     timeout = httpx.Timeout(
         connect=settings.connect_timeout_seconds,
         read=settings.read_timeout_seconds,
@@ -56,7 +64,7 @@ def http_client(
         pool=settings.read_timeout_seconds,
     )
     return httpx.AsyncClient(
-        base_url=settings.url.rstrip("/") + "/",
+        base_url=base,
         timeout=timeout,
         headers=dict(headers or {}),
         follow_redirects=False,
