@@ -2,14 +2,14 @@
 
 InferenceError               root of every error raised by :mod:`sutazai.services.inference`
 ├── ModelNotFoundError       no configured backend offers the model (NOT_FOUND)
-├── OptionRejectedError      the backend cannot honour a sampling option, or the input does
-│                            not fit the model (INVALID_ARGUMENT, naming the field)
+├── OptionRejectedError      the backend cannot honour an option, or the input does not fit
 ├── BusyError                every slot and the whole wait queue are taken (RESOURCE_EXHAUSTED)
-├── NotSupportedError        the backend cannot do this (e.g. unload on a remote server)
-│                            (FAILED_PRECONDITION)
-└── BackendUnavailableError  the backend failed: down, timed out, or answered with a server
-    │                        error (UNAVAILABLE); counts against its circuit breaker
+├── NotSupportedError        the backend cannot do this, e.g. unload (FAILED_PRECONDITION)
+└── BackendUnavailableError  the backend failed: down, timed out, server error (UNAVAILABLE)
     └── BreakerOpenError     refused at once: the backend's breaker is open (UNAVAILABLE)
+
+OptionRejectedError becomes INVALID_ARGUMENT naming each field; BackendUnavailableError counts
+against the backend's circuit breaker.
 
 ``tests/test_error_trees.py`` keeps this drawing complete and its branches true.
 """
