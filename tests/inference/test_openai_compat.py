@@ -151,3 +151,31 @@ async def test_the_api_key_is_sent_as_a_bearer(tmp_path: Path) -> None:
     models = await backend(httpx.MockTransport(handler), api_key_file=key).list_models()
     assert [m.name for m in models] == ["m"]
     assert sent == ["Bearer sk-test"]
+
+
+async def test_embeddings_are_put_back_in_input_order() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/v1/embeddings"
+        assert json.loads(request.content) == {"model": "m", "input": ["a", "b"]}
+        return httpx.Response(
+            200,
+            json={
+                "data": [
+                    {"index": 1, "embedding": [0.0, 1.0]},
+                    {"index": 0, "embedding": [1.0, 0.0]},
+                ],
+                "usage": {"prompt_tokens": 2},
+            },
+        )
+
+    result = await backend(httpx.MockTransport(handler)).embed("m", ["a", "b"])
+    assert result.vectors == [[1.0, 0.0], [0.0, 1.0]]
+    assert result.prompt_tokens == 2
+
+
+async def test_per_token_vectors_are_not_openai_embeddings() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"data": [{"index": 0, "embedding": [[1.0], [2.0]]}]})
+
+    with pytest.raises(BackendUnavailableError, match="not a list of numbers"):
+        await backend(httpx.MockTransport(handler)).embed("m", ["a"])
