@@ -226,6 +226,7 @@ class EmbeddedBackend:
                     await loaded.idle.get()  # each comes back once its generation ends
                 for replica in loaded.replicas:
                     replica.close()
+                loaded.idle.put_nowait(None)  # calls still waiting on these copies: reload
             async with self._embed_lock:
                 embedder, self._embedder = self._embedder, None
                 if embedder is not None:
@@ -240,8 +241,13 @@ class EmbeddedBackend:
     ) -> AsyncGenerator[BackendEvent, None]:
         """Tokens as llama.cpp produces them; closing the generator stops it at once."""
         self._check(model)
-        loaded = await self._loaded()
-        replica = await loaded.idle.get()
+        while True:
+            loaded = await self._loaded()
+            replica = await loaded.idle.get()
+            if replica is not None:
+                break
+            # Unloaded while this call waited for a copy: pass the news on, load again.
+            loaded.idle.put_nowait(None)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[BackendEvent | BaseException] = asyncio.Queue()
         cancel = threading.Event()
