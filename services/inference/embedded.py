@@ -213,7 +213,7 @@ class EmbeddedBackend:
         # Warm-up: evaluate a few tokens so the first request does not pay for first-touch
         # page faults of the mapped weights and the compute buffers.
         llama.eval(llama.tokenize(b"Hello", add_bos=True))
-        llama.reset()
+        llama.reset()  # type: ignore[no-untyped-call]  # llama-cpp-python leaves it unannotated
         return llama
 
     async def unload(self, model: str) -> ModelInfo:
