@@ -378,6 +378,11 @@ def _run(
     by_sequence = False
     if cancel.is_set():
         return
+    # Evaluate the whole prompt every time. llama-cpp-python would reuse the part of the
+    # context the previous call left behind, but the replayed token's logits differ from a
+    # full evaluation's, so a seed (even greedy decoding) would give another text depending on
+    # what ran before; a reply must depend on the request alone.
+    llama.reset()
     with contextlib.closing(llama.generate(prompt, **sampling)) as tokens:
         for token in tokens:
             if cancel.is_set():
