@@ -25,6 +25,8 @@ from sutazai.inference.v1 import inference_service_pb2 as pb
 from sutazai.inference.v1.inference_service_pb2_grpc import InferenceServiceStub
 from sutazai.ops.cli.login import CliToken, save_token
 from sutazai.ops.supervisor.environment import settings_environment
+from sutazai.runtime.messaging import connect_nats
+from sutazai.runtime.registry import Registry
 from sutazai.runtime.settings import MeshSettings
 from tests.auth.helpers import failure, field_violations
 from tests.harness.cli import run_cli
@@ -145,6 +147,35 @@ async def test_embeddings_have_one_vector_per_input(
     assert all(math.isfinite(x) for e in reply.embeddings for x in e.values)
     assert reply.embeddings[0].values != reply.embeddings[1].values
     assert reply.prompt_tokens > 0
+
+
+async def test_each_call_is_measured_in_the_services_metrics(
+    stub: InferenceServiceStub, admin_token: str, mesh_services: MeshSettings
+) -> None:
+    await stub.Generate(
+        pb.GenerateRequest(messages=[USER_SAYS], options=TINY),
+        metadata=bearer(admin_token),
+        timeout=CALL_TIMEOUT,
+    )
+    nc = await connect_nats(mesh_services, name="inference-metrics-test")
+    try:
+        registry = await Registry.open(nc.jetstream(), mesh_services.registry)
+        instance = next(i for i in await registry.list() if i.service == "inference")
+    finally:
+        await nc.close()
+    async with httpx.AsyncClient(timeout=10) as client:
+        text = (await client.get(f"http://{instance.metrics_address}/metrics")).text
+    labels = f'backend="embedded",model="{EMBEDDED_MODEL}"'
+    for metric in (
+        f"sutazai_inference_completion_tokens_total{{{labels}}}",
+        f"sutazai_inference_prompt_tokens_total{{{labels}}}",
+        f"sutazai_inference_time_to_first_token_seconds_count{{{labels}}}",
+        f"sutazai_inference_generation_seconds_count{{{labels}}}",
+        f'sutazai_inference_calls_total{{{labels},outcome="ok"}}',
+    ):
+        line = next((x for x in text.splitlines() if x.startswith(metric + " ")), None)
+        assert line is not None, f"{metric} missing"
+        assert float(line.rsplit(" ", 1)[1]) > 0
 
 
 # Refusals -------------------------------------------------------------------------------------
