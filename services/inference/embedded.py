@@ -378,11 +378,14 @@ def _run(
     by_sequence = False
     if cancel.is_set():
         return
-    # Evaluate the whole prompt every time. llama-cpp-python would reuse the part of the
-    # context the previous call left behind, but the replayed token's logits differ from a
-    # full evaluation's, so a seed (even greedy decoding) would give another text depending on
-    # what ran before; a reply must depend on the request alone.
-    llama.reset()
+    # llama-cpp-python reuses the part of the context the previous call left behind (the
+    # prompt prefix), which saves most of the prompt's evaluation when a conversation grows.
+    # But the logits then differ slightly from a full evaluation's, so a seeded or greedy
+    # reply would depend on what ran before: those evaluate the whole prompt, so the same
+    # request always gives the same text. Unseeded sampling is random anyway and keeps the
+    # cache.
+    if options.seed is not None or options.temperature == 0.0:
+        llama.reset()
     with contextlib.closing(llama.generate(prompt, **sampling)) as tokens:
         for token in tokens:
             if cancel.is_set():

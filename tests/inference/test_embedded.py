@@ -67,6 +67,11 @@ async def test_a_seed_reproduces_sampling_whatever_ran_before(llm: EmbeddedBacke
     after_another, _ = await generate(llm, options)
     after_the_same, _ = await generate(llm, options)  # the context holds this very prompt
     assert after_another == after_the_same
+    greedy = Sampling(temperature=0.0, max_tokens=32)
+    await generate(llm, greedy, other)
+    greedy_after_another, _ = await generate(llm, greedy)
+    greedy_after_the_same, _ = await generate(llm, greedy)
+    assert greedy_after_another == greedy_after_the_same
 
 
 async def test_closing_the_stream_stops_generation_and_frees_the_model(
