@@ -17,6 +17,7 @@ import typer
 
 from sutazai.ops.bench import auth as auth_bench
 from sutazai.ops.bench import edge as edge_bench
+from sutazai.ops.bench import inference as inference_bench
 from sutazai.ops.bench import load as load_bench
 from sutazai.ops.bench import signatures as signatures_bench
 from sutazai.ops.bench.errors import BenchError
@@ -111,6 +112,33 @@ def dashboard(
     except BenchError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
+    typer.echo(json.dumps(result, indent=2))
+
+
+@app.command()
+def inference(
+    runs: Annotated[int, typer.Option(min=1, help="Generations per side (after a warm-up).")] = 5,
+    max_tokens: Annotated[int, typer.Option(min=2, max=4096, help="Tokens per generation.")] = 128,
+    model: Annotated[str, typer.Option(help="The mesh's embedded model name.")] = "",
+) -> None:
+    """Tokens/s and time to first token: the mesh (gRPC via Envoy) against raw llama-cpp-python.
+
+    Both run the embedded model's GGUF with the mesh's embedded settings (threads, context), one
+    after the other. Each generation is one rate-limited call: raise
+    ``SUTAZAI_AUTH__USER_RATE_BURST`` beyond ``runs + 1`` for longer runs.
+    """
+    mesh = MeshSettings()
+    embedded = mesh.inference.embedded
+    result = asyncio.run(
+        inference_bench.compare(
+            f"{mesh.host}:{mesh.envoy.port}",
+            embedded,
+            model=model or embedded.model_name,
+            model_path=embedded.model_path,
+            runs=runs,
+            max_tokens=max_tokens,
+        )
+    )
     typer.echo(json.dumps(result, indent=2))
 
 

@@ -14,6 +14,7 @@ from sutazai.ops.cli.envoy_admin import envoy_admin
 from sutazai.ops.cli.keys import keys
 from sutazai.ops.cli.login import login, logout
 from sutazai.ops.cli.logs import logs
+from sutazai.ops.cli.models import models
 from sutazai.ops.cli.serve import serve
 from sutazai.ops.cli.status import status
 from sutazai.ops.cli.tui import tui
@@ -55,4 +56,5 @@ app.command()(logout)
 app.command()(certs)
 app.command()(tui)
 app.add_typer(users)
+app.add_typer(models)
 app.add_typer(keys)

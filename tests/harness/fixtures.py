@@ -154,6 +154,12 @@ async def operator_token(mesh_services: MeshSettings) -> str:
 
 
 @pytest.fixture(scope="session")
+async def user_token(mesh_services: MeshSettings) -> str:
+    """An access token of a plain user, signed in through Envoy."""
+    return await _signed_in(mesh_services, "user")
+
+
+@pytest.fixture(scope="session")
 async def admin_token(mesh_services: MeshSettings) -> str:
     """An access token of an admin, signed in through Envoy."""
     return await _signed_in(mesh_services, "admin")
