@@ -530,7 +530,10 @@ async def test_a_backend_failure_keeps_its_status_unavailable_is_503(
     rest: httpx.AsyncClient,
     openai_backend: LlamaServer,
 ) -> None:
-    request = pb.ChatRequest(message="Say hi.", model=openai_backend.model, options=TINY)
+    # no_cache: the cache would answer the same request without asking the backend.
+    request = pb.ChatRequest(
+        message="Say hi.", model=openai_backend.model, options=TINY, no_cache=True
+    )
 
     async def answers() -> bool:
         try:
