@@ -350,8 +350,9 @@ class ChatSettings(_Section):
     conversation (a probe for other people's prompts)."""
     default_context_tokens: int = Field(default=2048, ge=128, le=1_048_576)
     """Context window assumed for a model whose listing does not say (``context_tokens`` 0)."""
-    reply_reserve_tokens: int = Field(default=512, ge=1, le=65_536)
-    """Tokens kept free for the reply when a request sets no ``max_tokens``."""
+    default_max_tokens: int = Field(default=256, ge=1, le=4096)
+    """``max_tokens`` of a request that sets none: a reply then fits the edge's 15 s unary
+    limit, instead of running until the context window is full."""
     max_conversation_messages: int = Field(default=1000, ge=4, le=100_000)
     """Messages one conversation may hold; a full one refuses new turns (start a new one)."""
     batch_concurrency: int = Field(default=4, ge=1, le=50)

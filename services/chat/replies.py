@@ -9,6 +9,7 @@ A streamed reply the caller cancels is the exception: what was generated is stor
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from dataclasses import dataclass
@@ -60,6 +61,8 @@ class Turnout:
     conversation: uuid.UUID | NewConversation
     model: str
     turns: tuple[Turn, ...]
+    options: Options
+    """The options sent (``max_tokens`` always set)."""
     cache_key: str | None
     """``None`` when the call skips the cache."""
     started: float
@@ -142,7 +145,10 @@ class Replies:
         # An unlisted model is the inference service's to refuse (NOT_FOUND); until then it
         # gets the default window.
         window = models.context_tokens.get(model) or self._settings.default_context_tokens
-        reply_tokens = ask.options.max_tokens or self._settings.reply_reserve_tokens
+        options = ask.options
+        if options.max_tokens is None:
+            options = dataclasses.replace(options, max_tokens=self._settings.default_max_tokens)
+        reply_tokens = options.max_tokens or self._settings.default_max_tokens
         trimmed = trim_history(
             system,
             history,
@@ -155,8 +161,8 @@ class Replies:
         key = None
         if not ask.no_cache:
             scope = "" if self._settings.cache_shared_between_users else ask.user_id
-            key = cache_key(scope, model, trimmed.turns, ask.options)
-        return Turnout(ask, conversation, model, trimmed.turns, key, started)
+            key = cache_key(scope, model, trimmed.turns, options)
+        return Turnout(ask, conversation, model, trimmed.turns, options, key, started)
 
     async def cached(self, turnout: Turnout) -> CachedReply | None:
         """The cached reply of this exact request, if any (never for ``no_cache``)."""
@@ -170,7 +176,7 @@ class Replies:
         """Start the model's reply (see :class:`~.upstream.Generation`)."""
         ask = turnout.ask
         return self._inference.generate(
-            ask.authorization, turnout.model, turnout.turns, ask.options
+            ask.authorization, turnout.model, turnout.turns, turnout.options
         )
 
     async def answer(self, turnout: Turnout) -> Answer:
