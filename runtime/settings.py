@@ -339,6 +339,30 @@ class InferenceSettings(_Section):
     openai: OpenAIBackendSettings = OpenAIBackendSettings()
 
 
+class ChatSettings(_Section):
+    """The chat service: conversations, the reply cache and batches."""
+
+    cache_ttl_seconds: int = Field(default=3600, ge=1, le=30 * 24 * 3600)
+    """How long a cached reply stays in Redis."""
+    cache_shared_between_users: bool = False
+    """Whether one user's cached reply may answer another user's identical request. Off by
+    default: ``cached: true`` would tell a user that someone else sent exactly that
+    conversation (a probe for other people's prompts)."""
+    default_context_tokens: int = Field(default=2048, ge=128, le=1_048_576)
+    """Context window assumed for a model whose listing does not say (``context_tokens`` 0)."""
+    default_max_tokens: int = Field(default=256, ge=1, le=4096)
+    """``max_tokens`` of a request that sets none: a reply then fits the edge's 15 s unary
+    limit, instead of running until the context window is full."""
+    max_conversation_messages: int = Field(default=1000, ge=4, le=100_000)
+    """Messages one conversation may hold; a full one refuses new turns (start a new one)."""
+    batch_concurrency: int = Field(default=4, ge=1, le=50)
+    """Prompts of one BatchChat generated at once."""
+    batch_max_seconds: float = Field(default=300.0, gt=0.0, le=3600.0)
+    """Longest a BatchChat runs when its caller set no deadline."""
+    models_refresh_seconds: float = Field(default=30.0, gt=0.0, le=3600.0)
+    """How long the inference service's model list is reused before it is asked again."""
+
+
 class MeshSettings(BaseSettings):
     """Where every part of the mesh lives and how to reach it."""
 
@@ -371,6 +395,7 @@ class MeshSettings(BaseSettings):
     edge: EdgeSettings = EdgeSettings()
     auth: AuthSettings = AuthSettings()
     inference: InferenceSettings = InferenceSettings()
+    chat: ChatSettings = ChatSettings()
 
     @property
     def internal_host(self) -> str:

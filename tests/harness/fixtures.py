@@ -31,6 +31,7 @@ from sutazai.runtime.deployment import load_catalog
 from sutazai.runtime.settings import MeshSettings
 from sutazai.runtime.sockets import envoy_admin_client
 from tests.harness.cli import run_cli
+from tests.harness.llama import openai_backend
 from tests.harness.mesh import (
     MeshPorts,
     build_settings,
@@ -39,6 +40,9 @@ from tests.harness.mesh import (
     supervised,
 )
 from tests.harness.waiting import wait_for
+
+__all__ = ["openai_backend"]
+"""Fixtures defined elsewhere in the harness, collected here (this module is the plugin)."""
 
 
 @pytest.fixture(scope="session")

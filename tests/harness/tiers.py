@@ -44,7 +44,7 @@ SERVER_FIXTURES = frozenset(
         "mesh_services",
         # tests/gateway/conftest.py: a NATS of the module's own
         "nats_url",
-        # tests/inference/conftest.py: a real llama_cpp.server (OpenAI-compatible backend)
+        # tests/harness/llama.py: a real llama_cpp.server (OpenAI-compatible backend)
         "openai_backend",
     }
 )
