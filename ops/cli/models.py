@@ -18,6 +18,9 @@ from google.protobuf.message import Message
 from rich import box
 from rich.table import Table
 
+from sutazai.client.channel import edge_channel, edge_target
+from sutazai.client.errors import TokenFileError
+from sutazai.client.tokens import FileTokenStore
 from sutazai.inference.v1.inference_service_pb2 import (
     BackendKind,
     ListModelsRequest,
@@ -29,9 +32,7 @@ from sutazai.inference.v1.inference_service_pb2 import (
 from sutazai.inference.v1.inference_service_pb2_grpc import InferenceServiceStub
 from sutazai.ops.cli.console import out
 from sutazai.ops.cli.context import mesh_settings
-from sutazai.ops.cli.edge import edge_channel, edge_target
 from sutazai.ops.cli.errors import CliError
-from sutazai.ops.cli.login import load_token
 from sutazai.runtime.settings import MeshSettings
 
 _LIST_TIMEOUT = 10.0
@@ -122,7 +123,10 @@ def _call(
     call: Callable[[InferenceServiceStub, tuple[tuple[str, str], ...]], Awaitable[R]],
 ) -> R:
     """Run one call through the edge with the saved token; failures become one-line errors."""
-    token = load_token(settings.state_dir)
+    try:
+        token = FileTokenStore(settings.state_dir).load()
+    except TokenFileError as exc:
+        raise CliError(str(exc)) from exc
     if token is None or token.expires_at <= datetime.now(UTC):
         raise CliError("not signed in (or the session expired): run 'sutazai login' first")
     metadata = (("authorization", f"Bearer {token.access_token}"),)
