@@ -339,6 +339,19 @@ class InferenceSettings(_Section):
     openai: OpenAIBackendSettings = OpenAIBackendSettings()
 
 
+class OpenAIApiSettings(_Section):
+    """The OpenAI-compatible API at ``/openai/v1`` (the ``openai`` service)."""
+
+    max_request_bytes: int = Field(default=1024 * 1024, gt=0, le=64 * 1024 * 1024)
+    """Largest request body it reads (413 beyond); the edge's own limit applies first."""
+    unary_timeout_seconds: float = Field(default=15.0, gt=0.0, le=300.0)
+    """Deadline of its calls to list models and to embed."""
+    generation_timeout_seconds: float = Field(default=600.0, gt=0.0, le=3600.0)
+    """Deadline of one whole generation (a completion, streamed or not)."""
+    keepalive_seconds: float = Field(default=15.0, gt=0.0, le=120.0)
+    """Silence after which a stream gets an SSE comment, keeping idle limits away."""
+
+
 class MeshSettings(BaseSettings):
     """Where every part of the mesh lives and how to reach it."""
 
@@ -371,6 +384,7 @@ class MeshSettings(BaseSettings):
     edge: EdgeSettings = EdgeSettings()
     auth: AuthSettings = AuthSettings()
     inference: InferenceSettings = InferenceSettings()
+    openai_api: OpenAIApiSettings = OpenAIApiSettings()
 
     @property
     def internal_host(self) -> str:
