@@ -33,13 +33,13 @@ def edge_target(settings: MeshSettings) -> str:
 
 
 def edge_channel(
-    settings: MeshSettings, interceptors: Sequence[grpc.aio.ClientInterceptor] = ()
+    settings: MeshSettings, *, interceptors: Sequence[grpc.aio.ClientInterceptor] = ()
 ) -> grpc.aio.Channel:
     """A channel to :func:`edge_target`, over TLS when the edge serves TLS.
 
     The edge then refuses plaintext; the channel trusts ``settings.edge.tls_ca_file``, else
-    the system's roots. ``interceptors`` wrap every call (a service calling another through
-    the edge passes the runtime's ``PropagatingClientInterceptor``).
+    the system's roots. A service calling another through the edge passes the runtime's
+    ``PropagatingClientInterceptor`` as one of ``interceptors``.
     """
     target = edge_target(settings)
     chain = list(interceptors) or None

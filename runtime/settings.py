@@ -361,6 +361,17 @@ class ChatSettings(_Section):
     """Longest a BatchChat runs when its caller set no deadline."""
     models_refresh_seconds: float = Field(default=30.0, gt=0.0, le=3600.0)
     """How long the inference service's model list is reused before it is asked again."""
+class OpenAIApiSettings(_Section):
+    """The OpenAI-compatible API at ``/openai/v1`` (the ``openai`` service)."""
+
+    max_request_bytes: int = Field(default=1024 * 1024, gt=0, le=64 * 1024 * 1024)
+    """Largest request body it reads (413 beyond); the edge's own limit applies first."""
+    unary_timeout_seconds: float = Field(default=15.0, gt=0.0, le=300.0)
+    """Deadline of its calls to list models and to embed."""
+    generation_timeout_seconds: float = Field(default=600.0, gt=0.0, le=3600.0)
+    """Deadline of one whole generation (a completion, streamed or not)."""
+    keepalive_seconds: float = Field(default=15.0, gt=0.0, le=120.0)
+    """Silence after which a stream gets an SSE comment, keeping idle limits away."""
 
 
 class MeshSettings(BaseSettings):
@@ -396,6 +407,7 @@ class MeshSettings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     inference: InferenceSettings = InferenceSettings()
     chat: ChatSettings = ChatSettings()
+    openai_api: OpenAIApiSettings = OpenAIApiSettings()
 
     @property
     def internal_host(self) -> str:

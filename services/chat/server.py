@@ -52,7 +52,7 @@ async def build(
     stack.push_async_callback(redis_client.aclose)
     # The inference service is reached like any client reaches it: through the edge, as the
     # caller (their own token), with the request id and the caller's deadline forwarded.
-    channel = edge_channel(mesh, [PropagatingClientInterceptor()])
+    channel = edge_channel(mesh, interceptors=[PropagatingClientInterceptor()])
     stack.push_async_callback(channel.close)
     guard = open_guard(
         mesh, [GRPC_SERVICE], redis=redis_client, audit=AuditLog(pool), js=nc.jetstream()
