@@ -36,9 +36,15 @@ class MeshScreen(Screen[None]):
         *,
         tabs: list[ScreenEntry],
         who: str,
+        role: int = 0,
     ) -> None:
-        """A screen reading from ``api``; ``tabs`` and ``who`` fill its header."""
+        """A screen reading from ``api``; ``tabs`` and ``who`` fill its header.
+
+        ``role`` is the signed-in user's (``access_pb2.Role``), for screens whose actions
+        depend on it (the server checks every call again).
+        """
         super().__init__()
+        self.role = role
         self.api = api
         self.settings = settings
         self.clock = clock
