@@ -28,6 +28,9 @@ class MeshScreen(Screen[None]):
     SCREEN_NAME = ""
     """The screen's mode name (as in :data:`sutazai.tui.access.SCREENS`)."""
 
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]  # noqa: RUF012 - Textual's
+    """Below 100 columns the header drops its title, so every tab and the user fit in 80."""
+
     def __init__(
         self,
         api: MeshApi,

@@ -117,7 +117,7 @@ class ChatScreen(MeshScreen):
         """The screen's widgets."""
         with Horizontal(id="chat-body"):
             conversations = KeyedTable(
-                [("title", "Title", None), ("messages", "Msgs", 4)], id="conversations"
+                [("messages", "Msgs", 4), ("title", "Title", None)], id="conversations"
             )
             conversations.border_title = "Conversations"
             yield conversations
@@ -188,8 +188,8 @@ class ChatScreen(MeshScreen):
                 title = f"{title[: TITLE_MAX - 1]}…"
             current = conversation.conversation_id == self._conversation_id
             rows[conversation.conversation_id] = [
-                Text(title, style="bold" if current else ""),
                 Text(str(conversation.message_count), justify="right"),
+                Text(title, style="bold" if current else ""),
             ]
         table = self.query_one("#conversations", KeyedTable)
         table.sync(rows)
@@ -329,7 +329,8 @@ class ChatScreen(MeshScreen):
         box.value = ""
         self._entries.append(Entry("you", message))
         self._entries.append(Entry(model or self._default_model or "model", ""))
-        self._draw()
+        new = not self._conversation_id
+        self._draw(title=message[:TITLE_MAX] if new else None)
         self._streaming = True
         self.refresh_bindings()
         self._status(Text("Streaming the reply… (Esc stops it)", style="italic"))
