@@ -15,6 +15,7 @@ from textual.widgets import Input, Select, Static
 from sutazai.inference.v1 import inference_service_pb2 as inf_pb
 from sutazai.tui.app import SutazaiApp
 from sutazai.tui.commands import DashboardCommands
+from sutazai.tui.errors import OptionsError
 from sutazai.tui.screens.chat import ChatScreen, sampling_options
 from sutazai.tui.screens.confirm import ConfirmScreen
 from sutazai.tui.screens.models import ModelsScreen
@@ -146,7 +147,7 @@ def test_sampling_options_bounds() -> None:
     for temperature, max_tokens in [("2.1", ""), ("x", ""), ("", "0"), ("", "4097")]:
         try:
             sampling_options(temperature, max_tokens)
-        except ValueError:
+        except OptionsError:
             continue
         raise AssertionError(f"accepted {temperature!r}, {max_tokens!r}")
 

@@ -22,6 +22,7 @@ from textual.widgets import DataTable, Input, Label, Select, Static
 
 from sutazai.chat.v1 import chat_service_pb2 as chat_pb
 from sutazai.inference.v1 import inference_service_pb2 as inference_pb
+from sutazai.tui.errors import OptionsError
 from sutazai.tui.format import MISSING, date_time, finish_reason_name, millis
 from sutazai.tui.screens.base import MeshScreen
 from sutazai.tui.screens.confirm import ConfirmScreen
@@ -50,10 +51,6 @@ class Entry:
     text: str
     note: str = ""
     """Shown after the text, dimmed: ``cached``, ``stopped``, ``failed``."""
-
-
-class OptionsError(ValueError):
-    """An option typed in the chat form is out of range (shown next to the form)."""
 
 
 def sampling_options(temperature: str, max_tokens: str) -> inference_pb.SamplingOptions:
