@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from sutazai.ops.cli.certs import certs
+from sutazai.ops.cli.chat import chat
 from sutazai.ops.cli.context import GlobalOptions
 from sutazai.ops.cli.down import down
 from sutazai.ops.cli.envoy_admin import envoy_admin
@@ -55,6 +56,7 @@ app.command()(login)
 app.command()(logout)
 app.command()(certs)
 app.command()(tui)
+app.command()(chat)
 app.add_typer(users)
 app.add_typer(models)
 app.add_typer(keys)

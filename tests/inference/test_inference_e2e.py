@@ -21,9 +21,9 @@ import grpc
 import httpx
 import pytest
 
+from sutazai.client import FileTokenStore, SessionTokens
 from sutazai.inference.v1 import inference_service_pb2 as pb
 from sutazai.inference.v1.inference_service_pb2_grpc import InferenceServiceStub
-from sutazai.ops.cli.login import CliToken, save_token
 from sutazai.ops.supervisor.environment import settings_environment
 from sutazai.runtime.messaging import connect_nats
 from sutazai.runtime.registry import Registry
@@ -414,7 +414,7 @@ async def test_cli_lists_models_and_refuses_a_user_load(
     state = tmp_path / f"cli-{secrets.token_hex(3)}"
     env = {**settings_environment(mesh_services), "SUTAZAI_STATE_DIR": str(state)}
     expires = datetime.now(UTC) + timedelta(minutes=5)
-    save_token(state, CliToken(admin_token, "", expires))
+    FileTokenStore(state).save(SessionTokens(admin_token, "", expires))
 
     listed = await run_cli("models", "--json", env=env)
     assert listed.code == 0, listed.stderr
@@ -426,7 +426,7 @@ async def test_cli_lists_models_and_refuses_a_user_load(
     assert table.code == 0, table.stderr
     assert EMBEDDED_MODEL in table.stdout
 
-    save_token(state, CliToken(user_token, "", expires))
+    FileTokenStore(state).save(SessionTokens(user_token, "", expires))
     refused = await run_cli("models", "load", EMBEDDED_MODEL, env=env)
     assert refused.code != 0
     assert "PERMISSION_DENIED" in refused.stderr + refused.stdout
