@@ -361,6 +361,8 @@ class ChatSettings(_Section):
     """Longest a BatchChat runs when its caller set no deadline."""
     models_refresh_seconds: float = Field(default=30.0, gt=0.0, le=3600.0)
     """How long the inference service's model list is reused before it is asked again."""
+
+
 class OpenAIApiSettings(_Section):
     """The OpenAI-compatible API at ``/openai/v1`` (the ``openai`` service)."""
 
