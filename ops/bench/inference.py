@@ -348,7 +348,9 @@ async def side_by_side(
                     "llama_cpp_server": lambda m: sse_sample(
                         server_client,
                         f"{server_url}/chat/completions",
-                        body(SERVER_MODEL, m),
+                        # The server's own default repeat penalty is 1.1; llama-cpp-python's
+                        # (raw, and so the mesh's) is 1.0: same sampling, same tokens.
+                        {**body(SERVER_MODEL, m), "repeat_penalty": 1.0},
                         "llama_cpp_server",
                     ),
                     "mesh_grpc": lambda m: mesh_sample(stub, token, model, m, max_tokens),
