@@ -2,7 +2,8 @@
 
 Replies are tiny (a few tokens). The chat service calls the inference service through the edge
 with the caller's token, so everything here crosses Envoy twice. The session mesh's embedded
-backend runs one generation with one waiting (tests/harness/mesh.py).
+backend runs one generation with 50 waiting (tests/harness/mesh.py; test_chat_load.py fills
+them).
 """
 
 from __future__ import annotations

@@ -134,12 +134,21 @@ OPENAI_BACKEND_MODEL = "smollm2-server"
 serves the same file as ``smollm2-135m-instruct``)."""
 
 
+EMBEDDED_MAX_QUEUE = 50
+"""Calls that may wait for the test mesh's embedded backend (issue 9: 50 concurrent streaming
+chats complete, queueing allowed; one more is RESOURCE_EXHAUSTED)."""
+
+
 def inference_settings(ports: MeshPorts) -> InferenceSettings:
     """Inference settings of the test mesh: small limits that tests can fill, quick breakers."""
     return InferenceSettings(
-        # One generation at a time and one waiting: the queue-full test fills them with three
-        # calls. One thread: the suite shares two cores with everything else.
-        embedded=EmbeddedBackendSettings(n_threads=1, n_ctx=1024, max_concurrency=1, max_queue=1),
+        # One generation at a time and EMBEDDED_MAX_QUEUE waiting: the load test queues 50
+        # streaming chats behind a held slot, then shows the next call refused (the queue-full
+        # tests fill it up to exactly this). One thread: the suite shares two cores with
+        # everything else.
+        embedded=EmbeddedBackendSettings(
+            n_threads=1, n_ctx=1024, max_concurrency=1, max_queue=EMBEDDED_MAX_QUEUE
+        ),
         openai=OpenAIBackendSettings(
             url=f"http://{LOOPBACK}:{ports.openai_backend}/v1",
             # llama.cpp's server honours both.

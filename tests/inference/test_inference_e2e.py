@@ -3,7 +3,7 @@
 Generations are tiny (a few tokens) and the model is loaded once for the session (the service
 preloads it), so the module adds seconds, not minutes. The session mesh's limits
 (tests/harness/mesh.py ``inference_settings``): the embedded backend runs one generation with
-one waiting; the OpenAI-compatible backend's breaker opens after two failures and tries again
+50 waiting; the OpenAI-compatible backend's breaker opens after two failures and tries again
 after one second.
 """
 
@@ -268,9 +268,11 @@ async def test_load_and_unload_need_an_operator(
 
 
 async def test_a_full_queue_is_resource_exhausted_and_a_cancel_frees_the_slot(
-    stub: InferenceServiceStub, admin_token: str
+    stub: InferenceServiceStub, admin_token: str, mesh_services: MeshSettings
 ) -> None:
     metadata = bearer(admin_token)
+    limits = mesh_services.inference.embedded
+    assert limits.max_concurrency == 1
     # A generation that would run for a long time (near-random sampling rarely ends a turn).
     endless = pb.GenerateStreamRequest(
         messages=[pb.Message(role=pb.MESSAGE_ROLE_USER, content="Write a very long story.")],
@@ -280,28 +282,40 @@ async def test_a_full_queue_is_resource_exhausted_and_a_cancel_frees_the_slot(
     first = await running.read()
     assert first.WhichOneof("event") == "delta"
 
-    waiting = stub.GenerateStream(
-        pb.GenerateStreamRequest(messages=[USER_SAYS], options=TINY), metadata=metadata
+    # The waiting calls have no message yet; start them and watch them wait.
+    waiting = [
+        stub.GenerateStream(
+            pb.GenerateStreamRequest(messages=[USER_SAYS], options=TINY), metadata=metadata
+        )
+        for _ in range(limits.max_queue)
+    ]
+    waiting_first = [asyncio.ensure_future(call.read()) for call in waiting]
+
+    async def queued(count: int) -> bool:
+        return (await backend(stub, admin_token, "embedded")).queued == count
+
+    await wait_for(
+        lambda: queued(limits.max_queue), timeout=30, interval=0.05, message="the queue is full"
     )
-
-    async def queued() -> bool:
-        return (await backend(stub, admin_token, "embedded")).queued == 1
-
-    # The waiting call has no message yet; start it and watch it wait.
-    waiting_first = asyncio.ensure_future(waiting.read())
-    await wait_for(queued, timeout=30, interval=0.05, message="the second call waits")
 
     refused = await failure(
         stub.Generate(pb.GenerateRequest(messages=[USER_SAYS], options=TINY), metadata=metadata)
     )
     assert refused.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
 
+    # A waiting call that is cancelled leaves the queue at once: keep one waiting.
+    for call in waiting[1:]:
+        call.cancel()
+    await wait_for(lambda: queued(1), timeout=30, interval=0.05, message="one call waits")
+    left = await asyncio.gather(*waiting_first[1:], return_exceptions=True)
+    assert all(isinstance(outcome, BaseException) for outcome in left), "no message for them"
+
     running.cancel()
     # The waiting call gets the slot as soon as the cancelled one lets it go.
-    first_of_waiting = await asyncio.wait_for(waiting_first, timeout=30)
+    first_of_waiting = await asyncio.wait_for(waiting_first[0], timeout=30)
     assert first_of_waiting.WhichOneof("event") in ("delta", "done")
     last = first_of_waiting
-    while (message := await waiting.read()) is not grpc.aio.EOF:
+    while (message := await waiting[0].read()) is not grpc.aio.EOF:
         last = message
     assert last.WhichOneof("event") == "done"
 
