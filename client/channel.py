@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 
 import grpc
 
@@ -31,17 +32,24 @@ def edge_target(settings: MeshSettings) -> str:
     return f"{host}:{settings.envoy.port}"
 
 
-def edge_channel(settings: MeshSettings) -> grpc.aio.Channel:
+def edge_channel(
+    settings: MeshSettings, *, interceptors: Sequence[grpc.aio.ClientInterceptor] = ()
+) -> grpc.aio.Channel:
     """A channel to :func:`edge_target`, over TLS when the edge serves TLS.
 
     The edge then refuses plaintext; the channel trusts ``settings.edge.tls_ca_file``, else
-    the system's roots.
+    the system's roots. A service calling another through the edge passes the runtime's
+    ``PropagatingClientInterceptor`` as one of ``interceptors``.
     """
     target = edge_target(settings)
+    chain = list(interceptors) or None
     if not settings.edge_tls:
-        return grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+        return grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS, interceptors=chain)
     ca_file = settings.edge.tls_ca_file
     roots = ca_file.read_bytes() if ca_file is not None else None
     return grpc.aio.secure_channel(
-        target, grpc.ssl_channel_credentials(root_certificates=roots), options=_CHANNEL_OPTIONS
+        target,
+        grpc.ssl_channel_credentials(root_certificates=roots),
+        options=_CHANNEL_OPTIONS,
+        interceptors=chain,
     )

@@ -1,34 +1,42 @@
 """``MeshClient``: the mesh's RPCs as typed async methods, through Envoy.
 
 Everything returned is the generated protobuf message. Unary calls carry a deadline
-(``call_timeout``) and the session's access token; ``UNAVAILABLE`` raises
-:class:`MeshUnavailable` (and tells the connection listeners), ``UNAUTHENTICATED`` renews the
-session once and retries before raising :class:`SessionEnded`, any other status raises
-:class:`CallFailed`. Streams follow :func:`sutazai.client.streams.follow`.
+(``call_timeout``; longer for generation and model loading) and the session's access token;
+``UNAVAILABLE`` raises :class:`MeshUnavailable` (and tells the connection listeners when the
+edge, not a service, said so), ``UNAUTHENTICATED`` renews the session once and retries before
+raising :class:`SessionEnded`, any other status raises :class:`CallFailed`. Watch streams
+follow :func:`sutazai.client.streams.follow`; reply streams (``chat_stream``,
+``generate_stream``) are one call each, never reopened.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Self, TypeVar
 
 import grpc
+from google.rpc import status_pb2
 
 from sutazai.auth.v1 import auth_service_pb2 as auth_pb
 from sutazai.auth.v1.auth_service_pb2_grpc import AuthServiceStub
+from sutazai.chat.v1 import chat_service_pb2 as chat_pb
+from sutazai.chat.v1.chat_service_pb2_grpc import ChatServiceStub
 from sutazai.client.channel import edge_channel, edge_target
-from sutazai.client.errors import MeshUnavailable, SessionEnded
+from sutazai.client.errors import ClientError, MeshUnavailable, SessionEnded
 from sutazai.client.session import Session, bearer
-from sutazai.client.statuses import translate
+from sutazai.client.statuses import from_rpc_status, service_answered, translate
 from sutazai.client.streams import ConnectionState, ConnectionWatch, ReconnectPolicy, follow
 from sutazai.client.tokens import FileTokenStore, TokenStore
+from sutazai.inference.v1 import inference_service_pb2 as inference_pb
+from sutazai.inference.v1.inference_service_pb2_grpc import InferenceServiceStub
 from sutazai.runtime.settings import MeshSettings
 from sutazai.system.v1 import system_service_pb2 as system_pb
 from sutazai.system.v1.system_service_pb2_grpc import SystemServiceStub
 
 R = TypeVar("R")
+E = TypeVar("E", chat_pb.ChatStreamResponse, inference_pb.GenerateStreamResponse)
 Metadata = tuple[tuple[str, str], ...]
 
 _USER_PAGE = 200
@@ -39,6 +47,14 @@ _MAX_PAGES = 1_000
 """Pages read by one listing at most: a server that never stops paging cannot hang us."""
 _MAX_AUDIT_EVENTS = 10_000
 """Most audit events one :meth:`MeshClient.list_audit_events` returns."""
+_CONVERSATION_PAGE = 100
+"""ListConversations' largest page."""
+_MAX_CONVERSATIONS = 10_000
+"""Most conversations one :meth:`MeshClient.list_conversations` returns."""
+GENERATION_TIMEOUT = 300.0
+"""Deadline of a unary generation (``chat``, ``batch_chat``) and of model loading, in seconds:
+a model answers in seconds, but a large one on a slow backend, or 50 batched prompts queued
+behind each other, take minutes. The edge ends a stream idle for 5 minutes as well."""
 
 
 class MeshClient:
@@ -50,6 +66,7 @@ class MeshClient:
         *,
         tokens: TokenStore | None = None,
         call_timeout: float = 10.0,
+        generation_timeout: float = GENERATION_TIMEOUT,
         reconnect: ReconnectPolicy | None = None,
     ) -> None:
         """A client of the edge of ``settings``; no connection is made until the first call.
@@ -59,6 +76,8 @@ class MeshClient:
             tokens: where the session is kept; default ``FileTokenStore(settings.state_dir)``,
                 shared with ``sutazai login``.
             call_timeout: deadline of each unary call, in seconds.
+            generation_timeout: deadline of calls that wait for a model (``chat``,
+                ``batch_chat``, ``load_model``, ``unload_model``), in seconds.
             reconnect: how streams back off (default :class:`ReconnectPolicy`).
 
         """
@@ -68,6 +87,7 @@ class MeshClient:
         # and a client may be built before that loop runs (e.g. in an App's constructor).
         self._channel: grpc.aio.Channel | None = None
         self._call_timeout = call_timeout
+        self._generation_timeout = generation_timeout
         self._reconnect = reconnect or ReconnectPolicy()
         self._connection = ConnectionWatch()
         self._session = Session(
@@ -104,6 +124,14 @@ class MeshClient:
     @property
     def _system(self) -> SystemServiceStub:
         return SystemServiceStub(self._open_channel())
+
+    @property
+    def _inference(self) -> InferenceServiceStub:
+        return InferenceServiceStub(self._open_channel())
+
+    @property
+    def _chat(self) -> ChatServiceStub:
+        return ChatServiceStub(self._open_channel())
 
     def _open_channel(self) -> grpc.aio.Channel:
         if self._channel is None:
@@ -354,6 +382,211 @@ class MeshClient:
 
         return batches()
 
+    # --- inference -------------------------------------------------------------------------
+
+    async def list_models(self) -> inference_pb.ListModelsResponse:
+        """``ListModels``: every model of every backend, and the default model."""
+        reply: inference_pb.ListModelsResponse = await self._unary(
+            self._inference.ListModels, inference_pb.ListModelsRequest()
+        )
+        return reply
+
+    async def list_backends(self) -> list[inference_pb.Backend]:
+        """``ListBackends``: each backend with its circuit breaker and its concurrency."""
+        reply: inference_pb.ListBackendsResponse = await self._unary(
+            self._inference.ListBackends, inference_pb.ListBackendsRequest()
+        )
+        return list(reply.backends)
+
+    async def load_model(self, model: str) -> inference_pb.LoadModelResponse:
+        """``LoadModel`` (operators): load and warm up ``model``; a no-op when loaded."""
+        reply: inference_pb.LoadModelResponse = await self._unary(
+            self._inference.LoadModel,
+            inference_pb.LoadModelRequest(model=model),
+            deadline=self._generation_timeout,
+        )
+        return reply
+
+    async def unload_model(self, model: str) -> inference_pb.Model:
+        """``UnloadModel`` (operators): free ``model``'s memory; the model, now unloaded."""
+        reply: inference_pb.UnloadModelResponse = await self._unary(
+            self._inference.UnloadModel,
+            inference_pb.UnloadModelRequest(model=model),
+            deadline=self._generation_timeout,
+        )
+        return reply.model
+
+    async def reset_breaker(self, backend: str) -> inference_pb.Backend:
+        """``ResetBreaker`` (operators): close ``backend``'s breaker; the backend after it."""
+        reply: inference_pb.ResetBreakerResponse = await self._unary(
+            self._inference.ResetBreaker, inference_pb.ResetBreakerRequest(backend=backend)
+        )
+        return reply.backend
+
+    def generate_stream(
+        self,
+        messages: Sequence[inference_pb.Message],
+        *,
+        model: str = "",
+        options: inference_pb.SamplingOptions | None = None,
+    ) -> AsyncIterator[inference_pb.GenerateStreamResponse]:
+        """``GenerateStream``: the ``delta`` events, then ``done``; one call, not reopened.
+
+        A terminal ``error`` event is not yielded: the iterator raises its status instead (as
+        :class:`CallFailed` or :class:`MeshUnavailable`). Closing the iterator cancels the call,
+        which stops generation at once.
+        """
+        request = inference_pb.GenerateStreamRequest(
+            model=model, messages=list(messages), options=options
+        )
+        return self._reply_stream(
+            lambda metadata: self._inference.GenerateStream(request, metadata=metadata)
+        )
+
+    # --- chat ------------------------------------------------------------------------------
+
+    async def chat(
+        self,
+        message: str,
+        *,
+        model: str = "",
+        conversation_id: str = "",
+        options: inference_pb.SamplingOptions | None = None,
+        system_prompt: str = "",
+        no_cache: bool = False,
+    ) -> chat_pb.ChatResponse:
+        """``Chat``: send ``message`` (in a new conversation, or ``conversation_id``'s).
+
+        Args:
+            message: the user's message (1 to 32,768 characters).
+            model: empty for the conversation's model, or the default model.
+            conversation_id: a conversation of the caller's to continue; empty for a new one.
+            options: sampling options; unset ones take the model's defaults.
+            system_prompt: instructions for the model, for a new conversation only.
+            no_cache: neither read nor write the reply cache.
+
+        """
+        request = chat_pb.ChatRequest(
+            message=message,
+            model=model,
+            conversation_id=conversation_id,
+            options=options,
+            system_prompt=system_prompt,
+            no_cache=no_cache,
+        )
+        reply: chat_pb.ChatResponse = await self._unary(
+            self._chat.Chat, request, deadline=self._generation_timeout
+        )
+        return reply
+
+    def chat_stream(
+        self,
+        message: str,
+        *,
+        model: str = "",
+        conversation_id: str = "",
+        options: inference_pb.SamplingOptions | None = None,
+        system_prompt: str = "",
+        no_cache: bool = False,
+    ) -> AsyncIterator[chat_pb.ChatStreamResponse]:
+        """``ChatStream``: ``started``, the reply's ``delta`` events, then ``done``.
+
+        Arguments as :meth:`chat`. A reply stream is one call and is never reopened (that
+        would generate, and store, the reply again). A terminal ``error`` event is not
+        yielded: the iterator raises its status instead. Closing the iterator (``aclose``, or
+        cancelling the task reading it) cancels the call: generation stops and the partial
+        reply is stored.
+        """
+        request = chat_pb.ChatStreamRequest(
+            message=message,
+            model=model,
+            conversation_id=conversation_id,
+            options=options,
+            system_prompt=system_prompt,
+            no_cache=no_cache,
+        )
+        return self._reply_stream(
+            lambda metadata: self._chat.ChatStream(request, metadata=metadata)
+        )
+
+    async def batch_chat(
+        self,
+        prompts: Sequence[str],
+        *,
+        model: str = "",
+        options: inference_pb.SamplingOptions | None = None,
+        no_cache: bool = False,
+    ) -> list[chat_pb.BatchChatItem]:
+        """``BatchChat``: 1 to 50 independent prompts; one item (with its own status) each."""
+        reply: chat_pb.BatchChatResponse = await self._unary(
+            self._chat.BatchChat,
+            chat_pb.BatchChatRequest(
+                prompts=list(prompts), model=model, options=options, no_cache=no_cache
+            ),
+            deadline=self._generation_timeout,
+        )
+        return list(reply.items)
+
+    async def list_conversations_page(
+        self, *, page_size: int = 20, page_token: str = ""
+    ) -> chat_pb.ListConversationsResponse:
+        """``ListConversations``: one page (1 to 100) of the caller's conversations."""
+        reply: chat_pb.ListConversationsResponse = await self._unary(
+            self._chat.ListConversations,
+            chat_pb.ListConversationsRequest(page_size=page_size, page_token=page_token),
+        )
+        return reply
+
+    async def list_conversations(self, *, limit: int = 1_000) -> list[chat_pb.Conversation]:
+        """Up to ``limit`` (1 to 10,000) of the caller's conversations, most recent first."""
+        wanted = max(1, min(limit, _MAX_CONVERSATIONS))
+        conversations: list[chat_pb.Conversation] = []
+        page_token = ""
+        for _ in range(_MAX_PAGES):
+            reply = await self.list_conversations_page(
+                page_size=min(_CONVERSATION_PAGE, wanted - len(conversations)),
+                page_token=page_token,
+            )
+            conversations.extend(reply.conversations)
+            if (
+                len(conversations) >= wanted
+                or not reply.next_page_token
+                or reply.next_page_token == page_token
+            ):
+                break
+            page_token = reply.next_page_token
+        return conversations[:wanted]
+
+    async def get_conversation(self, conversation_id: str) -> chat_pb.GetConversationResponse:
+        """``GetConversation``: one of the caller's conversations with its messages."""
+        reply: chat_pb.GetConversationResponse = await self._unary(
+            self._chat.GetConversation,
+            chat_pb.GetConversationRequest(conversation_id=conversation_id),
+        )
+        return reply
+
+    async def delete_conversation(self, conversation_id: str) -> int:
+        """``DeleteConversation``: the number of messages deleted with it."""
+        reply: chat_pb.DeleteConversationResponse = await self._unary(
+            self._chat.DeleteConversation,
+            chat_pb.DeleteConversationRequest(conversation_id=conversation_id),
+        )
+        return int(reply.messages_deleted)
+
+    async def cache_stats(self) -> chat_pb.GetCacheStatsResponse:
+        """``GetCacheStats`` (operators): the reply cache's hits, misses, keys and memory."""
+        reply: chat_pb.GetCacheStatsResponse = await self._unary(
+            self._chat.GetCacheStats, chat_pb.GetCacheStatsRequest()
+        )
+        return reply
+
+    async def clear_cache(self) -> int:
+        """``ClearCache`` (operators): the number of cached replies deleted."""
+        reply: chat_pb.ClearCacheResponse = await self._unary(
+            self._chat.ClearCache, chat_pb.ClearCacheRequest()
+        )
+        return int(reply.keys_deleted)
+
     # --- plumbing --------------------------------------------------------------------------
 
     async def _unary(
@@ -362,6 +595,7 @@ class MeshClient:
         request: object,
         *,
         signed_in: bool = True,
+        deadline: float | None = None,
     ) -> R:
         """One unary call with the deadline and the session, renewing it once if refused."""
         token = await self._guarded(self._session.access_token(required=signed_in))
@@ -369,7 +603,11 @@ class MeshClient:
         while True:
             metadata = bearer(token) if token is not None else ()
             try:
-                reply = await rpc(request, timeout=self._call_timeout, metadata=metadata)
+                reply = await rpc(
+                    request,
+                    timeout=self._call_timeout if deadline is None else deadline,
+                    metadata=metadata,
+                )
             except grpc.aio.AioRpcError as exc:
                 if (
                     exc.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -379,12 +617,19 @@ class MeshClient:
                     renewed = True
                     token = (await self._guarded(self._session.renew(token))).access_token
                     continue
-                error = translate(exc, self._target)
-                if isinstance(error, MeshUnavailable):
-                    self._connection.lost(None, str(error))
-                raise error from None
+                raise self._failed(exc) from None
             self._connection.regained(None)
             return reply
+
+    def _failed(self, exc: grpc.aio.AioRpcError) -> ClientError:
+        """The client error for ``exc``; an unreachable mesh is told to the listeners."""
+        error = translate(exc, self._target)
+        if isinstance(error, MeshUnavailable) and not service_answered(exc):
+            self._connection.lost(None, str(error))
+        else:
+            # A service answered (even UNAVAILABLE for its own backend): the mesh is there.
+            self._connection.regained(None)
+        return error
 
     async def _guarded(self, work: Awaitable[R]) -> R:
         """``work`` (a session step that may call the mesh), reporting an unreachable mesh."""
@@ -412,26 +657,55 @@ class MeshClient:
     async def _once(
         self, start: Callable[[Metadata], grpc.aio.UnaryStreamCall[object, R]]
     ) -> AsyncGenerator[R]:
-        """A stream read to its end, without reconnecting (renewing the session once)."""
+        """A stream read to its end, without reconnecting.
+
+        A refused token is renewed and the call made again once, but only before the first
+        message: after it, a second call would repeat what was already yielded.
+        """
         token = await self._guarded(self._session.access_token(required=True))
         renewed = False
         while True:
             call = start(bearer(token) if token is not None else ())
+            yielded = False
             try:
                 async for message in call:
+                    yielded = True
                     yield message
                 return
             except grpc.aio.AioRpcError as exc:
-                if exc.code() == grpc.StatusCode.UNAUTHENTICATED and token and not renewed:
+                if (
+                    exc.code() == grpc.StatusCode.UNAUTHENTICATED
+                    and token
+                    and not renewed
+                    and not yielded
+                ):
                     renewed = True
                     token = (await self._guarded(self._session.renew(token))).access_token
                     continue
-                error = translate(exc, self._target)
-                if isinstance(error, MeshUnavailable):
-                    self._connection.lost(None, str(error))
-                raise error from None
+                raise self._failed(exc) from None
             finally:
                 call.cancel()
+
+    async def _reply_stream(
+        self, start: Callable[[Metadata], grpc.aio.UnaryStreamCall[object, E]]
+    ) -> AsyncGenerator[E]:
+        """A reply stream (chat, generation): :meth:`_once`, raising a terminal ``error`` event.
+
+        The event is not yielded; it ends the stream with the client error of its status. The
+        call's own status follows the event and carries the same rich details, so it is
+        preferred; a call that ended OK after an error event raises the event's status.
+        """
+        failure: status_pb2.Status | None = None
+        stream: AsyncGenerator[E] = self._once(start)
+        async with contextlib.aclosing(stream):
+            async for message in stream:
+                if message.WhichOneof("event") == "error":
+                    failure = message.error
+                    continue  # the call's status, read next, is raised by _once
+                if failure is None:
+                    yield message
+        if failure is not None:
+            raise from_rpc_status(failure, self._target)
 
     @staticmethod
     async def _lines(

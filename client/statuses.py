@@ -19,6 +19,10 @@ _MAX_VIOLATIONS = 64
 """Violations kept from one status: the server bounds them, a hostile peer might not."""
 _MAX_TEXT = 512
 """Characters kept of one field name, description or status message, for the same reason."""
+_CODES: dict[int, grpc.StatusCode] = {
+    code.value[0]: code for code in grpc.StatusCode if code != grpc.StatusCode.OK
+}
+"""``google.rpc.Code`` numbers (the same as gRPC's) to the status codes, OK excluded."""
 
 
 def translate(error: grpc.aio.AioRpcError, target: str) -> ClientError:
@@ -42,8 +46,36 @@ def unavailable_detail(target: str, details: str) -> str:
 def violations(error: grpc.aio.AioRpcError) -> dict[str, str]:
     """Field violations of the status's ``google.rpc.BadRequest`` details (empty if none)."""
     status = _rich_status(error)
-    if status is None:
-        return {}
+    return {} if status is None else _violations(status)
+
+
+def from_rpc_status(status: status_pb2.Status, target: str) -> ClientError:
+    """The client error for a ``google.rpc.Status`` sent as a stream's terminal ``error`` event.
+
+    Mapped as :func:`translate` maps a call's status (an unknown or OK code counts as
+    ``UNKNOWN``: an error event always means the reply failed).
+    """
+    code = _CODES.get(status.code, grpc.StatusCode.UNKNOWN)
+    details = _bounded(status.message)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return MeshUnavailable(unavailable_detail(target, details))
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return SessionEnded(f"the mesh no longer accepts this session: {details}")
+    return CallFailed(code, details, _violations(status))
+
+
+def service_answered(error: grpc.aio.AioRpcError) -> bool:
+    """Whether a mesh service (not Envoy, not the transport) set the status.
+
+    Services build every status with ``sutazai.runtime.faults``, which always sends the rich
+    status (``grpc-status-details-bin``); Envoy's own answers (no healthy upstream, connect
+    failure) and transport failures never carry it. An ``UNAVAILABLE`` a service sent (e.g. a
+    model backend whose breaker is open) means the mesh itself is reachable.
+    """
+    return any(key == _DETAILS_KEY for key, _ in error.trailing_metadata() or ())
+
+
+def _violations(status: status_pb2.Status) -> dict[str, str]:
     found: dict[str, str] = {}
     for detail in status.details:
         if not detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):

@@ -8,6 +8,8 @@ so they see the REST path and reject before any transcoding work.
 REST paths take a token optionally (verified if present), so do the standard services the
 runtime declares public (gRPC health, :data:`~sutazai.runtime.roles.STANDARD_ACCESS`), and every
 other path (the REST API, every mesh service, server reflection, unknown paths) requires one.
+The prefixes of HTTP services (``http_prefixes``: the OpenAI-compatible API) require one by a
+rule of their own, placed before any optional rule, so no public path can ever cover them.
 Services verify the token again; the edge only keeps unauthenticated traffic out early.
 
 **The public keys** (Ed25519, ``alg: EdDSA``; the private ring never reaches the gateway) reach
@@ -20,6 +22,7 @@ every connection, so an added key is accepted and a retired one refused at once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Final
 
@@ -124,16 +127,23 @@ def guard_filters(policy: EdgePolicy) -> list[HttpFilter]:
 
 
 def jwt_extension_config(
-    catalog: ServiceCatalog, policy: EdgePolicy, jwks: PublicKeys
+    catalog: ServiceCatalog,
+    policy: EdgePolicy,
+    jwks: PublicKeys,
+    http_prefixes: Sequence[str] = (),
 ) -> TypedExtensionConfig:
     """The ECDS resource configuring the edge's ``jwt_authn`` filter with the keys ``jwks``."""
     return TypedExtensionConfig(
-        name=EDGE_JWT_CONFIG, typed_config=Any.pack(jwt_authentication(catalog, policy, jwks))
+        name=EDGE_JWT_CONFIG,
+        typed_config=Any.pack(jwt_authentication(catalog, policy, jwks, http_prefixes)),
     )
 
 
 def jwt_authentication(
-    catalog: ServiceCatalog, policy: EdgePolicy, jwks: PublicKeys
+    catalog: ServiceCatalog,
+    policy: EdgePolicy,
+    jwks: PublicKeys,
+    http_prefixes: Sequence[str] = (),
 ) -> JwtAuthentication:
     """jwt_authn verifying EdDSA tokens of ``policy.auth.issuer`` against the public JWKS ``jwks``.
 
@@ -154,19 +164,23 @@ def jwt_authentication(
     )
     return JwtAuthentication(
         providers={JWT_PROVIDER: provider},
-        rules=jwt_rules(catalog),
+        rules=jwt_rules(catalog, http_prefixes),
         # A preflight carries no credentials; CORS answers it (or lets it through) unchecked.
         bypass_cors_preflight=True,
     )
 
 
-def jwt_rules(catalog: ServiceCatalog) -> list[RequirementRule]:
+def jwt_rules(catalog: ServiceCatalog, http_prefixes: Sequence[str] = ()) -> list[RequirementRule]:
     """First match wins: public methods and standard services (health) take an optional token.
 
-    The last rule matches every path, so anything not declared public (including a future
-    route nobody thought about) needs a token.
+    HTTP services' prefixes come first and require a token. The last rule matches every path,
+    so anything not declared public (including a future route nobody thought about) needs a
+    token.
     """
-    rules: list[RequirementRule] = []
+    rules = [
+        RequirementRule(match=RouteMatch(prefix=prefix), requires=_REQUIRED)
+        for prefix in http_prefixes
+    ]
     for service in catalog.services:
         rules += _public_method_rules(service)
     rules += [

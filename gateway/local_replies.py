@@ -12,10 +12,16 @@ transcoder rewrites a REST request's ``content-type`` to ``application/grpc`` be
 own 413 or the router's 503. Envoy still answers such a request as REST (it decided from the
 original headers), so a request is REST if its ``content-type`` is not gRPC *or* it carries
 ``x-envoy-original-path``, which the transcoder sets when it rewrites the path.
+
+Requests under an HTTP service's prefix (``http_prefixes``, e.g. ``/openai/``) get the error
+shape those services answer with themselves, OpenAI's: ``{"error": {"message", "type",
+"param", "code"}}``, so a client sees one shape whether Envoy (a missing token, a rate limit,
+no healthy instance) or the service refused it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final
 
 import grpc
@@ -55,9 +61,44 @@ HTTP_TO_GRPC: Final[dict[int, grpc.StatusCode]] = {
 it has one); other statuses read UNKNOWN."""
 
 
-def local_reply_config() -> LocalReplyConfig:
-    """JSON ``google.rpc.Status`` bodies for REST callers; gRPC callers' replies unchanged."""
-    mappers = [
+HTTP_ERROR_KINDS: Final[dict[int, tuple[str, str]]] = {
+    400: ("invalid_request_error", "invalid_request"),
+    401: ("invalid_request_error", "invalid_api_key"),
+    403: ("permission_error", "permission_denied"),
+    404: ("invalid_request_error", "not_found"),
+    413: ("invalid_request_error", "request_too_large"),
+    429: ("rate_limit_error", "rate_limit_exceeded"),
+    431: ("invalid_request_error", "request_too_large"),
+    500: ("server_error", "internal_error"),
+    502: ("server_error", "bad_gateway"),
+    503: ("server_error", "service_unavailable"),
+    504: ("server_error", "timeout"),
+}
+"""OpenAI-style ``type`` and ``code`` of Envoy's own replies to HTTP services' callers."""
+
+
+def local_reply_config(http_prefixes: Sequence[str] = ()) -> LocalReplyConfig:
+    """JSON ``google.rpc.Status`` bodies for REST callers; gRPC callers' replies unchanged.
+
+    Under ``http_prefixes`` the body is OpenAI's error shape instead.
+    """
+    mappers: list[ResponseMapper] = []
+    for prefix in http_prefixes:
+        mappers += [
+            ResponseMapper(
+                filter=AccessLogFilter(
+                    and_filter=AndFilter(filters=[_under(prefix), _status_is(http_status)])
+                ),
+                body_format_override=_http_error_json(kind, code),
+            )
+            for http_status, (kind, code) in sorted(HTTP_ERROR_KINDS.items())
+        ]
+        mappers.append(
+            ResponseMapper(
+                filter=_under(prefix), body_format_override=_http_error_json("server_error", "")
+            )
+        )
+    mappers += [
         ResponseMapper(
             filter=AccessLogFilter(
                 and_filter=AndFilter(filters=[_rest_request(), _status_is(http_status)])
@@ -72,6 +113,30 @@ def local_reply_config() -> LocalReplyConfig:
         )
     )
     return LocalReplyConfig(mappers=mappers)
+
+
+def _http_error_json(kind: str, code: str) -> SubstitutionFormatString:
+    return SubstitutionFormatString(
+        json_format=Struct.from_dict(
+            {
+                "error": {
+                    "message": "%LOCAL_REPLY_BODY%",
+                    "type": kind,
+                    "param": None,
+                    "code": code or None,
+                }
+            }
+        ),
+        content_type="application/json",
+    )
+
+
+def _under(prefix: str) -> AccessLogFilter:
+    return AccessLogFilter(
+        header_filter=HeaderFilter(
+            header=HeaderMatcher(name=":path", string_match=StringMatcher(prefix=prefix))
+        )
+    )
 
 
 def _status_json(code: grpc.StatusCode) -> SubstitutionFormatString:

@@ -3,9 +3,10 @@
 The registry key is ``<service>.<instance id>``, and NATS lets each principal write only keys
 under its own name (``nats/permissions.toml``): the key's service is the writer. The writer may
 serve only the gRPC services ``deploy/mesh.toml`` says it owns, and Envoy reaches it only through
-the socket named after its key. Anything else in an entry is dropped (the entry's legitimate
-services still route), logged once per entry and reason, and counted in
-``sutazai_gateway_registry_rejected_total{service,reason}``.
+the socket named after its key. A writer that serves HTTP prefixes instead (``http_prefixes``)
+is routed only through that socket, so its entry must name it. Anything else in an entry is
+dropped (the entry's legitimate services still route), logged once per entry and reason, and
+counted in ``sutazai_gateway_registry_rejected_total{service,reason}``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ NOT_OWNER: Final = "not_owner"
 """The entry claims a gRPC service its writer does not own."""
 FOREIGN_SOCKET: Final = "foreign_socket"
 """The entry's socket is not the one named after its key in the run directory."""
+NO_SOCKET: Final = "no_socket"
+"""The entry of an HTTP service names no socket (Envoy reaches HTTP services only there)."""
 
 _MAX_REPORTED: Final = 4096
 """Distinct refusals remembered so repeats (every heartbeat) are not logged again."""
@@ -44,12 +47,17 @@ class RegistryTrust:
         owners: Mapping[str, frozenset[str]],
         run_dir: Path,
         metrics_registry: CollectorRegistry | None = None,
+        *,
+        http_services: frozenset[str] = frozenset(),
     ) -> None:
         """Trust ``owners`` (service name → gRPC services it owns) and sockets in ``run_dir``.
 
-        The refusal counter is registered in ``metrics_registry`` (a private one when ``None``).
+        ``http_services`` are the names serving HTTP prefixes (their entries must name their
+        socket). The refusal counter is registered in ``metrics_registry`` (a private one when
+        ``None``).
         """
         self._owners = owners
+        self._http_services = http_services
         self._run_dir = run_dir
         self._rejected = Counter(
             "sutazai_gateway_registry_rejected",
@@ -73,6 +81,9 @@ class RegistryTrust:
         expected_socket = str(instance_socket(self._run_dir, writer, instance.instance_id))
         if instance.socket_path and instance.socket_path != expected_socket:
             self._refuse(key, writer, FOREIGN_SOCKET, instance.socket_path)
+            return None
+        if writer in self._http_services and not instance.socket_path:
+            self._refuse(key, writer, NO_SOCKET, "")
             return None
         foreign = [s for s in instance.grpc_services if s not in owned]
         if not foreign:

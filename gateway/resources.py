@@ -14,7 +14,11 @@ Shape of the edge (FIELD_GUIDE sections 1 and 2):
   local replies in JSON (:mod:`~sutazai.gateway.local_replies`);
 * one route configuration ``edge_routes`` matching gRPC paths (the transcoder rewrites REST paths
   before the router), gateway-served health and reflection, and a ``/v1/`` catch-all so filters
-  that run before the transcoder (CORS, JWT) see a route.
+  that run before the transcoder (CORS, JWT) see a route;
+* for each HTTP service (``http_prefixes`` in ``deploy/mesh.toml``, e.g. the OpenAI-compatible
+  API under ``/openai/``): an EDS cluster speaking HTTP/1.1 to its instances' sockets with an
+  HTTP health check, and a route per prefix with the transcoder off and no whole-request
+  timeout (server-sent events stream), behind the same CORS, JWT and rate-limit filters.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ from envoy_data_plane.envoy.config.core.v3 import (
     HeaderValueOptionHeaderAppendAction,
     HealthCheck,
     HealthCheckGrpcHealthCheck,
+    HealthCheckHttpHealthCheck,
+    Http1ProtocolOptions,
     Http2ProtocolOptions,
     Pipe,
     RoutingPriority,
@@ -62,6 +68,7 @@ from envoy_data_plane.envoy.config.endpoint.v3 import (
 )
 from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Listener
 from envoy_data_plane.envoy.config.route.v3 import (
+    FilterConfig,
     RetryPolicy,
     RetryPolicyRetryBackOff,
     RetryPolicyRetryHostPredicate,
@@ -126,6 +133,13 @@ TLS_TRANSPORT_SOCKET: Final = "envoy.transport_sockets.tls"
 # only for methods declared idempotent.
 RETRY_ON_ANY: Final = "connect-failure,refused-stream,unavailable"
 RETRY_ON_IDEMPOTENT: Final = "connect-failure,refused-stream,unavailable,reset"
+# An HTTP service's request is retried only when it cannot have reached the application.
+RETRY_ON_HTTP: Final = "connect-failure,refused-stream,reset-before-request"
+
+HTTP_CLUSTER_PREFIX: Final = "http."
+"""Clusters of HTTP services are ``http.<service>`` (gRPC clusters are ``sutazai.…``)."""
+HTTP_HEALTH_PATH: Final = "/healthz"
+"""Where Envoy checks an HTTP service instance (on its socket; no edge route reaches it)."""
 
 ACCESS_LOG_FORMAT: Final[dict[str, str]] = {
     "event": "envoy.access",
@@ -207,6 +221,26 @@ class EdgePolicy:
         return cls(edge=settings.edge, auth=settings.auth)
 
 
+@dataclass(frozen=True, slots=True)
+class HttpService:
+    """A mesh service that serves plain HTTP under path prefixes (``http_prefixes``)."""
+
+    name: str
+    """The service's name in ``deploy/mesh.toml`` (its instances register under it)."""
+    prefixes: tuple[str, ...]
+    """Path prefixes routed to it, e.g. ``("/openai/",)``."""
+
+    @property
+    def cluster(self) -> str:
+        """Its Envoy cluster's name."""
+        return f"{HTTP_CLUSTER_PREFIX}{self.name}"
+
+
+def http_services(owners: dict[str, tuple[str, ...]]) -> tuple[HttpService, ...]:
+    """The HTTP services of ``owners`` (name → prefixes, as ``http_owners`` returns), by name."""
+    return tuple(HttpService(name, prefixes) for name, prefixes in sorted(owners.items()))
+
+
 def build_cluster(service: GrpcService, policy: EdgePolicy) -> Cluster:
     """The EDS cluster of one mesh gRPC service (named after the service)."""
     http2 = HttpProtocolOptions(
@@ -243,20 +277,7 @@ def build_cluster(service: GrpcService, policy: EdgePolicy) -> Cluster:
             base_ejection_time=timedelta(seconds=30),
             max_ejection_percent=50,
         ),
-        circuit_breakers=CircuitBreakers(
-            thresholds=[
-                CircuitBreakersThresholds(
-                    priority=RoutingPriority.DEFAULT,
-                    max_connections=policy.max_connections,
-                    max_pending_requests=policy.max_connections,
-                    max_requests=policy.max_connections,
-                    retry_budget=CircuitBreakersThresholdsRetryBudget(
-                        budget_percent=Percent(value=policy.retry_budget_percent),
-                        min_retry_concurrency=policy.retry_budget_floor,
-                    ),
-                )
-            ]
-        ),
+        circuit_breakers=_circuit_breakers(policy),
         common_lb_config=ClusterCommonLbConfig(
             # A freshly registered instance takes traffic only once its first check passed,
             # and does not count towards panic mode before that.
@@ -265,6 +286,67 @@ def build_cluster(service: GrpcService, policy: EdgePolicy) -> Cluster:
         # An instance removed from the registry leaves at once, even while it still passes
         # health checks (graceful shutdown deregisters before it stops serving).
         ignore_health_on_host_removal=True,
+    )
+
+
+def build_http_cluster(service: HttpService, policy: EdgePolicy) -> Cluster:
+    """The EDS cluster of one HTTP service: HTTP/1.1 to its sockets, HTTP health checks."""
+    http1 = HttpProtocolOptions(
+        explicit_http_config=HttpProtocolOptionsExplicitHttpConfig(
+            http_protocol_options=Http1ProtocolOptions()
+        )
+    )
+    return Cluster(
+        name=service.cluster,
+        type=ClusterDiscoveryType.EDS,
+        eds_cluster_config=ClusterEdsClusterConfig(eds_config=_ads_source()),
+        connect_timeout=policy.connect_timeout,
+        typed_extension_protocol_options={HTTP_PROTOCOL_OPTIONS: Any.pack(http1)},
+        health_checks=[
+            HealthCheck(
+                timeout=timedelta(seconds=1),
+                interval=policy.health_check_interval,
+                no_traffic_interval=policy.health_check_interval * 2,
+                unhealthy_threshold=2,
+                healthy_threshold=1,
+                http_health_check=HealthCheckHttpHealthCheck(path=HTTP_HEALTH_PATH),
+            )
+        ],
+        # Only failures to reach the instance count (connect failures, resets, timeouts): a
+        # 503 it answers because a backend behind it is down is an answer, and ejecting the
+        # instance for it would turn one sick backend into a dead API.
+        outlier_detection=OutlierDetection(
+            split_external_local_origin_errors=True,
+            consecutive_local_origin_failure=3,
+            enforcing_consecutive_local_origin_failure=100,
+            enforcing_consecutive_5xx=0,
+            enforcing_consecutive_gateway_failure=0,
+            enforcing_success_rate=0,
+            enforcing_local_origin_success_rate=0,
+            interval=timedelta(seconds=5),
+            base_ejection_time=timedelta(seconds=30),
+            max_ejection_percent=50,
+        ),
+        circuit_breakers=_circuit_breakers(policy),
+        common_lb_config=ClusterCommonLbConfig(ignore_new_hosts_until_first_hc=True),
+        ignore_health_on_host_removal=True,
+    )
+
+
+def _circuit_breakers(policy: EdgePolicy) -> CircuitBreakers:
+    return CircuitBreakers(
+        thresholds=[
+            CircuitBreakersThresholds(
+                priority=RoutingPriority.DEFAULT,
+                max_connections=policy.max_connections,
+                max_pending_requests=policy.max_connections,
+                max_requests=policy.max_connections,
+                retry_budget=CircuitBreakersThresholdsRetryBudget(
+                    budget_percent=Percent(value=policy.retry_budget_percent),
+                    min_retry_concurrency=policy.retry_budget_floor,
+                ),
+            )
+        ]
     )
 
 
@@ -294,12 +376,26 @@ def build_load_assignment(
     service: str, instances: Iterable[ServiceInstance]
 ) -> ClusterLoadAssignment:
     """Endpoints of one service's cluster: every routable instance that serves it."""
-    serving = sorted(
-        (i for i in instances if service in i.grpc_services and is_routable(i)),
-        key=lambda i: (i.host, i.port, i.instance_id),
-    )
+    serving = [i for i in instances if service in i.grpc_services and is_routable(i)]
+    return _load_assignment(service, serving)
+
+
+def build_http_load_assignment(
+    service: HttpService, instances: Iterable[ServiceInstance]
+) -> ClusterLoadAssignment:
+    """Endpoints of an HTTP service's cluster: the sockets of the instances registered under it.
+
+    Which entries may claim that name is the registry trust's business
+    (:class:`~sutazai.gateway.registry_trust.RegistryTrust`, which also insists on the socket).
+    """
+    serving = [i for i in instances if i.service == service.name and i.socket_path]
+    return _load_assignment(service.cluster, serving)
+
+
+def _load_assignment(cluster: str, instances: Iterable[ServiceInstance]) -> ClusterLoadAssignment:
+    serving = sorted(instances, key=lambda i: (i.host, i.port, i.instance_id))
     return ClusterLoadAssignment(
-        cluster_name=service,
+        cluster_name=cluster,
         endpoints=[
             LocalityLbEndpoints(
                 lb_endpoints=[
@@ -323,11 +419,13 @@ def build_listener(
     host: str,
     port: int,
     guard_filters: Sequence[HttpFilter] = (),
+    http: Sequence[HttpService] = (),
 ) -> Listener:
     """The edge listener on ``host:port``.
 
     ``guard_filters`` are inserted between CORS and the transcoder: the seam for ``jwt_authn``
     and ``local_ratelimit``, which must see the REST path and reject before any transcoding.
+    Envoy's own replies under the prefixes of the ``http`` services take their error shape.
     """
     hcm = HttpConnectionManager(
         stat_prefix=EDGE_STAT_PREFIX,
@@ -348,7 +446,7 @@ def build_listener(
             ),
             HttpFilter(name=ROUTER_FILTER, typed_config=Any.pack(Router())),
         ],
-        local_reply_config=local_reply_config(),
+        local_reply_config=local_reply_config([p for h in http for p in h.prefixes]),
         access_log=[
             AccessLog(
                 name="envoy.access_loggers.stdout",
@@ -395,13 +493,17 @@ def build_listener(
     )
 
 
-def build_route_configuration(catalog: ServiceCatalog, policy: EdgePolicy) -> RouteConfiguration:
-    """Routes of the edge: mesh services, gateway services, then the ``/v1/`` catch-all."""
+def build_route_configuration(
+    catalog: ServiceCatalog, policy: EdgePolicy, http: Sequence[HttpService] = ()
+) -> RouteConfiguration:
+    """Routes of the edge: mesh services, gateway services, HTTP services, then ``/v1/``."""
     routes: list[Route] = []
     for service in catalog.services:
         routes += _service_routes(service, service.name, policy)
     for service in gateway_services():
         routes += _service_routes(service, XDS_CLUSTER, policy)
+    for http_service in http:
+        routes += _http_routes(http_service, policy)
     # REST paths match no gRPC route until the transcoder rewrites them, but CORS looks up its
     # policy before that. The route must forward: a direct response has no route entry, and
     # CORS found no policy there (a preflight to /v1/auth/login got no CORS headers). Its
@@ -465,6 +567,45 @@ def _service_routes(service: GrpcService, cluster: str, policy: EdgePolicy) -> l
         )
     )
     return routes
+
+
+def _http_routes(service: HttpService, policy: EdgePolicy) -> list[Route]:
+    """One route per prefix of an HTTP service.
+
+    No transcoding (these are not gRPC calls: the transcoder would answer 404 to paths it does
+    not map) and no gRPC statistics; no whole-request timeout, since a reply may be a stream
+    of server-sent events, only the idle limit. The guards (CORS, JWT, rate limits) run as on
+    every route.
+    """
+    disabled = Any.pack(FilterConfig(disabled=True))
+    retry = RetryPolicy(
+        retry_on=RETRY_ON_HTTP,
+        num_retries=policy.num_retries,
+        retry_back_off=RetryPolicyRetryBackOff(
+            base_interval=policy.retry_base_interval, max_interval=policy.retry_max_interval
+        ),
+        retry_host_predicate=[
+            RetryPolicyRetryHostPredicate(
+                name="envoy.retry_host_predicates.previous_hosts",
+                typed_config=Any.pack(PreviousHostsPredicate()),
+            )
+        ],
+        host_selection_retry_max_attempts=3,
+    )
+    return [
+        Route(
+            name=f"{service.cluster}{prefix}",
+            match=RouteMatch(prefix=prefix),
+            route=RouteAction(
+                cluster=service.cluster,
+                timeout=timedelta(0),
+                idle_timeout=policy.stream_idle_timeout,
+                retry_policy=retry,
+            ),
+            typed_per_filter_config={TRANSCODER_FILTER: disabled, GRPC_STATS_FILTER: disabled},
+        )
+        for prefix in service.prefixes
+    ]
 
 
 def _route_action(cluster: str, method: GrpcMethod, policy: EdgePolicy) -> RouteAction:

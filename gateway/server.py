@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
@@ -30,11 +31,11 @@ from sutazai.gateway.catalog import REFLECTION_V1_SERVICE, ServiceCatalog
 from sutazai.gateway.mesh_health import MeshHealth
 from sutazai.gateway.registry_trust import RegistryTrust
 from sutazai.gateway.registry_watch import Instances, RegistryMirror, RegistryOpener
-from sutazai.gateway.resources import EdgePolicy
+from sutazai.gateway.resources import EdgePolicy, HttpService, http_services
 from sutazai.gateway.snapshot import SnapshotBuilder, SnapshotCache
 from sutazai.gateway.xds_status import XdsStatus
 from sutazai.runtime.auth import Authenticator, open_authenticator
-from sutazai.runtime.deployment import grpc_owners, load_catalog
+from sutazai.runtime.deployment import grpc_owners, http_owners, load_catalog
 from sutazai.runtime.exposure import require_safe_edge
 from sutazai.runtime.interceptors import ServerInterceptor
 from sutazai.runtime.key_watch import POLL_INTERVAL, KeyFileWatch
@@ -92,6 +93,7 @@ class Gateway:
         edge_port: int,
         jwks_file: Path,
         trust: RegistryTrust,
+        http: Sequence[HttpService] = (),
         policy: EdgePolicy | None = None,
         metrics_registry: CollectorRegistry | None = None,
         initial_sync_timeout: float = INITIAL_SYNC_TIMEOUT,
@@ -104,7 +106,8 @@ class Gateway:
         ``open_registry`` is called from the background (and again after NATS failures), so
         the gateway serves Envoy even while NATS is still starting. Only what ``trust`` admits of
         each registry entry is routed. Envoy checks tokens against the public keys in
-        ``jwks_file``, which is followed for rotations. With an ``authenticator`` the gateway's
+        ``jwks_file``, which is followed for rotations. The ``http`` services get their path
+        prefixes routed to their instances. With an ``authenticator`` the gateway's
         reflection and health refuse revoked tokens (Envoy cannot); without one (tests of the
         xDS side only) Envoy's signature check is all.
 
@@ -120,6 +123,7 @@ class Gateway:
             host=edge_host,
             port=edge_port,
             jwks=self._keys.load(),
+            http=http,
         )
         self.cache = SnapshotCache()
         """The snapshots served to Envoy."""
@@ -310,7 +314,14 @@ async def run_gateway(settings: MeshSettings, *, metrics_port: int | None = None
     """
     require_safe_edge(settings)
     metrics_registry = CollectorRegistry()
-    trust = RegistryTrust(grpc_owners(load_catalog()), settings.run_dir, metrics_registry)
+    catalog = load_catalog()
+    http = http_services(http_owners(catalog))
+    trust = RegistryTrust(
+        grpc_owners(catalog),
+        settings.run_dir,
+        metrics_registry,
+        http_services=frozenset(h.name for h in http),
+    )
     nats_registry = NatsRegistry(settings)
     gateway = Gateway(
         nats_registry.open,
@@ -319,6 +330,7 @@ async def run_gateway(settings: MeshSettings, *, metrics_port: int | None = None
         edge_port=settings.envoy.port,
         jwks_file=settings.jwks_file,
         trust=trust,
+        http=http,
         policy=EdgePolicy.from_settings(settings),
         metrics_registry=metrics_registry,
         authenticator=open_authenticator(settings, nats_registry.revocations),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -35,7 +35,10 @@ from sutazai.gateway.guards import guard_filters, jwt_extension_config
 from sutazai.gateway.names import XDS_CLUSTER
 from sutazai.gateway.resources import (
     EdgePolicy,
+    HttpService,
     build_cluster,
+    build_http_cluster,
+    build_http_load_assignment,
     build_listener,
     build_load_assignment,
     build_route_configuration,
@@ -177,22 +180,35 @@ class SnapshotBuilder:
         host: str,
         port: int,
         jwks: PublicKeys,
+        http: Sequence[HttpService] = (),
     ) -> None:
         """Prepare the edge listening on ``host:port`` for the services of ``catalog``.
 
         ``jwks`` are the public keys tokens are checked with (typed so that nothing but public
-        keys can reach a snapshot).
+        keys can reach a snapshot). ``http`` are the services serving HTTP path prefixes.
         """
         self._catalog = catalog
         self._policy = policy
+        self._http = tuple(http)
         self._clusters = ResourceSet.of(
-            CLUSTER_TYPE, [build_cluster(s, policy) for s in catalog.services]
+            CLUSTER_TYPE,
+            [
+                *(build_cluster(s, policy) for s in catalog.services),
+                *(build_http_cluster(h, policy) for h in self._http),
+            ],
         )
         listener = build_listener(
-            catalog, policy, host=host, port=port, guard_filters=guard_filters(policy)
+            catalog,
+            policy,
+            host=host,
+            port=port,
+            guard_filters=guard_filters(policy),
+            http=self._http,
         )
         self._listeners = ResourceSet.of(LISTENER_TYPE, [listener])
-        self._routes = ResourceSet.of(ROUTE_TYPE, [build_route_configuration(catalog, policy)])
+        self._routes = ResourceSet.of(
+            ROUTE_TYPE, [build_route_configuration(catalog, policy, self._http)]
+        )
         self._extension_configs = self._filter_configs(jwks)
 
     def set_jwks(self, jwks: PublicKeys) -> None:
@@ -204,7 +220,10 @@ class SnapshotBuilder:
         instances = list(instances)
         endpoints = ResourceSet.of(
             ENDPOINT_TYPE,
-            [build_load_assignment(n, instances) for n in self._catalog.service_names],
+            [
+                *(build_load_assignment(n, instances) for n in self._catalog.service_names),
+                *(build_http_load_assignment(h, instances) for h in self._http),
+            ],
         )
         return Snapshot(
             self._clusters, endpoints, self._listeners, self._routes, self._extension_configs
@@ -215,8 +234,10 @@ class SnapshotBuilder:
         return dataclasses.replace(snapshot, extension_configs=self._extension_configs)
 
     def _filter_configs(self, jwks: PublicKeys) -> ResourceSet[TypedExtensionConfig]:
+        prefixes = [p for h in self._http for p in h.prefixes]
         return ResourceSet.of(
-            EXTENSION_CONFIG_TYPE, [jwt_extension_config(self._catalog, self._policy, jwks)]
+            EXTENSION_CONFIG_TYPE,
+            [jwt_extension_config(self._catalog, self._policy, jwks, prefixes)],
         )
 
 

@@ -1,12 +1,15 @@
 """The services of the mesh as ``deploy/mesh.toml`` declares them (installed as ``sutazai.deploy``).
 
-The one declared place for what each service is: the module the supervisor runs and the gRPC
-services it owns. The gateway routes a gRPC service only to instances registered under the
-name that owns it (:func:`grpc_owners`), so a service cannot take over another's traffic.
+The one declared place for what each service is: the module the supervisor runs, the gRPC
+services it owns and the HTTP path prefixes it serves. The gateway routes a gRPC service only to
+instances registered under the name that owns it (:func:`grpc_owners`), and an HTTP prefix only
+to instances of the name that declares it (:func:`http_owners`), so a service cannot take over
+another's traffic.
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -16,6 +19,13 @@ from pathlib import Path
 from sutazai.runtime.errors import ConfigurationError
 
 CATALOG_FILE = "mesh.toml"
+
+HTTP_PREFIX_PATTERN = re.compile(r"^/[a-z][a-z0-9-]{0,31}/$")
+"""An HTTP prefix is one lower-case path segment between slashes, e.g. ``/openai/``: it cannot
+overlap another prefix, the REST API's ``/v1/`` (reserved, below) or a gRPC path
+(``/<package>.<Service>/``, which has a dot)."""
+RESERVED_HTTP_PREFIXES = frozenset({"/v1/"})
+"""Prefixes the edge itself owns: ``/v1/`` is the transcoded REST API."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +38,9 @@ class ServiceEntry:
     instances: int = 1
     grpc_services: tuple[str, ...] = ()
     """Fully-qualified gRPC services this name owns (and only its instances may serve)."""
+    http_prefixes: tuple[str, ...] = ()
+    """HTTP path prefixes (e.g. ``/openai/``) the edge sends to this name's instances, which
+    then serve plain HTTP on their socket instead of gRPC."""
 
 
 def load_catalog(path: Path | None = None) -> list[ServiceEntry]:
@@ -46,6 +59,7 @@ def load_catalog(path: Path | None = None) -> list[ServiceEntry]:
         raise ConfigurationError(f"cannot read the service catalog {CATALOG_FILE}: {exc}") from exc
     entries = [_entry(name, table) for name, table in tables.items()]
     grpc_owners(entries)
+    http_owners(entries)
     return entries
 
 
@@ -53,6 +67,7 @@ def _entry(name: str, table: Mapping[str, object]) -> ServiceEntry:
     module = table.get("module")
     instances = table.get("instances", 1)
     grpc_services = table.get("grpc_services")
+    http_prefixes = table.get("http_prefixes", [])
     if (
         not isinstance(module, str)
         or not isinstance(instances, int)
@@ -64,8 +79,25 @@ def _entry(name: str, table: Mapping[str, object]) -> ServiceEntry:
             f"{CATALOG_FILE}: [services.{name}] needs a module string, instances >= 0 and a "
             "grpc_services list of fully-qualified service names"
         )
+    if not isinstance(http_prefixes, list) or not all(
+        isinstance(p, str) and HTTP_PREFIX_PATTERN.fullmatch(p) and p not in RESERVED_HTTP_PREFIXES
+        for p in http_prefixes
+    ):
+        raise ConfigurationError(
+            f"{CATALOG_FILE}: [services.{name}] http_prefixes must be a list of one-segment "
+            'lower-case path prefixes like "/openai/" (not "/v1/")'
+        )
+    if grpc_services and http_prefixes:
+        # One socket per instance: it speaks gRPC (Envoy's gRPC cluster) or plain HTTP.
+        raise ConfigurationError(
+            f"{CATALOG_FILE}: [services.{name}] serves either grpc_services or http_prefixes"
+        )
     return ServiceEntry(
-        name=name, module=module, instances=instances, grpc_services=tuple(grpc_services)
+        name=name,
+        module=module,
+        instances=instances,
+        grpc_services=tuple(grpc_services),
+        http_prefixes=tuple(http_prefixes),
     )
 
 
@@ -87,6 +119,27 @@ def grpc_owners(entries: Iterable[ServiceEntry]) -> dict[str, frozenset[str]]:
                     f"{entry.name!r}"
                 )
         owners[entry.name] = frozenset(entry.grpc_services)
+    return owners
+
+
+def http_owners(entries: Iterable[ServiceEntry]) -> dict[str, tuple[str, ...]]:
+    """Each service name that serves HTTP prefixes, and those prefixes.
+
+    Raises:
+        ConfigurationError: two names claim the same prefix.
+
+    """
+    owners: dict[str, tuple[str, ...]] = {}
+    claimed: dict[str, str] = {}
+    for entry in entries:
+        for prefix in entry.http_prefixes:
+            other = claimed.setdefault(prefix, entry.name)
+            if other != entry.name:
+                raise ConfigurationError(
+                    f"{CATALOG_FILE}: {prefix} is claimed by both {other!r} and {entry.name!r}"
+                )
+        if entry.http_prefixes:
+            owners[entry.name] = entry.http_prefixes
     return owners
 
 

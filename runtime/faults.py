@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import grpc
 from google.protobuf import any_pb2
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -33,15 +33,21 @@ class RpcStatusError(MeshRuntimeError):
 
     def to_status(self) -> grpc.Status:
         """The rich status (``grpc-status-details-bin``) for this fault."""
+        return rpc_status.to_status(self.to_proto())
+
+    def to_proto(self) -> status_pb2.Status:
+        """The fault as a ``google.rpc.Status`` message.
+
+        For a stream's ``error`` event, or one item's outcome in a batch.
+        """
         packed = []
         for detail in self.details:
             holder = any_pb2.Any()
             holder.Pack(detail)
             packed.append(holder)
-        proto = status_pb2.Status(
+        return status_pb2.Status(
             code=getattr(code_pb2, self.code.name), message=self.message, details=packed
         )
-        return rpc_status.to_status(proto)
 
 
 MAX_TEXT = 512
@@ -108,6 +114,52 @@ def unavailable(message: str, retry_after_seconds: float | None = None) -> RpcSt
     """UNAVAILABLE, optionally with a ``google.rpc.RetryInfo`` hint."""
     details = [] if retry_after_seconds is None else [_retry_info(retry_after_seconds)]
     return RpcStatusError(grpc.StatusCode.UNAVAILABLE, message, details)
+
+
+def deadline_exceeded(message: str) -> RpcStatusError:
+    """DEADLINE_EXCEEDED: the caller's deadline left no time to finish (e.g. a batch's item)."""
+    return RpcStatusError(grpc.StatusCode.DEADLINE_EXCEEDED, message)
+
+
+_DETAILS_KEY = "grpc-status-details-bin"
+_MAX_RELAYED_DETAILS = 16
+_RELAYED_DETAILS: tuple[type[Message], ...] = (
+    error_details_pb2.BadRequest,
+    error_details_pb2.RetryInfo,
+    error_details_pb2.ResourceInfo,
+    error_details_pb2.ErrorInfo,
+)
+"""The detail types a relayed status keeps (those :mod:`faults` itself builds)."""
+
+
+def relayed(error: grpc.aio.AioRpcError) -> RpcStatusError:
+    """The status another service of the mesh answered a call with, passed on unchanged.
+
+    A service that calls another (through the edge) answers its own caller with the callee's
+    code, message and details (field violations, retry hints), so ``UNAVAILABLE`` stays
+    ``UNAVAILABLE`` (HTTP 503) and ``INVALID_ARGUMENT`` keeps naming the field. Only the detail
+    types the mesh builds are kept, at most 16; the message is bounded like every other.
+    """
+    details: list[Message] = []
+    for key, value in error.trailing_metadata() or ():
+        if key != _DETAILS_KEY or not isinstance(value, bytes):
+            continue
+        try:
+            status = status_pb2.Status.FromString(value)
+        except DecodeError:
+            break
+        for holder in status.details[:_MAX_RELAYED_DETAILS]:
+            for kind in _RELAYED_DETAILS:
+                if holder.Is(kind.DESCRIPTOR):
+                    detail = kind()
+                    if holder.Unpack(detail):
+                        details.append(detail)
+                    break
+        break
+    code = error.code()
+    if code is grpc.StatusCode.OK:  # not a failure at all: never relay it as one
+        code = grpc.StatusCode.UNKNOWN
+    return RpcStatusError(code, error.details() or code.name, details)
 
 
 def internal(message: str) -> RpcStatusError:

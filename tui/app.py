@@ -23,8 +23,10 @@ from sutazai.tui.errors import NotPermittedError
 from sutazai.tui.format import role_name
 from sutazai.tui.messages import ConnectionChanged, SessionLost, SignedIn
 from sutazai.tui.screens.base import MeshScreen
+from sutazai.tui.screens.chat import ChatScreen
 from sutazai.tui.screens.identity import IdentityScreen
 from sutazai.tui.screens.logs import LogsScreen
+from sutazai.tui.screens.models import ModelsScreen
 from sutazai.tui.screens.overview import OverviewScreen
 from sutazai.tui.screens.services import ServicesScreen
 from sutazai.tui.screens.sign_in import SignInScreen
@@ -41,6 +43,8 @@ _SCREEN_CLASSES: dict[str, type[MeshScreen]] = {
     "services": ServicesScreen,
     "identity": IdentityScreen,
     "logs": LogsScreen,
+    "chat": ChatScreen,
+    "models": ModelsScreen,
 }
 
 
@@ -123,6 +127,7 @@ class SutazaiApp(App[None]):
             self.clock,
             tabs=self._installed,
             who=f"{self.user.username} ({role_name(self.user.role)})",
+            role=self.user.role,
         )
 
     async def on_session_lost(self, message: SessionLost) -> None:

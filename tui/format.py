@@ -12,6 +12,7 @@ from datetime import UTC, datetime, tzinfo
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from sutazai.auth.v1 import access_pb2
+from sutazai.inference.v1 import inference_service_pb2 as inference_pb
 from sutazai.system.v1 import system_service_pb2 as system_pb
 
 MISSING = "—"
@@ -49,6 +50,20 @@ LEVEL_NAMES: dict[int, str] = {
     system_pb.LOG_LEVEL_WARNING: "warning",
     system_pb.LOG_LEVEL_ERROR: "error",
     system_pb.LOG_LEVEL_CRITICAL: "critical",
+}
+_BREAKER: dict[int, str] = {
+    inference_pb.BREAKER_STATE_CLOSED: "closed",
+    inference_pb.BREAKER_STATE_OPEN: "open",
+    inference_pb.BREAKER_STATE_HALF_OPEN: "half-open",
+}
+_BACKEND_KIND: dict[int, str] = {
+    inference_pb.BACKEND_KIND_EMBEDDED: "embedded",
+    inference_pb.BACKEND_KIND_OLLAMA: "ollama",
+    inference_pb.BACKEND_KIND_OPENAI_COMPATIBLE: "openai",
+}
+_FINISH: dict[int, str] = {
+    inference_pb.FINISH_REASON_STOP: "stop",
+    inference_pb.FINISH_REASON_LENGTH: "length",
 }
 
 
@@ -191,3 +206,30 @@ def log_line(text: str) -> str:
         if key not in _LOG_FRAME_KEYS
     ]
     return " ".join(head + rest)
+
+
+def breaker_name(state: int) -> str:
+    """A circuit breaker's state: ``closed``, ``open``, ``half-open``; ``unknown`` otherwise."""
+    return _BREAKER.get(state, "unknown")
+
+
+def backend_kind_name(kind: int) -> str:
+    """``embedded``, ``ollama`` or ``openai`` (OpenAI-compatible); ``other`` otherwise."""
+    return _BACKEND_KIND.get(kind, "other")
+
+
+def finish_reason_name(reason: int) -> str:
+    """Why generation ended: ``stop`` or ``length``; a dash when unknown."""
+    return _FINISH.get(reason, MISSING)
+
+
+def size(value: int) -> str:
+    """Bytes in binary units with one decimal (``47.1 KiB``); a dash for zero (not known)."""
+    if value <= 0:
+        return MISSING
+    amount = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if amount < 1024 or unit == "GiB":
+            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
+        amount /= 1024
+    return f"{amount:.1f} GiB"  # pragma: no cover - the loop returns

@@ -30,5 +30,9 @@ class DashboardSettings(BaseSettings):
     """Audit events loaded when the identity screen opens or its filters change."""
     audit_max_rows: int = Field(default=1000, ge=10, le=100_000)
     """Audit events kept on screen before dropping the oldest."""
+    models_poll_seconds: float = Field(default=2.0, ge=0.5, le=60.0)
+    """How often the Models screen asks for backends, models and cache figures (no stream)."""
+    chat_conversations: int = Field(default=200, ge=1, le=10_000)
+    """Conversations listed on the Chat screen, most recent first."""
     dark: bool = True
     """Start with the dark theme (toggle with ``ctrl+t``)."""

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Protocol, TypeVar
 
 from sutazai.auth.v1 import auth_service_pb2 as auth_pb
+from sutazai.chat.v1 import chat_service_pb2 as chat_pb
 from sutazai.client import (
     CallFailed,
     ClientError,
@@ -21,6 +22,7 @@ from sutazai.client import (
     MeshUnavailable,
     SessionEnded,
 )
+from sutazai.inference.v1 import inference_service_pb2 as inference_pb
 from sutazai.system.v1 import system_service_pb2 as system_pb
 
 __all__ = [
@@ -125,6 +127,59 @@ class MeshApi(Protocol):
         self, *, actor: str = "", action: str = "", after_event_id: int = 0
     ) -> AsyncIterator[list[auth_pb.AuditEvent]]:
         """New audit events as they are written, oldest first."""
+        ...
+
+    async def list_models(self) -> inference_pb.ListModelsResponse:
+        """Every model of every backend, and the default model."""
+        ...
+
+    async def list_backends(self) -> list[inference_pb.Backend]:
+        """Each backend with its breaker, concurrency and last tokens/s."""
+        ...
+
+    async def load_model(self, model: str) -> inference_pb.LoadModelResponse:
+        """Load and warm up a model (operators)."""
+        ...
+
+    async def unload_model(self, model: str) -> inference_pb.Model:
+        """Free a loaded model (operators)."""
+        ...
+
+    async def reset_breaker(self, backend: str) -> inference_pb.Backend:
+        """Close a backend's circuit breaker (operators)."""
+        ...
+
+    def chat_stream(
+        self,
+        message: str,
+        *,
+        model: str = "",
+        conversation_id: str = "",
+        options: inference_pb.SamplingOptions | None = None,
+        system_prompt: str = "",
+        no_cache: bool = False,
+    ) -> AsyncIterator[chat_pb.ChatStreamResponse]:
+        """One reply, streamed: ``started``, ``delta``s, ``done``; closing it cancels the call."""
+        ...
+
+    async def list_conversations(self, *, limit: int = 1_000) -> list[chat_pb.Conversation]:
+        """The caller's conversations, most recent first."""
+        ...
+
+    async def get_conversation(self, conversation_id: str) -> chat_pb.GetConversationResponse:
+        """One of the caller's conversations with its messages."""
+        ...
+
+    async def delete_conversation(self, conversation_id: str) -> int:
+        """Delete one of the caller's conversations; the number of messages deleted."""
+        ...
+
+    async def cache_stats(self) -> chat_pb.GetCacheStatsResponse:
+        """The reply cache's figures (operators)."""
+        ...
+
+    async def clear_cache(self) -> int:
+        """Delete every cached reply (operators); the number deleted."""
         ...
 
 

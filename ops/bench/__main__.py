@@ -17,6 +17,7 @@ import typer
 
 from sutazai.ops.bench import auth as auth_bench
 from sutazai.ops.bench import edge as edge_bench
+from sutazai.ops.bench import inference as inference_bench
 from sutazai.ops.bench import load as load_bench
 from sutazai.ops.bench import signatures as signatures_bench
 from sutazai.ops.bench.errors import BenchError
@@ -106,6 +107,52 @@ def dashboard(
         result = asyncio.run(
             dashboard_bench.measure(
                 MeshSettings(), rate=rate, presses=presses, size=(width, height)
+            )
+        )
+    except BenchError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(json.dumps(result, indent=2))
+
+
+@app.command()
+def inference(
+    runs: Annotated[
+        int, typer.Option(min=1, help="Rounds of the four sides (after a warm-up).")
+    ] = 5,
+    max_tokens: Annotated[int, typer.Option(min=2, max=4096, help="Tokens per generation.")] = 128,
+    model: Annotated[str, typer.Option(help="The mesh's embedded model name.")] = "",
+    cached_calls: Annotated[int, typer.Option(min=10, help="Cached chat replies timed.")] = 200,
+    concurrency: Concurrency = None,
+    chat_replies: Annotated[
+        int, typer.Option(min=1, help="Streamed chats per concurrency (at least 2 per caller).")
+    ] = 16,
+    chat_max_tokens: Annotated[int, typer.Option(min=1, max=4096, help="Tokens per chat.")] = 32,
+) -> None:
+    """Inference and chat through the mesh against raw llama-cpp-python and llama_cpp.server.
+
+    Tokens/s and time to first token of raw llama-cpp-python, a ``llama_cpp.server`` process
+    (started here on a free port), the mesh over gRPC and over ``/openai/v1``, all on the
+    embedded model's GGUF with the mesh's embedded settings (threads, context, batch); then the
+    cached chat reply's latency and chat throughput at each concurrency (default 1, 8 and 32).
+    Every generation and chat is a rate-limited call of one user: raise
+    ``SUTAZAI_AUTH__USER_RATE_BURST`` and the edge's per-user limits (docs/benchmarks.md).
+    """
+    mesh = MeshSettings()
+    embedded = mesh.inference.embedded
+    try:
+        result = asyncio.run(
+            inference_bench.compare(
+                f"{mesh.host}:{mesh.envoy.port}",
+                embedded,
+                model=model or embedded.model_name,
+                model_path=embedded.model_path,
+                runs=runs,
+                max_tokens=max_tokens,
+                cached_calls=cached_calls,
+                concurrencies=concurrency or [1, 8, 32],
+                chat_replies=chat_replies,
+                chat_max_tokens=chat_max_tokens,
             )
         )
     except BenchError as exc:

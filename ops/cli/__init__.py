@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import sys
+
+# Before anything imports grpc: this process is the supervisor, and it forks every child with a
+# pre-exec hook (the parent-death signal). With gRPC's fork support on (grpcio's default
+# build), its at-fork handlers restart gRPC's poller threads in the child between fork and exec;
+# the child then closes its descriptors under them and aborts ("epoll_wait error: Bad file
+# descriptor", seen as an Envoy or service that dies with SIGABRT before it starts). Nothing in
+# the mesh uses gRPC across a fork, so it is off.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 from rich.text import Text
 

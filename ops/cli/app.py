@@ -8,12 +8,14 @@ from typing import Annotated
 import typer
 
 from sutazai.ops.cli.certs import certs
+from sutazai.ops.cli.chat import chat
 from sutazai.ops.cli.context import GlobalOptions
 from sutazai.ops.cli.down import down
 from sutazai.ops.cli.envoy_admin import envoy_admin
 from sutazai.ops.cli.keys import keys
 from sutazai.ops.cli.login import login, logout
 from sutazai.ops.cli.logs import logs
+from sutazai.ops.cli.models import models
 from sutazai.ops.cli.serve import serve
 from sutazai.ops.cli.status import status
 from sutazai.ops.cli.tui import tui
@@ -54,5 +56,7 @@ app.command()(login)
 app.command()(logout)
 app.command()(certs)
 app.command()(tui)
+app.command()(chat)
 app.add_typer(users)
+app.add_typer(models)
 app.add_typer(keys)

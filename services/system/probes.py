@@ -159,12 +159,25 @@ class InstancesProbe:
     A channel is kept only while it works for the same process: it is closed after a failed
     check (a channel to a dead process would sit in reconnect backoff and fail the next checks
     of a restarted one) and when the entry names another process (pid, start time, address).
+
+    A kept channel is also watched: when its connection drops (the process died or closed it),
+    ``on_lost`` is called at once, so the owner can probe now rather than at the next round.
+    Without it a process that a supervisor restarts within one probe interval would never be
+    seen down.
     """
 
-    def __init__(self, registry: Registry, timeout: float = 1.0) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        timeout: float = 1.0,
+        on_lost: Callable[[], None] | None = None,
+    ) -> None:
         self._registry = registry
         self._timeout = timeout
+        self.on_lost = on_lost
+        """Called when a kept channel's connection drops; settable after construction."""
         self._channels: dict[str, tuple[tuple[object, ...], grpc.aio.Channel]] = {}
+        self._watches: dict[str, asyncio.Task[None]] = {}
 
     async def __call__(self) -> list[ProbeOutcome]:
         """Probe each registered instance; a gone instance's channel is closed."""
@@ -180,8 +193,20 @@ class InstancesProbe:
             await self._drop(label)
 
     async def _drop(self, label: str) -> None:
+        watch = self._watches.pop(label, None)
+        if watch is not None:
+            watch.cancel()
         _, channel = self._channels.pop(label)
         await channel.close()
+
+    async def _watch(self, channel: grpc.aio.Channel) -> None:
+        """Call ``on_lost`` each time the channel falls from READY (connection dropped)."""
+        state = channel.get_state()
+        while state is not grpc.ChannelConnectivity.SHUTDOWN:
+            await channel.wait_for_state_change(state)
+            previous, state = state, channel.get_state()
+            if previous is grpc.ChannelConnectivity.READY and self.on_lost is not None:
+                self.on_lost()
 
     async def _channel(self, label: str, instance: ServiceInstance) -> grpc.aio.Channel:
         process = (
@@ -197,6 +222,7 @@ class InstancesProbe:
             await self._drop(label)
         channel = grpc.aio.insecure_channel(f"{instance.host}:{instance.port}")
         self._channels[label] = (process, channel)
+        self._watches[label] = asyncio.create_task(self._watch(channel), name=f"watch:{label}")
         return channel
 
     async def _check(self, instance: ServiceInstance) -> ProbeOutcome:

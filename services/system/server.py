@@ -94,6 +94,8 @@ async def build(
         board,
         interval=service.probe_interval_seconds,
     )
+    # An instance whose connection drops is probed at once (it may be back within a round).
+    instances.on_lost = prober.wake
     traffic = TrafficSampler(
         envoy_admin,
         {grpc: owner for owner, grpcs in grpc_owners(catalog).items() for grpc in grpcs},

@@ -155,7 +155,11 @@ async def test_traffic_shows_request_and_client_error_rates_of_auth(
 
     def auth_busy(sample: pb.WatchTrafficResponse) -> bool:
         figures = next(s.figures for s in sample.services if s.service == "auth")
-        return figures.requests_per_second > 0 and figures.client_error_rate > 0
+        # Latency comes from Envoy's histograms, which lag the counters by up to a stats flush
+        # (1 s): a window can count requests before their latencies are merged in.
+        return (
+            figures.requests_per_second > 0 and figures.client_error_rate > 0 and figures.p50_ms > 0
+        )
 
     caller = asyncio.create_task(calls())
     try:

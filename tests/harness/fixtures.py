@@ -31,6 +31,7 @@ from sutazai.runtime.deployment import load_catalog
 from sutazai.runtime.settings import MeshSettings
 from sutazai.runtime.sockets import envoy_admin_client
 from tests.harness.cli import run_cli
+from tests.harness.llama import openai_backend
 from tests.harness.mesh import (
     MeshPorts,
     build_settings,
@@ -39,6 +40,9 @@ from tests.harness.mesh import (
     supervised,
 )
 from tests.harness.waiting import wait_for
+
+__all__ = ["openai_backend"]
+"""Fixtures defined elsewhere in the harness, collected here (this module is the plugin)."""
 
 
 @pytest.fixture(scope="session")
@@ -151,6 +155,12 @@ async def _signed_in(settings: MeshSettings, role: str) -> str:
 async def operator_token(mesh_services: MeshSettings) -> str:
     """An access token of an operator, signed in through Envoy."""
     return await _signed_in(mesh_services, "operator")
+
+
+@pytest.fixture(scope="session")
+async def user_token(mesh_services: MeshSettings) -> str:
+    """An access token of a plain user, signed in through Envoy."""
+    return await _signed_in(mesh_services, "user")
 
 
 @pytest.fixture(scope="session")

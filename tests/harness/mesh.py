@@ -19,10 +19,14 @@ from sutazai.ops.supervisor import ComponentSpec, RestartPolicy, Supervisor
 from sutazai.ops.supervisor.credentials import ensure_credentials
 from sutazai.runtime.settings import (
     AuthSettings,
+    BreakerSettings,
     EdgeSettings,
+    EmbeddedBackendSettings,
     EnvoySettings,
+    InferenceSettings,
     MeshSettings,
     NatsSettings,
+    OpenAIBackendSettings,
     PostgresSettings,
     RedisSettings,
 )
@@ -64,11 +68,14 @@ class MeshPorts:
     envoy: int
     envoy_base_id: int
     """Not a port: Envoy's shared-memory id. A just-free port number is as unique per run."""
+    openai_backend: int
+    """Where the inference tests run a real ``llama_cpp.server`` (the OpenAI-compatible
+    backend the mesh is configured with; nothing listens there unless a test starts it)."""
 
     @classmethod
     def pick(cls) -> MeshPorts:
         """Fresh free ports for every field."""
-        return cls(*free_ports(6))
+        return cls(*free_ports(7))
 
 
 def new_state_dir() -> Path:
@@ -111,10 +118,47 @@ def build_settings(
             sign_in_rate_per_second=100_000,
             failure_audit_burst=100_000,
             failure_audit_per_second=100_000,
+            # Inference tests make many generation calls as one user; the per-user limit is
+            # tested on a guard of its own (tests/runtime/test_guard.py).
+            user_rate_burst=100_000,
+            user_rate_per_second=100_000,
         ),
+        inference=inference_settings(ports),
     )
     ensure_credentials(settings, services=services)
     return settings
+
+
+OPENAI_BACKEND_MODEL = "smollm2-server"
+"""The name the test ``llama_cpp.server`` serves the SmolLM2 GGUF under (the embedded backend
+serves the same file as ``smollm2-135m-instruct``)."""
+
+
+EMBEDDED_MAX_QUEUE = 50
+"""Calls that may wait for the test mesh's embedded backend (issue 9: 50 concurrent streaming
+chats complete, queueing allowed; one more is RESOURCE_EXHAUSTED)."""
+
+
+def inference_settings(ports: MeshPorts) -> InferenceSettings:
+    """Inference settings of the test mesh: small limits that tests can fill, quick breakers."""
+    return InferenceSettings(
+        # One generation at a time and EMBEDDED_MAX_QUEUE waiting: the load test queues 50
+        # streaming chats behind a held slot, then shows the next call refused (the queue-full
+        # tests fill it up to exactly this). One thread: the suite shares two cores with
+        # everything else.
+        embedded=EmbeddedBackendSettings(
+            n_threads=1, n_ctx=1024, max_concurrency=1, max_queue=EMBEDDED_MAX_QUEUE
+        ),
+        openai=OpenAIBackendSettings(
+            url=f"http://{LOOPBACK}:{ports.openai_backend}/v1",
+            # llama.cpp's server honours both.
+            extra_options=("top_k", "repeat_penalty"),
+            connect_timeout_seconds=1.0,
+            read_timeout_seconds=30.0,
+            max_concurrency=2,
+            breaker=BreakerSettings(failure_threshold=2, cooldown_seconds=1.0),
+        ),
+    )
 
 
 # Quick restarts keep crash tests short; the cap still bounds a crash loop.

@@ -44,6 +44,8 @@ SERVER_FIXTURES = frozenset(
         "mesh_services",
         # tests/gateway/conftest.py: a NATS of the module's own
         "nats_url",
+        # tests/harness/llama.py: a real llama_cpp.server (OpenAI-compatible backend)
+        "openai_backend",
     }
 )
 """Fixtures that start servers (or stand on ones that do): a test using any is integration."""

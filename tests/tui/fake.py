@@ -17,6 +17,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from sutazai.auth.v1 import access_pb2
 from sutazai.auth.v1 import auth_service_pb2 as auth_pb
+from sutazai.chat.v1 import chat_service_pb2 as chat_pb
+from sutazai.inference.v1 import inference_service_pb2 as inf_pb
 from sutazai.system.v1 import system_service_pb2 as system_pb
 from sutazai.tui.source import CallFailed, ConnectionState
 
@@ -231,6 +233,147 @@ LOG_LINES = [
 ]
 
 
+EMBEDDED = "smollm2-135m-instruct"
+
+MODELS = inf_pb.ListModelsResponse(
+    default_model=EMBEDDED,
+    models=[
+        inf_pb.Model(
+            name=EMBEDDED,
+            backend="embedded",
+            backend_kind=inf_pb.BACKEND_KIND_EMBEDDED,
+            loaded=True,
+            context_tokens=8192,
+            size_bytes=270_600_000,
+            embeddings=True,
+        ),
+        inf_pb.Model(
+            name="llama3.2:1b",
+            backend="ollama",
+            backend_kind=inf_pb.BACKEND_KIND_OLLAMA,
+            loaded=True,
+            context_tokens=131_072,
+            size_bytes=1_321_098_329,
+        ),
+        inf_pb.Model(
+            name="qwen2.5-0.5b",
+            backend="openai",
+            backend_kind=inf_pb.BACKEND_KIND_OPENAI_COMPATIBLE,
+            loaded=False,
+        ),
+    ],
+)
+
+
+def breaker(state: int, failures: int = 0, error: str = "") -> inf_pb.Breaker:
+    """A circuit breaker that opens after 3 failures and cools down for 30 s."""
+    found = inf_pb.Breaker(
+        state=state,  # type: ignore[arg-type]
+        consecutive_failures=failures,
+        failure_threshold=3,
+        cooldown_seconds=30.0,
+        last_error=error,
+        successes_total=420,
+        failures_total=failures,
+    )
+    if state == inf_pb.BREAKER_STATE_OPEN:
+        found.opened_at.CopyFrom(ago(12))
+    return found
+
+
+BACKENDS = [
+    inf_pb.Backend(
+        name="embedded",
+        kind=inf_pb.BACKEND_KIND_EMBEDDED,
+        breaker=breaker(inf_pb.BREAKER_STATE_CLOSED),
+        max_concurrency=1,
+        in_flight=1,
+        max_queue=8,
+        queued=2,
+        tokens_generated_total=52_310,
+        last_tokens_per_second=48.7,
+    ),
+    inf_pb.Backend(
+        name="ollama",
+        kind=inf_pb.BACKEND_KIND_OLLAMA,
+        url="http://127.0.0.1:11434",
+        breaker=breaker(inf_pb.BREAKER_STATE_OPEN, 3, "connect: connection refused"),
+        max_concurrency=4,
+        max_queue=16,
+    ),
+    inf_pb.Backend(
+        name="openai",
+        kind=inf_pb.BACKEND_KIND_OPENAI_COMPATIBLE,
+        url="http://127.0.0.1:8081/v1",
+        breaker=breaker(inf_pb.BREAKER_STATE_HALF_OPEN, 2, "HTTP 502"),
+        max_concurrency=2,
+        max_queue=8,
+        last_tokens_per_second=131.2,
+    ),
+]
+
+CACHE = chat_pb.GetCacheStatsResponse(
+    hits=120, misses=40, hit_rate=0.75, keys=36, memory_bytes=48_213, ttl_seconds=3600
+)
+
+
+def conversation(number: int, title: str, messages: int) -> chat_pb.Conversation:
+    """A conversation last active ``number`` minutes ago."""
+    return chat_pb.Conversation(
+        conversation_id=f"conv-{number}",
+        title=title,
+        model=EMBEDDED,
+        created_at=ago(86_400 + number * 60),
+        updated_at=ago(number * 60),
+        message_count=messages,
+    )
+
+
+CONVERSATIONS = [
+    conversation(1, "What is a circuit breaker?", 4),
+    conversation(2, "Write a haiku about [bold]Envoy[/] and gRPC streams", 2),
+    conversation(3, "Explain the difference between p50 and p99 latency in one paragraph", 6),
+]
+"""Most recent first."""
+
+CONVERSATION_1 = [
+    chat_pb.ChatMessage(
+        message_id="m-1", role=inf_pb.MESSAGE_ROLE_USER, content="What is a circuit breaker?"
+    ),
+    chat_pb.ChatMessage(
+        message_id="m-2",
+        role=inf_pb.MESSAGE_ROLE_ASSISTANT,
+        content="It stops calls to a failing backend for a while, so they fail fast.",
+        model=EMBEDDED,
+    ),
+]
+
+
+def started(conversation_id: str = "conv-9", *, cached: bool = False) -> chat_pb.ChatStreamResponse:
+    """The first event of a streamed reply."""
+    return chat_pb.ChatStreamResponse(
+        started=chat_pb.ChatStarted(conversation_id=conversation_id, model=EMBEDDED, cached=cached)
+    )
+
+
+def delta(text: str) -> chat_pb.ChatStreamResponse:
+    """A piece of a streamed reply."""
+    return chat_pb.ChatStreamResponse(delta=inf_pb.TextDelta(text=text))
+
+
+def done(tokens: int = 5) -> chat_pb.ChatStreamResponse:
+    """The last event of a streamed reply."""
+    return chat_pb.ChatStreamResponse(
+        done=chat_pb.ChatDone(
+            message_id="m-9",
+            finish_reason=inf_pb.FINISH_REASON_STOP,
+            usage=inf_pb.Usage(prompt_tokens=21, completion_tokens=tokens),
+            latency_ms=182.4,
+            time_to_first_token_ms=31.6,
+        )
+    )
+
+
 class Stream:
     """A queue behind one open stream: push messages, or an exception to raise."""
 
@@ -266,7 +409,12 @@ class FakeMesh:
             "services": [services_view()],
             "audit": [],
             "logs": [LOG_LINES],
+            "chat": [started()],
         }
+        self.backends = list(BACKENDS)
+        self.conversations = list(CONVERSATIONS)
+        self.cache = chat_pb.GetCacheStatsResponse()
+        self.cache.CopyFrom(CACHE)
         self.listeners: list[Callable[[ConnectionState], None]] = []
 
     # --- test controls ---------------------------------------------------------------------
@@ -387,3 +535,81 @@ class FakeMesh:
         self, *, actor: str = "", action: str = "", after_event_id: int = 0
     ) -> AsyncIterator[list[auth_pb.AuditEvent]]:
         return self._stream("audit", actor, action, after_event_id)
+
+    # --- inference and chat ----------------------------------------------------------------
+
+    async def list_models(self) -> inf_pb.ListModelsResponse:
+        self.calls.append(("list_models", ()))
+        return MODELS
+
+    async def list_backends(self) -> list[inf_pb.Backend]:
+        self.calls.append(("list_backends", ()))
+        return list(self.backends)
+
+    async def load_model(self, model: str) -> inf_pb.LoadModelResponse:
+        self.calls.append(("load_model", (model,)))
+        found = next((m for m in MODELS.models if m.name == model), None)
+        if found is None:
+            raise CallFailed(grpc.StatusCode.NOT_FOUND, f"no model {model}")
+        return inf_pb.LoadModelResponse(model=found, load_ms=840.0)
+
+    async def unload_model(self, model: str) -> inf_pb.Model:
+        self.calls.append(("unload_model", (model,)))
+        return inf_pb.Model(name=model, loaded=False)
+
+    async def reset_breaker(self, backend: str) -> inf_pb.Backend:
+        self.calls.append(("reset_breaker", (backend,)))
+        for index, found in enumerate(self.backends):
+            if found.name == backend:
+                reset = inf_pb.Backend()
+                reset.CopyFrom(found)
+                reset.breaker.CopyFrom(breaker(inf_pb.BREAKER_STATE_CLOSED))
+                self.backends[index] = reset
+                return reset
+        raise CallFailed(grpc.StatusCode.NOT_FOUND, f"no backend {backend}")
+
+    def chat_stream(
+        self,
+        message: str,
+        *,
+        model: str = "",
+        conversation_id: str = "",
+        options: inf_pb.SamplingOptions | None = None,
+        system_prompt: str = "",
+        no_cache: bool = False,
+    ) -> AsyncIterator[chat_pb.ChatStreamResponse]:
+        return self._stream("chat", message, model, conversation_id, options, no_cache)
+
+    async def list_conversations(self, *, limit: int = 1_000) -> list[chat_pb.Conversation]:
+        self.calls.append(("list_conversations", (limit,)))
+        return self.conversations[:limit]
+
+    async def get_conversation(self, conversation_id: str) -> chat_pb.GetConversationResponse:
+        self.calls.append(("get_conversation", (conversation_id,)))
+        found = next((c for c in self.conversations if c.conversation_id == conversation_id), None)
+        if found is None:
+            raise CallFailed(grpc.StatusCode.NOT_FOUND, f"no conversation {conversation_id}")
+        return chat_pb.GetConversationResponse(
+            conversation=found,
+            messages=CONVERSATION_1 if conversation_id == "conv-1" else [],
+        )
+
+    async def delete_conversation(self, conversation_id: str) -> int:
+        self.calls.append(("delete_conversation", (conversation_id,)))
+        found = next((c for c in self.conversations if c.conversation_id == conversation_id), None)
+        if found is None:
+            raise CallFailed(grpc.StatusCode.NOT_FOUND, f"no conversation {conversation_id}")
+        self.conversations.remove(found)
+        return found.message_count
+
+    async def cache_stats(self) -> chat_pb.GetCacheStatsResponse:
+        self.calls.append(("cache_stats", ()))
+        if self.user is not None and self.user.role == access_pb2.ROLE_USER:
+            raise CallFailed(grpc.StatusCode.PERMISSION_DENIED, "needs the operator role")
+        return self.cache
+
+    async def clear_cache(self) -> int:
+        self.calls.append(("clear_cache", ()))
+        deleted = int(self.cache.keys)
+        self.cache = chat_pb.GetCacheStatsResponse(ttl_seconds=self.cache.ttl_seconds)
+        return deleted

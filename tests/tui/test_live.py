@@ -3,7 +3,8 @@
 What issue 8 asks to see: the overview lists the running services healthy; a SIGKILLed
 instance turns unhealthy within 5 s and its row is healthy again once the supervisor restarts it;
 an admin deactivates a user from the Identity screen and the audit log shows it; a ``user``
-sees no admin actions.
+sees no admin actions. Issue 9: a chat message typed in the dashboard streams a reply from the
+real (embedded) model, and the Models screen shows the embedded backend.
 """
 
 from __future__ import annotations
@@ -13,17 +14,22 @@ import secrets
 import signal
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from rich.text import Text
+from textual.widgets import Input, Select
 
+from sutazai.chat.v1 import chat_service_pb2 as chat_pb
 from sutazai.client import MemoryTokenStore, MeshClient
 from sutazai.ops.supervisor.environment import settings_environment
 from sutazai.runtime.deployment import load_catalog
 from sutazai.runtime.settings import MeshSettings
 from sutazai.tui.app import SutazaiApp
+from sutazai.tui.screens.chat import ChatScreen
 from sutazai.tui.screens.confirm import ConfirmScreen
 from sutazai.tui.screens.identity import IdentityScreen
+from sutazai.tui.screens.models import ModelsScreen
 from sutazai.tui.screens.overview import OverviewScreen
 from sutazai.tui.settings import DashboardSettings
 from sutazai.tui.source import opened
@@ -174,7 +180,7 @@ async def test_a_user_sees_no_admin_actions(mesh_services: MeshSettings) -> None
         app = SutazaiApp(client, DashboardSettings())
         async with app.run_test(size=(80, 24)) as pilot:
             await wait_for(lambda: isinstance(app.screen, OverviewScreen), STARTUP)
-            assert app.installed == ["overview", "services"]
+            assert app.installed == ["overview", "services", "chat", "models"]
             await pilot.press("3", "4")
             await pilot.pause()
             assert isinstance(app.screen, OverviewScreen)
@@ -185,3 +191,86 @@ async def test_a_user_sees_no_admin_actions(mesh_services: MeshSettings) -> None
             assert not enabled & {"show('identity')", "show('logs')"}
     finally:
         await client.aclose()
+
+
+class RecordingClient(MeshClient):
+    """The real client, noting when each reply delta arrived (to show the reply streamed)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.deltas: list[tuple[float, str]] = []
+
+    def chat_stream(
+        self, message: str, **options: Any
+    ) -> AsyncIterator[chat_pb.ChatStreamResponse]:
+        events = super().chat_stream(message, **options)
+
+        async def recorded() -> AsyncIterator[chat_pb.ChatStreamResponse]:
+            async with opened(events) as inner:
+                async for event in inner:
+                    if event.WhichOneof("event") == "delta":
+                        self.deltas.append((time.monotonic(), event.delta.text))
+                    yield event
+
+        return recorded()
+
+
+async def test_a_chat_message_typed_in_the_dashboard_streams_a_reply(
+    mesh_services: MeshSettings,
+) -> None:
+    username, password = await account(mesh_services, "user")
+    client = RecordingClient(mesh_services, tokens=MemoryTokenStore())
+    await client.sign_in(username, password)
+    try:
+        app = SutazaiApp(client, DashboardSettings())
+        async with app.run_test(size=(160, 48)) as pilot:
+            await wait_for(lambda: isinstance(app.screen, OverviewScreen), STARTUP)
+            await pilot.press("5")
+            await wait_for(lambda: isinstance(app.screen, ChatScreen), STARTUP)
+            screen = app.screen
+            assert isinstance(screen, ChatScreen)
+            await wait_for(
+                lambda: screen.query_one("#model", Select).value != Select.BLANK,
+                STARTUP,
+                message="the models listed",
+            )
+            # Enough tokens to arrive in several deltas; unseeded, so no cached reply either.
+            screen.query_one("#max-tokens", Input).value = "24"
+            box = screen.query_one("#message", Input)
+            box.focus()
+            await pilot.press(*f"Say hello to {secrets.token_hex(3)}.", "enter")
+            await wait_for(
+                lambda: not screen.streaming and bool(client.deltas),
+                120.0,
+                message="the reply streamed in",
+            )
+            reply = "".join(text for _, text in client.deltas)
+            assert reply.strip()
+            assert screen.transcript().endswith(reply)
+            assert len(client.deltas) >= 2, "the reply came in one piece, not streamed"
+            assert screen.conversation_id
+            assert "tokens" in str(screen.query_one("#chat-status").render())
+            # The conversation is stored and listed for its user.
+            conversations = screen.query_one("#conversations", KeyedTable)
+            await wait_for(
+                lambda: screen.conversation_id in conversations.keys,
+                STARTUP,
+                message="the new conversation listed",
+            )
+    finally:
+        await client.aclose()
+
+
+async def test_the_models_screen_shows_the_embedded_backend(
+    mesh_services: MeshSettings, admin_client: MeshClient
+) -> None:
+    app = SutazaiApp(admin_client, DashboardSettings())
+    async with app.run_test(size=(160, 48)) as pilot:
+        await wait_for(lambda: isinstance(app.screen, OverviewScreen), STARTUP)
+        await pilot.press("6")
+        await wait_for(lambda: isinstance(app.screen, ModelsScreen), STARTUP)
+        backends = app.screen.query_one("#backends", KeyedTable)
+        await wait_for(lambda: "embedded" in backends.keys, STARTUP, message="embedded listed")
+        assert plain(backends, "embedded", "breaker") == "closed"
+        models = app.screen.query_one("#models", KeyedTable)
+        await wait_for(lambda: bool(models.keys), STARTUP, message="models listed")

@@ -10,18 +10,20 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import Input, RichLog
+from textual.widgets import Input, RichLog, Select
 
+from sutazai.tui.screens.chat import ChatScreen
 from sutazai.tui.screens.confirm import ConfirmScreen
 from sutazai.tui.screens.identity import IdentityScreen
 from sutazai.tui.screens.logs import LogsScreen
+from sutazai.tui.screens.models import ModelsScreen
 from sutazai.tui.screens.overview import OverviewScreen
 from sutazai.tui.screens.services import ServicesScreen
 from sutazai.tui.screens.sign_in import SignInScreen
 from sutazai.tui.widgets.tables import KeyedTable
 from tests.harness.waiting import wait_for
 from tests.tui.conftest import make_app
-from tests.tui.fake import USER, FakeMesh
+from tests.tui.fake import EMBEDDED, USER, FakeMesh, delta, done
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48")]
 WAIT = 10.0
@@ -103,6 +105,50 @@ async def _logs(pilot: Pilot[None]) -> None:
     )
 
 
+async def _chat(pilot: Pilot[None]) -> None:
+    """A reply that streamed in (the fake pushes it), under the conversation list."""
+    await _overview(pilot)
+    await pilot.press("5")
+    await _settle(
+        pilot,
+        lambda: (
+            isinstance(pilot.app.screen, ChatScreen)
+            and _table_rows(pilot, "#conversations") == 3
+            and pilot.app.screen.query_one("#model", Select).value == EMBEDDED
+        ),
+        "chat drawn",
+    )
+    screen = pilot.app.screen
+    assert isinstance(screen, ChatScreen)
+    await pilot.press(*"What is a circuit breaker?", "enter")
+    fake = pilot.app.api
+    assert isinstance(fake, FakeMesh)
+    await wait_for(lambda: len(fake.open("chat")) == 1, WAIT, message="stream opened")
+    for piece in ("It stops calls ", "to a failing backend ", "for a while."):
+        fake.push("chat", delta(piece))
+    fake.push("chat", done(12))
+    await _settle(
+        pilot,
+        lambda: not screen.streaming and "tokens" in str(screen.query_one("#chat-status").render()),
+        "reply streamed",
+    )
+
+
+async def _models(pilot: Pilot[None]) -> None:
+    await _overview(pilot)
+    await pilot.press("6")
+    await _settle(
+        pilot,
+        lambda: (
+            isinstance(pilot.app.screen, ModelsScreen)
+            and pilot.app.screen.polls >= 1
+            and _table_rows(pilot, "#backends") == 3
+            and _table_rows(pilot, "#models") == 3
+        ),
+        "models drawn",
+    )
+
+
 async def _user_presses_identity(pilot: Pilot[None]) -> None:
     await _overview(pilot)
     await pilot.press("3", "4")
@@ -126,6 +172,8 @@ SCREENS: dict[str, tuple[FakeMesh | None, Callable[[Pilot[None]], Awaitable[None
     "identity": (None, _identity),
     "confirm": (None, _confirm),
     "logs": (None, _logs),
+    "chat": (None, _chat),
+    "models": (None, _models),
 }
 
 
@@ -139,6 +187,12 @@ def test_admin_screens(snap_compare: SnapCompare, screen: str, size: tuple[int, 
 @pytest.mark.parametrize("size", SIZES)
 def test_sign_in(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
     assert snap_compare(make_app(FakeMesh(saved=None)), terminal_size=size, run_before=_sign_in)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_models_as_a_user_has_no_actions(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
+    """A user's Models screen: the figures, no action keys, no cache figures."""
+    assert snap_compare(make_app(FakeMesh(saved=USER)), terminal_size=size, run_before=_models)
 
 
 @pytest.mark.parametrize("size", SIZES)

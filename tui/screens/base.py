@@ -28,6 +28,9 @@ class MeshScreen(Screen[None]):
     SCREEN_NAME = ""
     """The screen's mode name (as in :data:`sutazai.tui.access.SCREENS`)."""
 
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]  # noqa: RUF012 - Textual's
+    """Below 100 columns the header drops its title, so every tab and the user fit in 80."""
+
     def __init__(
         self,
         api: MeshApi,
@@ -36,9 +39,15 @@ class MeshScreen(Screen[None]):
         *,
         tabs: list[ScreenEntry],
         who: str,
+        role: int = 0,
     ) -> None:
-        """A screen reading from ``api``; ``tabs`` and ``who`` fill its header."""
+        """A screen reading from ``api``; ``tabs`` and ``who`` fill its header.
+
+        ``role`` is the signed-in user's (``access_pb2.Role``), for screens whose actions
+        depend on it (the server checks every call again).
+        """
         super().__init__()
+        self.role = role
         self.api = api
         self.settings = settings
         self.clock = clock

@@ -1,0 +1,555 @@
+"""Inference and chat through the mesh against llama.cpp without it, on one model, in one run.
+
+Four ways to stream the same generation, side by side:
+
+- ``raw_llama_cpp_python``: ``Llama.create_chat_completion(stream=True)`` in this process;
+- ``llama_cpp_server``: a ``python -m llama_cpp.server`` process the benchmark starts on a free
+  port (``/v1/chat/completions``, SSE);
+- ``mesh_grpc``: ``InferenceService/GenerateStream`` through Envoy (gRPC, bearer token);
+- ``mesh_openai``: ``POST /openai/v1/chat/completions`` with ``stream: true`` through Envoy (SSE).
+
+All four run the same GGUF file with the mesh's embedded settings (threads, context, batch),
+greedy decoding (temperature 0) on the same messages, so they generate the same tokens, and all
+evaluate the whole prompt: the raw side resets its context; the mesh resets for greedy requests
+(docs/inference.md); ``llama_cpp.server`` keeps its context between requests and reuses any
+common prefix, so every round opens with a system message of its own (a round number), which
+leaves only the chat template's first tokens in common with the previous request. Rounds run
+the four sides one after the other, starting with a different side each round, so that drift on
+a shared machine hits every side alike. Each side is timed by the client the same way: time to
+first token from sending the request to the first text; tokens per second from the first text to
+the last, over the pieces of text received (one per token on every side).
+
+Then the chat service (``sutazai.chat.v1.ChatService``) through Envoy: the latency of a cached
+reply (``POST /v1/chat`` repeated with the same request after one call that fills the cache) and
+the throughput of streamed replies (``ChatStream``, uncached, each a prompt of its own) at
+several concurrencies: replies completed per second and generated tokens per second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+
+from sutazai.auth.v1 import auth_service_pb2 as auth_pb
+from sutazai.auth.v1 import auth_service_pb2_grpc as auth_grpc
+from sutazai.chat.v1 import chat_service_pb2 as chat_pb
+from sutazai.chat.v1 import chat_service_pb2_grpc as chat_grpc
+from sutazai.inference.v1 import inference_service_pb2 as pb
+from sutazai.inference.v1 import inference_service_pb2_grpc as pb_grpc
+from sutazai.ops.bench.errors import BenchError
+from sutazai.runtime.settings import EmbeddedBackendSettings
+from sutazai.services.inference.embedded import shipped_model_path
+
+PROMPT = "Explain in a few sentences why the sky is blue."
+CHAT_PROMPT = "Name one colour of the rainbow and say why you like it."
+SERVER_MODEL = "bench-llama-server"
+"""The name the benchmark's ``llama_cpp.server`` serves the GGUF under."""
+SERVER_START_SECONDS = 120.0
+CALL_TIMEOUT = 300.0
+SIDES = ("raw_llama_cpp_python", "llama_cpp_server", "mesh_grpc", "mesh_openai")
+
+Messages = list[dict[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One generation as the client saw it."""
+
+    time_to_first_token_ms: float
+    tokens_per_second: float
+    pieces: int
+    server_time_to_first_token_ms: float = 0.0
+    server_tokens_per_second: float = 0.0
+
+
+def _rate(stamps: Sequence[float]) -> float:
+    if len(stamps) < 2 or stamps[-1] <= stamps[0]:
+        return 0.0
+    return (len(stamps) - 1) / (stamps[-1] - stamps[0])
+
+
+def _sample(started: float, stamps: Sequence[float], side: str) -> Sample:
+    if not stamps:
+        raise BenchError(f"{side}: the stream ended without text")
+    return Sample(
+        time_to_first_token_ms=(stamps[0] - started) * 1e3,
+        tokens_per_second=_rate(stamps),
+        pieces=len(stamps),
+    )
+
+
+def round_messages(round_number: int) -> Messages:
+    """The messages of one round: the same for every side, different from the last round's."""
+    return [
+        {"role": "system", "content": f"Round {round_number}. You are a helpful assistant."},
+        {"role": "user", "content": PROMPT},
+    ]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _percentile(values: Sequence[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
+
+
+# Signing in ---------------------------------------------------------------------------------------
+
+
+async def sign_in(edge: str) -> str:
+    """Register a throw-away user through ``edge`` and return its access token."""
+    username = f"bench-{secrets.token_hex(4)}"
+    password = f"Bench-{secrets.token_urlsafe(12)}"
+    async with grpc.aio.insecure_channel(edge) as channel:
+        stub = auth_grpc.AuthServiceStub(channel)
+        await stub.Register(
+            auth_pb.RegisterRequest(
+                username=username, email=f"{username}@bench.invalid", password=password
+            ),
+            timeout=10,
+        )
+        reply = await stub.Login(auth_pb.LoginRequest(username=username, password=password))
+    return str(reply.access_token)
+
+
+# The four sides -----------------------------------------------------------------------------------
+
+_ROLES = {"system": pb.MESSAGE_ROLE_SYSTEM, "user": pb.MESSAGE_ROLE_USER}
+
+
+async def mesh_sample(
+    stub: pb_grpc.InferenceServiceStub,
+    token: str,
+    model: str,
+    messages: Messages,
+    max_tokens: int,
+) -> Sample:
+    """One streamed generation through the edge over gRPC."""
+    request = pb.GenerateStreamRequest(
+        model=model,
+        messages=[pb.Message(role=_ROLES[m["role"]], content=m["content"]) for m in messages],
+        options=pb.SamplingOptions(max_tokens=max_tokens, temperature=0.0),
+    )
+    stamps: list[float] = []
+    done: pb.GenerateDone | None = None
+    started = time.perf_counter()
+    async for message in stub.GenerateStream(
+        request, metadata=(("authorization", f"Bearer {token}"),), timeout=CALL_TIMEOUT
+    ):
+        kind = message.WhichOneof("event")
+        if kind == "delta" and message.delta.text:
+            stamps.append(time.perf_counter())
+        elif kind == "done":
+            done = message.done
+        elif kind == "error":
+            raise BenchError(f"mesh_grpc: generation failed: {message.error.message}")
+    if done is None:
+        raise BenchError("mesh_grpc: the stream ended without done")
+    sample = _sample(started, stamps, "mesh_grpc")
+    return Sample(
+        time_to_first_token_ms=sample.time_to_first_token_ms,
+        tokens_per_second=sample.tokens_per_second,
+        pieces=sample.pieces,
+        server_time_to_first_token_ms=done.timing.time_to_first_token_ms,
+        server_tokens_per_second=done.timing.tokens_per_second,
+    )
+
+
+async def sse_sample(
+    client: httpx.AsyncClient, url: str, body: dict[str, Any], side: str
+) -> Sample:
+    """One streamed OpenAI-style chat completion (``llama_cpp.server`` or ``/openai/v1``)."""
+    stamps: list[float] = []
+    finished = False
+    started = time.perf_counter()
+    async with client.stream("POST", url, json=body) as response:
+        if response.status_code != 200:
+            raise BenchError(f"{side}: HTTP {response.status_code}: {(await response.aread())!r}")
+        async for line in response.aiter_lines():
+            if not line.startswith("data:"):
+                continue  # blank separators and keep-alive comments
+            data = line.removeprefix("data:").strip()
+            if data == "[DONE]":
+                finished = True
+                break
+            chunk = json.loads(data)
+            if "error" in chunk:
+                raise BenchError(f"{side}: generation failed: {chunk['error']}")
+            choices = chunk.get("choices") or [{}]
+            if choices[0].get("delta", {}).get("content"):
+                stamps.append(time.perf_counter())
+    if not finished:
+        raise BenchError(f"{side}: the stream ended without [DONE]")
+    return _sample(started, stamps, side)
+
+
+def raw_sample(llama: Any, messages: Messages, max_tokens: int) -> Sample:
+    """One streamed generation with llama-cpp-python in this process.
+
+    The context is reset first: the mesh evaluates the whole prompt of a greedy request (so it
+    is reproducible, see docs/inference.md), and so must the raw side for the same work.
+    """
+    stamps: list[float] = []
+    llama.reset()
+    started = time.perf_counter()
+    for chunk in llama.create_chat_completion(
+        messages=messages, max_tokens=max_tokens, temperature=0.0, stream=True
+    ):
+        if chunk["choices"][0].get("delta", {}).get("content"):
+            stamps.append(time.perf_counter())
+    return _sample(started, stamps, "raw_llama_cpp_python")
+
+
+@contextlib.contextmanager
+def llama_server(path: Path, settings: EmbeddedBackendSettings) -> Iterator[str]:
+    """A ``llama_cpp.server`` process on a free port with the mesh's settings; its base URL.
+
+    Stopped (SIGTERM, then SIGKILL) when the block ends, whatever happens.
+    """
+    port = _free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(path),
+        "--model_alias",
+        SERVER_MODEL,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        str(settings.n_ctx),
+        "--n_threads",
+        str(settings.n_threads),
+        "--n_threads_batch",
+        str(settings.n_threads),
+        "--n_batch",
+        str(settings.n_batch),
+    ]
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield f"http://127.0.0.1:{port}/v1"
+        except BaseException:
+            if process.poll() is not None:
+                log.seek(0)
+                sys.stderr.write(log.read()[-4000:].decode(errors="replace"))
+            raise
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+async def wait_for_server(client: httpx.AsyncClient, base_url: str) -> None:
+    """Wait until the server lists its model (it loads the model before it listens)."""
+    deadline = time.monotonic() + SERVER_START_SECONDS
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.TransportError):
+            if (await client.get(f"{base_url}/models", timeout=5)).status_code == 200:
+                return
+        await asyncio.sleep(0.2)  # polling a process we cannot be notified by
+    raise BenchError(f"llama_cpp.server did not answer at {base_url} within its start time")
+
+
+def _summary(samples: Sequence[Sample]) -> dict[str, object]:
+    def p50(values: Sequence[float]) -> float:
+        return round(statistics.median(values), 2)
+
+    return {
+        "time_to_first_token_ms_p50": p50([s.time_to_first_token_ms for s in samples]),
+        "tokens_per_second_p50": p50([s.tokens_per_second for s in samples]),
+        "pieces_p50": p50([s.pieces for s in samples]),
+        "runs": [
+            {
+                k: round(v, 2) if isinstance(v, float) else v
+                for k, v in asdict(s).items()
+                if not k.startswith("server_") or v
+            }
+            for s in samples
+        ],
+    }
+
+
+async def side_by_side(
+    edge: str,
+    token: str,
+    settings: EmbeddedBackendSettings,
+    *,
+    model: str,
+    path: Path,
+    runs: int,
+    max_tokens: int,
+) -> dict[str, list[Sample]]:
+    """``runs`` rounds (after a warm-up round) of the four sides; their samples by side."""
+    # Imported here: it loads the native library, which only this benchmark needs.
+    from llama_cpp import Llama
+
+    llama = Llama(
+        model_path=str(path),
+        n_ctx=settings.n_ctx,
+        n_threads=settings.n_threads,
+        n_threads_batch=settings.n_threads,
+        n_batch=settings.n_batch,
+        verbose=False,
+    )
+    samples: dict[str, list[Sample]] = {side: [] for side in SIDES}
+    try:
+        with llama_server(path, settings) as server_url:
+            async with (
+                grpc.aio.insecure_channel(edge) as channel,
+                httpx.AsyncClient(timeout=CALL_TIMEOUT) as server_client,
+                httpx.AsyncClient(
+                    base_url=f"http://{edge}/openai/v1",
+                    headers={"authorization": f"Bearer {token}"},
+                    timeout=CALL_TIMEOUT,
+                ) as mesh_client,
+            ):
+                await wait_for_server(server_client, server_url)
+                stub = pb_grpc.InferenceServiceStub(channel)
+
+                def body(name: str, messages: Messages) -> dict[str, Any]:
+                    return {
+                        "model": name,
+                        "messages": messages,
+                        "max_tokens": max_tokens,
+                        "temperature": 0.0,
+                        "stream": True,
+                    }
+
+                sides: dict[str, Callable[[Messages], Awaitable[Sample]]] = {
+                    "raw_llama_cpp_python": lambda m: asyncio.to_thread(
+                        raw_sample, llama, m, max_tokens
+                    ),
+                    "llama_cpp_server": lambda m: sse_sample(
+                        server_client,
+                        f"{server_url}/chat/completions",
+                        # The server's own default repeat penalty is 1.1; llama-cpp-python's
+                        # (raw, and so the mesh's) is 1.0: same sampling, same tokens.
+                        {**body(SERVER_MODEL, m), "repeat_penalty": 1.0},
+                        "llama_cpp_server",
+                    ),
+                    "mesh_grpc": lambda m: mesh_sample(stub, token, model, m, max_tokens),
+                    "mesh_openai": lambda m: sse_sample(
+                        mesh_client, "/chat/completions", body(model, m), "mesh_openai"
+                    ),
+                }
+                # Round 0 warms up every side (connections, model pages) and is not kept.
+                for round_number in range(runs + 1):
+                    messages = round_messages(round_number)
+                    order = SIDES[round_number % 4 :] + SIDES[: round_number % 4]
+                    for side in order:
+                        sample = await sides[side](messages)
+                        if round_number:
+                            samples[side].append(sample)
+    finally:
+        llama.close()
+    return samples
+
+
+# The chat service -----------------------------------------------------------------------------
+
+
+async def cached_latency(
+    edge: str, token: str, *, model: str, calls: int, max_tokens: int
+) -> dict[str, object]:
+    """``POST /v1/chat`` once to fill the cache, then ``calls`` times the same request, timed."""
+    body = {
+        "message": f"{CHAT_PROMPT} [{secrets.token_hex(4)}]",
+        "model": model,
+        "options": {"max_tokens": max_tokens, "temperature": 0},
+    }
+    latencies: list[float] = []
+    async with httpx.AsyncClient(
+        base_url=f"http://{edge}",
+        headers={"authorization": f"Bearer {token}"},
+        timeout=CALL_TIMEOUT,
+    ) as client:
+        first = await client.post("/v1/chat", json=body)
+        if first.status_code != 200:
+            raise BenchError(f"POST /v1/chat: HTTP {first.status_code}: {first.text}")
+        if first.json().get("cached"):
+            raise BenchError("the first call was already cached")
+        for _ in range(calls):
+            started = time.perf_counter()
+            reply = await client.post("/v1/chat", json=body)
+            latencies.append((time.perf_counter() - started) * 1e3)
+            if reply.status_code != 200 or reply.json().get("cached") is not True:
+                raise BenchError(f"a repeated call was not a cached reply: {reply.text}")
+    return {
+        "calls": calls,
+        "p50_ms": round(statistics.median(latencies), 2),
+        "p99_ms": round(_percentile(latencies, 0.99), 2),
+        "mean_ms": round(statistics.fmean(latencies), 2),
+    }
+
+
+async def chat_throughput(
+    edge: str, token: str, *, model: str, concurrency: int, replies: int, max_tokens: int
+) -> dict[str, object]:
+    """``replies`` uncached streamed chats, ``concurrency`` at a time; completed per second."""
+    metadata = (("authorization", f"Bearer {token}"),)
+    completed = tokens = 0
+    errors: dict[str, int] = {}
+    next_index = 0
+    async with grpc.aio.insecure_channel(edge) as channel:
+        stub = chat_grpc.ChatServiceStub(channel)
+
+        async def one(index: int) -> None:
+            nonlocal completed, tokens
+            request = chat_pb.ChatStreamRequest(
+                message=f"{CHAT_PROMPT} (#{index} {secrets.token_hex(3)})",
+                model=model,
+                options=pb.SamplingOptions(max_tokens=max_tokens, temperature=0.0),
+                no_cache=True,
+            )
+            try:
+                async for message in stub.ChatStream(
+                    request, metadata=metadata, timeout=CALL_TIMEOUT
+                ):
+                    kind = message.WhichOneof("event")
+                    if kind == "done":
+                        completed += 1
+                        tokens += message.done.usage.completion_tokens
+                    elif kind == "error":
+                        code = grpc.StatusCode(message.error.code) if message.error.code else None
+                        name = code.name if code else "UNKNOWN"
+                        errors[name] = errors.get(name, 0) + 1
+                        return
+            except grpc.aio.AioRpcError as exc:
+                errors[exc.code().name] = errors.get(exc.code().name, 0) + 1
+
+        async def worker() -> None:
+            nonlocal next_index
+            while next_index < replies:
+                index = next_index
+                next_index += 1
+                await one(index)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        seconds = time.perf_counter() - started
+    return {
+        "concurrency": concurrency,
+        "replies": replies,
+        "completed": completed,
+        "errors": errors,
+        "seconds": round(seconds, 2),
+        "replies_per_second": round(completed / seconds, 3),
+        "tokens_per_second": round(tokens / seconds, 2),
+        "completion_tokens_mean": round(tokens / completed, 1) if completed else 0,
+    }
+
+
+# The whole run ------------------------------------------------------------------------------------
+
+
+async def compare(
+    edge: str,
+    settings: EmbeddedBackendSettings,
+    *,
+    model: str,
+    model_path: Path | None,
+    runs: int,
+    max_tokens: int,
+    cached_calls: int = 200,
+    concurrencies: Sequence[int] = (1, 8, 32),
+    chat_max_tokens: int = 32,
+    chat_replies: int = 16,
+) -> dict[str, object]:
+    """The four sides side by side, then the chat service's cached latency and throughput."""
+    path = model_path or settings.model_path or shipped_model_path()
+    token = await sign_in(edge)
+    samples = await side_by_side(
+        edge, token, settings, model=model, path=path, runs=runs, max_tokens=max_tokens
+    )
+    summaries = {side: _summary(samples[side]) for side in SIDES}
+    cached = await cached_latency(
+        edge, token, model=model, calls=cached_calls, max_tokens=chat_max_tokens
+    )
+    throughput = [
+        await chat_throughput(
+            edge,
+            token,
+            model=model,
+            concurrency=concurrency,
+            # Enough replies that every caller runs at least twice.
+            replies=max(chat_replies, 2 * concurrency),
+            max_tokens=chat_max_tokens,
+        )
+        for concurrency in concurrencies
+    ]
+
+    def p50(side: str, key: str) -> float:
+        return float(summaries[side][key])  # type: ignore[arg-type]
+
+    raw_tps = p50("raw_llama_cpp_python", "tokens_per_second_p50")
+    raw_ttft = p50("raw_llama_cpp_python", "time_to_first_token_ms_p50")
+    versus_raw = {
+        side: {
+            "tokens_per_second_ratio": (
+                round(p50(side, "tokens_per_second_p50") / raw_tps, 3) if raw_tps else None
+            ),
+            "added_time_to_first_token_ms": round(
+                p50(side, "time_to_first_token_ms_p50") - raw_ttft, 2
+            ),
+        }
+        for side in SIDES[1:]
+    }
+    return {
+        "model": model,
+        "model_file": path.name,
+        "prompt": PROMPT,
+        "max_tokens": max_tokens,
+        "n_threads": settings.n_threads,
+        "n_ctx": settings.n_ctx,
+        "n_batch": settings.n_batch,
+        "rounds": runs,
+        **summaries,
+        "cached_chat_via_envoy": cached,
+        "chat_throughput": throughput,
+        "summary": {
+            "versus_raw": versus_raw,
+            # The path alone (client -> Envoy -> service -> first delta back): the client's time
+            # to first token minus the one the service measured, free of the prompt's
+            # evaluation noise.
+            "mesh_grpc_path_time_to_first_token_ms_p50": round(
+                statistics.median(
+                    s.time_to_first_token_ms - s.server_time_to_first_token_ms
+                    for s in samples["mesh_grpc"]
+                ),
+                2,
+            ),
+            "cached_chat_p50_ms": cached["p50_ms"],
+            "chat_replies_per_second": {
+                str(t["concurrency"]): t["replies_per_second"] for t in throughput
+            },
+            "chat_tokens_per_second": {
+                str(t["concurrency"]): t["tokens_per_second"] for t in throughput
+            },
+        },
+    }

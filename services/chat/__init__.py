@@ -1,0 +1,1 @@
+"""The chat service: users' conversations with the models, stored, trimmed and cached."""

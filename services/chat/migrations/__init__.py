@@ -1,0 +1,1 @@
+"""SQL migrations of the chat service's schema ``chat`` (applied by the runtime's runner)."""

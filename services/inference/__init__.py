@@ -1,0 +1,1 @@
+"""The inference service: language models behind one API (embedded llama.cpp, Ollama, OpenAI)."""

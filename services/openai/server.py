@@ -1,0 +1,150 @@
+"""Wiring of the OpenAI-compatible API: a Starlette app served by uvicorn on the instance's socket.
+
+The instance is a mesh service like the others (``deploy/mesh.toml``, the registry, SIGTERM
+drain), except that its Unix socket speaks HTTP/1.1 instead of gRPC: the gateway gives its
+``http_prefixes`` (``/openai/``) an HTTP cluster whose endpoints are these sockets. Its gRPC
+server, on the loopback port only, serves health and reflection, so the system service probes it
+like every instance. It keeps no state and holds no credentials of its own: each request is
+sent on to the inference service through the edge with the caller's token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import socket as sockets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Final
+
+import structlog
+import uvicorn
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+
+from sutazai.client.channel import edge_channel
+from sutazai.runtime.server import ServiceHost, join_registry, serve_until_stopped
+from sutazai.runtime.settings import MeshSettings, ServiceSettings
+from sutazai.services.openai.handlers import OpenAIHandlers, http_exception
+from sutazai.services.openai.upstream import Inference, edge_interceptors
+
+log = structlog.get_logger(__name__)
+
+SERVICE_NAME: Final = "openai"
+"""The table of ``deploy/mesh.toml``, registry key prefix and principal of this service."""
+
+_BACKLOG: Final = 512
+_MAX_CONNECTIONS: Final = 1024
+"""Connections uvicorn serves at once (503 beyond); Envoy's cluster allows as many."""
+
+
+async def serve(mesh: MeshSettings, service: ServiceSettings) -> None:
+    """Run one instance until SIGTERM/SIGINT or cancellation."""
+    await serve_until_stopped(build, mesh, service)
+
+
+async def build(
+    mesh: MeshSettings, service: ServiceSettings, stack: contextlib.AsyncExitStack
+) -> ServiceHost:
+    """The instance's edge channel and registry connection (closed by ``stack``), and its host."""
+    _, registry = await join_registry(mesh, SERVICE_NAME, stack)
+    channel = edge_channel(mesh, interceptors=edge_interceptors())
+    stack.push_async_callback(channel.close)
+    settings = mesh.openai_api
+    handlers = OpenAIHandlers(
+        Inference(
+            channel,
+            unary_timeout=settings.unary_timeout_seconds,
+            generation_timeout=settings.generation_timeout_seconds,
+        ),
+        max_body_bytes=settings.max_request_bytes,
+        keepalive_seconds=settings.keepalive_seconds,
+    )
+    return ServiceHost(
+        name=SERVICE_NAME,
+        mesh=mesh,
+        settings=service,
+        servicers=[],
+        registry=registry,
+        socket_server=HttpSocketServer(
+            Starlette(
+                routes=handlers.routes(),
+                exception_handlers={HTTPException: http_exception},
+            ),
+            on_stop=handlers.stop_serving,
+        ),
+    )
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its signal handlers.
+
+    The :class:`ServiceHost` owns SIGTERM and SIGINT (deregister first, then drain) and stops
+    this server through :meth:`HttpSocketServer.stop`.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class HttpSocketServer:
+    """An ASGI app served by uvicorn (HTTP/1.1, h11) on a Unix socket the host hands over."""
+
+    def __init__(self, app: Starlette, *, on_stop: Callable[[], None] | None = None) -> None:
+        """Serve ``app``; ``on_stop`` runs when stopping begins."""
+        self._app = app
+        self._on_stop = on_stop
+        self._socket: sockets.socket | None = None
+        self._server: _Server | None = None
+        self._done = asyncio.Event()
+
+    async def bind(self, socket: Path) -> None:
+        """Bind and listen on ``socket``: Envoy's connections queue until :meth:`run` serves."""
+        sock = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
+        try:
+            sock.bind(str(socket))
+            sock.listen(_BACKLOG)
+        except OSError:
+            sock.close()
+            raise
+        self._socket = sock
+
+    async def run(self) -> None:
+        """Serve until :meth:`stop`."""
+        if self._socket is None:
+            raise RuntimeError("bind() first")
+        config = uvicorn.Config(
+            self._app,
+            http="h11",
+            lifespan="off",
+            # The mesh's structlog set-up owns logging; Envoy's access log records requests.
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            # Envoy is the only peer (the socket is 0600 in a 0700 directory); it strips
+            # x-forwarded-for, so there is no proxy header to believe.
+            proxy_headers=False,
+            limit_concurrency=_MAX_CONNECTIONS,
+            backlog=_BACKLOG,
+            timeout_keep_alive=60,
+        )
+        self._server = _Server(config)
+        try:
+            await self._server.serve(sockets=[self._socket])
+        finally:
+            self._done.set()
+
+    async def stop(self, grace_seconds: float) -> None:
+        """Stop accepting, let requests in flight finish for ``grace_seconds``, then end."""
+        if self._on_stop is not None:
+            self._on_stop()
+        if self._server is None:
+            if self._socket is not None:
+                self._socket.close()
+            return
+        self._server.config.timeout_graceful_shutdown = math.ceil(grace_seconds)
+        self._server.should_exit = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._done.wait(), grace_seconds + 2.0)
