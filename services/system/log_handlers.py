@@ -9,7 +9,7 @@ reach these methods (the access option in the proto, enforced by the guard befor
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager
 from typing import Final
 
@@ -45,10 +45,8 @@ class LogHandlers:
     """``ListLogs`` and ``TailLogs``; the servicer mixing this in provides reader and slots."""
 
     _logs: LogReader
-
-    def _stream_slot(self, context: grpc.aio.ServicerContext) -> AbstractContextManager[None]:
-        """One of the servicer's stream slots for the block, or RESOURCE_EXHAUSTED."""
-        raise NotImplementedError
+    _stream_slot: Callable[[grpc.aio.ServicerContext], AbstractContextManager[None]]
+    """One of the servicer's stream slots for the block, or RESOURCE_EXHAUSTED."""
 
     async def ListLogs(  # noqa: N802 - generated servicer method name
         self, request: pb.ListLogsRequest, context: grpc.aio.ServicerContext

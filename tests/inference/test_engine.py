@@ -28,6 +28,7 @@ from sutazai.services.inference.errors import (
     ModelNotFoundError,
     OptionRejectedError,
 )
+from tests.harness.waiting import wait_for
 
 ASK = [ChatMessage(Role.USER, "hi")]
 LIMITS = BackendLimits(max_concurrency=1, max_queue=1, failure_threshold=2, cooldown_seconds=60)
@@ -190,7 +191,12 @@ async def test_beyond_slots_and_queue_is_busy_and_closing_frees_the_slot() -> No
     first = inference.generate("local", ASK, Sampling())
     assert await anext(first) == Delta("Hel")  # holds the one slot, mid-generation
     queued = asyncio.create_task(run(inference, "local"))
-    await asyncio.sleep(0)
+
+    def waiting() -> bool:
+        backend = inference.backend("embedded")
+        return backend is not None and backend.queued == 1
+
+    await wait_for(waiting, 5.0)
     status = inference.backend("embedded")
     assert status is not None
     assert (status.in_flight, status.queued) == (1, 1)

@@ -6,6 +6,9 @@ import pytest
 
 from sutazai.services.inference.errors import BusyError
 from sutazai.services.inference.slots import Slots
+from tests.harness.waiting import wait_for
+
+WAIT = 5.0
 
 
 async def test_beyond_slots_and_queue_is_busy() -> None:
@@ -19,9 +22,9 @@ async def test_beyond_slots_and_queue_is_busy() -> None:
             await release.wait()
 
     first = asyncio.create_task(call(1))
-    await asyncio.sleep(0)
+    await wait_for(lambda: slots.in_flight == 1, WAIT)
     second = asyncio.create_task(call(2))
-    await asyncio.sleep(0)
+    await wait_for(lambda: slots.queued == 1, WAIT)
     assert (slots.in_flight, slots.queued) == (1, 1)
     with pytest.raises(BusyError):
         async with slots.hold():
@@ -41,9 +44,9 @@ async def test_a_cancelled_waiter_leaves_the_queue() -> None:
             await hold.wait()
 
     running = asyncio.create_task(holder())
-    await asyncio.sleep(0)
+    await wait_for(lambda: slots.in_flight == 1, WAIT)
     waiting = asyncio.create_task(holder())
-    await asyncio.sleep(0)
+    await wait_for(lambda: slots.queued == 1, WAIT)
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
@@ -68,9 +71,9 @@ async def test_a_cancelled_holder_frees_its_slot_for_the_next() -> None:
             return queued
 
     running = asyncio.create_task(first())
-    await asyncio.sleep(0)
+    await wait_for(lambda: slots.in_flight == 1, WAIT)
     waiter = asyncio.create_task(second())
-    await asyncio.sleep(0)
+    await wait_for(lambda: slots.queued == 1, WAIT)
     running.cancel()
     await asyncio.wait_for(got_it.wait(), 1)
     assert await waiter >= 0

@@ -22,8 +22,8 @@ async def test_a_slow_reader_gets_only_the_newest_value() -> None:
 async def test_a_reader_waits_for_the_next_value() -> None:
     mailbox: Mailbox[str] = Mailbox()
     reader = asyncio.create_task(mailbox.get())
-    await asyncio.sleep(0)
-    assert not reader.done()
+    done, _ = await asyncio.wait({reader}, timeout=0.05)
+    assert not done, "nothing was put: the reader must still be waiting"
 
     mailbox.put("round 2")
 
@@ -58,7 +58,8 @@ async def test_close_ends_current_and_later_subscriptions() -> None:
     broadcast: Broadcast[int] = Broadcast()
     with broadcast.subscribe() as current:
         reader = asyncio.create_task(current.get())
-        await asyncio.sleep(0)
+        done, _ = await asyncio.wait({reader}, timeout=0.05)
+        assert not done, "nothing was published: the reader must still be waiting"
         broadcast.close()
         assert await asyncio.wait_for(reader, 1) is None
     with broadcast.subscribe() as later:
