@@ -7,6 +7,7 @@ stream (and the overview's sparklines) running, signing out cancels them all.
 
 from __future__ import annotations
 
+import gc
 from functools import partial
 from typing import ClassVar
 
@@ -204,3 +205,22 @@ class SutazaiApp(App[None]):
     async def on_unmount(self) -> None:
         """Stop listening to the client's connection changes."""
         self._unsubscribe()
+
+
+COLLECTOR_THRESHOLDS = (20_000, 50, 50)
+"""Generation thresholds of the garbage collector while the dashboard runs (CPython's default
+is ``(2000, 10, 10)``)."""
+
+
+def steady_collector() -> None:
+    """Keep the garbage collector's pauses out of key presses; call once, before the app runs.
+
+    Textual allocates many short-lived objects per repaint, so with CPython's defaults a full
+    collection lands every few screen switches and walks every object of the process (the
+    imported modules included): the benchmark measured it as the whole tail of screen-switch
+    latency (p99 243 ms idle, 73 ms with the collector off). Freezing what exists at start-up
+    takes those objects out of every later collection, and higher thresholds make collections
+    rarer; cycles are still collected (p99 58 ms with both).
+    """
+    gc.freeze()
+    gc.set_threshold(*COLLECTOR_THRESHOLDS)

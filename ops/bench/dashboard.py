@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from sutazai.client import MeshClient
 from sutazai.ops.bench.errors import BenchError
 from sutazai.runtime.settings import MeshSettings
-from sutazai.tui.app import SutazaiApp
+from sutazai.tui.app import SutazaiApp, steady_collector
 from sutazai.tui.errors import KeyTimingError
 from sutazai.tui.keytimer import KeyTimer
 from sutazai.tui.settings import DashboardSettings
@@ -74,6 +74,7 @@ async def measure(
     settings: MeshSettings, *, rate: float, presses: int, size: tuple[int, int]
 ) -> dict[str, object]:
     """Key latency idle, then under ``rate`` requests/s of background load on the edge."""
+    steady_collector()  # as `sutazai tui` does
     async with MeshClient(settings) as client:
         app = SutazaiApp(client, DashboardSettings())
         timer = KeyTimer(app)

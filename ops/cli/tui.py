@@ -37,7 +37,8 @@ def tui(
 async def _run(settings: MeshSettings, dashboard: DashboardSettings) -> None:
     # Imported here so the other commands do not pay for loading Textual and the client.
     from sutazai.client import MeshClient
-    from sutazai.tui.app import SutazaiApp
+    from sutazai.tui.app import SutazaiApp, steady_collector
 
+    steady_collector()
     async with MeshClient(settings) as client:
         await SutazaiApp(client, dashboard).run_async()

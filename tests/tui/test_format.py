@@ -1,9 +1,12 @@
-"""How log lines read on the Logs screen."""
+"""How log lines read on the Logs screen; the dashboard process's collector settings."""
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
+from sutazai.tui.app import COLLECTOR_THRESHOLDS, steady_collector
 from sutazai.tui.format import log_line
 
 
@@ -27,3 +30,14 @@ def test_a_structured_line_reads_time_level_event_then_its_fields() -> None:
 )
 def test_other_lines_are_shown_as_written(line: str) -> None:
     assert log_line(line) == line
+
+
+def test_the_dashboard_collector_freezes_start_up_objects_and_collects_less_often() -> None:
+    before = gc.get_threshold()
+    try:
+        steady_collector()
+        assert gc.get_threshold() == COLLECTOR_THRESHOLDS
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
