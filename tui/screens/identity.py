@@ -83,8 +83,10 @@ class IdentityScreen(MeshScreen):
                     ("time", "Time", 14),
                     ("actor", "Actor", None),
                     ("action", "Action", None),
-                    ("outcome", "Outcome", None),
+                    # Target before outcome: at 80 columns the outcome ("ok" or a
+                    # status name) may be cut, the target (who it was about) must not.
                     ("target", "Target", None),
+                    ("outcome", "Outcome", None),
                     ("detail", "Detail", None),
                 ],
                 id="audit",
@@ -286,8 +288,8 @@ class IdentityScreen(MeshScreen):
                     Text(moment.astimezone(zone).strftime("%m-%d %H:%M:%S") if moment else MISSING),
                     Text(event.actor or "(anonymous)"),
                     Text(short_action(event.action)),
-                    Text(event.outcome, style="green" if ok else "bold red"),
                     Text(event.target),
+                    Text(event.outcome, style="green" if ok else "bold red"),
                     Text(event.detail),
                 ],
                 limit=self.settings.audit_max_rows,
