@@ -969,3 +969,36 @@ class ResetBreakerResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ResetBreakerResponse: _TypeAlias = ResetBreakerResponse  # noqa: Y015
+
+@_typing.final
+class GenerateReply(_message.Message):
+    """GenerateReply answers a GenerateRequest sent over NATS (subject `sutazai.inference.generate`,
+    request-reply), the way agents reach the inference service (nats/README.md); only agent
+    principals granted `inference_call` may publish there.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    RESPONSE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def status(self) -> _status_pb2.Status:
+        """OK with the response, or why not (the same codes as Generate over gRPC)."""
+
+    @_builtins.property
+    def response(self) -> Global___GenerateResponse:
+        """The generation, when status is OK."""
+
+    def __init__(
+        self,
+        *,
+        status: _status_pb2.Status | None = ...,
+        response: Global___GenerateResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["response", b"response", "status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["response", b"response", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GenerateReply: _TypeAlias = GenerateReply  # noqa: Y015
