@@ -89,7 +89,8 @@ class Child:
         if self._process.returncode is None:
             self._signal(self._launch.stop_signal)
             try:
-                await asyncio.wait_for(self._process.wait(), self._launch.stop_timeout)
+                async with asyncio.timeout(self._launch.stop_timeout):
+                    await self._process.wait()
             except TimeoutError:
                 log.warning(
                     "child.kill",

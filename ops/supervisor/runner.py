@@ -19,6 +19,13 @@ log = structlog.get_logger(__name__)
 
 # One probe may not take longer than this, so a hung probe cannot eat the whole start timeout.
 _PROBE_TIMEOUT = 5.0
+# How long stop() waits for supervision to end before stopping the child regardless: a
+# well-behaved supervision ends at its next await; only a probe or bootstrap that ignores
+# cancellation takes longer, and it must not keep the child (and stop()) alive forever.
+_SUPERVISION_STOP_TIMEOUT = 5.0
+# stop() cancels again this often while it waits: a cancellation swallowed by whatever was
+# being awaited then still arrives at supervision's next await.
+_RECANCEL_INTERVAL = 0.5
 
 
 class ComponentRunner:
@@ -30,6 +37,7 @@ class ComponentRunner:
         self._policy = policy
         self._child: Child | None = None
         self._supervision: asyncio.Task[None] | None = None
+        self._stopping = False
         self.restarts = 0
 
     @property
@@ -59,12 +67,19 @@ class ComponentRunner:
             )
 
     async def stop(self) -> None:
-        """Stop watching, then stop the process (no-op for an external component)."""
-        if self._supervision is not None:
-            self._supervision.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervision
-            self._supervision = None
+        """Stop watching, then stop the process (no-op for an external component).
+
+        Bounded: supervision that does not end within a few seconds of being cancelled is
+        abandoned (it can no longer start a process) and the process is stopped anyway.
+        """
+        self._stopping = True
+        supervision, self._supervision = self._supervision, None
+        if supervision is not None and not await _cancel(supervision, _SUPERVISION_STOP_TIMEOUT):
+            log.error(
+                "component.supervision_stuck",
+                component=self.spec.name,
+                after_seconds=_SUPERVISION_STOP_TIMEOUT,
+            )
         if self._child is not None:
             await self._child.stop()
 
@@ -80,8 +95,12 @@ class ComponentRunner:
                     f"exited ({describe_exit(child.returncode)}) before becoming healthy",
                     tail(self.log_file),
                 )
+            # asyncio.timeout, not wait_for: the probe runs in this task, so a cancellation
+            # (stop()) always reaches it. Python 3.11's wait_for runs it in a task of its own and
+            # returns its result instead of raising when cancelled just after it finished.
             try:
-                await asyncio.wait_for(self.spec.probe(pid), _PROBE_TIMEOUT)
+                async with asyncio.timeout(_PROBE_TIMEOUT):
+                    await self.spec.probe(pid)
             except Exception as exc:  # Any probe failure just means "not healthy yet".
                 last_error = str(exc) or type(exc).__name__
             else:
@@ -105,14 +124,19 @@ class ComponentRunner:
             else:
                 # Wake early when the child exits, to report that instead of a timeout.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(child.wait(), pause)
+                    async with asyncio.timeout(pause):
+                        await child.wait()
 
     async def _supervise(self) -> None:
         failures = 0
         child = self._child
+        # The checks of the flag, besides the cancellation: supervision that swallowed its
+        # cancellation (see stop()) ends instead of restarting what stop() stopped.
         while True:
             if child is not None:
                 code = await child.wait()
+                if self._stopping:
+                    return
                 failures = self._policy.failures_after(failures, child.uptime())
                 log.warning(
                     "component.exited",
@@ -131,6 +155,8 @@ class ComponentRunner:
             )
             await asyncio.sleep(delay)
             child = await self._respawn()
+            if self._stopping:
+                return
 
     async def _respawn(self) -> Child | None:
         launch = self.spec.launch
@@ -138,6 +164,8 @@ class ComponentRunner:
             return None
         try:
             await self.spec.prepare()
+            if self._stopping:
+                return None
             child = await Child.spawn(self.spec.name, launch, self.log_file)
         except SupervisorError as exc:
             log.error("component.restart_failed", component=self.spec.name, error=str(exc))
@@ -154,3 +182,23 @@ class ComponentRunner:
             # Keep supervising: if the process exits, the loop restarts it again.
             log.error("component.unhealthy_after_restart", component=self.spec.name, error=str(exc))
         return child
+
+
+async def _cancel(task: asyncio.Task[None], grace: float) -> bool:
+    """Cancel ``task`` and wait up to ``grace`` seconds for it to end; whether it ended.
+
+    Cancels again every :data:`_RECANCEL_INTERVAL` while waiting. Waiting with
+    :func:`asyncio.wait` leaves the caller's own cancellation alone (``await task`` under
+    ``suppress(CancelledError)`` would swallow it too).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    while not task.done():
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return False
+        task.cancel()
+        await asyncio.wait({task}, timeout=min(_RECANCEL_INTERVAL, remaining))
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.error("component.supervision_failed", error=repr(error))
+    return True

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -15,7 +16,7 @@ import psutil
 import pytest
 import redis.asyncio as aioredis
 
-from sutazai.ops.supervisor import ComponentSpec, Launch, StartupError, Supervisor
+from sutazai.ops.supervisor import ComponentSpec, Launch, Probe, StartupError, Supervisor
 from sutazai.ops.supervisor.components import infrastructure_components
 from sutazai.ops.supervisor.components.nats import nats_component
 from sutazai.ops.supervisor.components.postgres import postgres_component
@@ -34,6 +35,7 @@ from tests.harness import (
     supervised,
     wait_for,
 )
+from tests.harness.mesh import TEST_RESTART_POLICY
 
 pytestmark = pytest.mark.integration
 
@@ -93,6 +95,120 @@ async def _pings(settings: MeshSettings) -> bool:
     except Exception:
         return False
     return True
+
+
+SLEEPER = "sleeper"
+
+
+def _sleeper(settings: MeshSettings, probe: Probe) -> ComponentSpec:
+    """A child that runs until stopped (SIGTERM ends it at once), probed by ``probe``."""
+    return ComponentSpec(
+        name=SLEEPER,
+        launch=Launch(
+            argv=[sys.executable, "-c", "import time; time.sleep(600)"],
+            env=child_environment(settings),
+            stop_timeout=2.0,
+        ),
+        probe=probe,
+        start_timeout=20,
+    )
+
+
+def _end_leftovers(pids: list[int]) -> None:
+    """Clean up after a failed stop(): the supervision it left running, and its children."""
+    for task in asyncio.all_tasks():
+        if task.get_name() == f"supervise:{SLEEPER}":
+            task.cancel()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+async def _stop_bounded(supervisor: Supervisor, stop: asyncio.Future[None] | None = None) -> None:
+    # Generous for a loaded machine, far below pytest's timeout: a hang fails here, named.
+    done, _ = await asyncio.wait({stop or asyncio.ensure_future(supervisor.stop())}, timeout=30)
+    assert done, "stop() did not return"
+    done.pop().result()
+
+
+@pytest.mark.parametrize("hops", [0, 1, 2])
+async def test_stop_just_as_a_restarted_child_turns_healthy_stops_it(
+    settings: MeshSettings, hops: int
+) -> None:
+    # Python 3.11's asyncio.wait_for returns the result instead of raising when it is cancelled
+    # just after the awaited probe finished: supervision then outlived stop(), which waited for
+    # it forever while it watched a child only stop() would end. `hops` moves stop() a few
+    # event-loop steps after the probe's answer, across that window.
+    pids: list[int] = []
+    stopping: list[asyncio.Future[None]] = []
+
+    def stop_now() -> None:
+        stopping.append(asyncio.ensure_future(supervisor.stop()))
+
+    async def probe(pid: int | None) -> None:
+        assert pid is not None
+        pids.append(pid)
+        if len(pids) == 2:  # The restarted child answers: stop right now.
+            _after_hops(hops, stop_now)
+
+    supervisor = Supervisor(
+        settings, [_sleeper(settings, probe)], restart_policy=TEST_RESTART_POLICY
+    )
+    await supervisor.start()
+    try:
+        os.kill(pids[0], signal.SIGKILL)
+        await wait_for(lambda: bool(stopping), timeout=15, message="stop() called")
+        await _stop_bounded(supervisor, stopping[0])
+        assert len(pids) == 2, "a child was started after stop()"
+        assert not [pid for pid in pids if running(pid)]
+    finally:
+        _end_leftovers(pids)
+
+
+def _after_hops(hops: int, callback: Callable[[], None]) -> None:
+    """Run ``callback`` now (0) or that many event-loop steps later."""
+    if hops == 0:
+        callback()
+        return
+    asyncio.get_running_loop().call_soon(_after_hops, hops - 1, callback)
+
+
+async def test_stop_does_not_wait_forever_for_a_probe_that_ignores_cancellation(
+    settings: MeshSettings,
+) -> None:
+    pids: list[int] = []
+    released = asyncio.Event()
+
+    async def stubborn(pid: int | None) -> None:
+        assert pid is not None
+        pids.append(pid)
+        if len(pids) == 1:
+            return
+        # The restarted child's probe never answers and swallows every cancellation.
+        while not released.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await released.wait()
+
+    supervisor = Supervisor(
+        settings, [_sleeper(settings, stubborn)], restart_policy=TEST_RESTART_POLICY
+    )
+    await supervisor.start()
+    try:
+        os.kill(pids[0], signal.SIGKILL)
+        await wait_for(lambda: len(pids) == 2, timeout=15, message="restarted child probed")
+        await _stop_bounded(supervisor)
+        assert not running(pids[1])
+        released.set()
+        # Released, the abandoned supervision ends without starting another child.
+        await wait_for(
+            lambda: not any(t.get_name() == f"supervise:{SLEEPER}" for t in asyncio.all_tasks()),
+            timeout=15,
+            message="supervision ended",
+        )
+        assert len(pids) == 2, "a child was started after stop()"
+    finally:
+        released.set()
+        _end_leftovers(pids)
 
 
 async def test_stop_leaves_no_process_behind(settings: MeshSettings) -> None:
