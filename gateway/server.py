@@ -233,7 +233,8 @@ class Gateway:
     async def _publish_if_registry_silent(self) -> None:
         """Give a fresh Envoy its listener and routes even while NATS is unreachable."""
         try:
-            await asyncio.wait_for(self._mirror.wait_synced(), self._initial_sync_timeout)
+            async with asyncio.timeout(self._initial_sync_timeout):
+                await self._mirror.wait_synced()
         except TimeoutError:
             if self.cache.snapshot is None:
                 log.warning(

@@ -181,7 +181,8 @@ class ServiceHost:
             # SERVING only once revocations are known; should Redis be away, serve anyway after
             # a while (signed-in callers get UNAVAILABLE until it is back).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.guard.wait_ready(), GUARD_READY_SECONDS)
+                async with asyncio.timeout(GUARD_READY_SECONDS):
+                    await self.guard.wait_ready()
         for name in ["", *names]:
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         if self.registry is not None:

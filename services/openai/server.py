@@ -147,4 +147,5 @@ class HttpSocketServer:
         self._server.config.timeout_graceful_shutdown = math.ceil(grace_seconds)
         self._server.should_exit = True
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._done.wait(), grace_seconds + 2.0)
+            async with asyncio.timeout(grace_seconds + 2.0):
+                await self._done.wait()

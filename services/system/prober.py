@@ -64,7 +64,8 @@ class Prober:
                 )
                 previous = status.overall
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval)
+                async with asyncio.timeout(self._interval):
+                    await self._wake.wait()
 
 
 RETRY_SECONDS = 1.0

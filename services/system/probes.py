@@ -49,7 +49,8 @@ async def _timed(
     """Run ``check`` (which returns a version string) and turn its result into an outcome."""
     started = time.perf_counter()
     try:
-        version = await asyncio.wait_for(check(), limit)
+        async with asyncio.timeout(limit):
+            version = await check()
     except Exception as exc:
         error = f"timed out after {limit:g}s" if isinstance(exc, TimeoutError) else _describe(exc)
         return ProbeOutcome(
