@@ -381,22 +381,16 @@ class Coordinator:
         )
 
     async def _load_assignments(self) -> None:
-        kv = self._bucket()
-        try:
-            keys = await kv.keys(filters=[ASSIGNMENT_PREFIX + ">"])
-        except nats.js.errors.NoKeysError:
-            keys = []
+        # A watch, not kv.keys(filters=...): nats-py 2.16 answers NoKeysError to a filtered
+        # listing of a bucket that has matching keys.
+        entries = await _snapshot(self._bucket(), ASSIGNMENT_PREFIX + ">")
         async with self._lock:
-            for key in keys:
+            for value in entries.values():
                 try:
-                    entry = await kv.get(key)
-                except KeyNotFoundError:
+                    record = pb.AssignmentRecord.FromString(value)
+                except DecodeError:
                     continue
-                if not entry.value:
-                    continue
-                record = pb.AssignmentRecord.FromString(entry.value)
-                task_id = record.dispatch.task_id
-                self._assignments[task_id] = record
+                self._assignments[record.dispatch.task_id] = record
                 self._assigned[record.agent_id] += 1
             self._metrics.in_flight.set(len(self._assignments))
         log.info("coordinator.restored", assignments=len(self._assignments))
@@ -415,7 +409,7 @@ class Coordinator:
                 messages = await subscription.fetch(
                     min(room, FETCH_BATCH), timeout=FETCH_WAIT_SECONDS
                 )
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nats-py raises both its own and asyncio's
                 continue
             async with self._lock:
                 for message in messages:
@@ -622,7 +616,7 @@ class Coordinator:
         while True:
             try:
                 messages = await subscription.fetch(FETCH_BATCH, timeout=FETCH_WAIT_SECONDS)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nats-py raises both its own and asyncio's
                 continue
             async with self._lock:
                 for message in messages:
@@ -808,6 +802,22 @@ class Coordinator:
             return
         self._strategy = record
         self._chooser.strategy = strategy
+
+
+async def _snapshot(kv: KeyValue, keys: str) -> dict[str, bytes]:
+    """The current (not deleted) entries of ``keys``."""
+    entries: dict[str, bytes] = {}
+    watcher = await kv.watch(keys, ignore_deletes=True)
+    try:
+        async for entry in watcher:
+            if entry is None:
+                break
+            if entry.value and entry.operation not in {"DEL", "PURGE"}:
+                entries[entry.key] = entry.value
+    finally:
+        with contextlib.suppress(nats.errors.Error):
+            await watcher.stop()  # type: ignore[no-untyped-call]
+    return entries
 
 
 def _same_message(a: Msg, b: Msg) -> bool:
