@@ -34,10 +34,6 @@ Listener = Callable[[str, bool], None]
 """Called with an agent id and whether it is online now, after each change."""
 
 
-class WatchOverflowError(Exception):
-    """A watcher fell too far behind (its buffer is full)."""
-
-
 def to_agent(heartbeat: AgentHeartbeat, *, offline: bool) -> Agent:
     """The Agent message of a heartbeat: OFFLINE when expired, else its own state."""
     state = AGENT_STATE_OFFLINE if offline else heartbeat.state or AGENT_STATE_ONLINE

@@ -72,6 +72,7 @@ from sutazai.tasks.v1.dispatch_pb2 import (
 from sutazai.tasks.v1.task_service_pb2 import ResourceNeed
 from tests.harness import MeshPorts, build_settings, new_state_dir, remove_state_dir, supervised
 from tests.harness.waiting import wait_for
+from tests.supervisor.test_nats_permissions import POLICY
 
 pytestmark = pytest.mark.integration
 
@@ -94,7 +95,7 @@ async def task_nats() -> AsyncIterator[MeshSettings]:
     try:
         settings = build_settings(state_dir, MeshPorts.pick(), services=SERVICES, agents=AGENTS)
         component = nats_component(
-            settings, child_environment(settings), services=SERVICES, agents=AGENTS
+            settings, child_environment(settings), services=SERVICES, agents=AGENTS, policy=POLICY
         )
         async with supervised(settings, [component]):
             yield settings

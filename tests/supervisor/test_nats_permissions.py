@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from nats.js.api import KeyValueConfig
 
 from sutazai.ops.supervisor.components.nats import nats_component
 from sutazai.ops.supervisor.environment import child_environment
+from sutazai.ops.supervisor.nats_auth import Policy
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
 from sutazai.runtime.deployment import AgentEntry
 from sutazai.runtime.errors import RegistryError
@@ -36,6 +38,17 @@ from tests.harness import MeshPorts, build_settings, new_state_dir, remove_state
 pytestmark = pytest.mark.integration
 
 SERVICES = ("alpha", "beta", "auth", "tasks", "coordinator", "resources", "inference")
+PACKAGED = Policy.packaged()
+POLICY = dataclasses.replace(
+    PACKAGED,
+    # What the task and resource services take with their entry in deploy/mesh.toml (see
+    # permissions.toml, [service_grants]).
+    service_grants={
+        **PACKAGED.service_grants,
+        "tasks": ("tasks_dispatch", "tasks_reports", "dead_letters"),
+        "resources": ("resources_answer",),
+    },
+)
 AGENTS = (
     AgentEntry("scribe", module="unused", instances=2, grants=("inference_call",)),
     AgentEntry("other", module="unused", instances=1),
@@ -49,7 +62,7 @@ async def nats_mesh() -> AsyncIterator[MeshSettings]:
     try:
         settings = build_settings(state_dir, MeshPorts.pick(), services=SERVICES, agents=AGENTS)
         component = nats_component(
-            settings, child_environment(settings), services=SERVICES, agents=AGENTS
+            settings, child_environment(settings), services=SERVICES, agents=AGENTS, policy=POLICY
         )
         async with supervised(settings, [component]):
             yield settings

@@ -33,7 +33,9 @@ def nats_dir(settings: MeshSettings) -> Path:
     return settings.state_dir / "nats"
 
 
-def render_config(settings: MeshSettings, principals: Iterable[Principal]) -> str:
+def render_config(
+    settings: MeshSettings, principals: Iterable[Principal], policy: Policy | None = None
+) -> str:
     """The embedded server's configuration, from the template in ``sutazai.nats``.
 
     Each principal becomes a user with its permissions from ``permissions.toml`` and its
@@ -51,7 +53,7 @@ def render_config(settings: MeshSettings, principals: Iterable[Principal]) -> st
             secrets,
             bucket=settings.registry.bucket,
             revocations=settings.auth.revocations_bucket,
-            policy=Policy.packaged(),
+            policy=Policy.packaged() if policy is None else policy,
         ),
     }
     # JSON (strings, lists, maps) is valid NATS configuration syntax.
@@ -64,6 +66,7 @@ def nats_component(
     *,
     services: Sequence[str] | None = None,
     agents: Sequence[AgentEntry] | None = None,
+    policy: Policy | None = None,
 ) -> ComponentSpec:
     """NATS: started from the template unless ``settings.nats.url`` names an external server.
 
@@ -71,7 +74,7 @@ def nats_component(
     ``services`` and each of ``agents`` (defaults: those of ``deploy/mesh.toml``). Once it is
     healthy the registry and revocation buckets, and the streams, buckets and agent consumers of
     ``nats/jetstream.toml``, are created (or updated), as ``admin``, so no other principal needs
-    to.
+    to. ``policy`` (default: ``permissions.toml``) is for tests.
     """
     agents = load_agents() if agents is None else list(agents)
     agent_ids = [agent_id for agent in agents for agent_id in agent.agent_ids]
@@ -89,7 +92,7 @@ def nats_component(
 
     async def prepare() -> None:
         try:
-            replace_file(config, render_config(settings, principals))
+            replace_file(config, render_config(settings, principals, policy))
         except MeshRuntimeError as exc:
             raise LaunchError(f"cannot render the NATS configuration: {exc}") from exc
 
