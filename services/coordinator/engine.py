@@ -296,6 +296,10 @@ class Coordinator:
                     group.create_task(self._lead())
             except* LeaseLostError as lost:
                 log.warning("coordinator.lease_lost", reason=str(lost.exceptions[0]))
+            except* (nats.errors.Error, OSError) as failed:
+                # NATS went away under the leader (a restart): start over from what NATS holds.
+                log.warning("coordinator.leading_failed", error=str(failed.exceptions[0]))
+                await asyncio.sleep(1.0)
             finally:
                 self._leading = False
                 self._metrics.leader.set(0)
@@ -309,10 +313,20 @@ class Coordinator:
                 msg_ttl=self._settings.leader_lease_seconds,
             )
         except KeyWrongLastSequenceError:
-            return None
+            return await self._own_lease()
         except nats.errors.Error as exc:
             log.warning("coordinator.lease_unreachable", error=str(exc))
             return None
+
+    async def _own_lease(self) -> int | None:
+        """The lease's revision if this instance still holds it (it restarted leading)."""
+        try:
+            entry = await self._bucket().get(LEADER_KEY)
+        except (KeyNotFoundError, nats.errors.Error):
+            return None
+        if entry.value == self._instance_id.encode() and entry.revision is not None:
+            return entry.revision
+        return None
 
     async def _keep_lease(self, revision: int) -> None:
         lease = self._settings.leader_lease_seconds
