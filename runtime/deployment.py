@@ -1,10 +1,15 @@
-"""The services of the mesh as ``deploy/mesh.toml`` declares them (installed as ``sutazai.deploy``).
+"""The services and agents of the mesh as ``deploy/mesh.toml`` declares them (``sutazai.deploy``).
 
 The one declared place for what each service is: the module the supervisor runs, the gRPC
 services it owns and the HTTP path prefixes it serves. The gateway routes a gRPC service only to
 instances registered under the name that owns it (:func:`grpc_owners`), and an HTTP prefix only
 to instances of the name that declares it (:func:`http_owners`), so a service cannot take over
 another's traffic.
+
+An agent (``[agents.NAME]``) is a NATS principal of its own whose instances take tasks from the
+coordinator (nats/README.md, "Agent principals"): the supervisor runs ``instances`` processes
+of its module, or, for an ``external`` agent (another language, another host), only writes its
+credentials file.
 """
 
 from __future__ import annotations
@@ -41,6 +46,82 @@ class ServiceEntry:
     http_prefixes: tuple[str, ...] = ()
     """HTTP path prefixes (e.g. ``/openai/``) the edge sends to this name's instances, which
     then serve plain HTTP on their socket instead of gRPC."""
+
+
+MAX_AGENT_INSTANCES = 64
+"""Instances one agent may declare: each is a literal grant set in the NATS configuration."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentEntry:
+    """One ``[agents.NAME]`` table."""
+
+    name: str
+    module: str = ""
+    """Module exposing ``async def run_agent(mesh, instance_id) -> None``; empty if external."""
+    instances: int = 1
+    grants: tuple[str, ...] = ()
+    """Grants of ``nats/permissions.toml`` beyond the agent role (e.g. ``inference_call``)."""
+    external: bool = False
+    """Run elsewhere: the supervisor writes its credentials file but starts no process."""
+
+    @property
+    def instance_ids(self) -> tuple[str, ...]:
+        """Its instance ids, ``1`` .. ``instances``: agent ids are ``<name>.<instance id>``."""
+        return tuple(str(n) for n in range(1, self.instances + 1))
+
+    @property
+    def agent_ids(self) -> tuple[str, ...]:
+        """``<name>.<instance id>`` of every instance."""
+        return tuple(f"{self.name}.{i}" for i in self.instance_ids)
+
+
+def load_agents(path: Path | None = None) -> list[AgentEntry]:
+    """Every agent of ``mesh.toml`` (the packaged one, or the file at ``path``), in file order.
+
+    Raises:
+        ConfigurationError: the file is missing or malformed.
+
+    """
+    try:
+        source = resources.files("sutazai.deploy").joinpath(CATALOG_FILE) if path is None else path
+        tables = tomllib.loads(source.read_text("utf-8")).get("agents", {})
+    except (OSError, ModuleNotFoundError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigurationError(f"cannot read the agents of {CATALOG_FILE}: {exc}") from exc
+    return [_agent(name, table) for name, table in tables.items()]
+
+
+def _agent(name: str, table: Mapping[str, object]) -> AgentEntry:
+    module = table.get("module", "")
+    instances = table.get("instances", 1)
+    grants = table.get("grants", [])
+    external = table.get("external", False)
+    if (
+        not isinstance(module, str)
+        or not isinstance(external, bool)
+        or (not module and not external)
+        or not isinstance(instances, int)
+        or not 0 <= instances <= MAX_AGENT_INSTANCES
+        or not isinstance(grants, list)
+        or not all(isinstance(g, str) and g for g in grants)
+    ):
+        raise ConfigurationError(
+            f"{CATALOG_FILE}: [agents.{name}] needs a module string (or external = true), "
+            f"instances from 0 to {MAX_AGENT_INSTANCES} and a grants list of grant names"
+        )
+    return AgentEntry(
+        name=name, module=module, instances=instances, grants=tuple(grants), external=external
+    )
+
+
+def find_agent(name: str) -> AgentEntry | None:
+    """The catalog entry of one agent, or ``None``.
+
+    Raises:
+        ConfigurationError: the catalog is unreadable.
+
+    """
+    return next((entry for entry in load_agents() if entry.name == name), None)
 
 
 def load_catalog(path: Path | None = None) -> list[ServiceEntry]:

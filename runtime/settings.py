@@ -376,6 +376,31 @@ class OpenAIApiSettings(_Section):
     """Silence after which a stream gets an SSE comment, keeping idle limits away."""
 
 
+class CoordinatorSettings(_Section):
+    """The coordinator: how it assigns queued tasks to agents (nats/README.md)."""
+
+    strategy: Literal["round_robin", "least_loaded", "capability_match", "weighted_score"] = (
+        "round_robin"
+    )
+    """The strategy until an operator sets another (SetStrategy, kept in NATS)."""
+    max_held: int = Field(default=10_000, ge=1, le=1_000_000)
+    """Dispatched tasks it holds (waiting for an agent) at once; more stay in the queue."""
+    default_max_attempts: int = Field(default=3, ge=1, le=10)
+    """Attempts of a dispatch that names none."""
+    backoff_base_seconds: float = Field(default=1.0, gt=0.0, le=60.0)
+    """Wait before the second attempt; doubled for each further one."""
+    backoff_max_seconds: float = Field(default=60.0, gt=0.0, le=3600.0)
+    """Longest wait between attempts."""
+    hold_ack_wait_seconds: float = Field(default=20.0, ge=3.0, le=600.0)
+    """``ack_wait`` of its dispatch consumer: a held task gets an in-progress acknowledgement
+    every third of it; after a coordinator crash JetStream redelivers within it."""
+    resources_timeout_seconds: float = Field(default=2.0, gt=0.0, le=30.0)
+    """How long it waits for the resource service's answer."""
+    leader_lease_seconds: float = Field(default=10.0, ge=2.0, le=300.0)
+    """Lifetime of the leader lease: of several instances only the holder assigns; another
+    takes over within this long after the holder dies."""
+
+
 class MeshSettings(BaseSettings):
     """Where every part of the mesh lives and how to reach it."""
 
@@ -410,6 +435,7 @@ class MeshSettings(BaseSettings):
     inference: InferenceSettings = InferenceSettings()
     chat: ChatSettings = ChatSettings()
     openai_api: OpenAIApiSettings = OpenAIApiSettings()
+    coordinator: CoordinatorSettings = CoordinatorSettings()
 
     @property
     def internal_host(self) -> str:

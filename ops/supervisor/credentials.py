@@ -6,9 +6,11 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from sutazai.ops.supervisor.nats_auth import mesh_principals
-from sutazai.runtime.credentials import CREDENTIALS_DIR, credentials_path
-from sutazai.runtime.deployment import load_catalog
+from sutazai.runtime.credentials import CREDENTIALS_DIR, ProcessCredentials, credentials_path
+from sutazai.runtime.deployment import AgentEntry, load_agents, load_catalog
 from sutazai.runtime.files import replace_file
 from sutazai.runtime.key_files import ensure_key_ring
 from sutazai.runtime.secrets import MeshSecrets, ensure_secrets
@@ -16,15 +18,18 @@ from sutazai.runtime.settings import MeshSettings
 
 
 def ensure_credentials(
-    settings: MeshSettings, *, services: Iterable[str] | None = None
+    settings: MeshSettings,
+    *,
+    services: Iterable[str] | None = None,
+    agents: Iterable[AgentEntry] | None = None,
 ) -> MeshSecrets:
     """Generate what is missing: passwords and the signing key ring.
 
-    A NATS password per principal, and a PostgreSQL role and a Redis user password per service.
-    Existing secrets and keys are kept (an HS256 ring of an older release is replaced by an
-    Ed25519 one); the public JWKS is rewritten from the private ring. ``services`` default to
-    those of ``deploy/mesh.toml``. Call it before anything reads ``settings.secrets``, which is
-    read once per settings object.
+    A NATS password per principal (agents included), and a PostgreSQL role and a Redis user
+    password per service (an agent has neither). Existing secrets and keys are kept (an HS256
+    ring of an older release is replaced by an Ed25519 one); the public JWKS is rewritten from
+    the private ring. ``services`` and ``agents`` default to those of ``deploy/mesh.toml``.
+    Call it before anything reads ``settings.secrets``, which is read once per settings object.
 
     Raises:
         ConfigurationError: an existing secrets or key file is unreadable or not private.
@@ -32,7 +37,8 @@ def ensure_credentials(
 
     """
     names = [entry.name for entry in load_catalog()] if services is None else list(services)
-    principals = [principal.name for principal in mesh_principals(names)]
+    agents = load_agents() if agents is None else list(agents)
+    principals = [principal.name for principal in mesh_principals(names, agents)]
     secrets = ensure_secrets(settings.state_dir, nats_principals=principals, services=names)
     ensure_key_ring(settings.keys_file, settings.jwks_file)
     return secrets
@@ -50,4 +56,25 @@ def write_principal_credentials(settings: MeshSettings, principal: str) -> Path:
     # mkdir's mode applies only to a new directory: tighten one an older release left open.
     os.chmod(directory, 0o700)
     replace_file(path, settings.as_principal(principal).credentials.document())
+    return path
+
+
+def write_agent_credentials(settings: MeshSettings, agent: str) -> Path:
+    """Write an agent's credentials file: its NATS user and password, nothing else.
+
+    An agent sees no database and no cache: a task's payload and result are the only data it
+    handles (nats/README.md, "Agent principals").
+    """
+    as_agent = settings.as_principal(agent)
+    nats = as_agent.nats_credentials
+    credentials = ProcessCredentials(
+        principal=agent,
+        nats_user=nats[0] if nats else None,
+        nats_password=SecretStr(nats[1]) if nats else None,
+    )
+    path = credentials_path(settings.state_dir, agent)
+    directory = settings.state_dir / CREDENTIALS_DIR
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(directory, 0o700)
+    replace_file(path, credentials.document())
     return path

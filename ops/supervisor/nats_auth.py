@@ -1,7 +1,8 @@
 """NATS principals of the embedded server and their subject permissions.
 
 Every process connects as a principal of its own: ``admin`` (the supervisor, the CLI's tools),
-``gateway``, and one per service of the catalog, named after the service. What each may publish
+``gateway``, one per service of the catalog, named after the service, and one per agent of the
+catalog (``[agents.<name>]``), whose instances share it. What each may publish
 and subscribe to is declared once, in ``nats/permissions.toml`` (installed as ``sutazai.nats``);
 this module turns that declaration into the ``users`` of the server's configuration.
 """
@@ -10,12 +11,13 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from types import MappingProxyType
 
 from sutazai.ops.supervisor.errors import SupervisorError
+from sutazai.runtime.deployment import AgentEntry
 from sutazai.runtime.secrets import MeshSecrets
 from sutazai.runtime.settings import GATEWAY_PRINCIPAL, NATS_ADMIN
 
@@ -26,6 +28,7 @@ PERMISSIONS_FILE = "permissions.toml"
 ADMIN_ROLE = "admin"
 GATEWAY_ROLE = "gateway"
 SERVICE_ROLE = "service"
+AGENT_ROLE = "agent"
 
 # A principal's name is a NATS user and a subject token (its inbox, its registry keys): no
 # dots, wildcards or spaces.
@@ -38,7 +41,11 @@ class Principal:
 
     name: str
     role: str
-    """A role of ``permissions.toml``: ``admin``, ``gateway`` or ``service``."""
+    """A role of ``permissions.toml``: ``admin``, ``gateway``, ``service`` or ``agent``."""
+    instances: tuple[str, ...] = ()
+    """An agent's instance ids: each subject with ``{instance}`` is granted once per id."""
+    grants: tuple[str, ...] = ()
+    """Grants beyond the role's (an agent's ``grants`` in ``deploy/mesh.toml``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,35 +54,52 @@ class Permissions:
 
     publish: tuple[str, ...]
     subscribe: tuple[str, ...]
+    allow_responses: bool = False
+    """It may publish one reply to the reply subject of each request it receives."""
 
-    def config(self) -> dict[str, dict[str, list[str]]]:
+    def config(self) -> dict[str, object]:
         """The ``permissions`` map of a nats-server user."""
         # An empty allow list would not restrict anything, so "nothing" is an explicit deny.
-        return {
+        config: dict[str, object] = {
             "publish": {"allow": list(self.publish)} if self.publish else {"deny": [">"]},
             "subscribe": {"allow": list(self.subscribe)} if self.subscribe else {"deny": [">"]},
         }
+        if self.allow_responses:
+            config["allow_responses"] = True
+        return config
 
 
-def mesh_principals(services: Iterable[str]) -> list[Principal]:
-    """``admin``, ``gateway``, then one principal per service name (each once).
+def mesh_principals(services: Iterable[str], agents: Iterable[AgentEntry] = ()) -> list[Principal]:
+    """``admin``, ``gateway``, one principal per service name, then one per agent (each once).
 
     Raises:
-        SupervisorError: a service name is not a valid principal name, or is reserved.
+        SupervisorError: a service or agent name is not a valid principal name, is reserved,
+            or names both a service and an agent.
 
     """
     principals = [Principal(NATS_ADMIN, ADMIN_ROLE), Principal(GATEWAY, GATEWAY_ROLE)]
     reserved = {p.name for p in principals}
     for service in dict.fromkeys(services):
-        if service in reserved:
-            raise SupervisorError(f"service name {service!r} is reserved for a NATS principal")
-        if not _NAME.match(service):
-            raise SupervisorError(
-                f"service name {service!r} cannot name a NATS principal "
-                "(lower-case letters, digits, '_' and '-', starting with a letter)"
-            )
+        _check_name(service, "service", reserved)
         principals.append(Principal(service, SERVICE_ROLE))
+    taken = {p.name for p in principals}
+    for agent in agents:
+        _check_name(agent.name, "agent", taken)
+        taken.add(agent.name)
+        principals.append(
+            Principal(agent.name, AGENT_ROLE, instances=agent.instance_ids, grants=agent.grants)
+        )
     return principals
+
+
+def _check_name(name: str, kind: str, taken: set[str]) -> None:
+    if name in taken:
+        raise SupervisorError(f"{kind} name {name!r} is already a NATS principal")
+    if not _NAME.match(name):
+        raise SupervisorError(
+            f"{kind} name {name!r} cannot name a NATS principal "
+            "(lower-case letters, digits, '_' and '-', starting with a letter)"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,11 +141,21 @@ class Policy:
         if not isinstance(raw_grants, dict):
             raise SupervisorError(f"{PERMISSIONS_FILE}: [grants] is missing")
         for name, grant in raw_grants.items():
+            if not isinstance(grant, dict):
+                raise SupervisorError(f"{PERMISSIONS_FILE}: [grants.{name}] must be a table")
+            grant = dict(grant)
+            responses = grant.pop("allow_responses", False)
+            if not isinstance(responses, bool):
+                raise SupervisorError(
+                    f"{PERMISSIONS_FILE}: grants.{name}.allow_responses must be true or false"
+                )
             lists = _string_lists(grant, f"grants.{name}")
             unknown = set(lists) - {"publish", "subscribe"}
             if unknown:
                 raise SupervisorError(f"{PERMISSIONS_FILE}: grants.{name} has {sorted(unknown)}")
-            grants[name] = Permissions(lists.get("publish", ()), lists.get("subscribe", ()))
+            grants[name] = Permissions(
+                lists.get("publish", ()), lists.get("subscribe", ()), responses
+            )
         extra = _string_lists(document.get("service_grants", {}), "service_grants")
         for role, names in (*roles.items(), *extra.items()):
             missing = [n for n in names if n not in grants]
@@ -144,6 +178,12 @@ class Policy:
             ) from None
         if principal.role == SERVICE_ROLE:
             grant_names = (*grant_names, *self.service_grants.get(principal.name, ()))
+        unknown = [name for name in principal.grants if name not in self.grants]
+        if unknown:
+            raise SupervisorError(
+                f"{principal.name!r} names grants {PERMISSIONS_FILE} does not declare: {unknown}"
+            )
+        grant_names = (*grant_names, *principal.grants)
         values = {
             "name": principal.name,
             "bucket": bucket,
@@ -153,10 +193,24 @@ class Policy:
         }
         publish: dict[str, None] = {}
         subscribe: dict[str, None] = {}
+        responses = False
         for grant in (self.grants[name] for name in grant_names):
-            publish.update(dict.fromkeys(s.format(**values) for s in grant.publish))
-            subscribe.update(dict.fromkeys(s.format(**values) for s in grant.subscribe))
-        return Permissions(tuple(publish), tuple(subscribe))
+            publish.update(dict.fromkeys(_expand(grant.publish, values, principal.instances)))
+            subscribe.update(dict.fromkeys(_expand(grant.subscribe, values, principal.instances)))
+            responses = responses or grant.allow_responses
+        return Permissions(tuple(publish), tuple(subscribe), responses)
+
+
+def _expand(
+    templates: Iterable[str], values: Mapping[str, str], instances: tuple[str, ...]
+) -> Iterator[str]:
+    """Each subject filled in; one per instance where it names ``{instance}``."""
+    for template in templates:
+        if "{instance}" in template:
+            for instance in instances:
+                yield template.format(**values, instance=instance)
+        else:
+            yield template.format(**values)
 
 
 def users_config(

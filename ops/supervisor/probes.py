@@ -8,11 +8,15 @@ import asyncpg
 import grpc
 import httpx
 import nats
+import psutil
 import redis.asyncio as aioredis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nats.aio.client import Client as NatsClient
+from nats.js.errors import KeyNotFoundError
 
+from sutazai.agents.v1.agent_service_pb2 import AgentHeartbeat
 from sutazai.ops.supervisor.errors import SupervisorError
+from sutazai.runtime.jetstream import AGENTS_BUCKET
 from sutazai.runtime.registry import Registry
 from sutazai.runtime.settings import MeshSettings
 from sutazai.runtime.sockets import envoy_admin_client
@@ -115,3 +119,27 @@ async def registry_has(settings: MeshSettings, service: str, pid: int | None) ->
         await client.close()
     if not any(i.service == service and i.pid == pid for i in instances):
         raise ProbeError(f"no {service} instance with pid {pid} in the registry yet")
+
+
+async def agent_heartbeat_since(settings: MeshSettings, agent_id: str, pid: int | None) -> None:
+    """The agent registry holds a heartbeat of ``agent_id`` started by process ``pid``.
+
+    An agent's heartbeat carries no pid; it is this process's once its ``started_at`` is not
+    older than the process (a dead predecessor's entry may linger until its TTL).
+    """
+    try:
+        started = psutil.Process(pid).create_time() if pid is not None else 0.0
+    except psutil.NoSuchProcess as exc:
+        raise ProbeError(f"process {pid} of agent {agent_id} is gone") from exc
+    client = await connect_nats(settings)
+    try:
+        kv = await client.jetstream(timeout=_TIMEOUT).key_value(AGENTS_BUCKET)
+        entry = await kv.get(agent_id)
+    except KeyNotFoundError as exc:
+        raise ProbeError(f"no heartbeat of agent {agent_id} yet") from exc
+    finally:
+        await client.close()
+    heartbeat = AgentHeartbeat.FromString(entry.value or b"")
+    # Wall clock on both sides; a second of slack for the clock's and the start's resolution.
+    if not entry.value or heartbeat.started_at.ToMicroseconds() / 1e6 < started - 1.0:
+        raise ProbeError(f"the heartbeat of agent {agent_id} is not this process's yet")

@@ -21,6 +21,7 @@ import pytest
 
 from sutazai.ops.supervisor import Supervisor
 from sutazai.ops.supervisor.components import (
+    agent_components,
     envoy_component,
     gateway_component,
     infrastructure_components,
@@ -35,6 +36,7 @@ from tests.harness.llama import openai_backend
 from tests.harness.mesh import (
     MeshPorts,
     build_settings,
+    mesh_agents,
     new_state_dir,
     remove_state_dir,
     supervised,
@@ -72,7 +74,9 @@ def mesh_config(mesh_state_dir: Path, mesh_ports: MeshPorts) -> MeshSettings:
 @pytest.fixture(scope="session")
 async def infrastructure(mesh_config: MeshSettings) -> AsyncIterator[Supervisor]:
     """The supervisor running the session's NATS, PostgreSQL and Redis."""
-    components = infrastructure_components(mesh_config, child_environment(mesh_config))
+    components = infrastructure_components(
+        mesh_config, child_environment(mesh_config), agents=mesh_agents()
+    )
     async with supervised(mesh_config, components) as supervisor:
         yield supervisor
 
@@ -104,10 +108,16 @@ async def mesh_services(envoy: MeshSettings) -> AsyncIterator[MeshSettings]:
     """Opt-in: also every service of ``deploy/mesh.toml``, healthy in Envoy; yields the settings.
 
     The supervisor calls a service healthy once it is registered; Envoy routes to it only after
-    its own health check passes, so the fixture also waits for that.
+    its own health check passes, so the fixture also waits for that. The agents of the test mesh
+    (:func:`~tests.harness.mesh.mesh_agents`) start after the services; an external one only
+    gets its credentials file.
     """
     catalog = load_catalog()
-    components = service_components(envoy, catalog, child_environment(envoy))
+    env = child_environment(envoy)
+    components = [
+        *service_components(envoy, catalog, env),
+        *agent_components(envoy, mesh_agents(), env),
+    ]
     async with supervised(envoy, components):
         clusters = {name for entry in catalog for name in entry.grpc_services}
         async with envoy_admin_client(envoy.envoy_admin_socket) as admin:

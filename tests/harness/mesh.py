@@ -17,6 +17,7 @@ import psutil
 
 from sutazai.ops.supervisor import ComponentSpec, RestartPolicy, Supervisor
 from sutazai.ops.supervisor.credentials import ensure_credentials
+from sutazai.runtime.deployment import AgentEntry, load_agents
 from sutazai.runtime.settings import (
     AuthSettings,
     BreakerSettings,
@@ -92,13 +93,27 @@ def remove_state_dir(state_dir: Path) -> None:
     shutil.rmtree(state_dir, ignore_errors=True)
 
 
+HARNESS_CATALOG = Path(__file__).with_name("mesh.toml")
+"""Agents the test mesh has besides those of ``deploy/mesh.toml`` (e.g. the polyglot agent)."""
+
+
+def mesh_agents() -> list[AgentEntry]:
+    """The agents of the test mesh: those of ``deploy/mesh.toml``, then the harness's own."""
+    return [*load_agents(), *load_agents(HARNESS_CATALOG)]
+
+
 def build_settings(
-    state_dir: Path, ports: MeshPorts, *, services: Iterable[str] | None = None
+    state_dir: Path,
+    ports: MeshPorts,
+    *,
+    services: Iterable[str] | None = None,
+    agents: Iterable[AgentEntry] | None = None,
 ) -> MeshSettings:
     """Settings for a mesh on ``ports``, bound to 127.0.0.1, with credentials generated.
 
-    As ``sutazai up`` does: secrets (a NATS password for each principal: ``admin``, ``gateway``
-    and ``services``, by default those of ``deploy/mesh.toml``) and the signing key ring.
+    As ``sutazai up`` does: secrets (a NATS password for each principal: ``admin``, ``gateway``,
+    ``services``, by default those of ``deploy/mesh.toml``, and ``agents``, by default
+    :func:`mesh_agents`) and the signing key ring.
     """
     settings = MeshSettings(
         state_dir=state_dir,
@@ -125,7 +140,9 @@ def build_settings(
         ),
         inference=inference_settings(ports),
     )
-    ensure_credentials(settings, services=services)
+    ensure_credentials(
+        settings, services=services, agents=mesh_agents() if agents is None else agents
+    )
     return settings
 
 

@@ -1,7 +1,9 @@
 """Per-principal NATS credentials and subject permissions, on the real embedded server.
 
-The server runs with three services, ``alpha``, ``beta`` and ``auth`` (the one that writes
-revocations), besides ``admin`` and ``gateway``.
+The server runs with the services ``alpha``, ``beta``, ``auth`` (the one that writes revocations)
+and those of tasks and agents (``tasks``, ``coordinator``, ``resources``, ``inference``), two
+agents (``scribe`` with two instances and the ``inference_call`` grant, ``other`` with one),
+besides ``admin`` and ``gateway``; the task streams and buckets of ``nats/jetstream.toml``.
 A denied publish or subscription is reported by the server as an asynchronous ``-ERR``; nats-py
 hands it to the error callback while reading, in order with the server's other replies. So once
 a PING sent after the publish is answered, the ``-ERR`` (if any) has been read, and the checks
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -23,7 +26,9 @@ from nats.js.api import KeyValueConfig
 
 from sutazai.ops.supervisor.components.nats import nats_component
 from sutazai.ops.supervisor.environment import child_environment
+from sutazai.ops.supervisor.nats_auth import Policy
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
+from sutazai.runtime.deployment import AgentEntry
 from sutazai.runtime.errors import RegistryError
 from sutazai.runtime.registry import Registry
 from sutazai.runtime.revocations import ensure_bucket
@@ -32,16 +37,33 @@ from tests.harness import MeshPorts, build_settings, new_state_dir, remove_state
 
 pytestmark = pytest.mark.integration
 
-SERVICES = ("alpha", "beta", "auth")
+SERVICES = ("alpha", "beta", "auth", "tasks", "coordinator", "resources", "inference")
+PACKAGED = Policy.packaged()
+POLICY = dataclasses.replace(
+    PACKAGED,
+    # What the task and resource services take with their entry in deploy/mesh.toml (see
+    # permissions.toml, [service_grants]).
+    service_grants={
+        **PACKAGED.service_grants,
+        "tasks": ("tasks_dispatch", "tasks_reports", "dead_letters"),
+        "resources": ("resources_answer",),
+    },
+)
+AGENTS = (
+    AgentEntry("scribe", module="unused", instances=2, grants=("inference_call",)),
+    AgentEntry("other", module="unused", instances=1),
+)
 
 
 @pytest.fixture(scope="module")
 async def nats_mesh() -> AsyncIterator[MeshSettings]:
-    """An embedded NATS whose principals are admin, gateway, alpha and beta."""
+    """An embedded NATS with the principals of SERVICES and AGENTS, admin and gateway."""
     state_dir = new_state_dir()
     try:
-        settings = build_settings(state_dir, MeshPorts.pick(), services=SERVICES)
-        component = nats_component(settings, child_environment(settings), services=SERVICES)
+        settings = build_settings(state_dir, MeshPorts.pick(), services=SERVICES, agents=AGENTS)
+        component = nats_component(
+            settings, child_environment(settings), services=SERVICES, agents=AGENTS, policy=POLICY
+        )
         async with supervised(settings, [component]):
             yield settings
     finally:
@@ -274,7 +296,7 @@ async def test_each_principal_reads_only_its_own_inbox(nats_mesh: MeshSettings) 
 async def test_principals_need_their_own_password(nats_mesh: MeshSettings) -> None:
     secrets = nats_mesh.secrets
     passwords = secrets.nats_passwords
-    assert len(set(passwords.values())) == len(passwords) == 2 + len(SERVICES)
+    assert len(set(passwords.values())) == len(passwords) == 2 + len(SERVICES) + len(AGENTS)
     for user, password in (
         ("alpha", secrets.nats_password("beta")),
         ("gateway", secrets.nats_password("admin")),
@@ -302,7 +324,7 @@ async def test_principals_need_their_own_password(nats_mesh: MeshSettings) -> No
 
 async def test_the_config_names_each_principal_once(nats_mesh: MeshSettings) -> None:
     config = (nats_mesh.state_dir / "nats" / "nats-server.conf").read_text()
-    for principal in ("admin", "gateway", *SERVICES):
+    for principal in ("admin", "gateway", *SERVICES, *(a.name for a in AGENTS)):
         assert config.count(f'"user": "{principal}"') == 1
 
 

@@ -15,9 +15,10 @@ from sutazai.ops.supervisor.errors import LaunchError
 from sutazai.ops.supervisor.nats_auth import Policy, Principal, mesh_principals, users_config
 from sutazai.ops.supervisor.probes import connect_nats, http_ok, nats_connect
 from sutazai.ops.supervisor.spec import ComponentSpec, Launch
-from sutazai.runtime.deployment import load_catalog
-from sutazai.runtime.errors import MeshRuntimeError
+from sutazai.runtime.deployment import AgentEntry, load_agents, load_catalog
+from sutazai.runtime.errors import ConfigurationError, MeshRuntimeError
 from sutazai.runtime.files import replace_file
+from sutazai.runtime.jetstream import JetStreamDeclarations, ensure_jetstream
 from sutazai.runtime.registry import Registry
 from sutazai.runtime.revocations import ensure_bucket
 from sutazai.runtime.secrets import ensure_secrets
@@ -32,7 +33,9 @@ def nats_dir(settings: MeshSettings) -> Path:
     return settings.state_dir / "nats"
 
 
-def render_config(settings: MeshSettings, principals: Iterable[Principal]) -> str:
+def render_config(
+    settings: MeshSettings, principals: Iterable[Principal], policy: Policy | None = None
+) -> str:
     """The embedded server's configuration, from the template in ``sutazai.nats``.
 
     Each principal becomes a user with its permissions from ``permissions.toml`` and its
@@ -50,7 +53,7 @@ def render_config(settings: MeshSettings, principals: Iterable[Principal]) -> st
             secrets,
             bucket=settings.registry.bucket,
             revocations=settings.auth.revocations_bucket,
-            policy=Policy.packaged(),
+            policy=Policy.packaged() if policy is None else policy,
         ),
     }
     # JSON (strings, lists, maps) is valid NATS configuration syntax.
@@ -58,29 +61,38 @@ def render_config(settings: MeshSettings, principals: Iterable[Principal]) -> st
 
 
 def nats_component(
-    settings: MeshSettings, env: Mapping[str, str], *, services: Sequence[str] | None = None
+    settings: MeshSettings,
+    env: Mapping[str, str],
+    *,
+    services: Sequence[str] | None = None,
+    agents: Sequence[AgentEntry] | None = None,
+    policy: Policy | None = None,
 ) -> ComponentSpec:
     """NATS: started from the template unless ``settings.nats.url`` names an external server.
 
-    The embedded server has one user per principal: ``admin``, ``gateway`` and each of
-    ``services`` (default: the services of ``deploy/mesh.toml``). Once it is healthy the
-    registry and revocation buckets are created, as ``admin``, so no other principal needs to.
+    The embedded server has one user per principal: ``admin``, ``gateway``, each of
+    ``services`` and each of ``agents`` (defaults: those of ``deploy/mesh.toml``). Once it is
+    healthy the registry and revocation buckets, and the streams, buckets and agent consumers of
+    ``nats/jetstream.toml``, are created (or updated), as ``admin``, so no other principal needs
+    to. ``policy`` (default: ``permissions.toml``) is for tests.
     """
+    agents = load_agents() if agents is None else list(agents)
+    agent_ids = [agent_id for agent in agents for agent_id in agent.agent_ids]
 
     async def bootstrap() -> None:
-        await _ensure_buckets(settings)
+        await _ensure_buckets(settings, agent_ids)
 
     if settings.nats.url:
         return ComponentSpec(
             name=NAME, probe=lambda _pid: nats_connect(settings), bootstrap=bootstrap
         )
     names = [entry.name for entry in load_catalog()] if services is None else list(services)
-    principals = mesh_principals(names)
+    principals = mesh_principals(names, agents)
     config = nats_dir(settings) / "nats-server.conf"
 
     async def prepare() -> None:
         try:
-            replace_file(config, render_config(settings, principals))
+            replace_file(config, render_config(settings, principals, policy))
         except MeshRuntimeError as exc:
             raise LaunchError(f"cannot render the NATS configuration: {exc}") from exc
 
@@ -100,14 +112,16 @@ def nats_component(
     )
 
 
-async def _ensure_buckets(settings: MeshSettings) -> None:
-    """Create the registry and revocation buckets if they do not exist yet (idempotent)."""
+async def _ensure_buckets(settings: MeshSettings, agent_ids: Sequence[str]) -> None:
+    """Create the registry and revocation buckets and the task streams (idempotent)."""
     try:
+        declarations = JetStreamDeclarations.packaged()
         client = await connect_nats(settings.as_principal(NATS_ADMIN))
         try:
             await Registry.open(client.jetstream(), settings.registry)
             await ensure_bucket(client.jetstream(), settings.auth)
+            await ensure_jetstream(client.jetstream(), declarations, agent_ids)
         finally:
             await client.close()
-    except (nats.errors.Error, OSError, TimeoutError) as exc:
-        raise LaunchError(f"cannot create the mesh's NATS buckets: {exc}") from exc
+    except (nats.errors.Error, OSError, TimeoutError, ConfigurationError) as exc:
+        raise LaunchError(f"cannot create the mesh's NATS buckets and streams: {exc}") from exc

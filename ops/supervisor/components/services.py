@@ -1,17 +1,23 @@
-"""Mesh services: ``sutazai serve NAME`` processes, healthy once registered with their pid."""
+"""Mesh services and agents: ``sutazai serve NAME`` processes.
+
+A service instance is healthy once registered with its pid; an agent instance once its
+heartbeat (``sutazai_agents``) is newer than its process.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
-from sutazai.ops.supervisor.credentials import write_principal_credentials
+from sutazai.ops.supervisor.credentials import write_agent_credentials, write_principal_credentials
 from sutazai.ops.supervisor.environment import principal_environment
-from sutazai.ops.supervisor.probes import registry_has
+from sutazai.ops.supervisor.probes import ProbeError, agent_heartbeat_since, registry_has
 from sutazai.ops.supervisor.spec import ComponentSpec, Hook, Launch, Probe
 from sutazai.runtime.credentials import credentials_path
-from sutazai.runtime.deployment import ServiceEntry
+from sutazai.runtime.deployment import AgentEntry, ServiceEntry
 from sutazai.runtime.registry import new_instance_id
 from sutazai.runtime.settings import MeshSettings, ServiceSettings
 
@@ -27,6 +33,8 @@ INSTANCE_ID_VARIABLE = "SUTAZAI_SERVICE_INSTANCE_ID"
 # A service drains in-flight calls for its grace period after SIGTERM; allow that, plus time
 # to deregister, before killing it.
 DEFAULT_STOP_TIMEOUT = ServiceSettings.model_fields["grace_seconds"].get_default() + 5.0
+AGENT_STOP_TIMEOUT = 35.0
+"""An agent drains on SIGTERM: running tasks finish (or are handed back) before it exits."""
 
 
 def service_components(
@@ -66,6 +74,82 @@ def service_components(
                 )
             )
     return components
+
+
+AGENT_INSTANCE_VARIABLE = "SUTAZAI_AGENT_INSTANCE"
+"""Where an agent process finds its instance id (its slot: ``1`` .. ``instances``)."""
+
+
+def agent_component_name(agent: AgentEntry, instance_id: str) -> str:
+    """``agent-text-1``: the component (and log file) of one agent instance."""
+    return f"agent-{agent.name}-{instance_id}"
+
+
+def agent_components(
+    settings: MeshSettings,
+    agents: Sequence[AgentEntry],
+    env: Mapping[str, str],
+    *,
+    stop_timeout: float = AGENT_STOP_TIMEOUT,
+) -> list[ComponentSpec]:
+    """One component per instance of every agent; one credentials-only entry per external agent.
+
+    Each instance runs ``sutazai serve NAME`` as the agent's NATS principal, with only that
+    principal's NATS user and password in its credentials file, and its instance id (stable
+    for the slot, so a restart resumes the same work consumer) in ``SUTAZAI_AGENT_INSTANCE``.
+    An external agent (another language, another host) gets its credentials file written and
+    nothing started.
+    """
+    components = []
+    for agent in agents:
+        credentials = credentials_path(settings.state_dir, agent.name)
+        writer = _agent_credentials_writer(settings, agent.name)
+        if agent.external:
+            components.append(
+                ComponentSpec(
+                    name=f"agent-{agent.name}", probe=_present(credentials), prepare=writer
+                )
+            )
+            continue
+        agent_env = principal_environment(settings, env, agent.name, credentials)
+        for instance_id in agent.instance_ids:
+            components.append(
+                ComponentSpec(
+                    name=agent_component_name(agent, instance_id),
+                    launch=Launch(
+                        argv=[sys.executable, "-m", "sutazai.ops.cli", "serve", agent.name],
+                        env={**agent_env, AGENT_INSTANCE_VARIABLE: instance_id},
+                        stop_signal=signal.SIGTERM,
+                        stop_timeout=stop_timeout,
+                    ),
+                    prepare=writer,
+                    probe=_heartbeating(settings, f"{agent.name}.{instance_id}"),
+                    start_timeout=60.0,
+                )
+            )
+    return components
+
+
+def _agent_credentials_writer(settings: MeshSettings, agent: str) -> Hook:
+    async def prepare() -> None:
+        write_agent_credentials(settings, agent)
+
+    return prepare
+
+
+def _present(path: Path) -> Probe:
+    async def probe(_pid: int | None) -> None:
+        if not await asyncio.to_thread(path.is_file):
+            raise ProbeError(f"{path} was not written")
+
+    return probe
+
+
+def _heartbeating(settings: MeshSettings, agent_id: str) -> Probe:
+    async def probe(pid: int | None) -> None:
+        await agent_heartbeat_since(settings, agent_id, pid)
+
+    return probe
 
 
 def _credentials_writer(settings: MeshSettings, service: str) -> Hook:

@@ -25,9 +25,10 @@ _sym_db = _symbol_database.Default()
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from sutazai.auth.v1 import access_pb2 as sutazai_dot_auth_dot_v1_dot_access__pb2
+from sutazai.tasks.v1 import dispatch_pb2 as sutazai_dot_tasks_dot_v1_dot_dispatch__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n0sutazai/coordinator/v1/coordinator_service.proto\x12\x16sutazai.coordinator.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1csutazai/auth/v1/access.proto\"\x14\n\x12GetStrategyRequest\"\xad\x01\n\x13GetStrategyResponse\x12<\n\x08strategy\x18\x01 \x01(\x0e\x32 .sutazai.coordinator.v1.StrategyR\x08strategy\x12\x39\n\nchanged_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tchangedAt\x12\x1d\n\nchanged_by\x18\x03 \x01(\tR\tchangedBy\"R\n\x12SetStrategyRequest\x12<\n\x08strategy\x18\x01 \x01(\x0e\x32 .sutazai.coordinator.v1.StrategyR\x08strategy\"S\n\x13SetStrategyResponse\x12<\n\x08strategy\x18\x01 \x01(\x0e\x32 .sutazai.coordinator.v1.StrategyR\x08strategy\"\x11\n\x0fGetStatsRequest\"\xc3\x04\n\x10GetStatsResponse\x12,\n\x12queued_by_priority\x18\x01 \x03(\x04R\x10queuedByPriority\x12`\n\x0equeued_by_type\x18\x02 \x03(\x0b\x32:.sutazai.coordinator.v1.GetStatsResponse.QueuedByTypeEntryR\x0cqueuedByType\x12\x1b\n\tin_flight\x18\x03 \x01(\x04R\x08inFlight\x12\x32\n\x15succeeded_last_minute\x18\x04 \x01(\x04R\x13succeededLastMinute\x12,\n\x12\x66\x61iled_last_minute\x18\x05 \x01(\x04R\x10\x66\x61iledLastMinute\x12\'\n\x0fsucceeded_total\x18\x06 \x01(\x04R\x0esucceededTotal\x12!\n\x0c\x66\x61iled_total\x18\x07 \x01(\x04R\x0b\x66\x61iledTotal\x12!\n\x0c\x64\x65\x61\x64_letters\x18\x08 \x01(\x04R\x0b\x64\x65\x61\x64Letters\x12<\n\x08strategy\x18\t \x01(\x0e\x32 .sutazai.coordinator.v1.StrategyR\x08strategy\x12\x32\n\x15waiting_for_resources\x18\n \x01(\x04R\x13waitingForResources\x1a?\n\x11QueuedByTypeEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\x04R\x05value:\x02\x38\x01\"\x14\n\x12ListStreamsRequest\"S\n\x13ListStreamsResponse\x12<\n\x07streams\x18\x01 \x03(\x0b\x32\".sutazai.coordinator.v1.StreamInfoR\x07streams\"\x96\x01\n\nStreamInfo\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n\x08messages\x18\x02 \x01(\x04R\x08messages\x12\x14\n\x05\x62ytes\x18\x03 \x01(\x04R\x05\x62ytes\x12\x42\n\tconsumers\x18\x04 \x03(\x0b\x32$.sutazai.coordinator.v1.ConsumerInfoR\tconsumers\"\x7f\n\x0c\x43onsumerInfo\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n\x07pending\x18\x02 \x01(\x04R\x07pending\x12\x1f\n\x0b\x61\x63k_pending\x18\x03 \x01(\x04R\nackPending\x12 \n\x0bredelivered\x18\x04 \x01(\x04R\x0bredelivered*\x95\x01\n\x08Strategy\x12\x18\n\x14STRATEGY_UNSPECIFIED\x10\x00\x12\x18\n\x14STRATEGY_ROUND_ROBIN\x10\x01\x12\x19\n\x15STRATEGY_LEAST_LOADED\x10\x02\x12\x1d\n\x19STRATEGY_CAPABILITY_MATCH\x10\x03\x12\x1b\n\x17STRATEGY_WEIGHTED_SCORE\x10\x04\x32\xd0\x04\n\x12\x43oordinatorService\x12\x8e\x01\n\x0bGetStrategy\x12*.sutazai.coordinator.v1.GetStrategyRequest\x1a+.sutazai.coordinator.v1.GetStrategyResponse\"&\xca\xf3\x18\x02\x10\x02\x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/coordinator/strategy\x12\x93\x01\n\x0bSetStrategy\x12*.sutazai.coordinator.v1.SetStrategyRequest\x1a+.sutazai.coordinator.v1.SetStrategyResponse\"+\xca\xf3\x18\x04\x10\x02\x18\x01\x82\xd3\xe4\x93\x02\x1d\x1a\x18/v1/coordinator/strategy:\x01*\x12\x82\x01\n\x08GetStats\x12\'.sutazai.coordinator.v1.GetStatsRequest\x1a(.sutazai.coordinator.v1.GetStatsResponse\"#\xca\xf3\x18\x02\x10\x02\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/coordinator/stats\x12\x8d\x01\n\x0bListStreams\x12*.sutazai.coordinator.v1.ListStreamsRequest\x1a+.sutazai.coordinator.v1.ListStreamsResponse\"%\xca\xf3\x18\x02\x10\x02\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/coordinator/streamsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n0sutazai/coordinator/v1/coordinator_service.proto\x12\x16sutazai.coordinator.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1csutazai/auth/v1/access.proto\x1a\x1fsutazai/tasks/v1/dispatch.proto\"\x14\n\x12GetStrategyRequest\"\xad\x01\n\x13GetStrategyResponse\x12<\n\x08strategy\x18\x01 \x01(\x0e\x32 .sutazai.coordinator.v1.StrategyR\x08strategy\x12\x39\n\nchanged_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tchangedAt\x12\x1d\n\nchanged_by\x18\x03 \x01(\tR\tchangedBy\"R\n\x12SetStrategyRequest\x12<\n\x08strategy\x18\x01 \x01(\x0e\x32 .sutazai.coordinator.v1.StrategyR\x08strategy\"S\n\x13SetStrategyResponse\x12<\n\x08strategy\x18\x01 \x01(\x0e\x32 .sutazai.coordinator.v1.StrategyR\x08strategy\"\x11\n\x0fGetStatsRequest\"\xc3\x04\n\x10GetStatsResponse\x12,\n\x12queued_by_priority\x18\x01 \x03(\x04R\x10queuedByPriority\x12`\n\x0equeued_by_type\x18\x02 \x03(\x0b\x32:.sutazai.coordinator.v1.GetStatsResponse.QueuedByTypeEntryR\x0cqueuedByType\x12\x1b\n\tin_flight\x18\x03 \x01(\x04R\x08inFlight\x12\x32\n\x15succeeded_last_minute\x18\x04 \x01(\x04R\x13succeededLastMinute\x12,\n\x12\x66\x61iled_last_minute\x18\x05 \x01(\x04R\x10\x66\x61iledLastMinute\x12\'\n\x0fsucceeded_total\x18\x06 \x01(\x04R\x0esucceededTotal\x12!\n\x0c\x66\x61iled_total\x18\x07 \x01(\x04R\x0b\x66\x61iledTotal\x12!\n\x0c\x64\x65\x61\x64_letters\x18\x08 \x01(\x04R\x0b\x64\x65\x61\x64Letters\x12<\n\x08strategy\x18\t \x01(\x0e\x32 .sutazai.coordinator.v1.StrategyR\x08strategy\x12\x32\n\x15waiting_for_resources\x18\n \x01(\x04R\x13waitingForResources\x1a?\n\x11QueuedByTypeEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\x04R\x05value:\x02\x38\x01\"\x14\n\x12ListStreamsRequest\"S\n\x13ListStreamsResponse\x12<\n\x07streams\x18\x01 \x03(\x0b\x32\".sutazai.coordinator.v1.StreamInfoR\x07streams\"\x96\x01\n\nStreamInfo\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n\x08messages\x18\x02 \x01(\x04R\x08messages\x12\x14\n\x05\x62ytes\x18\x03 \x01(\x04R\x05\x62ytes\x12\x42\n\tconsumers\x18\x04 \x03(\x0b\x32$.sutazai.coordinator.v1.ConsumerInfoR\tconsumers\"\x7f\n\x0c\x43onsumerInfo\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n\x07pending\x18\x02 \x01(\x04R\x07pending\x12\x1f\n\x0b\x61\x63k_pending\x18\x03 \x01(\x04R\nackPending\x12 \n\x0bredelivered\x18\x04 \x01(\x04R\x0bredelivered\"\x88\x02\n\x10\x41ssignmentRecord\x12:\n\x08\x64ispatch\x18\x01 \x01(\x0b\x32\x1e.sutazai.tasks.v1.TaskDispatchR\x08\x64ispatch\x12\x19\n\x08\x61gent_id\x18\x02 \x01(\tR\x07\x61gentId\x12%\n\x0e\x61llocation_ids\x18\x03 \x03(\tR\rallocationIds\x12;\n\x0b\x61ssigned_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nassignedAt\x12\x39\n\nstarted_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartedAt*\x95\x01\n\x08Strategy\x12\x18\n\x14STRATEGY_UNSPECIFIED\x10\x00\x12\x18\n\x14STRATEGY_ROUND_ROBIN\x10\x01\x12\x19\n\x15STRATEGY_LEAST_LOADED\x10\x02\x12\x1d\n\x19STRATEGY_CAPABILITY_MATCH\x10\x03\x12\x1b\n\x17STRATEGY_WEIGHTED_SCORE\x10\x04\x32\xd0\x04\n\x12\x43oordinatorService\x12\x8e\x01\n\x0bGetStrategy\x12*.sutazai.coordinator.v1.GetStrategyRequest\x1a+.sutazai.coordinator.v1.GetStrategyResponse\"&\xca\xf3\x18\x02\x10\x02\x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/coordinator/strategy\x12\x93\x01\n\x0bSetStrategy\x12*.sutazai.coordinator.v1.SetStrategyRequest\x1a+.sutazai.coordinator.v1.SetStrategyResponse\"+\xca\xf3\x18\x04\x10\x02\x18\x01\x82\xd3\xe4\x93\x02\x1d\x1a\x18/v1/coordinator/strategy:\x01*\x12\x82\x01\n\x08GetStats\x12\'.sutazai.coordinator.v1.GetStatsRequest\x1a(.sutazai.coordinator.v1.GetStatsResponse\"#\xca\xf3\x18\x02\x10\x02\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/coordinator/stats\x12\x8d\x01\n\x0bListStreams\x12*.sutazai.coordinator.v1.ListStreamsRequest\x1a+.sutazai.coordinator.v1.ListStreamsResponse\"%\xca\xf3\x18\x02\x10\x02\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/coordinator/streamsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,30 +45,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COORDINATORSERVICE'].methods_by_name['GetStats']._serialized_options = b'\312\363\030\002\020\002\202\323\344\223\002\027\022\025/v1/coordinator/stats'
   _globals['_COORDINATORSERVICE'].methods_by_name['ListStreams']._loaded_options = None
   _globals['_COORDINATORSERVICE'].methods_by_name['ListStreams']._serialized_options = b'\312\363\030\002\020\002\202\323\344\223\002\031\022\027/v1/coordinator/streams'
-  _globals['_STRATEGY']._serialized_start=1527
-  _globals['_STRATEGY']._serialized_end=1676
-  _globals['_GETSTRATEGYREQUEST']._serialized_start=169
-  _globals['_GETSTRATEGYREQUEST']._serialized_end=189
-  _globals['_GETSTRATEGYRESPONSE']._serialized_start=192
-  _globals['_GETSTRATEGYRESPONSE']._serialized_end=365
-  _globals['_SETSTRATEGYREQUEST']._serialized_start=367
-  _globals['_SETSTRATEGYREQUEST']._serialized_end=449
-  _globals['_SETSTRATEGYRESPONSE']._serialized_start=451
-  _globals['_SETSTRATEGYRESPONSE']._serialized_end=534
-  _globals['_GETSTATSREQUEST']._serialized_start=536
-  _globals['_GETSTATSREQUEST']._serialized_end=553
-  _globals['_GETSTATSRESPONSE']._serialized_start=556
-  _globals['_GETSTATSRESPONSE']._serialized_end=1135
-  _globals['_GETSTATSRESPONSE_QUEUEDBYTYPEENTRY']._serialized_start=1072
-  _globals['_GETSTATSRESPONSE_QUEUEDBYTYPEENTRY']._serialized_end=1135
-  _globals['_LISTSTREAMSREQUEST']._serialized_start=1137
-  _globals['_LISTSTREAMSREQUEST']._serialized_end=1157
-  _globals['_LISTSTREAMSRESPONSE']._serialized_start=1159
-  _globals['_LISTSTREAMSRESPONSE']._serialized_end=1242
-  _globals['_STREAMINFO']._serialized_start=1245
-  _globals['_STREAMINFO']._serialized_end=1395
-  _globals['_CONSUMERINFO']._serialized_start=1397
-  _globals['_CONSUMERINFO']._serialized_end=1524
-  _globals['_COORDINATORSERVICE']._serialized_start=1679
-  _globals['_COORDINATORSERVICE']._serialized_end=2271
+  _globals['_STRATEGY']._serialized_start=1827
+  _globals['_STRATEGY']._serialized_end=1976
+  _globals['_GETSTRATEGYREQUEST']._serialized_start=202
+  _globals['_GETSTRATEGYREQUEST']._serialized_end=222
+  _globals['_GETSTRATEGYRESPONSE']._serialized_start=225
+  _globals['_GETSTRATEGYRESPONSE']._serialized_end=398
+  _globals['_SETSTRATEGYREQUEST']._serialized_start=400
+  _globals['_SETSTRATEGYREQUEST']._serialized_end=482
+  _globals['_SETSTRATEGYRESPONSE']._serialized_start=484
+  _globals['_SETSTRATEGYRESPONSE']._serialized_end=567
+  _globals['_GETSTATSREQUEST']._serialized_start=569
+  _globals['_GETSTATSREQUEST']._serialized_end=586
+  _globals['_GETSTATSRESPONSE']._serialized_start=589
+  _globals['_GETSTATSRESPONSE']._serialized_end=1168
+  _globals['_GETSTATSRESPONSE_QUEUEDBYTYPEENTRY']._serialized_start=1105
+  _globals['_GETSTATSRESPONSE_QUEUEDBYTYPEENTRY']._serialized_end=1168
+  _globals['_LISTSTREAMSREQUEST']._serialized_start=1170
+  _globals['_LISTSTREAMSREQUEST']._serialized_end=1190
+  _globals['_LISTSTREAMSRESPONSE']._serialized_start=1192
+  _globals['_LISTSTREAMSRESPONSE']._serialized_end=1275
+  _globals['_STREAMINFO']._serialized_start=1278
+  _globals['_STREAMINFO']._serialized_end=1428
+  _globals['_CONSUMERINFO']._serialized_start=1430
+  _globals['_CONSUMERINFO']._serialized_end=1557
+  _globals['_ASSIGNMENTRECORD']._serialized_start=1560
+  _globals['_ASSIGNMENTRECORD']._serialized_end=1824
+  _globals['_COORDINATORSERVICE']._serialized_start=1979
+  _globals['_COORDINATORSERVICE']._serialized_end=2571
 # @@protoc_insertion_point(module_scope)

@@ -9,6 +9,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from sutazai.tasks.v1 import dispatch_pb2 as _dispatch_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -364,3 +365,52 @@ class ConsumerInfo(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ConsumerInfo: _TypeAlias = ConsumerInfo  # noqa: Y015
+
+@_typing.final
+class AssignmentRecord(_message.Message):
+    """AssignmentRecord is the coordinator's record of one attempt it gave to an agent instance, kept
+    in its key-value bucket (`sutazai_coordinator`, key `assignment.<task_id>`, nats/README.md) so
+    that a restarted coordinator knows what runs where. Internal to the coordinator.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DISPATCH_FIELD_NUMBER: _builtins.int
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    ALLOCATION_IDS_FIELD_NUMBER: _builtins.int
+    ASSIGNED_AT_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    """The agent instance, `<agent name>.<instance>`."""
+    @_builtins.property
+    def dispatch(self) -> _dispatch_pb2.TaskDispatch:
+        """The dispatch of the attempt (its `attempt` is the one given to the agent)."""
+
+    @_builtins.property
+    def allocation_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Leases the resource service granted for it (allocation ids), released when it ends."""
+
+    @_builtins.property
+    def assigned_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was assigned."""
+
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp:
+        """When the agent reported it started; unset before."""
+
+    def __init__(
+        self,
+        *,
+        dispatch: _dispatch_pb2.TaskDispatch | None = ...,
+        agent_id: _builtins.str = ...,
+        allocation_ids: _abc.Iterable[_builtins.str] | None = ...,
+        assigned_at: _timestamp_pb2.Timestamp | None = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assigned_at", b"assigned_at", "dispatch", b"dispatch", "started_at", b"started_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "allocation_ids", b"allocation_ids", "assigned_at", b"assigned_at", "dispatch", b"dispatch", "started_at", b"started_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AssignmentRecord: _TypeAlias = AssignmentRecord  # noqa: Y015

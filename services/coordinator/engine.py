@@ -1,0 +1,871 @@
+"""The coordinator's work over NATS JetStream (nats/README.md, "The life of a task").
+
+* **Intake**: the durable pull consumer ``coordinator`` of ``SUTAZAI_TASKS``. Each dispatch is
+  held (in-progress acknowledgements keep it from being redelivered) until it is assigned, then
+  acknowledged; a crash of the coordinator leaves it unacknowledged, so JetStream redelivers it.
+* **Scheduler**: highest priority first, FIFO within a priority (:mod:`.domain`); an eligible
+  agent by the strategy in force; its resources from the resource service (NATS request);
+  ``assignment.<task_id>`` written to the ``sutazai_coordinator`` bucket; the TaskAssignment
+  published to the instance's work subject (message id ``<task_id>.<attempt>``); ``assigned``
+  reported; only then the dispatch acknowledged. A task that cannot be placed gets a
+  ``waiting`` report, once per reason.
+* **Reports**: the durable consumer ``coordinator`` of ``SUTAZAI_REPORTS`` (agents' reports and
+  the task service's cancellations). A final report frees the slot and the resources; a
+  retryable failure queues the next attempt after a back-off, or, after ``max_attempts``, puts
+  the last dispatch on ``SUTAZAI_DEAD``; a cancellation drops a held task or sends
+  ``TaskControl{cancel}`` to the instance running it.
+* **Agents**: a watch of ``sutazai_agents`` (:class:`.agents.AgentDirectory`). An instance whose
+  key is deleted or expires loses its unfinished attempts: its work subject is purged (a stale
+  assignment is never run later) and each attempt ends like a failure (next attempt, or dead
+  letter).
+* **Leader lease**: of several instances, only the one holding the ``leader`` key of the
+  bucket (created with a TTL, renewed every third of it) consumes and assigns; the others
+  serve reads (AgentService, strategy, streams) and take over when the lease lapses.
+
+Restarting rebuilds the state: assignments from ``assignment.*``, agents from their bucket,
+held tasks from JetStream's redelivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import nats.errors
+import structlog
+from google.protobuf.message import DecodeError
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import code_pb2, status_pb2
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from sutazai.agents.v1.agent_service_pb2 import AgentHeartbeat
+from sutazai.coordinator.v1 import coordinator_service_pb2 as pb
+from sutazai.resources.v1.resource_service_pb2 import (
+    AllocateReply,
+    AllocateRequest,
+    ReleaseRequest,
+)
+from sutazai.runtime.jetstream import (
+    AGENT_REPORTS,
+    AGENTS_BUCKET,
+    COORDINATOR_BUCKET,
+    COORDINATOR_REPORTS,
+    DEAD_STREAM,
+    DEAD_SUBJECT,
+    MSG_ID,
+    REPORTS_STREAM,
+    RESOURCES_ALLOCATE,
+    RESOURCES_RELEASE,
+    TASKS_REPORTS,
+    TASKS_STREAM,
+    WORK_STREAM,
+    control_subject,
+    message_id,
+    queue_subject,
+    split_agent_id,
+    work_subject,
+)
+from sutazai.runtime.settings import CoordinatorSettings
+from sutazai.services.coordinator.agents import AgentDirectory
+from sutazai.services.coordinator.domain import (
+    Chooser,
+    Held,
+    HoldingQueue,
+    Need,
+    RecentCounter,
+    Strategy,
+    backoff_seconds,
+    eligible,
+    next_step,
+    waiting_reason,
+)
+from sutazai.services.coordinator.errors import LeaseLostError
+from sutazai.services.coordinator.metrics import CoordinatorMetrics
+from sutazai.tasks.v1.dispatch_pb2 import (
+    TaskAssigned,
+    TaskAssignment,
+    TaskCancelRequested,
+    TaskControl,
+    TaskDeadLettered,
+    TaskDispatch,
+    TaskReport,
+    TaskRequeued,
+    TaskWaiting,
+)
+
+log = structlog.get_logger(__name__)
+
+CONSUMER = "coordinator"
+"""The coordinator's durable consumer on SUTAZAI_TASKS and on SUTAZAI_REPORTS."""
+STRATEGY_KEY = "strategy"
+LEADER_KEY = "leader"
+ASSIGNMENT_PREFIX = "assignment."
+FETCH_BATCH = 256
+FETCH_WAIT_SECONDS = 1.0
+MAX_REMEMBERED_CANCELS = 10_000
+"""Cancelled task ids remembered (a dispatch of one arriving later is dropped)."""
+REPORT_ACK_WAIT_SECONDS = 30.0
+LEASE_GRACE_SECONDS = 1.0
+RESOURCE_LEASE_GRACE_SECONDS = 60
+"""A task's resource lease outlives its timeout by this much (then it expires by itself)."""
+MAX_LEASE_SECONDS = 86_400
+
+STRATEGIES = {
+    Strategy.ROUND_ROBIN: pb.STRATEGY_ROUND_ROBIN,
+    Strategy.LEAST_LOADED: pb.STRATEGY_LEAST_LOADED,
+    Strategy.CAPABILITY_MATCH: pb.STRATEGY_CAPABILITY_MATCH,
+    Strategy.WEIGHTED_SCORE: pb.STRATEGY_WEIGHTED_SCORE,
+}
+FROM_PROTO = {value: key for key, value in STRATEGIES.items()}
+
+
+@dataclass(slots=True)
+class Pending:
+    """A held dispatch and the message to acknowledge once it is assigned."""
+
+    dispatch: TaskDispatch
+    message: Msg | None
+    arrived: float
+
+
+def _timestamp(seconds: float) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromNanoseconds(int(seconds * 1e9))
+    return stamp
+
+
+def _seconds(stamp: Timestamp) -> float:
+    return stamp.ToNanoseconds() / 1e9
+
+
+def _status(code: int, message: str) -> status_pb2.Status:
+    return status_pb2.Status(code=code, message=message)
+
+
+def _valid_task_id(task_id: str) -> bool:
+    try:
+        return str(uuid.UUID(task_id)) == task_id
+    except ValueError:
+        return False
+
+
+class Coordinator:
+    """One coordinator instance: the agent directory always, the assignment work as leader."""
+
+    def __init__(
+        self,
+        nc: NatsClient,
+        settings: CoordinatorSettings,
+        metrics: CoordinatorMetrics,
+        directory: AgentDirectory,
+        *,
+        instance_id: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._nc = nc
+        self._js: JetStreamContext = nc.jetstream(timeout=5.0)
+        self._settings = settings
+        self._metrics = metrics
+        self._directory = directory
+        self._instance_id = instance_id
+        self._clock = clock
+        self._state: KeyValue | None = None
+        self._held: HoldingQueue[Pending] = HoldingQueue()
+        self._assignments: dict[str, pb.AssignmentRecord] = {}
+        self._assigned: collections.Counter[str] = collections.Counter()
+        self._cancelled: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._chooser = Chooser(Strategy(settings.strategy))
+        self._strategy = pb.GetStrategyResponse(strategy=STRATEGIES[self._chooser.strategy])
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._succeeded = RecentCounter()
+        self._failed = RecentCounter()
+        self._leading = False
+        self._lost_pending: set[str] = set()
+        directory.listen(self._agent_changed)
+
+    # --- queries (any instance) -------------------------------------------------------------
+
+    @property
+    def strategy(self) -> pb.GetStrategyResponse:
+        """The strategy in force and who set it."""
+        return self._strategy
+
+    @property
+    def leading(self) -> bool:
+        """Whether this instance holds the leader lease (and assigns)."""
+        return self._leading
+
+    async def set_strategy(
+        self, strategy: pb.Strategy.ValueType, changed_by: str
+    ) -> pb.GetStrategyResponse:
+        """Store a new strategy for every instance (the leader follows the bucket)."""
+        record = pb.GetStrategyResponse(
+            strategy=strategy, changed_at=_timestamp(self._clock()), changed_by=changed_by
+        )
+        await self._bucket().put(STRATEGY_KEY, record.SerializeToString())
+        self._apply_strategy(record)
+        return record
+
+    def stats(self) -> pb.GetStatsResponse:
+        """What is held, in flight, done and failed (dead letters filled in by the caller)."""
+        now = self._clock()
+        return pb.GetStatsResponse(
+            queued_by_priority=self._held.depth_by_priority(),
+            queued_by_type=self._held.depth_by_type(),
+            in_flight=len(self._assignments),
+            succeeded_last_minute=self._succeeded.recent(now),
+            failed_last_minute=self._failed.recent(now),
+            succeeded_total=self._succeeded.total,
+            failed_total=self._failed.total,
+            strategy=self._strategy.strategy,
+            waiting_for_resources=sum(
+                1 for h in self._held if h.reason.startswith("waiting for resources")
+            ),
+        )
+
+    async def dead_letters(self) -> int:
+        """Messages on the dead-letter stream."""
+        info = await self._js.stream_info(DEAD_STREAM)
+        return info.state.messages
+
+    async def streams(self) -> pb.ListStreamsResponse:
+        """The task streams with their consumers' pending, unacknowledged, redelivered counts."""
+        reply = pb.ListStreamsResponse()
+        for name in (TASKS_STREAM, WORK_STREAM, REPORTS_STREAM, DEAD_STREAM):
+            info = await self._js.stream_info(name)
+            stream = reply.streams.add(
+                name=name, messages=info.state.messages, bytes=info.state.bytes
+            )
+            consumers = await self._js.consumers_info(name)
+            for consumer in sorted(consumers, key=lambda c: c.name):
+                stream.consumers.add(
+                    name=consumer.name,
+                    pending=consumer.num_pending or 0,
+                    ack_pending=consumer.num_ack_pending or 0,
+                    redelivered=consumer.num_redelivered or 0,
+                )
+        return reply
+
+    # --- running ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Watch agents and the strategy; assign while holding the leader lease. Runs forever."""
+        self._state = await self._js.key_value(COORDINATOR_BUCKET)
+        await self._load_strategy()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._watch_agents())
+            group.create_task(self._watch_strategy())
+            group.create_task(self._lead_forever())
+
+    async def release_lease(self) -> None:
+        """Give the lease up at shutdown, so a standby takes over at once."""
+        if self._leading and self._state is not None:
+            with contextlib.suppress(nats.errors.Error, KeyNotFoundError):
+                await self._state.delete(LEADER_KEY)
+
+    def _bucket(self) -> KeyValue:
+        if self._state is None:
+            raise RuntimeError("the coordinator is not running")
+        return self._state
+
+    async def _lead_forever(self) -> None:
+        lease = self._settings.leader_lease_seconds
+        while True:
+            revision = await self._acquire()
+            if revision is None:
+                await asyncio.sleep(lease / 3)
+                continue
+            log.info("coordinator.leading", instance=self._instance_id)
+            self._leading = True
+            self._metrics.leader.set(1)
+            try:
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self._keep_lease(revision))
+                    group.create_task(self._lead())
+            except* LeaseLostError as lost:
+                log.warning("coordinator.lease_lost", reason=str(lost.exceptions[0]))
+            except* (nats.errors.Error, OSError) as failed:
+                # NATS went away under the leader (a restart): start over from what NATS holds.
+                log.warning("coordinator.leading_failed", error=str(failed.exceptions[0]))
+                await asyncio.sleep(1.0)
+            finally:
+                self._leading = False
+                self._metrics.leader.set(0)
+                self._forget()
+
+    async def _acquire(self) -> int | None:
+        try:
+            return await self._bucket().create(
+                LEADER_KEY,
+                self._instance_id.encode(),
+                msg_ttl=self._settings.leader_lease_seconds,
+            )
+        except KeyWrongLastSequenceError:
+            return await self._own_lease()
+        except nats.errors.Error as exc:
+            log.warning("coordinator.lease_unreachable", error=str(exc))
+            return None
+
+    async def _own_lease(self) -> int | None:
+        """The lease's revision if this instance still holds it (it restarted leading)."""
+        try:
+            entry = await self._bucket().get(LEADER_KEY)
+        except (KeyNotFoundError, nats.errors.Error):
+            return None
+        if entry.value == self._instance_id.encode() and entry.revision is not None:
+            return entry.revision
+        return None
+
+    async def _keep_lease(self, revision: int) -> None:
+        lease = self._settings.leader_lease_seconds
+        subject = f"$KV.{COORDINATOR_BUCKET}.{LEADER_KEY}"
+        while True:
+            await asyncio.sleep(lease / 3)
+            try:
+                ack = await self._js.publish(
+                    subject,
+                    self._instance_id.encode(),
+                    headers={"Nats-Expected-Last-Subject-Sequence": str(revision)},
+                    msg_ttl=lease,
+                )
+            except nats.errors.Error as exc:
+                raise LeaseLostError(str(exc)) from exc
+            revision = ack.seq
+
+    def _forget(self) -> None:
+        """Drop the leader's state (a new leader rebuilds it from NATS)."""
+        self._held = HoldingQueue()
+        self._assignments.clear()
+        self._assigned.clear()
+        self._metrics.held.set(0)
+        self._metrics.in_flight.set(0)
+
+    async def _lead(self) -> None:
+        await self._ensure_consumers()
+        await self._load_assignments()
+        await self._directory.ready.wait()
+        async with self._lock:
+            # Attempts of instances that went away while no coordinator was watching.
+            for agent_id in {r.agent_id for r in self._assignments.values()}:
+                if not self._directory.is_online(agent_id):
+                    await self._lost(agent_id)
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._intake())
+            group.create_task(self._hold_alive())
+            group.create_task(self._schedule_forever())
+            group.create_task(self._follow_reports())
+
+    async def _ensure_consumers(self) -> None:
+        settings = self._settings
+        await self._js.add_consumer(
+            TASKS_STREAM,
+            ConsumerConfig(
+                name=CONSUMER,
+                durable_name=CONSUMER,
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=settings.hold_ack_wait_seconds,
+                max_ack_pending=settings.max_held,
+                max_deliver=-1,
+            ),
+        )
+        await self._js.add_consumer(
+            REPORTS_STREAM,
+            ConsumerConfig(
+                name=CONSUMER,
+                durable_name=CONSUMER,
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=REPORT_ACK_WAIT_SECONDS,
+                # The first start reads from now: past reports belong to finished work.
+                deliver_policy=DeliverPolicy.NEW,
+                filter_subjects=[AGENT_REPORTS, TASKS_REPORTS],
+                max_ack_pending=FETCH_BATCH * 4,
+            ),
+        )
+
+    async def _load_assignments(self) -> None:
+        # A watch, not kv.keys(filters=...): nats-py 2.16 answers NoKeysError to a filtered
+        # listing of a bucket that has matching keys.
+        entries = await _snapshot(self._bucket(), ASSIGNMENT_PREFIX + ">")
+        async with self._lock:
+            for value in entries.values():
+                try:
+                    record = pb.AssignmentRecord.FromString(value)
+                except DecodeError:
+                    continue
+                self._assignments[record.dispatch.task_id] = record
+                self._assigned[record.agent_id] += 1
+            self._metrics.in_flight.set(len(self._assignments))
+        log.info("coordinator.restored", assignments=len(self._assignments))
+
+    # --- intake -----------------------------------------------------------------------------
+
+    async def _intake(self) -> None:
+        subscription = await self._js.pull_subscribe_bind(CONSUMER, stream=TASKS_STREAM)
+        while True:
+            room = self._settings.max_held - len(self._held)
+            if room <= 0:
+                self._room.clear()
+                await self._room.wait()
+                continue
+            try:
+                messages = await subscription.fetch(
+                    min(room, FETCH_BATCH), timeout=FETCH_WAIT_SECONDS
+                )
+            except TimeoutError:  # nats-py raises both its own and asyncio's
+                continue
+            async with self._lock:
+                for message in messages:
+                    await self._accept(message)
+                self._metrics.held.set(len(self._held))
+            self._wake.set()
+
+    async def _accept(self, message: Msg) -> None:
+        try:
+            dispatch = TaskDispatch.FromString(message.data)
+        except DecodeError:
+            dispatch = TaskDispatch()
+        if not _valid_task_id(dispatch.task_id) or dispatch.attempt < 1:
+            self._metrics.dropped.labels("malformed").inc()
+            log.warning("coordinator.malformed_dispatch", subject=message.subject)
+            await message.term()
+            return
+        task_id = dispatch.task_id
+        if task_id in self._cancelled:
+            self._metrics.dropped.labels("cancelled").inc()
+            await message.ack()
+            return
+        running = self._assignments.get(task_id)
+        if running is not None and running.dispatch.attempt >= dispatch.attempt:
+            self._metrics.dropped.labels("duplicate_dispatch").inc()
+            await message.ack()
+            return
+        held = self._held.get(task_id)
+        if held is not None and held.item is not None:
+            previous = held.item.message
+            if previous is not None and _same_message(previous, message):
+                held.item.message = message  # a redelivery of what is held: keep its place
+                return
+            if held.attempt >= dispatch.attempt:
+                self._metrics.dropped.labels("duplicate_dispatch").inc()
+                await message.ack()
+                return
+            if previous is not None:
+                await previous.ack()
+        self._hold(dispatch, message)
+
+    def _hold(self, dispatch: TaskDispatch, message: Msg | None) -> None:
+        self._held.add(
+            Held(
+                task_id=dispatch.task_id,
+                attempt=dispatch.attempt,
+                priority=min(dispatch.priority, 3),
+                created_at=_seconds(dispatch.created_at),
+                need=Need(dispatch.type, frozenset(dispatch.required_capabilities)),
+                not_before=_seconds(dispatch.not_before) if dispatch.HasField("not_before") else 0,
+                item=Pending(dispatch, message, self._clock()),
+            )
+        )
+
+    async def _hold_alive(self) -> None:
+        """In-progress acknowledgements of every held dispatch, every third of ack_wait."""
+        while True:
+            await asyncio.sleep(self._settings.hold_ack_wait_seconds / 3)
+            for held in self._held:
+                message = held.item.message if held.item else None
+                if message is not None:
+                    with contextlib.suppress(nats.errors.Error):
+                        await message.in_progress()
+
+    # --- scheduling -------------------------------------------------------------------------
+
+    async def _schedule_forever(self) -> None:
+        while True:
+            now = self._clock()
+            wakeup = self._held.next_wakeup(now)
+            timeout = max(0.0, wakeup - now) if wakeup is not None else None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+            self._wake.clear()
+            async with self._lock:
+                await self._schedule()
+
+    def _agent_changed(self, agent_id: str, online: bool) -> None:
+        if online:
+            self._wake.set()
+        elif agent_id in self._assigned and self._leading:
+            self._lost_pending.add(agent_id)
+            self._wake.set()
+
+    async def _schedule(self) -> None:
+        for agent_id in sorted(self._lost_pending):
+            self._lost_pending.discard(agent_id)
+            if not self._directory.is_online(agent_id):
+                await self._lost(agent_id)
+        now = self._clock()
+        agents = list(self._directory.views())
+        for held in self._held.ready(now):
+            pending = held.item
+            if pending is None:
+                continue
+            candidates = eligible(agents, held.need, dict(self._assigned))
+            if not candidates:
+                await self._waiting(held, waiting_reason(agents, held.need))
+                continue
+            chosen = self._chooser.choose(candidates, held.need, dict(self._assigned))
+            if chosen is None:
+                continue
+            allocations = await self._allocate(pending.dispatch, chosen.agent_id)
+            if isinstance(allocations, str):
+                await self._waiting(held, f"waiting for resources: {allocations}")
+                continue
+            try:
+                await self._assign(held, pending, chosen.agent_id, allocations)
+            except nats.errors.Error as exc:
+                log.warning("coordinator.assign_failed", task_id=held.task_id, error=str(exc))
+                await self._release(allocations)
+                return
+        self._metrics.held.set(len(self._held))
+        self._room.set()
+
+    async def _waiting(self, held: Held[Pending], reason: str) -> None:
+        if held.reason == reason:
+            return
+        held.reason = reason
+        with contextlib.suppress(nats.errors.Error):
+            await self._report(held.task_id, held.attempt, "", waiting=TaskWaiting(reason=reason))
+
+    async def _assign(
+        self, held: Held[Pending], pending: Pending, agent_id: str, allocations: list[str]
+    ) -> None:
+        dispatch = pending.dispatch
+        now = self._clock()
+        record = pb.AssignmentRecord(
+            dispatch=dispatch,
+            agent_id=agent_id,
+            allocation_ids=allocations,
+            assigned_at=_timestamp(now),
+        )
+        await self._bucket().put(ASSIGNMENT_PREFIX + dispatch.task_id, record.SerializeToString())
+        timeout = dispatch.timeout_seconds or 300
+        assignment = TaskAssignment(
+            task_id=dispatch.task_id,
+            attempt=dispatch.attempt,
+            type=dispatch.type,
+            payload=dispatch.payload,
+            deadline=_timestamp(now + timeout),
+        )
+        await self._js.publish(
+            work_subject(agent_id),
+            assignment.SerializeToString(),
+            headers={MSG_ID: message_id(dispatch.task_id, dispatch.attempt)},
+        )
+        self._assignments[dispatch.task_id] = record
+        self._assigned[agent_id] += 1
+        self._held.remove(held.task_id)
+        self._metrics.assigned.labels(self._chooser.strategy.value).inc()
+        self._metrics.queue_seconds.observe(max(0.0, now - pending.arrived))
+        self._metrics.in_flight.set(len(self._assignments))
+        await self._report(dispatch.task_id, dispatch.attempt, agent_id, assigned=TaskAssigned())
+        if pending.message is not None:
+            await pending.message.ack()
+
+    async def _allocate(self, dispatch: TaskDispatch, agent_id: str) -> list[str] | str:
+        """Leases for every resource the task needs, or why not (none kept on a refusal)."""
+        granted: list[str] = []
+        duration = min(
+            MAX_LEASE_SECONDS, (dispatch.timeout_seconds or 300) + RESOURCE_LEASE_GRACE_SECONDS
+        )
+        for need in dispatch.resources:
+            request = AllocateRequest(
+                holder=agent_id,
+                resource_type=need.resource_type,
+                amount=need.amount,
+                priority=dispatch.priority,
+                duration_seconds=duration,
+                task_id=dispatch.task_id,
+            )
+            try:
+                message = await self._nc.request(
+                    RESOURCES_ALLOCATE,
+                    request.SerializeToString(),
+                    timeout=self._settings.resources_timeout_seconds,
+                )
+                reply = AllocateReply.FromString(message.data)
+            except (nats.errors.Error, DecodeError):
+                await self._release(granted)
+                return "the resource service does not answer"
+            if reply.status.code != code_pb2.OK:
+                await self._release(granted)
+                return reply.status.message or "refused"
+            granted.append(reply.response.allocation.allocation_id)
+        return granted
+
+    async def _release(self, allocation_ids: list[str]) -> None:
+        for allocation_id in allocation_ids:
+            with contextlib.suppress(nats.errors.Error):
+                # The lease expires by itself should this be lost.
+                await self._nc.request(
+                    RESOURCES_RELEASE,
+                    ReleaseRequest(allocation_id=allocation_id).SerializeToString(),
+                    timeout=self._settings.resources_timeout_seconds,
+                )
+
+    # --- reports ----------------------------------------------------------------------------
+
+    async def _follow_reports(self) -> None:
+        subscription = await self._js.pull_subscribe_bind(CONSUMER, stream=REPORTS_STREAM)
+        while True:
+            try:
+                messages = await subscription.fetch(FETCH_BATCH, timeout=FETCH_WAIT_SECONDS)
+            except TimeoutError:  # nats-py raises both its own and asyncio's
+                continue
+            async with self._lock:
+                for message in messages:
+                    await self._apply(message)
+            self._wake.set()
+
+    async def _apply(self, message: Msg) -> None:
+        try:
+            report = TaskReport.FromString(message.data)
+        except DecodeError:
+            self._metrics.dropped.labels("malformed").inc()
+            await message.ack()
+            return
+        event = report.WhichOneof("event")
+        if message.subject == TASKS_REPORTS:
+            if event == "cancel_requested":
+                await self._cancel(report.task_id, report.cancel_requested)
+            await message.ack()
+            return
+        # The subject names the sender: NATS lets an agent publish only under its own name.
+        sender = message.subject.removeprefix("sutazai.reports.agent.")
+        record = self._assignments.get(report.task_id)
+        if record is None or record.agent_id != sender or record.dispatch.attempt != report.attempt:
+            self._metrics.dropped.labels("stale_report").inc()
+            await message.ack()
+            return
+        try:
+            if event == "started":
+                record.started_at.CopyFrom(report.sent_at)
+            elif event == "succeeded":
+                self._succeeded.add(self._clock())
+                self._metrics.finished.labels("succeeded").inc()
+                await self._finish(record)
+            elif event == "failed":
+                self._failed.add(self._clock())
+                self._metrics.finished.labels("failed").inc()
+                if report.failed.retryable and report.task_id not in self._cancelled:
+                    await self._next_attempt(record, report.failed.error)
+                await self._finish(record)
+            elif event == "cancelled":
+                self._metrics.finished.labels("cancelled").inc()
+                await self._finish(record)
+        except nats.errors.Error as exc:
+            log.warning("coordinator.report_failed", task_id=report.task_id, error=str(exc))
+            await message.nak(delay=1.0)
+            return
+        await message.ack()
+
+    async def _finish(self, record: pb.AssignmentRecord) -> None:
+        task_id = record.dispatch.task_id
+        await self._release(list(record.allocation_ids))
+        with contextlib.suppress(KeyNotFoundError):
+            await self._bucket().delete(ASSIGNMENT_PREFIX + task_id)
+        if self._assignments.pop(task_id, None) is not None:
+            self._assigned[record.agent_id] -= 1
+            if self._assigned[record.agent_id] <= 0:
+                del self._assigned[record.agent_id]
+        self._metrics.in_flight.set(len(self._assignments))
+
+    async def _next_attempt(self, record: pb.AssignmentRecord, error: status_pb2.Status) -> None:
+        """Queue the next attempt after its back-off, or dead-letter the task."""
+        dispatch = record.dispatch
+        settings = self._settings
+        max_attempts = dispatch.max_attempts or settings.default_max_attempts
+        retry, attempt = next_step(dispatch.attempt, max_attempts)
+        if retry:
+            wait = backoff_seconds(
+                dispatch.attempt,
+                base=settings.backoff_base_seconds,
+                cap=settings.backoff_max_seconds,
+            )
+            following = TaskDispatch()
+            following.CopyFrom(dispatch)
+            following.attempt = attempt
+            following.not_before.CopyFrom(_timestamp(self._clock() + wait))
+            await self._js.publish(
+                queue_subject(min(dispatch.priority, 3)),
+                following.SerializeToString(),
+                headers={MSG_ID: message_id(dispatch.task_id, attempt)},
+            )
+            self._metrics.requeued.inc()
+            await self._report(
+                dispatch.task_id,
+                dispatch.attempt,
+                record.agent_id,
+                requeued=TaskRequeued(
+                    error=error, next_attempt=attempt, not_before=following.not_before
+                ),
+            )
+            return
+        ack = await self._js.publish(
+            DEAD_SUBJECT,
+            dispatch.SerializeToString(),
+            headers={MSG_ID: message_id(dispatch.task_id, dispatch.attempt)},
+        )
+        self._metrics.dead_lettered.inc()
+        await self._report(
+            dispatch.task_id,
+            dispatch.attempt,
+            record.agent_id,
+            dead_lettered=TaskDeadLettered(error=error, stream_sequence=ack.seq),
+        )
+
+    async def _cancel(self, task_id: str, request: TaskCancelRequested) -> None:
+        self._cancelled[task_id] = None
+        while len(self._cancelled) > MAX_REMEMBERED_CANCELS:
+            self._cancelled.popitem(last=False)
+        held = self._held.remove(task_id)
+        if held is not None:
+            if held.item is not None and held.item.message is not None:
+                await held.item.message.ack()
+            self._metrics.held.set(len(self._held))
+            return
+        record = self._assignments.get(task_id)
+        if record is not None:
+            control = TaskControl(task_id=task_id, attempt=record.dispatch.attempt, cancel=request)
+            await self._nc.publish(control_subject(record.agent_id), control.SerializeToString())
+
+    async def _lost(self, agent_id: str) -> None:
+        """``agent_id`` went away with unfinished attempts: purge its queue, go on without it."""
+        records = [r for r in self._assignments.values() if r.agent_id == agent_id]
+        if not records:
+            return
+        log.warning("coordinator.agent_lost", agent_id=agent_id, attempts=len(records))
+        if split_agent_id(agent_id) is not None:
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await self._js.purge_stream(WORK_STREAM, subject=work_subject(agent_id))
+        for record in records:
+            self._failed.add(self._clock())
+            self._metrics.finished.labels("lost").inc()
+            if record.dispatch.task_id not in self._cancelled:
+                error = _status(code_pb2.UNAVAILABLE, f"agent {agent_id} went offline")
+                await self._next_attempt(record, error)
+            await self._finish(record)
+
+    async def _report(self, task_id: str, attempt: int, agent_id: str, **event: object) -> None:
+        report = TaskReport(task_id=task_id, attempt=attempt, agent_id=agent_id, **event)  # type: ignore[arg-type]
+        report.sent_at.CopyFrom(_timestamp(self._clock()))
+        kind = report.WhichOneof("event")
+        headers = None
+        if kind != "waiting":
+            headers = {MSG_ID: f"{message_id(task_id, attempt)}.{kind}"}
+        await self._js.publish(COORDINATOR_REPORTS, report.SerializeToString(), headers=headers)
+
+    # --- watches (every instance) -----------------------------------------------------------
+
+    async def _watch_agents(self) -> None:
+        kv = await self._js.key_value(AGENTS_BUCKET)
+        await _follow(kv, ">", self._agent_entry, on_loaded=self._directory.ready.set)
+
+    async def _agent_entry(self, key: str, value: bytes | None) -> None:
+        if split_agent_id(key) is None:
+            return
+        if value is None:
+            self._directory.gone(key)
+            return
+        try:
+            heartbeat = AgentHeartbeat.FromString(value)
+        except DecodeError:
+            self._metrics.dropped.labels("malformed").inc()
+            return
+        self._directory.put(key, heartbeat)
+
+    async def _load_strategy(self) -> None:
+        try:
+            entry = await self._bucket().get(STRATEGY_KEY)
+        except KeyNotFoundError:
+            return
+        if entry.value:
+            self._apply_strategy(pb.GetStrategyResponse.FromString(entry.value))
+
+    async def _watch_strategy(self) -> None:
+        async def changed(_key: str, value: bytes | None) -> None:
+            if value:
+                with contextlib.suppress(DecodeError):
+                    self._apply_strategy(pb.GetStrategyResponse.FromString(value))
+
+        await _follow(self._bucket(), STRATEGY_KEY, changed)
+
+    def _apply_strategy(self, record: pb.GetStrategyResponse) -> None:
+        strategy = FROM_PROTO.get(record.strategy)
+        if strategy is None:
+            return
+        self._strategy = record
+        self._chooser.strategy = strategy
+
+
+async def _snapshot(kv: KeyValue, keys: str) -> dict[str, bytes]:
+    """The current (not deleted) entries of ``keys``."""
+    entries: dict[str, bytes] = {}
+    watcher = await kv.watch(keys, ignore_deletes=True)
+    try:
+        async for entry in watcher:
+            if entry is None:
+                break
+            if entry.value and entry.operation not in {"DEL", "PURGE"}:
+                entries[entry.key] = entry.value
+    finally:
+        with contextlib.suppress(nats.errors.Error):
+            await watcher.stop()  # type: ignore[no-untyped-call]
+    return entries
+
+
+def _same_message(a: Msg, b: Msg) -> bool:
+    try:
+        return a.metadata.sequence.stream == b.metadata.sequence.stream
+    except (nats.errors.Error, AttributeError, ValueError):
+        return False
+
+
+async def _follow(
+    kv: KeyValue,
+    keys: str,
+    handle: Callable[[str, bytes | None], Awaitable[None]],
+    *,
+    on_loaded: Callable[[], None] | None = None,
+) -> None:
+    """Call ``handle`` for each entry of ``keys`` (``None``: deleted or expired), forever.
+
+    A watch that ends (NATS restarted) is started again, from the current entries.
+    """
+    while True:
+        try:
+            watcher = await kv.watch(keys)
+            try:
+                async for entry in watcher:
+                    if entry is None:
+                        if on_loaded is not None:
+                            on_loaded()
+                        continue
+                    deleted = entry.operation in {"DEL", "PURGE"} or not entry.value
+                    await handle(entry.key, None if deleted else entry.value)
+            finally:
+                with contextlib.suppress(nats.errors.Error):
+                    await watcher.stop()  # type: ignore[no-untyped-call]
+        except nats.errors.Error as exc:
+            log.warning("coordinator.watch_restarting", keys=keys, error=str(exc))
+        await asyncio.sleep(1.0)
