@@ -79,11 +79,35 @@ def not_found(resource_type: str, name: str) -> RpcStatusError:
     return RpcStatusError(grpc.StatusCode.NOT_FOUND, f"{resource_type} {name!r} not found", [info])
 
 
-def resource_exhausted(message: str, retry_after_seconds: float) -> RpcStatusError:
-    """RESOURCE_EXHAUSTED with a ``google.rpc.RetryInfo`` saying when to try again."""
-    return RpcStatusError(
-        grpc.StatusCode.RESOURCE_EXHAUSTED, message, [_retry_info(retry_after_seconds)]
-    )
+def resource_exhausted(
+    message: str,
+    retry_after_seconds: float,
+    *,
+    reason: str = "",
+    domain: str = "sutazai",
+    quota: Mapping[str, str] | None = None,
+) -> RpcStatusError:
+    """RESOURCE_EXHAUSTED with a ``google.rpc.RetryInfo`` saying when to try again.
+
+    With ``reason``, also a ``google.rpc.ErrorInfo`` (a client tells refusals apart by it);
+    with ``quota``, a ``google.rpc.QuotaFailure`` with one violation per subject (what ran
+    out) and its description.
+    """
+    details: list[Message] = [_retry_info(retry_after_seconds)]
+    if reason:
+        details.append(error_details_pb2.ErrorInfo(reason=reason, domain=domain))
+    if quota:
+        details.append(
+            error_details_pb2.QuotaFailure(
+                violations=[
+                    error_details_pb2.QuotaFailure.Violation(
+                        subject=_bounded(subject), description=_bounded(description)
+                    )
+                    for subject, description in quota.items()
+                ]
+            )
+        )
+    return RpcStatusError(grpc.StatusCode.RESOURCE_EXHAUSTED, message, details)
 
 
 def unauthenticated(message: str) -> RpcStatusError:
@@ -128,6 +152,7 @@ _RELAYED_DETAILS: tuple[type[Message], ...] = (
     error_details_pb2.RetryInfo,
     error_details_pb2.ResourceInfo,
     error_details_pb2.ErrorInfo,
+    error_details_pb2.QuotaFailure,
 )
 """The detail types a relayed status keeps (those :mod:`faults` itself builds)."""
 

@@ -399,6 +399,22 @@ class CoordinatorSettings(_Section):
     leader_lease_seconds: float = Field(default=10.0, ge=2.0, le=300.0)
     """Lifetime of the leader lease: of several instances only the holder assigns; another
     takes over within this long after the holder dies."""
+class ResourcesSettings(_Section):
+    """The resource service: what the host offers and how leases are kept."""
+
+    network_mbps: float = Field(default=1000.0, gt=0.0, le=10_000_000.0)
+    """Network capacity in Mbps (the host's link cannot be measured reliably, so it is declared);
+    utilisation is measured against it from the interfaces' byte counters."""
+    gpu_devices: int | None = Field(default=None, ge=0, le=1024)
+    """How many GPUs the host offers; unset counts NVIDIA devices (``/dev/nvidia[0-9]*``)."""
+    sample_interval_seconds: float = Field(default=2.0, gt=0.0, le=300.0)
+    """How often utilisation (CPU, memory, disk, network) is measured."""
+    sweep_interval_seconds: float = Field(default=5.0, gt=0.0, le=3600.0)
+    """How often expired leases are deleted (they stop counting at once, whatever this is)."""
+    max_leases_per_resource: int = Field(default=1000, ge=1, le=10_000)
+    """Live leases one resource may have; more are refused (RESOURCE_EXHAUSTED)."""
+    responder_concurrency: int = Field(default=8, ge=1, le=64)
+    """NATS allocate/release requests one instance handles at once."""
 
 
 class MeshSettings(BaseSettings):
@@ -436,6 +452,7 @@ class MeshSettings(BaseSettings):
     chat: ChatSettings = ChatSettings()
     openai_api: OpenAIApiSettings = OpenAIApiSettings()
     coordinator: CoordinatorSettings = CoordinatorSettings()
+    resources: ResourcesSettings = ResourcesSettings()
 
     @property
     def internal_host(self) -> str:

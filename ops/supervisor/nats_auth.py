@@ -55,7 +55,9 @@ class Permissions:
     publish: tuple[str, ...]
     subscribe: tuple[str, ...]
     allow_responses: bool = False
-    """It may publish one reply to the reply subject of each request it receives."""
+    """Whether it may answer the requests it receives: publish once to each received message's
+    reply subject, whatever the publish list says (nats-server ``allow_responses``). A responder
+    needs no publish right on its requesters' inboxes."""
 
     def config(self) -> dict[str, object]:
         """The ``permissions`` map of a nats-server user."""

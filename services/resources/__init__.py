@@ -1,0 +1,1 @@
+"""The resource service: leases of the host's capacity under per-resource policies."""
