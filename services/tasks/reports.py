@@ -43,6 +43,8 @@ MAX_ACK_PENDING: Final = 1000
 FETCH_SECONDS: Final = 5.0
 LATER_DELIVERIES: Final = 50
 """How often an agent's report waits for its attempt's ``assigned`` before it is dropped."""
+POISON_DELIVERIES: Final = 5
+"""Deliveries of a report whose application keeps failing unexpectedly before it is dropped."""
 
 
 def consumer_config() -> ConsumerConfig:
@@ -105,7 +107,7 @@ class ReportConsumer:
                 messages = await subscription.fetch(
                     self._settings.report_batch, timeout=FETCH_SECONDS
                 )
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nothing came (nats-py raises asyncio's as well as its own)
                 continue
             await self.handle(messages)
 
@@ -134,6 +136,15 @@ class ReportConsumer:
                     with contextlib.suppress(nats.errors.Error):
                         await later.nak(delay=1.0)
                 return
+            except Exception:  # a report this code cannot apply must not stop every other one
+                log.exception("reports.apply_crashed", task_id=str(report.task_id), report=event)
+                self._metrics.reports.labels(event, "crashed").inc()
+                with contextlib.suppress(nats.errors.Error):
+                    if (message.metadata.num_delivered or 1) >= POISON_DELIVERIES:
+                        await message.term()
+                    else:
+                        await message.nak(delay=5.0)
+                continue
             if verdict is Verdict.LATER:
                 delivered = message.metadata.num_delivered or 1
                 if delivered < LATER_DELIVERIES:
@@ -150,7 +161,7 @@ class ReportConsumer:
                 log.warning(
                     "reports.dropped",
                     verdict=verdict.value,
-                    event=event,
+                    report=event,
                     task_id=str(report.task_id),
                     agent=report.agent,
                 )
