@@ -66,7 +66,6 @@ class TaskState(StrEnum):
 
 
 FINAL_STATES: Final = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
-UNFINISHED_STATES: Final = (TaskState.PENDING, TaskState.QUEUED, TaskState.RUNNING)
 
 
 # Validation -------------------------------------------------------------------------------------

@@ -20,7 +20,6 @@ import asyncpg
 
 from sutazai.runtime.migrations import Connection, migrate
 from sutazai.services.tasks.domain import (
-    UNFINISHED_STATES,
     AttemptView,
     Cursor,
     Event,
@@ -205,9 +204,9 @@ class TaskStore:
                 existing = await _by_key(conn, new.owner_id, key)
                 if existing is not None:
                     return Changed(existing, []), False
+            # Literal states: the partial index tasks_unfinished answers the count.
             unfinished = await conn.fetchval(
-                "SELECT count(*) FROM tasks WHERE state = ANY($1::text[])",
-                [s.value for s in UNFINISHED_STATES],
+                "SELECT count(*) FROM tasks WHERE state IN ('pending', 'queued', 'running')"
             )
             if unfinished >= queue_bound:
                 raise QueueFullError(queue_bound)
