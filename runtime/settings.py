@@ -415,6 +415,21 @@ class ResourcesSettings(_Section):
     """Live leases one resource may have; more are refused (RESOURCE_EXHAUSTED)."""
     responder_concurrency: int = Field(default=8, ge=1, le=64)
     """NATS allocate/release requests one instance handles at once."""
+class TaskSettings(_Section):
+    """The task service: queue bound, attempts and the dispatch outbox."""
+
+    queue_bound: int = Field(default=10_000, ge=1, le=10_000_000)
+    """Unfinished tasks (PENDING, QUEUED, RUNNING) the mesh holds; CreateTask beyond is
+    RESOURCE_EXHAUSTED (it never blocks)."""
+    default_max_attempts: int = Field(default=3, ge=1, le=10)
+    """Attempts of a task that asks for none (``max_attempts`` 0) before it is dead-lettered."""
+    publish_timeout_seconds: float = Field(default=2.0, gt=0.0, le=60.0)
+    """How long a publish waits for JetStream's acknowledgement before the outbox keeps it."""
+    relay_interval_seconds: float = Field(default=5.0, gt=0.0, le=300.0)
+    """How often the outbox relay looks for rows nobody published (another instance's, say),
+    besides being woken when a publish fails and when NATS reconnects."""
+    report_batch: int = Field(default=100, ge=1, le=1000)
+    """Reports fetched from JetStream at once by the report consumer."""
 
 
 class MeshSettings(BaseSettings):
@@ -453,6 +468,7 @@ class MeshSettings(BaseSettings):
     openai_api: OpenAIApiSettings = OpenAIApiSettings()
     coordinator: CoordinatorSettings = CoordinatorSettings()
     resources: ResourcesSettings = ResourcesSettings()
+    tasks: TaskSettings = TaskSettings()
 
     @property
     def internal_host(self) -> str:

@@ -1,0 +1,139 @@
+"""Publishing what the outbox holds: at once by the call that wrote it, later by the relay.
+
+A change and the message announcing it are written in one transaction (:mod:`.store`); the
+message is published after the commit, with its ``Nats-Msg-Id``, and its row deleted once
+JetStream acknowledged it (a first dispatch then makes its task QUEUED). When NATS is away, or
+does not acknowledge in time, the row stays; the relay (one background loop per instance) then
+publishes it: it is woken by the failed publish and by every reconnection to NATS, retries with
+back-off, and looks every ``relay_interval_seconds`` for rows another instance left behind. Rows
+are taken with ``FOR UPDATE SKIP LOCKED``, so two relays never publish the same row at the same
+time; should the call and a relay both publish one, JetStream's dedupe window keeps one message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Final
+
+import asyncpg
+import structlog
+from nats.aio.client import Client
+from nats.errors import Error as NatsError
+from nats.js.errors import NotFoundError
+
+from sutazai.runtime.settings import TaskSettings
+from sutazai.services.tasks.domain import backoff
+from sutazai.services.tasks.metrics import TaskMetrics
+from sutazai.services.tasks.store import OutboxItem, StoredTask, TaskStore
+
+log = structlog.get_logger(__name__)
+
+DEAD_STREAM: Final = "SUTAZAI_DEAD"
+BATCH: Final = 100
+
+
+class Outbox:
+    """Publishes outbox rows to JetStream; :meth:`run` is the relay."""
+
+    def __init__(
+        self,
+        store: TaskStore,
+        nc: Client,
+        settings: TaskSettings,
+        metrics: TaskMetrics,
+    ) -> None:
+        self._store = store
+        self._nc = nc
+        self._js = nc.jetstream()
+        self._settings = settings
+        self._metrics = metrics
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Make the relay look at the outbox now."""
+        self._wake.set()
+
+    async def reconnected(self) -> None:
+        """NATS is back (a ``reconnected_cb``): publish what waited."""
+        self.wake()
+
+    async def send(self, items: list[OutboxItem]) -> StoredTask | None:
+        """Publish rows just written, in order; the task as the last publish left it, if changed.
+
+        Stops at the first failure and leaves it (and the rest) to the relay.
+        """
+        changed = None
+        for item in items:
+            if not self._nc.is_connected or not await self._publish(item):
+                self.wake()
+                return changed
+            self._metrics.published.labels(item.kind, "direct").inc()
+            try:
+                task = await self._store.published(item)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                # Published but still in the outbox: the relay publishes it again (a duplicate
+                # JetStream drops) and deletes it.
+                log.warning("outbox.mark_failed", error=str(exc))
+                self.wake()
+                return changed
+            if task is not None:
+                changed = task
+        return changed
+
+    async def _publish(self, item: OutboxItem) -> bool:
+        """Publish one row and wait for JetStream's acknowledgement; whether it was."""
+        timeout = self._settings.publish_timeout_seconds
+        try:
+            if item.kind == "delete_dead":
+                if item.dead_letter_sequence is None:
+                    return True
+                with contextlib.suppress(NotFoundError):  # already gone (or no such stream)
+                    await self._js.delete_msg(DEAD_STREAM, item.dead_letter_sequence)
+            else:
+                await self._js.publish(
+                    item.subject, item.body, timeout=timeout, headers={"Nats-Msg-Id": item.msg_id}
+                )
+        except (NatsError, OSError, TimeoutError) as exc:
+            self._metrics.publish_failures.inc()
+            log.info(
+                "outbox.publish_failed", kind=item.kind, task_id=str(item.task_id), error=repr(exc)
+            )
+            return False
+        return True
+
+    async def run(self) -> None:
+        """The relay: publish what the outbox holds, whenever woken, until cancelled."""
+        failures = 0
+        while True:
+            wait = self._settings.relay_interval_seconds
+            if failures:
+                wait = min(wait, backoff(failures))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
+            self._wake.clear()
+            if not self._nc.is_connected:
+                # Woken again by the reconnection; the back-off keeps an eye meanwhile.
+                failures += 1
+                continue
+            try:
+                done = await self.relay_once()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("outbox.relay_failed", error=str(exc))
+                done = False
+            failures = 0 if done else failures + 1
+
+    async def relay_once(self) -> bool:
+        """Publish every row nobody else is publishing; whether all of them went out."""
+        while True:
+            async with self._store.pool.acquire() as conn, conn.transaction():
+                items = await self._store.outbox_batch(conn, BATCH)
+                self._metrics.outbox_waiting.set(len(items))
+                for item in items:
+                    if not self._nc.is_connected or not await self._publish(item):
+                        return False
+                    self._metrics.published.labels(item.kind, "relay").inc()
+                    await self._store.published_in(conn, item)
+            if len(items) < BATCH:
+                return True

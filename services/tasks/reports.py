@@ -1,0 +1,171 @@
+"""The report consumer: every ``TaskReport`` on ``SUTAZAI_REPORTS``, applied to PostgreSQL.
+
+One durable pull consumer, ``tasks``, shared by every instance of the service (JetStream hands
+each report to one of them). A report is applied to the attempt it names (see
+:func:`~sutazai.services.tasks.domain.judge`) and acknowledged only after its transaction
+committed, so a crash in between redelivers it, and applying it again changes nothing. Reports
+of one task in a fetched batch are applied in stream order; different tasks in parallel.
+
+An agent's report that arrives before the coordinator's ``assigned`` for its attempt (the
+coordinator hands the assignment over before it reports it) is not dropped but redelivered a
+little later, a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections import defaultdict
+from typing import Final
+
+import asyncpg
+import nats.errors
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import BadRequestError
+
+from sutazai.runtime.settings import TaskSettings
+from sutazai.services.tasks.domain import Verdict, backoff
+from sutazai.services.tasks.messages import decode_report
+from sutazai.services.tasks.metrics import TaskMetrics
+from sutazai.services.tasks.store import Report, TaskStore
+
+log = structlog.get_logger(__name__)
+
+STREAM: Final = "SUTAZAI_REPORTS"
+DURABLE: Final = "tasks"
+ACK_WAIT_SECONDS: Final = 30.0
+MAX_ACK_PENDING: Final = 1000
+FETCH_SECONDS: Final = 5.0
+LATER_DELIVERIES: Final = 50
+"""How often an agent's report waits for its attempt's ``assigned`` before it is dropped."""
+POISON_DELIVERIES: Final = 5
+"""Deliveries of a report whose application keeps failing unexpectedly before it is dropped."""
+
+
+def consumer_config() -> ConsumerConfig:
+    """The durable consumer ``tasks`` of ``SUTAZAI_REPORTS`` (nats/README.md)."""
+    return ConsumerConfig(
+        name=DURABLE,
+        durable_name=DURABLE,
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=ACK_WAIT_SECONDS,
+        max_ack_pending=MAX_ACK_PENDING,
+    )
+
+
+class ReportConsumer:
+    """Fetches reports and applies them; :meth:`run` until cancelled."""
+
+    def __init__(
+        self, store: TaskStore, nc: Client, settings: TaskSettings, metrics: TaskMetrics
+    ) -> None:
+        self._store = store
+        self._js = nc.jetstream()
+        self._settings = settings
+        self._metrics = metrics
+        self.consuming = asyncio.Event()
+        """Set while the consumer is bound (tests wait for it)."""
+
+    async def run(self) -> None:
+        """Bind the consumer (creating it if missing) and consume; rebind after failures."""
+        failures = 0
+        while True:
+            subscription = None
+            try:
+                subscription = await self._bind()
+                self.consuming.set()
+                failures = 0
+                await self._consume(subscription)
+            except (nats.errors.Error, OSError, TimeoutError) as exc:
+                failures += 1
+                delay = backoff(failures, first=0.5, most=5.0)
+                log.warning("reports.consumer_failed", error=repr(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+            finally:
+                self.consuming.clear()
+                if subscription is not None:
+                    with contextlib.suppress(nats.errors.Error):
+                        await subscription.unsubscribe()
+
+    async def _bind(self) -> JetStreamContext.PullSubscription:
+        try:
+            await self._js.add_consumer(STREAM, consumer_config())
+        except BadRequestError as exc:
+            # Created by someone else with other settings (the supervisor, say): use it.
+            log.info("reports.consumer_exists", error=str(exc))
+        return await self._js.pull_subscribe_bind(DURABLE, stream=STREAM)
+
+    async def _consume(self, subscription: JetStreamContext.PullSubscription) -> None:
+        while True:
+            try:
+                messages = await subscription.fetch(
+                    self._settings.report_batch, timeout=FETCH_SECONDS
+                )
+            except TimeoutError:  # nothing came (nats-py raises asyncio's as well as its own)
+                continue
+            await self.handle(messages)
+
+    async def handle(self, messages: list[Msg]) -> None:
+        """Apply a batch: each task's reports in order, different tasks concurrently."""
+        by_task: dict[uuid.UUID, list[tuple[Report, Msg]]] = defaultdict(list)
+        for message in messages:
+            report = decode_report(message.subject, message.data)
+            if report is None:
+                self._metrics.reports.labels("unknown", Verdict.MALFORMED.value).inc()
+                with contextlib.suppress(nats.errors.Error):
+                    await message.term()
+                continue
+            by_task[report.task_id].append((report, message))
+        await asyncio.gather(*(self._apply_in_order(group) for group in by_task.values()))
+
+    async def _apply_in_order(self, reports: list[tuple[Report, Msg]]) -> None:
+        for index, (report, message) in enumerate(reports):
+            event = report.event.value if report.event is not None else "unknown"
+            try:
+                verdict, task = await self._store.apply(report)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("reports.apply_failed", error=str(exc), task_id=str(report.task_id))
+                # Keep the order: this report and the task's later ones come again.
+                for _, later in reports[index:]:
+                    with contextlib.suppress(nats.errors.Error):
+                        await later.nak(delay=1.0)
+                return
+            except Exception:  # a report this code cannot apply must not stop every other one
+                log.exception("reports.apply_crashed", task_id=str(report.task_id), report=event)
+                self._metrics.reports.labels(event, "crashed").inc()
+                with contextlib.suppress(nats.errors.Error):
+                    if (message.metadata.num_delivered or 1) >= POISON_DELIVERIES:
+                        await message.term()
+                    else:
+                        await message.nak(delay=5.0)
+                continue
+            if verdict is Verdict.LATER:
+                delivered = message.metadata.num_delivered or 1
+                if delivered < LATER_DELIVERIES:
+                    self._metrics.reports.labels(event, verdict.value).inc()
+                    with contextlib.suppress(nats.errors.Error):
+                        await message.nak(delay=min(2.0, 0.1 * delivered))
+                    continue
+                verdict = Verdict.WRONG_AGENT  # never assigned: not the attempt's agent
+                log.warning(
+                    "reports.never_assigned", task_id=str(report.task_id), agent=report.agent
+                )
+            self._metrics.reports.labels(event, verdict.value).inc()
+            if verdict in (Verdict.WRONG_AGENT, Verdict.FOREIGN):
+                log.warning(
+                    "reports.dropped",
+                    verdict=verdict.value,
+                    report=event,
+                    task_id=str(report.task_id),
+                    agent=report.agent,
+                )
+            if verdict is Verdict.APPLY and task is not None and task.state.final:
+                self._metrics.finished.labels(task.state.value).inc()
+            with contextlib.suppress(nats.errors.Error):
+                await message.ack()

@@ -1,0 +1,801 @@
+"""Tasks, attempts and the outbox in PostgreSQL: every SQL statement of the service.
+
+The pool's connections run with ``search_path`` set to the service's schema (``tasks``; a test
+may use another), so the statements name tables without it. Every change of a task happens in
+one transaction with the outbox rows that announce it (a dispatch, a report, a dead letter to
+delete): a task is never stored without the message that queues it, and the message is
+published only after the change committed. Changes that depend on a task's state lock its row
+first (``SELECT ... FOR UPDATE``), so reports, cancellations and re-queues of one task apply one
+after the other.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from sutazai.runtime.migrations import Connection, migrate
+from sutazai.services.tasks.domain import (
+    AttemptView,
+    Cursor,
+    Event,
+    ResourceNeed,
+    Sender,
+    TaskState,
+    Verdict,
+    judge,
+)
+from sutazai.services.tasks.errors import (
+    NotDeadLetteredError,
+    QueueFullError,
+    TaskFinishedError,
+    TasksError,
+)
+
+SCHEMA = "tasks"
+MIGRATIONS = "sutazai.services.tasks.migrations"
+_TASK_COLUMNS = (
+    "id, owner_id, type, payload, priority, required_capabilities, resource_types, "
+    "resource_amounts, timeout_seconds, idempotency_key, state, waiting_reason, attempt, "
+    "max_attempts, attempt_allowance, agent_id, progress, progress_message, result, error, "
+    "dead_lettered, dead_letter_sequence, created_at, queued_at, started_at, finished_at, "
+    "updated_at, version"
+)
+_TASK = f"SELECT {_TASK_COLUMNS} FROM tasks"  # noqa: S608 - constant column list
+_OUTBOX_COLUMNS = "seq, task_id, kind, attempt, subject, msg_id, body, dead_letter_sequence"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTask:
+    """One task as stored (payload, result and error serialised)."""
+
+    task_id: uuid.UUID
+    owner_id: str
+    type: str
+    payload: bytes
+    priority: int
+    required_capabilities: tuple[str, ...]
+    resources: tuple[ResourceNeed, ...]
+    timeout_seconds: int
+    idempotency_key: str
+    state: TaskState
+    waiting_reason: str
+    attempt: int
+    max_attempts: int
+    attempt_allowance: int
+    agent_id: str
+    progress: float
+    progress_message: str
+    result: bytes | None
+    error: bytes | None
+    dead_lettered: bool
+    dead_letter_sequence: int | None
+    created_at: datetime
+    queued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAttempt:
+    """One attempt of a task."""
+
+    number: int
+    agent_id: str
+    state: TaskState
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """A message to publish (or, ``delete_dead``, a dead letter to delete) for a change."""
+
+    seq: int
+    task_id: uuid.UUID
+    kind: str
+    """``dispatch``, ``report`` or ``delete_dead``."""
+    attempt: int
+    subject: str
+    msg_id: str
+    body: bytes
+    dead_letter_sequence: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    """A validated task to create (defaults filled in)."""
+
+    task_id: uuid.UUID
+    owner_id: str
+    type: str
+    payload: bytes
+    priority: int
+    required_capabilities: tuple[str, ...]
+    resources: tuple[ResourceNeed, ...]
+    timeout_seconds: int
+    idempotency_key: str
+    max_attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """A report's facts, decoded from its envelope and subject."""
+
+    task_id: uuid.UUID
+    attempt: int
+    sender: Sender
+    agent: str
+    """The sending agent's id (from the subject), for an agent's report."""
+    event: Event | None
+    reported_agent: str = ""
+    next_attempt: int = 0
+    reason: str = ""
+    """``waiting``: why the task waits."""
+    fraction: float = 0.0
+    message: str = ""
+    result: bytes | None = None
+    error: bytes | None = None
+    retryable: bool = False
+    dead_letter_sequence: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Changed:
+    """A task and the outbox rows written with its change."""
+
+    task: StoredTask
+    outbox: list[OutboxItem]
+
+
+Body = Callable[[StoredTask], bytes]
+"""Serialises the message announcing a change, from the task as changed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """An outbox row to write: where it goes and how to build its body from the task."""
+
+    kind: str
+    subject: Callable[[StoredTask], str]
+    msg_id: Callable[[StoredTask], str]
+    body: Body
+
+
+async def open_store(pool: asyncpg.Pool, schema: str = SCHEMA) -> TaskStore:
+    """Apply the schema's migrations (idempotent) and return the store.
+
+    ``pool``'s connections must run with ``search_path`` = ``schema``.
+    """
+    await migrate(pool, schema, MIGRATIONS)
+    return TaskStore(pool)
+
+
+class TaskStore:
+    """Reads and writes tasks. Build it with :func:`open_store`."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    # Creating ---------------------------------------------------------------------------------
+
+    async def create(
+        self, new: NewTask, *, queue_bound: int, dispatch: Message
+    ) -> tuple[Changed, bool]:
+        """Store a task (PENDING, attempt 1) with its dispatch; ``(changed, created)``.
+
+        A repeated idempotency key of the same owner returns the original task, unchanged
+        (``created`` false, no outbox row), even when the queue is full.
+
+        Raises:
+            QueueFullError: ``queue_bound`` tasks are unfinished.
+
+        """
+        key = new.idempotency_key or None
+        async with self._pool.acquire() as conn, conn.transaction():
+            if key is not None:
+                existing = await _by_key(conn, new.owner_id, key)
+                if existing is not None:
+                    return Changed(existing, []), False
+            # Literal states: the partial index tasks_unfinished answers the count.
+            unfinished = await conn.fetchval(
+                "SELECT count(*) FROM tasks WHERE state IN ('pending', 'queued', 'running')"
+            )
+            if unfinished >= queue_bound:
+                raise QueueFullError(queue_bound)
+            row = await conn.fetchrow(
+                f"""INSERT INTO tasks (id, owner_id, type, payload, priority,
+                        required_capabilities, resource_types, resource_amounts, timeout_seconds,
+                        idempotency_key, state, attempt, max_attempts, attempt_allowance)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', 1, $11, $11)
+                    ON CONFLICT (owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL
+                    DO NOTHING
+                    RETURNING {_TASK_COLUMNS}""",  # noqa: S608 - constant column list
+                new.task_id,
+                new.owner_id,
+                new.type,
+                new.payload,
+                new.priority,
+                list(new.required_capabilities),
+                [r.resource_type for r in new.resources],
+                [r.amount for r in new.resources],
+                new.timeout_seconds,
+                key,
+                new.max_attempts,
+            )
+            if row is None:  # a concurrent create with the same key won
+                existing = await _by_key(conn, new.owner_id, key or "")
+                if existing is not None:
+                    return Changed(existing, []), False
+            task = _task(_present(row))
+            await conn.execute(
+                "INSERT INTO attempts (task_id, number, state) VALUES ($1, 1, 'queued')",
+                task.task_id,
+            )
+            item = await _enqueue(conn, task, dispatch)
+            return Changed(task, [item]), True
+
+    # Reading ----------------------------------------------------------------------------------
+
+    async def get(self, task_id: uuid.UUID) -> StoredTask | None:
+        """The task with this id, or ``None``."""
+        row = await self._pool.fetchrow(f"{_TASK} WHERE id = $1", task_id)
+        return None if row is None else _task(row)
+
+    async def many(self, task_ids: Sequence[uuid.UUID]) -> list[StoredTask]:
+        """The tasks of these ids that exist (any order)."""
+        rows = await self._pool.fetch(f"{_TASK} WHERE id = ANY($1::uuid[])", list(task_ids))
+        return [_task(r) for r in rows]
+
+    async def attempts(self, task_id: uuid.UUID) -> list[StoredAttempt]:
+        """Every attempt of a task, oldest first."""
+        rows = await self._pool.fetch(
+            "SELECT number, agent_id, state, started_at, finished_at, error FROM attempts "
+            "WHERE task_id = $1 ORDER BY number",
+            task_id,
+        )
+        return [
+            StoredAttempt(
+                number=r["number"],
+                agent_id=r["agent_id"],
+                state=TaskState(r["state"]),
+                started_at=r["started_at"],
+                finished_at=r["finished_at"],
+                error=r["error"],
+            )
+            for r in rows
+        ]
+
+    async def page(
+        self,
+        *,
+        owner_id: str | None,
+        states: Sequence[TaskState],
+        task_type: str,
+        agent_id: str,
+        after: Cursor | None,
+        limit: int,
+    ) -> list[StoredTask]:
+        """Up to ``limit`` tasks matching the filters, newest first, after ``after``."""
+        conditions: list[str] = []
+        arguments: list[object] = []
+
+        def where(condition: str, value: object) -> None:
+            arguments.append(value)
+            conditions.append(condition.format(f"${len(arguments)}"))
+
+        if owner_id is not None:
+            where("owner_id = {}", owner_id)
+        if states:
+            where("state = ANY({}::text[])", [s.value for s in states])
+        if task_type:
+            where("type = {}", task_type)
+        if agent_id:
+            where("agent_id = {}", agent_id)
+        if after is not None:
+            arguments.extend([after.at, after.task_id])
+            n = len(arguments)
+            conditions.append(f"(created_at, id) < (${n - 1}, ${n})")
+        arguments.append(limit)
+        clause = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        rows = await self._pool.fetch(
+            f"{_TASK} {clause} ORDER BY created_at DESC, id DESC LIMIT ${len(arguments)}",
+            *arguments,
+        )
+        return [_task(r) for r in rows]
+
+    async def changed_since(
+        self, since: datetime, *, owner_id: str | None, limit: int
+    ) -> list[StoredTask]:
+        """Tasks (of ``owner_id``, or anyone's) changed at or after ``since``, oldest first."""
+        if owner_id is None:
+            rows = await self._pool.fetch(
+                f"{_TASK} WHERE updated_at >= $1 ORDER BY updated_at LIMIT $2", since, limit
+            )
+        else:
+            rows = await self._pool.fetch(
+                f"{_TASK} WHERE updated_at >= $1 AND owner_id = $2 ORDER BY updated_at LIMIT $3",
+                since,
+                owner_id,
+                limit,
+            )
+        return [_task(r) for r in rows]
+
+    async def dead_letters(self, *, after: Cursor | None, limit: int) -> list[StoredTask]:
+        """Up to ``limit`` dead-lettered tasks, newest first (by when they were dead-lettered)."""
+        if after is None:
+            rows = await self._pool.fetch(
+                f"{_TASK} WHERE dead_lettered ORDER BY finished_at DESC, id DESC LIMIT $1", limit
+            )
+        else:
+            rows = await self._pool.fetch(
+                f"{_TASK} WHERE dead_lettered AND (finished_at, id) < ($1, $2) "
+                "ORDER BY finished_at DESC, id DESC LIMIT $3",
+                after.at,
+                after.task_id,
+                limit,
+            )
+        return [_task(r) for r in rows]
+
+    # Changing ---------------------------------------------------------------------------------
+
+    async def cancel(
+        self, task_id: uuid.UUID, *, owner_id: str | None, error: bytes, report: Message
+    ) -> Changed | None:
+        """Record CANCELLED and the ``cancel_requested`` report; ``None`` if no such task.
+
+        ``owner_id`` set: only that owner's task (another's is ``None``, like a missing one).
+
+        Raises:
+            TaskFinishedError: the task already finished.
+
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            task = await _locked(conn, task_id)
+            if task is None or (owner_id is not None and task.owner_id != owner_id):
+                return None
+            if task.state.final:
+                raise TaskFinishedError(task_id, task.state)
+            # An attempt no agent took yet ends here; a running one ends when its agent
+            # reports that it stopped.
+            await conn.execute(
+                "UPDATE attempts SET state = 'cancelled', finished_at = now() "
+                "WHERE task_id = $1 AND number = $2 AND state = 'queued'",
+                task_id,
+                task.attempt,
+            )
+            row = await conn.fetchrow(
+                f"""UPDATE tasks SET state = 'cancelled', error = $2, finished_at = now(),
+                        waiting_reason = ''
+                    WHERE id = $1 RETURNING {_TASK_COLUMNS}""",  # noqa: S608
+                task_id,
+                error,
+            )
+            changed = _task(_present(row))
+            return Changed(changed, [await _enqueue(conn, changed, report)])
+
+    async def requeue(self, task_id: uuid.UUID, *, dispatch: Message) -> Changed | None:
+        """Queue a dead letter again with a fresh allowance of attempts; ``None`` if missing.
+
+        The next attempt is dispatched through the outbox, and the dead-letter stream's message
+        deleted through it too.
+
+        Raises:
+            NotDeadLetteredError: the task is not in the dead-letter list.
+
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            task = await _locked(conn, task_id)
+            if task is None:
+                return None
+            if not (task.dead_lettered and task.state is TaskState.FAILED):
+                raise NotDeadLetteredError(task_id)
+            row = await conn.fetchrow(
+                f"""UPDATE tasks SET state = 'pending', attempt = attempt + 1,
+                        max_attempts = attempt + attempt_allowance, dead_lettered = false,
+                        dead_letter_sequence = NULL, error = NULL, result = NULL,
+                        finished_at = NULL, started_at = NULL, queued_at = NULL,
+                        waiting_reason = '', agent_id = '', progress = 0, progress_message = ''
+                    WHERE id = $1 RETURNING {_TASK_COLUMNS}""",  # noqa: S608
+                task_id,
+            )
+            changed = _task(_present(row))
+            await conn.execute(
+                "INSERT INTO attempts (task_id, number, state) VALUES ($1, $2, 'queued')",
+                task_id,
+                changed.attempt,
+            )
+            items = [await _enqueue(conn, changed, dispatch)]
+            if task.dead_letter_sequence is not None:
+                items.append(
+                    await _outbox_row(
+                        conn, changed, "delete_dead", "", "", b"", task.dead_letter_sequence
+                    )
+                )
+            return Changed(changed, items)
+
+    async def apply(self, report: Report) -> tuple[Verdict, StoredTask | None]:
+        """Apply a report to the attempt it names; the verdict and the task if it changed."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            task = await _locked(conn, report.task_id)
+            view = None
+            if task is not None:
+                attempt = await conn.fetchrow(
+                    "SELECT agent_id, state FROM attempts WHERE task_id = $1 AND number = $2",
+                    report.task_id,
+                    report.attempt,
+                )
+                view = AttemptView(
+                    state=task.state,
+                    attempt=task.attempt,
+                    attempt_agent=attempt["agent_id"] if attempt else "",
+                    attempt_state=TaskState(attempt["state"]) if attempt else None,
+                )
+            verdict = judge(
+                view,
+                sender=report.sender,
+                agent=report.agent,
+                event=report.event,
+                attempt=report.attempt,
+                next_attempt=report.next_attempt,
+                reported_agent=report.reported_agent,
+            )
+            if task is None or verdict not in (Verdict.APPLY, Verdict.ATTEMPT_ONLY):
+                return verdict, None
+            row = await _APPLIERS[report.event](conn, report, verdict)  # type: ignore[index]
+            return verdict, (_task(row) if row is not None else task)
+
+    # The outbox -------------------------------------------------------------------------------
+
+    async def published(self, item: OutboxItem) -> StoredTask | None:
+        """JetStream acknowledged ``item``: delete it; a first dispatch makes its task QUEUED.
+
+        Returns the task if it changed.
+        """
+        async with self._pool.acquire() as conn:
+            return await self.published_in(conn, item)
+
+    async def outbox_batch(self, conn: Connection, limit: int) -> list[OutboxItem]:
+        """The oldest rows nobody else is publishing, locked for ``conn``'s transaction.
+
+        Dispatches of tasks that no longer wait for them (cancelled while PENDING, say) are
+        deleted instead of returned.
+        """
+        rows = await conn.fetch(
+            f"""SELECT {", ".join(f"o.{c}" for c in _OUTBOX_COLUMNS.split(", "))},
+                       t.state AS task_state, t.attempt AS task_attempt
+                FROM outbox o JOIN tasks t ON t.id = o.task_id
+                ORDER BY o.seq LIMIT $1 FOR UPDATE OF o SKIP LOCKED""",  # noqa: S608
+            limit,
+        )
+        items, stale = [], []
+        for row in rows:
+            if row["kind"] == "dispatch" and (
+                row["task_state"] != TaskState.PENDING or row["task_attempt"] != row["attempt"]
+            ):
+                stale.append(row["seq"])
+            else:
+                items.append(_outbox(row))
+        if stale:
+            await conn.execute("DELETE FROM outbox WHERE seq = ANY($1::bigint[])", stale)
+        return items
+
+    async def published_in(self, conn: Connection, item: OutboxItem) -> StoredTask | None:
+        """:meth:`published`, on ``conn`` (inside the relay's transaction)."""
+        row = await conn.fetchrow(
+            f"""WITH gone AS (DELETE FROM outbox WHERE seq = $1 RETURNING task_id, kind, attempt)
+                UPDATE tasks SET state = 'queued', queued_at = now()
+                FROM gone
+                WHERE tasks.id = gone.task_id AND gone.kind = 'dispatch'
+                  AND tasks.state = 'pending' AND tasks.attempt = gone.attempt
+                RETURNING {", ".join(f"tasks.{c}" for c in _TASK_COLUMNS.split(", "))}""",  # noqa: S608
+            item.seq,
+        )
+        return None if row is None else _task(row)
+
+    async def outbox_size(self) -> int:
+        """Rows waiting in the outbox."""
+        return int(await self._pool.fetchval("SELECT count(*) FROM outbox"))
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The pool (the relay takes a connection of its own for its transaction)."""
+        return self._pool
+
+
+# Report appliers: each runs in the report's transaction, the task's row locked, and returns the
+# task's new row (or None when only the attempt changed and the task was merely touched).
+
+
+async def _touch(conn: Connection, task_id: uuid.UUID) -> asyncpg.Record | None:
+    """Bump the task's version: its watchers see the attempt's change."""
+    return await conn.fetchrow(
+        f"UPDATE tasks SET version = version WHERE id = $1 RETURNING {_TASK_COLUMNS}",  # noqa: S608
+        task_id,
+    )
+
+
+async def _assigned(conn: Connection, report: Report, _: Verdict) -> asyncpg.Record | None:
+    await conn.execute(
+        "UPDATE attempts SET agent_id = $3 WHERE task_id = $1 AND number = $2",
+        report.task_id,
+        report.attempt,
+        report.reported_agent,
+    )
+    # The coordinator may have taken the dispatch before the PubAck made the task QUEUED.
+    return await conn.fetchrow(
+        f"""UPDATE tasks SET agent_id = $2, waiting_reason = '',
+                state = CASE WHEN state = 'pending' THEN 'queued' ELSE state END,
+                queued_at = coalesce(queued_at, now())
+            WHERE id = $1 RETURNING {_TASK_COLUMNS}""",  # noqa: S608
+        report.task_id,
+        report.reported_agent,
+    )
+
+
+async def _waiting(conn: Connection, report: Report, _: Verdict) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"""UPDATE tasks SET waiting_reason = $2,
+                state = CASE WHEN state = 'pending' THEN 'queued' ELSE state END,
+                queued_at = coalesce(queued_at, now())
+            WHERE id = $1 RETURNING {_TASK_COLUMNS}""",  # noqa: S608
+        report.task_id,
+        report.reason,
+    )
+
+
+async def _started(conn: Connection, report: Report, _: Verdict) -> asyncpg.Record | None:
+    await conn.execute(
+        "UPDATE attempts SET state = 'running', started_at = now() "
+        "WHERE task_id = $1 AND number = $2",
+        report.task_id,
+        report.attempt,
+    )
+    return await conn.fetchrow(
+        f"""UPDATE tasks SET state = 'running', started_at = now(), waiting_reason = '',
+                progress = 0, progress_message = ''
+            WHERE id = $1 RETURNING {_TASK_COLUMNS}""",  # noqa: S608
+        report.task_id,
+    )
+
+
+async def _progress(conn: Connection, report: Report, _: Verdict) -> asyncpg.Record | None:
+    # Progress implies the handler runs, even if its `started` report was lost.
+    await conn.execute(
+        "UPDATE attempts SET state = 'running', started_at = coalesce(started_at, now()) "
+        "WHERE task_id = $1 AND number = $2",
+        report.task_id,
+        report.attempt,
+    )
+    return await conn.fetchrow(
+        f"""UPDATE tasks SET state = 'running', started_at = coalesce(started_at, now()),
+                progress = $2, progress_message = $3, waiting_reason = ''
+            WHERE id = $1 RETURNING {_TASK_COLUMNS}""",  # noqa: S608
+        report.task_id,
+        report.fraction,
+        report.message,
+    )
+
+
+async def _end_attempt(
+    conn: Connection, report: Report, state: TaskState, error: bytes | None
+) -> None:
+    await conn.execute(
+        "UPDATE attempts SET state = $3, error = $4, finished_at = now(), "
+        "started_at = coalesce(started_at, now()) WHERE task_id = $1 AND number = $2",
+        report.task_id,
+        report.attempt,
+        state.value,
+        error,
+    )
+
+
+async def _succeeded(conn: Connection, report: Report, verdict: Verdict) -> asyncpg.Record | None:
+    await _end_attempt(conn, report, TaskState.SUCCEEDED, None)
+    if verdict is Verdict.ATTEMPT_ONLY:
+        return await _touch(conn, report.task_id)
+    return await conn.fetchrow(
+        f"""UPDATE tasks SET state = 'succeeded', result = $2, progress = 1,
+                finished_at = now(), started_at = coalesce(started_at, now())
+            WHERE id = $1 RETURNING {_TASK_COLUMNS}""",  # noqa: S608
+        report.task_id,
+        report.result,
+    )
+
+
+async def _failed(conn: Connection, report: Report, verdict: Verdict) -> asyncpg.Record | None:
+    await _end_attempt(conn, report, TaskState.FAILED, report.error)
+    if verdict is Verdict.ATTEMPT_ONLY or report.retryable:
+        # Retryable: the coordinator queues the next attempt (`requeued`) or gives up
+        # (`dead_lettered`); the task waits for that.
+        return await _touch(conn, report.task_id)
+    return await conn.fetchrow(
+        f"""UPDATE tasks SET state = 'failed', error = $2, finished_at = now()
+            WHERE id = $1 RETURNING {_TASK_COLUMNS}""",  # noqa: S608
+        report.task_id,
+        report.error,
+    )
+
+
+async def _cancelled(conn: Connection, report: Report, verdict: Verdict) -> asyncpg.Record | None:
+    await _end_attempt(conn, report, TaskState.CANCELLED, report.error)
+    if verdict is Verdict.ATTEMPT_ONLY:
+        return await _touch(conn, report.task_id)
+    # An agent stops a handler only when the task was cancelled; should the record not know
+    # (its CancelTask was answered elsewhere and lost), the agent's word ends the task.
+    return await conn.fetchrow(
+        f"""UPDATE tasks SET state = 'cancelled', error = $2, finished_at = now()
+            WHERE id = $1 RETURNING {_TASK_COLUMNS}""",  # noqa: S608
+        report.task_id,
+        report.error,
+    )
+
+
+async def _requeued(conn: Connection, report: Report, _: Verdict) -> asyncpg.Record | None:
+    await conn.execute(
+        "UPDATE attempts SET state = 'failed', error = coalesce($3, error), "
+        "finished_at = coalesce(finished_at, now()) "
+        "WHERE task_id = $1 AND number = $2 AND state IN ('queued', 'running')",
+        report.task_id,
+        report.attempt,
+        report.error,
+    )
+    await conn.execute(
+        "INSERT INTO attempts (task_id, number, state) VALUES ($1, $2, 'queued') "
+        "ON CONFLICT DO NOTHING",
+        report.task_id,
+        report.next_attempt,
+    )
+    return await conn.fetchrow(
+        f"""UPDATE tasks SET state = 'queued', attempt = $2,
+                max_attempts = greatest(max_attempts, $2), agent_id = '', progress = 0,
+                progress_message = '', started_at = NULL, queued_at = now(), waiting_reason = ''
+            WHERE id = $1 RETURNING {_TASK_COLUMNS}""",  # noqa: S608
+        report.task_id,
+        report.next_attempt,
+    )
+
+
+async def _dead_lettered(conn: Connection, report: Report, _: Verdict) -> asyncpg.Record | None:
+    await conn.execute(
+        "UPDATE attempts SET state = 'failed', error = coalesce($3, error), "
+        "finished_at = coalesce(finished_at, now()) "
+        "WHERE task_id = $1 AND number = $2 AND state IN ('queued', 'running')",
+        report.task_id,
+        report.attempt,
+        report.error,
+    )
+    return await conn.fetchrow(
+        f"""UPDATE tasks SET state = 'failed', error = $2, dead_lettered = true,
+                dead_letter_sequence = $3, finished_at = now()
+            WHERE id = $1 RETURNING {_TASK_COLUMNS}""",  # noqa: S608
+        report.task_id,
+        report.error,
+        report.dead_letter_sequence or None,
+    )
+
+
+_APPLIERS = {
+    Event.ASSIGNED: _assigned,
+    Event.WAITING: _waiting,
+    Event.STARTED: _started,
+    Event.PROGRESS: _progress,
+    Event.SUCCEEDED: _succeeded,
+    Event.FAILED: _failed,
+    Event.CANCELLED: _cancelled,
+    Event.REQUEUED: _requeued,
+    Event.DEAD_LETTERED: _dead_lettered,
+}
+
+
+# Helpers ----------------------------------------------------------------------------------------
+
+
+async def _by_key(conn: Connection, owner_id: str, key: str) -> StoredTask | None:
+    row = await conn.fetchrow(
+        f"{_TASK} WHERE owner_id = $1 AND idempotency_key = $2", owner_id, key
+    )
+    return None if row is None else _task(row)
+
+
+async def _locked(conn: Connection, task_id: uuid.UUID) -> StoredTask | None:
+    row = await conn.fetchrow(f"{_TASK} WHERE id = $1 FOR UPDATE", task_id)
+    return None if row is None else _task(row)
+
+
+async def _enqueue(conn: Connection, task: StoredTask, message: Message) -> OutboxItem:
+    return await _outbox_row(
+        conn,
+        task,
+        message.kind,
+        message.subject(task),
+        message.msg_id(task),
+        message.body(task),
+        None,
+    )
+
+
+async def _outbox_row(
+    conn: Connection,
+    task: StoredTask,
+    kind: str,
+    subject: str,
+    msg_id: str,
+    body: bytes,
+    dead_letter_sequence: int | None,
+) -> OutboxItem:
+    row = await conn.fetchrow(
+        f"""INSERT INTO outbox (task_id, kind, attempt, subject, msg_id, body,
+                dead_letter_sequence)
+            VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {_OUTBOX_COLUMNS}""",  # noqa: S608
+        task.task_id,
+        kind,
+        task.attempt,
+        subject,
+        msg_id,
+        body,
+        dead_letter_sequence,
+    )
+    return _outbox(_present(row))
+
+
+def _present(row: asyncpg.Record | None) -> asyncpg.Record:
+    """The row a statement on a locked (or just inserted) row returned."""
+    if row is None:
+        raise TasksError("a statement on a locked task returned no row")
+    return row
+
+
+def _outbox(row: asyncpg.Record) -> OutboxItem:
+    return OutboxItem(
+        seq=row["seq"],
+        task_id=row["task_id"],
+        kind=row["kind"],
+        attempt=row["attempt"],
+        subject=row["subject"],
+        msg_id=row["msg_id"],
+        body=bytes(row["body"]),
+        dead_letter_sequence=row["dead_letter_sequence"],
+    )
+
+
+def _task(row: asyncpg.Record) -> StoredTask:
+    return StoredTask(
+        task_id=row["id"],
+        owner_id=row["owner_id"],
+        type=row["type"],
+        payload=bytes(row["payload"]),
+        priority=row["priority"],
+        required_capabilities=tuple(row["required_capabilities"]),
+        resources=tuple(
+            ResourceNeed(t, a)
+            for t, a in zip(row["resource_types"], row["resource_amounts"], strict=True)
+        ),
+        timeout_seconds=row["timeout_seconds"],
+        idempotency_key=row["idempotency_key"] or "",
+        state=TaskState(row["state"]),
+        waiting_reason=row["waiting_reason"],
+        attempt=row["attempt"],
+        max_attempts=row["max_attempts"],
+        attempt_allowance=row["attempt_allowance"],
+        agent_id=row["agent_id"],
+        progress=row["progress"],
+        progress_message=row["progress_message"],
+        result=None if row["result"] is None else bytes(row["result"]),
+        error=None if row["error"] is None else bytes(row["error"]),
+        dead_lettered=row["dead_lettered"],
+        dead_letter_sequence=row["dead_letter_sequence"],
+        created_at=row["created_at"],
+        queued_at=row["queued_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        updated_at=row["updated_at"],
+        version=row["version"],
+    )

@@ -1,0 +1,268 @@
+"""The outbox and the queue bound, on a task record of the test's own.
+
+A task ledger runs in this process on a schema of its own (owned by the task service's role,
+so the mesh's task service, whose relay would publish these rows, never sees them), with its
+NATS connection through a TCP proxy the test can cut: NATS "goes away" for this ledger only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from nats.aio.client import Client
+from nats.js.errors import NotFoundError
+from prometheus_client import CollectorRegistry
+
+from sutazai.ops.supervisor.components.postgres import maintenance_dsn
+from sutazai.runtime.messaging import connect_nats
+from sutazai.runtime.settings import MeshSettings, NatsSettings, TaskSettings
+from sutazai.services.tasks.domain import TaskState
+from sutazai.services.tasks.errors import QueueFullError
+from sutazai.services.tasks.ledger import TaskLedger
+from sutazai.services.tasks.messages import DISPATCH
+from sutazai.services.tasks.metrics import TaskMetrics
+from sutazai.services.tasks.outbox import Outbox
+from sutazai.services.tasks.store import NewTask, TaskStore, open_store
+from tests.harness.waiting import wait_for
+from tests.tasks.helpers import NOBODY_RUNS
+
+
+class CuttableProxy:
+    """A TCP proxy to ``target`` on a fixed local port that can be cut and restored."""
+
+    def __init__(self, target_port: int) -> None:
+        self._target = target_port
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.port = 0
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        """Refuse new connections and drop the open ones."""
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._writers):
+            writer.close()
+        await self._server.wait_closed()
+        self._server = None
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._target)
+        self._writers |= {writer, up_writer}
+        await asyncio.gather(
+            _pipe(reader, up_writer), _pipe(up_reader, writer), return_exceptions=True
+        )
+        self._writers -= {writer, up_writer}
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        writer.close()
+
+
+@pytest.fixture
+async def schema(mesh_settings: MeshSettings) -> AsyncIterator[str]:
+    """A fresh schema owned by the task service's role."""
+    name = f"tasks_test_{uuid.uuid4().hex[:8]}"
+    role = mesh_settings.postgres.service_role("tasks")
+    admin = await asyncpg.connect(maintenance_dsn(mesh_settings, mesh_settings.postgres.database))
+    try:
+        await admin.execute(f'CREATE SCHEMA {name} AUTHORIZATION "{role}"')
+        yield name
+        await admin.execute(f"DROP SCHEMA {name} CASCADE")
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def store(mesh_settings: MeshSettings, schema: str) -> AsyncIterator[TaskStore]:
+    pool = await asyncpg.create_pool(
+        mesh_settings.as_principal("tasks").postgres_dsn,
+        min_size=1,
+        max_size=4,
+        server_settings={"search_path": schema},
+    )
+    try:
+        yield await open_store(pool, schema)
+    finally:
+        await pool.close()
+
+
+def new_task(owner: str = "owner-1", key: str = "") -> NewTask:
+    return NewTask(
+        task_id=uuid.uuid4(),
+        owner_id=owner,
+        type=NOBODY_RUNS,
+        payload=b"",
+        priority=1,
+        required_capabilities=(),
+        resources=(),
+        timeout_seconds=60,
+        idempotency_key=key,
+        max_attempts=3,
+    )
+
+
+@contextlib.asynccontextmanager
+async def ledger_via(
+    mesh: MeshSettings, store: TaskStore, port: int, settings: TaskSettings
+) -> AsyncIterator[tuple[TaskLedger, Outbox, Client]]:
+    """A ledger whose NATS connection (as the task service) goes to ``port``, relay running."""
+    through = mesh.as_principal("tasks")
+    through = through.model_copy(update={"nats": NatsSettings(port=port, user=through.nats.user)})
+    outboxes: list[Outbox] = []
+
+    async def reconnected() -> None:
+        for outbox in outboxes:
+            outbox.wake()
+
+    nc = await connect_nats(through, name="tests-outbox", reconnected_cb=reconnected)
+    metrics = TaskMetrics(CollectorRegistry())
+    outbox = Outbox(store, nc, settings, metrics)
+    outboxes.append(outbox)
+    relay = asyncio.create_task(outbox.run())
+    try:
+        yield TaskLedger(store, outbox, settings, metrics), outbox, nc
+    finally:
+        relay.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await relay
+        await nc.close()
+
+
+async def dispatches_of(nc: Client, task_id: uuid.UUID, first_seq: int) -> int:
+    """How many dispatches of ``task_id`` SUTAZAI_TASKS holds from ``first_seq`` on."""
+    js = nc.jetstream()
+    last = (await js.stream_info("SUTAZAI_TASKS")).state.last_seq
+    found = 0
+    for seq in range(first_seq, last + 1):
+        try:
+            message = await js.get_msg("SUTAZAI_TASKS", seq)
+        except NotFoundError:
+            continue
+        if (message.headers or {}).get("Nats-Msg-Id", "").startswith(f"{task_id}."):
+            found += 1
+    return found
+
+
+async def test_a_task_accepted_while_nats_is_away_is_dispatched_once_when_it_returns(
+    mesh_settings: MeshSettings, admin_nats: Client, store: TaskStore
+) -> None:
+    settings = TaskSettings(publish_timeout_seconds=1.0, relay_interval_seconds=60.0)
+    proxy = CuttableProxy(mesh_settings.nats.port)
+    await proxy.start()
+    first_seq = (await admin_nats.jetstream().stream_info("SUTAZAI_TASKS")).state.last_seq + 1
+    async with ledger_via(mesh_settings, store, proxy.port, settings) as (ledger, _, nc):
+        online, _ = await ledger.create(new_task())
+        assert online.state is TaskState.QUEUED, "published at once while NATS is there"
+
+        await proxy.cut()
+        await wait_for(lambda: not nc.is_connected, timeout=10, message="NATS gone")
+        offline, created = await ledger.create(new_task())
+
+        assert created
+        assert offline.state is TaskState.PENDING
+        assert await store.outbox_size() == 1
+        stored = await store.get(offline.task_id)
+        assert stored is not None
+        assert stored.state is TaskState.PENDING
+
+        await proxy.start()  # NATS is back: the reconnection wakes the relay
+
+        async def queued() -> bool:
+            task = await store.get(offline.task_id)
+            return task is not None and task.state is TaskState.QUEUED
+
+        await wait_for(queued, timeout=15, message="the relay published the dispatch")
+        assert await store.outbox_size() == 0
+    assert await dispatches_of(admin_nats, offline.task_id, first_seq) == 1
+    assert await dispatches_of(admin_nats, online.task_id, first_seq) == 1
+    await proxy.cut()
+
+
+async def test_a_dispatch_published_twice_is_one_message(
+    mesh_settings: MeshSettings, admin_nats: Client, store: TaskStore
+) -> None:
+    settings = TaskSettings(relay_interval_seconds=60.0)
+    first_seq = (await admin_nats.jetstream().stream_info("SUTAZAI_TASKS")).state.last_seq + 1
+    async with ledger_via(mesh_settings, store, mesh_settings.nats.port, settings) as (
+        _,
+        outbox,
+        _nc,
+    ):
+        # Written but not yet published (as if the call died before its publish): the relay
+        # and a late direct publish both send it.
+        changed, _ = await store.create(new_task(), queue_bound=100, dispatch=DISPATCH)
+        item = changed.outbox[0]
+        assert await outbox.relay_once()
+        await outbox.send([item])
+
+        task = await store.get(changed.task.task_id)
+        assert task is not None
+        assert task.state is TaskState.QUEUED
+    assert await dispatches_of(admin_nats, changed.task.task_id, first_seq) == 1
+
+
+async def test_the_queue_bound_refuses_without_blocking_but_repeats_still_answer(
+    mesh_settings: MeshSettings, store: TaskStore
+) -> None:
+    settings = TaskSettings(queue_bound=3)
+    async with ledger_via(mesh_settings, store, mesh_settings.nats.port, settings) as (
+        ledger,
+        _,
+        _nc,
+    ):
+        first, _ = await ledger.create(new_task(key="k1"))
+        for _ in range(2):
+            await ledger.create(new_task())
+
+        with pytest.raises(QueueFullError):
+            await ledger.create(new_task())
+        again, created = await ledger.create(new_task(key="k1"))
+        assert not created
+        assert again.task_id == first.task_id
+
+        await ledger.cancel(first.task_id, owner_id=None, reason="room")
+        freed, created = await ledger.create(new_task())
+        assert created
+        assert freed.state is TaskState.QUEUED
+
+
+async def test_a_task_cancelled_before_its_dispatch_went_out_is_never_dispatched(
+    mesh_settings: MeshSettings, admin_nats: Client, store: TaskStore
+) -> None:
+    settings = TaskSettings(relay_interval_seconds=60.0)
+    proxy = CuttableProxy(mesh_settings.nats.port)
+    await proxy.start()
+    first_seq = (await admin_nats.jetstream().stream_info("SUTAZAI_TASKS")).state.last_seq + 1
+    async with ledger_via(mesh_settings, store, proxy.port, settings) as (ledger, _, nc):
+        await proxy.cut()
+        await wait_for(lambda: not nc.is_connected, timeout=10, message="NATS gone")
+        task, _ = await ledger.create(new_task())
+        cancelled = await ledger.cancel(task.task_id, owner_id="owner-1", reason="no")
+        assert cancelled is not None
+        assert cancelled.state is TaskState.CANCELLED
+        assert await store.outbox_size() == 2, "the dispatch and the cancel_requested report"
+
+        await proxy.start()
+
+        async def empty() -> bool:
+            return await store.outbox_size() == 0
+
+        await wait_for(empty, timeout=15, message="the relay emptied the outbox")
+    assert await dispatches_of(admin_nats, task.task_id, first_seq) == 0
+    await proxy.cut()
