@@ -47,14 +47,20 @@ class Permissions:
 
     publish: tuple[str, ...]
     subscribe: tuple[str, ...]
+    allow_responses: bool = False
+    """May answer requests it received (one reply to each request's reply subject), whatever
+    the reply subject is: what a request-reply responder needs, and nothing more."""
 
-    def config(self) -> dict[str, dict[str, list[str]]]:
+    def config(self) -> dict[str, object]:
         """The ``permissions`` map of a nats-server user."""
         # An empty allow list would not restrict anything, so "nothing" is an explicit deny.
-        return {
+        config: dict[str, object] = {
             "publish": {"allow": list(self.publish)} if self.publish else {"deny": [">"]},
             "subscribe": {"allow": list(self.subscribe)} if self.subscribe else {"deny": [">"]},
         }
+        if self.allow_responses:
+            config["allow_responses"] = True
+        return config
 
 
 def mesh_principals(services: Iterable[str]) -> list[Principal]:
@@ -117,11 +123,21 @@ class Policy:
         if not isinstance(raw_grants, dict):
             raise SupervisorError(f"{PERMISSIONS_FILE}: [grants] is missing")
         for name, grant in raw_grants.items():
+            responses: object = False
+            if isinstance(grant, dict):
+                grant = {k: v for k, v in grant.items() if k != "allow_responses"}
+                responses = raw_grants[name].get("allow_responses", False)
+            if not isinstance(responses, bool):
+                raise SupervisorError(
+                    f"{PERMISSIONS_FILE}: grants.{name}.allow_responses is a bool"
+                )
             lists = _string_lists(grant, f"grants.{name}")
             unknown = set(lists) - {"publish", "subscribe"}
             if unknown:
                 raise SupervisorError(f"{PERMISSIONS_FILE}: grants.{name} has {sorted(unknown)}")
-            grants[name] = Permissions(lists.get("publish", ()), lists.get("subscribe", ()))
+            grants[name] = Permissions(
+                lists.get("publish", ()), lists.get("subscribe", ()), responses
+            )
         extra = _string_lists(document.get("service_grants", {}), "service_grants")
         for role, names in (*roles.items(), *extra.items()):
             missing = [n for n in names if n not in grants]
@@ -153,10 +169,12 @@ class Policy:
         }
         publish: dict[str, None] = {}
         subscribe: dict[str, None] = {}
+        responses = False
         for grant in (self.grants[name] for name in grant_names):
             publish.update(dict.fromkeys(s.format(**values) for s in grant.publish))
             subscribe.update(dict.fromkeys(s.format(**values) for s in grant.subscribe))
-        return Permissions(tuple(publish), tuple(subscribe))
+            responses = responses or grant.allow_responses
+        return Permissions(tuple(publish), tuple(subscribe), responses)
 
 
 def users_config(
