@@ -84,11 +84,20 @@ class Coordinator:
             if r.task_id == task_id and (event is None or r.WhichOneof("event") == event)
         ]
 
-    async def event(self, task_id: str, event: str, timeout: float = 30.0) -> pb.TaskReport:
+    async def event(
+        self,
+        task_id: str,
+        event: str,
+        timeout: float = 30.0,  # noqa: ASYNC109 - a polling deadline
+    ) -> pb.TaskReport:
         await wait_for(lambda: bool(self.of(task_id, event)), timeout=timeout, message=event)
         return self.of(task_id, event)[0]
 
-    async def final(self, task_id: str, timeout: float = 30.0) -> pb.TaskReport:
+    async def final(
+        self,
+        task_id: str,
+        timeout: float = 30.0,  # noqa: ASYNC109 - a polling deadline
+    ) -> pb.TaskReport:
         def finals() -> list[pb.TaskReport]:
             return [r for r in self.of(task_id) if r.WhichOneof("event") in FINAL]
 
