@@ -10,7 +10,7 @@ SHELL := bash
 GEN_DIR := gen/python
 DESCRIPTOR := $(GEN_DIR)/sutazai/descriptor.binpb
 PROTO_FILES := $(shell cd protos && find sutazai -name '*.proto' | sort)
-PY_SOURCES := services runtime client ops gateway tui tests
+PY_SOURCES := services sdk runtime client ops gateway tui tests
 
 .PHONY: up down test test-unit check lint typecheck imports proto-check gen gen-check install install-dev bench clean
 
@@ -59,7 +59,7 @@ lint:
 
 # mypy finds the hand-written packages through gen/python's symlinks; name them by their folders.
 typecheck: install-dev
-	$(BIN)/mypy | sed -E 's#^gen/python/sutazai/(services|runtime|client|ops|gateway|tui)/#\1/#'
+	$(BIN)/mypy | sed -E 's#^gen/python/sutazai/(services|sdk|runtime|client|ops|gateway|tui)/#\1/#'
 
 imports: install-dev
 	$(BIN)/lint-imports

@@ -50,6 +50,8 @@ class ServiceEntry:
 
 MAX_AGENT_INSTANCES = 64
 """Instances one agent may declare: each is a literal grant set in the NATS configuration."""
+AGENT_INSTANCE_VARIABLE = "SUTAZAI_AGENT_INSTANCE_ID"
+"""The environment variable that gives a supervised agent process its instance id (its slot)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -327,6 +327,18 @@ class OpenAIBackendSettings(RemoteBackendSettings):
     ``repeat_penalty``: llama.cpp server and LM Studio do); the others are refused."""
 
 
+class InferenceNatsSettings(_Section):
+    """The inference service's NATS responder (``sutazai.inference.generate``, for agents)."""
+
+    default_timeout_seconds: float = Field(default=60.0, gt=0.0, le=3600.0)
+    """How long a generation may run when the request carries no ``Sutazai-Timeout-Ms``."""
+    max_timeout_seconds: float = Field(default=600.0, gt=0.0, le=3600.0)
+    """The longest a request's own timeout is honoured (longer ones are cut to it)."""
+    max_in_flight: int = Field(default=128, ge=1, le=10_000)
+    """Requests one instance handles at once; beyond, RESOURCE_EXHAUSTED at once (the
+    backends' own slots and queues apply within)."""
+
+
 class InferenceSettings(_Section):
     """The inference service: its backends and which model a request without one gets."""
 
@@ -337,6 +349,7 @@ class InferenceSettings(_Section):
     embedded: EmbeddedBackendSettings = EmbeddedBackendSettings()
     ollama: OllamaBackendSettings = OllamaBackendSettings()
     openai: OpenAIBackendSettings = OpenAIBackendSettings()
+    nats: InferenceNatsSettings = InferenceNatsSettings()
 
 
 class ChatSettings(_Section):

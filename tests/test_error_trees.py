@@ -33,7 +33,14 @@ def package_roots() -> list[str]:
         for info in pkgutil.iter_modules(parent.__path__, f"{parent.__name__}.")
         if info.ispkg
     ]
-    return ["sutazai.runtime", "sutazai.client", "sutazai.gateway", "sutazai.tui", *nested]
+    return [
+        "sutazai.runtime",
+        "sutazai.client",
+        "sutazai.sdk",
+        "sutazai.gateway",
+        "sutazai.tui",
+        *nested,
+    ]
 
 
 def modules_of(root: str) -> list[ModuleType]:

@@ -12,15 +12,17 @@ from pydantic import ValidationError
 
 from sutazai.ops.cli.context import mesh_settings
 from sutazai.ops.cli.errors import CliError
-from sutazai.runtime.deployment import AgentEntry, find_agent, find_service
+from sutazai.runtime.deployment import (
+    AGENT_INSTANCE_VARIABLE,
+    AgentEntry,
+    find_agent,
+    find_service,
+)
 from sutazai.runtime.logging import configure_logging
 from sutazai.runtime.settings import MeshSettings, ServiceSettings
 
 ServeFunction = Callable[[MeshSettings, ServiceSettings], Coroutine[Any, Any, None]]
 AgentFunction = Callable[[MeshSettings, str], Coroutine[Any, Any, None]]
-
-AGENT_INSTANCE_VARIABLE = "SUTAZAI_AGENT_INSTANCE"
-"""An agent instance's id (its slot), set by the supervisor."""
 
 
 def serve(

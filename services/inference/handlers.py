@@ -90,30 +90,7 @@ class InferenceHandlers(pb_grpc.InferenceServiceServicer):
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> pb.GenerateResponse:
         """The whole reply at once."""
-        messages, options = _parsed(request)
-        parts: list[str] = []
-        done: Done | None = None
-        try:
-            async for event in self._engine.generate(
-                request.model, messages, options, stream=False
-            ):
-                if isinstance(event, Delta):
-                    parts.append(event.text)
-                else:
-                    done = event
-        except InferenceError as exc:
-            raise fault_of(exc) from exc
-        if done is None:  # the engine always ends with Done; this guards the invariant
-            raise unavailable("the reply ended without finishing")
-        return pb.GenerateResponse(
-            model=done.model,
-            text="".join(parts),
-            finish_reason=_REASONS[done.reason],
-            usage=pb.Usage(
-                prompt_tokens=done.prompt_tokens, completion_tokens=done.completion_tokens
-            ),
-            timing=_timing(done.timing),
-        )
+        return await generate_response(self._engine, request)
 
     async def GenerateStream(  # noqa: N802 - generated servicer method name
         self, request: pb.GenerateStreamRequest, context: grpc.aio.ServicerContext
@@ -202,6 +179,38 @@ class InferenceHandlers(pb_grpc.InferenceServiceServicer):
         if status is None:
             raise not_found("backend", request.backend)
         return pb.ResetBreakerResponse(backend=backend_proto(status))
+
+
+async def generate_response(engine: Inference, request: pb.GenerateRequest) -> pb.GenerateResponse:
+    """Validate a GenerateRequest and run it on the engine: the whole reply at once.
+
+    The one path of a generation whether it came over gRPC (``Generate``) or NATS (the agents'
+    ``sutazai.inference.generate``): the same validation, slots, breakers and metrics.
+
+    Raises:
+        RpcStatusError: the request is invalid, or the engine failed (its status).
+
+    """
+    messages, options = _parsed(request)
+    parts: list[str] = []
+    done: Done | None = None
+    try:
+        async for event in engine.generate(request.model, messages, options, stream=False):
+            if isinstance(event, Delta):
+                parts.append(event.text)
+            else:
+                done = event
+    except InferenceError as exc:
+        raise fault_of(exc) from exc
+    if done is None:  # the engine always ends with Done; this guards the invariant
+        raise unavailable("the reply ended without finishing")
+    return pb.GenerateResponse(
+        model=done.model,
+        text="".join(parts),
+        finish_reason=_REASONS[done.reason],
+        usage=pb.Usage(prompt_tokens=done.prompt_tokens, completion_tokens=done.completion_tokens),
+        timing=_timing(done.timing),
+    )
 
 
 def _parsed(

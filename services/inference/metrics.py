@@ -61,6 +61,13 @@ class InferenceMetrics:
             buckets=_TTFT_BUCKETS,
             registry=registry,
         )
+        self.nats_requests = Counter(
+            "sutazai_inference_nats_requests",
+            "Generation requests of agents over NATS (sutazai.inference.generate), by outcome: "
+            "ok or the status code's name.",
+            ["outcome"],
+            registry=registry,
+        )
         self.breaker = Gauge(
             "sutazai_inference_breaker_state",
             "Circuit breaker of each backend: 0 closed, 1 half-open, 2 open.",
@@ -81,6 +88,10 @@ class InferenceMetrics:
             self.queued.labels(*labels).observe(call.queued_seconds)
         if call.time_to_first_token_seconds is not None:
             self.first_token.labels(*labels).observe(call.time_to_first_token_seconds)
+
+    def nats_request(self, outcome: str) -> None:
+        """Count one request answered over NATS (outcomes: ``ok`` and status code names)."""
+        self.nats_requests.labels(outcome).inc()
 
     def breaker_changed(self, backend: str, state: BreakerState) -> None:
         """Record a breaker's new state."""

@@ -35,6 +35,7 @@ from sutazai.services.inference.handlers import InferenceHandlers
 from sutazai.services.inference.metrics import InferenceMetrics
 from sutazai.services.inference.ollama import OllamaBackend
 from sutazai.services.inference.openai_compat import OpenAICompatibleBackend
+from sutazai.services.inference.responder import GenerateResponder
 
 log = structlog.get_logger(__name__)
 
@@ -65,9 +66,18 @@ async def build(
         mesh, [GRPC_SERVICE], redis=guard_redis, audit=AuditLog(pool), js=nc.jetstream()
     )
     metrics_registry = CollectorRegistry()
-    engine = open_engine(mesh.inference, InferenceMetrics(metrics_registry))
+    metrics = InferenceMetrics(metrics_registry)
+    engine = open_engine(mesh.inference, metrics)
     stack.push_async_callback(engine.close)
-    background: list[Callable[[], Coroutine[Any, Any, None]]] = []
+    # Agents' generations over NATS (sutazai.inference.generate), drained with the gRPC calls.
+    responder = GenerateResponder(
+        nc,
+        engine,
+        mesh.inference.nats,
+        record=metrics.nats_request,
+        grace_seconds=service.grace_seconds,
+    )
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = [responder.run]
     if mesh.inference.embedded.enabled and mesh.inference.embedded.preload:
         background.append(_preloader(engine, mesh.inference.embedded.model_name))
     return ServiceHost(
@@ -84,6 +94,7 @@ async def build(
         registry=registry,
         guard=guard,
         background=background,
+        on_drain=[responder.drain],
         metrics_registry=metrics_registry,
     )
 

@@ -16,6 +16,7 @@ from sutazai.ops.supervisor.credentials import write_agent_credentials, write_pr
 from sutazai.ops.supervisor.environment import principal_environment
 from sutazai.ops.supervisor.probes import ProbeError, agent_heartbeat_since, registry_has
 from sutazai.ops.supervisor.spec import ComponentSpec, Hook, Launch, Probe
+from sutazai.runtime.deployment import AGENT_INSTANCE_VARIABLE
 from sutazai.runtime.credentials import credentials_path
 from sutazai.runtime.deployment import AgentEntry, ServiceEntry
 from sutazai.runtime.registry import new_instance_id
@@ -76,7 +77,6 @@ def service_components(
     return components
 
 
-AGENT_INSTANCE_VARIABLE = "SUTAZAI_AGENT_INSTANCE"
 """Where an agent process finds its instance id (its slot: ``1`` .. ``instances``)."""
 
 
@@ -96,7 +96,7 @@ def agent_components(
 
     Each instance runs ``sutazai serve NAME`` as the agent's NATS principal, with only that
     principal's NATS user and password in its credentials file, and its instance id (stable
-    for the slot, so a restart resumes the same work consumer) in ``SUTAZAI_AGENT_INSTANCE``.
+    for the slot, so a restart resumes the same work consumer) in ``SUTAZAI_AGENT_INSTANCE_ID``.
     An external agent (another language, another host) gets its credentials file written and
     nothing started.
     """

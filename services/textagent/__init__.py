@@ -1,0 +1,1 @@
+"""The built-in text agent: text.generate and text.summarize on the inference service."""

@@ -1,0 +1,33 @@
+"""Grants beyond the roles: the inference responder's, rendered into the server's users."""
+
+from __future__ import annotations
+
+import pytest
+
+from sutazai.ops.supervisor.errors import SupervisorError
+from sutazai.ops.supervisor.nats_auth import Policy, Principal
+
+BUCKETS = {"bucket": "sutazai_registry", "revocations": "sutazai_revocations"}
+
+
+def test_inference_answers_generation_requests_and_nothing_else_can() -> None:
+    policy = Policy.packaged()
+
+    inference = policy.permissions(Principal("inference", "service"), **BUCKETS)
+    chat = policy.permissions(Principal("chat", "service"), **BUCKETS)
+
+    assert "sutazai.inference.generate" in inference.subscribe
+    assert inference.config()["allow_responses"] is True
+    assert "sutazai.inference.generate" not in chat.subscribe
+    assert "allow_responses" not in chat.config()
+    assert "sutazai.inference.generate" not in chat.publish
+
+
+def test_allow_responses_must_be_a_bool() -> None:
+    document = {
+        "roles": {"service": ["g"]},
+        "grants": {"g": {"subscribe": ["x"], "allow_responses": "yes"}},
+    }
+
+    with pytest.raises(SupervisorError, match="allow_responses"):
+        Policy.parse(document)
