@@ -72,12 +72,14 @@ async def ensure_task_streams(js: JetStreamContext) -> None:
 def agent_permissions(name: str, instances: Iterable[str]) -> dict[str, dict[str, list[str]]]:
     """The ``agent`` role of nats/README.md ("Agent principals") as nats-server permissions.
 
-    One difference: NATS wildcards match whole subject tokens only, so the README's
-    ``agent-<name>-*`` would match nothing but a consumer literally named so; each instance's
-    consumer is named here instead (see the commit "Contract: ...").
+    The grants name each instance's consumer: NATS wildcards match whole subject tokens only.
     """
     consumers = [f"agent-{name}-{instance}" for instance in instances]
-    publish = [f"$KV.{AGENTS_BUCKET}.{name}.>", f"sutazai.reports.agent.{name}.>"]
+    publish = [
+        f"$JS.API.STREAM.INFO.KV_{AGENTS_BUCKET}",
+        f"$KV.{AGENTS_BUCKET}.{name}.>",
+        f"sutazai.reports.agent.{name}.>",
+    ]
     for consumer in consumers:
         instance = consumer.removeprefix(f"agent-{name}-")
         publish += [
