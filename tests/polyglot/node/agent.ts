@@ -449,9 +449,12 @@ class Agent {
         log(`ack of ${key} not confirmed: ${String(error)}`);
       }
     }
-    if (kind === "succeeded") this.succeeded += 1;
-    else if (kind === "failed") this.failed += 1;
-    this.totalMs += Date.now() - started;
+    // Finished tasks only: a cancelled one says nothing about this agent's speed.
+    if (kind === "succeeded" || kind === "failed") {
+      if (kind === "succeeded") this.succeeded += 1;
+      else this.failed += 1;
+      this.totalMs += Date.now() - started;
+    }
     this.running.delete(key);
     log(`${assignment.type} ${key}: ${kind}`);
     this.slotFreed?.();
