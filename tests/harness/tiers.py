@@ -44,6 +44,8 @@ SERVER_FIXTURES = frozenset(
         "mesh_services",
         # tests/gateway/conftest.py: a NATS of the module's own
         "nats_url",
+        # tests/polyglot/test_ts_agent.py: a NATS with an agent principal, for the TypeScript agent
+        "polyglot_nats",
         # tests/harness/llama.py: a real llama_cpp.server (OpenAI-compatible backend)
         "openai_backend",
     }
