@@ -412,6 +412,8 @@ class CoordinatorSettings(_Section):
     leader_lease_seconds: float = Field(default=10.0, ge=2.0, le=300.0)
     """Lifetime of the leader lease: of several instances only the holder assigns; another
     takes over within this long after the holder dies."""
+
+
 class ResourcesSettings(_Section):
     """The resource service: what the host offers and how leases are kept."""
 
@@ -428,6 +430,8 @@ class ResourcesSettings(_Section):
     """Live leases one resource may have; more are refused (RESOURCE_EXHAUSTED)."""
     responder_concurrency: int = Field(default=8, ge=1, le=64)
     """NATS allocate/release requests one instance handles at once."""
+
+
 class TaskSettings(_Section):
     """The task service: queue bound, attempts and the dispatch outbox."""
 

@@ -16,9 +16,8 @@ from sutazai.ops.supervisor.credentials import write_agent_credentials, write_pr
 from sutazai.ops.supervisor.environment import principal_environment
 from sutazai.ops.supervisor.probes import ProbeError, agent_heartbeat_since, registry_has
 from sutazai.ops.supervisor.spec import ComponentSpec, Hook, Launch, Probe
-from sutazai.runtime.deployment import AGENT_INSTANCE_VARIABLE
 from sutazai.runtime.credentials import credentials_path
-from sutazai.runtime.deployment import AgentEntry, ServiceEntry
+from sutazai.runtime.deployment import AGENT_INSTANCE_VARIABLE, AgentEntry, ServiceEntry
 from sutazai.runtime.registry import new_instance_id
 from sutazai.runtime.settings import MeshSettings, ServiceSettings
 
