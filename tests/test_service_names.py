@@ -22,7 +22,7 @@ import pytest
 from sutazai.gateway.catalog import ServiceCatalog
 from sutazai.ops.supervisor.components.nats import nats_component, nats_dir
 from sutazai.ops.supervisor.nats_auth import Policy
-from sutazai.runtime.deployment import ServiceEntry, load_catalog
+from sutazai.runtime.deployment import ServiceEntry, load_agents, load_catalog
 from sutazai.runtime.settings import GATEWAY_PRINCIPAL, NATS_ADMIN, MeshSettings
 
 ENTRIES = load_catalog()
@@ -59,7 +59,9 @@ def test_the_server_registers_exactly_the_grpc_services_of_its_table(entry: Serv
     )
 
 
-async def test_nats_principals_are_admin_gateway_and_the_mesh_services(tmp_path: Path) -> None:
+async def test_nats_principals_are_admin_gateway_the_mesh_services_and_agents(
+    tmp_path: Path,
+) -> None:
     settings = MeshSettings(state_dir=tmp_path)
     await nats_component(settings, env={}).prepare()
     config = (nats_dir(settings) / "nats-server.conf").read_text(encoding="utf-8")
@@ -68,7 +70,8 @@ async def test_nats_principals_are_admin_gateway_and_the_mesh_services(tmp_path:
     principals = {user["user"]: user["permissions"] for user in json.loads(users.group(1))}
     names = {entry.name for entry in ENTRIES}
 
-    assert set(principals) == {NATS_ADMIN, GATEWAY_PRINCIPAL, *names}
+    agents = {agent.name for agent in load_agents()}
+    assert set(principals) == {NATS_ADMIN, GATEWAY_PRINCIPAL, *names, *agents}
     for name in names:
         registry_writes = f"$KV.{settings.registry.bucket}.{name}.>"
         assert registry_writes in principals[name]["publish"]["allow"], (

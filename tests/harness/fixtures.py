@@ -29,7 +29,6 @@ from sutazai.ops.supervisor.components import (
 )
 from sutazai.ops.supervisor.environment import child_environment, settings_environment
 from sutazai.runtime.deployment import load_catalog
-from sutazai.runtime.messaging import connect_nats
 from sutazai.runtime.settings import MeshSettings
 from sutazai.runtime.sockets import envoy_admin_client
 from tests.harness.cli import run_cli
@@ -42,7 +41,6 @@ from tests.harness.mesh import (
     remove_state_dir,
     supervised,
 )
-from tests.harness.task_streams import ensure_task_streams
 from tests.harness.waiting import wait_for
 
 __all__ = ["openai_backend"]
@@ -87,20 +85,6 @@ async def infrastructure(mesh_config: MeshSettings) -> AsyncIterator[Supervisor]
 def mesh_settings(infrastructure: Supervisor) -> MeshSettings:
     """Settings of a running NATS, PostgreSQL and Redis (127.0.0.1, free ports)."""
     return infrastructure.settings
-
-
-@pytest.fixture(scope="session")
-async def task_streams(mesh_settings: MeshSettings) -> MeshSettings:
-    """The task system's streams and agent bucket exist (made as ``admin`` if missing).
-
-    Until the supervisor creates them (tests/harness/task_streams.py); yields the settings.
-    """
-    nc = await connect_nats(mesh_settings, name="sutazai-tests-task-streams")
-    try:
-        await ensure_task_streams(nc.jetstream())
-    finally:
-        await nc.close()
-    return mesh_settings
 
 
 @pytest.fixture(scope="session")

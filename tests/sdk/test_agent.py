@@ -45,8 +45,8 @@ AgentFactory = Callable[..., Awaitable[Agent]]
 
 
 @pytest.fixture
-async def nc(task_streams: MeshSettings) -> AsyncIterator[Client]:
-    client = await connect_nats(task_streams, name="sutazai-tests-sdk")
+async def nc(mesh_settings: MeshSettings) -> AsyncIterator[Client]:
+    client = await connect_nats(mesh_settings, name="sutazai-tests-sdk")
     yield client
     await client.close()
 
@@ -340,14 +340,14 @@ async def test_a_drain_cancels_what_outlives_its_bound(
 
 
 async def test_an_unacknowledged_assignment_is_redelivered_to_the_restarted_instance(
-    task_streams: MeshSettings,
+    mesh_settings: MeshSettings,
     start_agent: AgentFactory,
     coordinator: Coordinator,
     instance: str,
 ) -> None:
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("SUTAZAI_")},
-        **settings_environment(task_streams),
+        **settings_environment(mesh_settings),
         "SUTAZAI_AGENT_INSTANCE_ID": instance,
         "SUTAZAI_AGENT_ACK_WAIT_SECONDS": "2",
         "SUTAZAI_AGENT_FETCH_SECONDS": "0.5",

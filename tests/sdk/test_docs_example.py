@@ -30,17 +30,17 @@ def example_code() -> str:
 
 
 async def test_the_guide_example_runs_tasks_and_drains_on_sigterm(
-    task_streams: MeshSettings, tmp_path: Path
+    mesh_settings: MeshSettings, tmp_path: Path
 ) -> None:
     script = tmp_path / "word_agent.py"
     script.write_text(example_code(), encoding="utf-8")
     instance = uuid.uuid4().hex[:12]
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("SUTAZAI_")},
-        **settings_environment(task_streams),
+        **settings_environment(mesh_settings),
         "SUTAZAI_AGENT_INSTANCE_ID": instance,
     }
-    nc = await connect_nats(task_streams, name="sutazai-tests-docs-example")
+    nc = await connect_nats(mesh_settings, name="sutazai-tests-docs-example")
     coordinator = Coordinator(nc, "words", instance)
     await coordinator.start()
     process = await asyncio.create_subprocess_exec(

@@ -25,7 +25,7 @@ from sutazai.ops.supervisor.environment import (
 from sutazai.ops.supervisor.errors import SupervisorError
 from sutazai.ops.supervisor.nats_auth import Policy, Principal, mesh_principals
 from sutazai.runtime.credentials import credentials_path, load_credentials
-from sutazai.runtime.deployment import load_catalog
+from sutazai.runtime.deployment import load_agents, load_catalog
 from sutazai.runtime.errors import ConfigurationError
 from sutazai.runtime.secrets import ensure_secrets, load_secrets, secrets_path
 from sutazai.runtime.settings import MeshSettings, NatsSettings
@@ -77,10 +77,15 @@ def test_a_malformed_or_exposed_secrets_file_is_refused_not_replaced(tmp_path: P
         load_secrets(tmp_path)
 
 
-def test_ensure_credentials_covers_every_catalog_service_and_the_key_ring(tmp_path: Path) -> None:
+def test_ensure_credentials_covers_every_service_agent_and_the_key_ring(tmp_path: Path) -> None:
     settings = MeshSettings(state_dir=tmp_path)
     secrets = ensure_credentials(settings)
-    expected = {"admin", "gateway", *(entry.name for entry in load_catalog())}
+    expected = {
+        "admin",
+        "gateway",
+        *(entry.name for entry in load_catalog()),
+        *(agent.name for agent in load_agents()),
+    }
     assert set(secrets.nats_passwords) == expected
     assert _mode(settings.keys_file) == 0o600
     assert _mode(settings.jwks_file) == 0o644

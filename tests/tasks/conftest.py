@@ -8,8 +8,6 @@ import grpc
 import httpx
 import pytest
 from nats.aio.client import Client
-from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
 from sutazai.runtime.messaging import connect_nats
@@ -21,59 +19,11 @@ from tests.harness.waiting import wait_for
 CALL_TIMEOUT = 10.0
 
 
-async def ensure_task_streams(js: JetStreamContext) -> None:
-    """Create the task system's streams as admin, with nats/README.md's settings, if missing.
-
-    Until the supervisor creates them (nats/jetstream.toml), the tests do; delete this then.
-    """
-    day = 24 * 3600.0
-    streams = [
-        StreamConfig(
-            name="SUTAZAI_TASKS",
-            subjects=["sutazai.tasks.queue.*"],
-            retention=RetentionPolicy.WORK_QUEUE,
-            storage=StorageType.FILE,
-            num_replicas=1,
-            duplicate_window=120.0,
-            max_msgs=10_000,
-            discard=DiscardPolicy.NEW,
-        ),
-        StreamConfig(
-            name="SUTAZAI_REPORTS",
-            subjects=[
-                "sutazai.reports.agent.*.*",
-                "sutazai.reports.coordinator",
-                "sutazai.reports.tasks",
-            ],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            num_replicas=1,
-            duplicate_window=120.0,
-            max_age=7 * day,
-        ),
-        StreamConfig(
-            name="SUTAZAI_DEAD",
-            subjects=["sutazai.dead.tasks"],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            num_replicas=1,
-            max_age=30 * day,
-        ),
-    ]
-    for config in streams:
-        assert config.name is not None
-        try:
-            await js.stream_info(config.name)
-        except NotFoundError:
-            await js.add_stream(config)
-
-
 @pytest.fixture(scope="session")
 async def admin_nats(mesh_settings: MeshSettings) -> AsyncIterator[Client]:
     """A NATS connection as ``admin`` (plays the coordinator and the agents)."""
     nc = await connect_nats(mesh_settings, name="tests-tasks-admin")
     try:
-        await ensure_task_streams(nc.jetstream())
         yield nc
     finally:
         await nc.close()

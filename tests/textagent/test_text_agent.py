@@ -29,9 +29,7 @@ ARTICLE = (
 
 
 @pytest.fixture
-async def coordinator(
-    mesh_services: MeshSettings, task_streams: MeshSettings
-) -> AsyncIterator[Coordinator]:
+async def coordinator(mesh_services: MeshSettings) -> AsyncIterator[Coordinator]:
     nc: Client = await connect_nats(mesh_services, name="sutazai-tests-textagent")
     instance = uuid.uuid4().hex[:12]
     agent = build_agent(AgentSettings(instance_id=instance, heartbeat_seconds=1.0))
