@@ -112,8 +112,8 @@ class Watches:
     ) -> AsyncIterator[tuple[StoredTask, bool] | None]:
         """``(task, True)`` for the newest matching tasks, then ``(task, False)`` per change.
 
-        ``None`` is a keep-alive. A task that stops matching (a state filter) is sent once
-        more, so the caller sees it leave.
+        ``None`` is a keep-alive (also sent at once when the snapshot is empty). A task that
+        stops matching (a state filter) is sent once more, so the caller sees it leave.
 
         Raises:
             RpcStatusError: UNAVAILABLE when PostgreSQL cannot be read.
@@ -141,6 +141,11 @@ class Watches:
             for task in snapshot:
                 remember(task)
                 yield task, True
+            if not snapshot:
+                # Nothing matches yet: a keep-alive at once, so the caller (through Envoy, the
+                # HTTP status line) learns that the stream was accepted without waiting for a
+                # change or for the first periodic keep-alive.
+                yield None
             while not self._feed.closed():
                 if not await hints.wait(self._keepalive):
                     yield None

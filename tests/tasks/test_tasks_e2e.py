@@ -476,6 +476,27 @@ async def test_watch_tasks_sends_a_snapshot_then_changes(
     assert cancelled.task.state == pb.TASK_STATE_CANCELLED
 
 
+async def test_watch_tasks_answers_at_once_when_nothing_matches(
+    rest: httpx.AsyncClient, tasks: TaskServiceStub, user_token: str
+) -> None:
+    kind = f"tests.nothing-{uuid.uuid4().hex[:8]}"
+    # REST: the status line and a keep-alive (no task) come at once, not after 30 s.
+    async with rest.stream("GET", "/v1/tasks:watch", params={"type": kind}) as response:
+        assert response.status_code == 200
+        lines = response.aiter_lines()
+        first = await anext(line async for line in lines if line.strip())
+    assert "task" not in json.loads(first), first
+
+    stream = tasks.WatchTasks(
+        pb.WatchTasksRequest(type=kind), metadata=bearer(user_token), timeout=TIMEOUT
+    )
+    keepalive = await stream.read()
+    stream.cancel()
+    assert isinstance(keepalive, pb.WatchTasksResponse)
+    assert not keepalive.HasField("task")
+    assert keepalive.snapshot is False
+
+
 # Dead letters -----------------------------------------------------------------------------------
 
 
