@@ -1,4 +1,8 @@
-"""Every process the supervisor starts knows its own credentials only, and none from its env."""
+"""Every process the supervisor starts knows its own credentials only, and none from its env.
+
+Agents (``[agents.<name>]``) run as ``serve <name>`` like services; their files hold only their
+NATS password (nats/README.md, "Agent principals").
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from pathlib import Path
 import psutil
 
 from sutazai.runtime.credentials import credentials_path
-from sutazai.runtime.deployment import load_catalog
+from sutazai.runtime.deployment import load_agents, load_catalog
 from sutazai.runtime.secrets import MeshSecrets
 from sutazai.runtime.settings import MeshSettings
 
@@ -42,6 +46,7 @@ def _read(path: str) -> bytes:
 async def test_each_child_holds_only_its_own_credentials(mesh_services: MeshSettings) -> None:
     passwords = _every_password(mesh_services.secrets)
     services = {entry.name for entry in load_catalog()}
+    agents = {entry.name for entry in load_agents() if not entry.external}
     seen: dict[str, int] = {}
     infrastructure = 0
     for process in psutil.Process().children(recursive=True):
@@ -56,7 +61,9 @@ async def test_each_child_holds_only_its_own_credentials(mesh_services: MeshSett
         variables = dict(
             entry.partition(b"=")[::2] for entry in environ.split(b"\0") if b"=" in entry
         )
-        principal = _principal_of([a.decode() for a in cmdline.split(b"\0") if a], services)
+        principal = _principal_of(
+            [a.decode() for a in cmdline.split(b"\0") if a], services | agents
+        )
         if principal is None:
             assert b"SUTAZAI_CREDENTIALS_FILE" not in variables, cmdline
             infrastructure += 1
@@ -71,6 +78,9 @@ async def test_each_child_holds_only_its_own_credentials(mesh_services: MeshSett
         held = {name for name, value in passwords.items() if value in text}
         expected = {name for name in own if name in passwords}
         assert held == expected, (principal, held)
-    assert set(seen) == {"gateway", *services}
+        if principal in agents:
+            assert held == {f"nats:{principal}"}, (principal, held)
+    assert agents, "deploy/mesh.toml runs at least the text agent"
+    assert set(seen) == {"gateway", *services, *agents}
     # NATS, PostgreSQL (and its backends), Redis and Envoy were checked as well.
     assert infrastructure >= 4
