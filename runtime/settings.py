@@ -355,12 +355,6 @@ class ChatSettings(_Section):
     limit, instead of running until the context window is full."""
     max_conversation_messages: int = Field(default=1000, ge=4, le=100_000)
     """Messages one conversation may hold; a full one refuses new turns (start a new one)."""
-    cached_turn_synchronous_commit: bool = False
-    """Whether a cached reply waits for PostgreSQL to flush its turn to disk before it is sent
-    (``synchronous_commit``). Off, the turn is still committed before the reply leaves (every
-    later call sees it; a crash of the chat service loses nothing) and PostgreSQL's WAL writer
-    flushes it within about 0.6 s: only a crash of PostgreSQL or of the machine in that window
-    loses it, whole. Replies from the model are always flushed first (docs/chat.md)."""
     batch_concurrency: int = Field(default=4, ge=1, le=50)
     """Prompts of one BatchChat generated at once."""
     batch_max_seconds: float = Field(default=300.0, gt=0.0, le=3600.0)

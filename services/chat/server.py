@@ -32,7 +32,6 @@ SERVICE_NAME: Final = "chat"
 """The table of ``deploy/mesh.toml``, registry key prefix and principal of this service."""
 GRPC_SERVICE: Final[str] = chat_service_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name
 POOL_SIZE = 10
-CACHED_TURNS_POOL_SIZE = 4
 
 
 async def serve(mesh: MeshSettings, service: ServiceSettings) -> None:
@@ -61,18 +60,7 @@ async def build(
     metrics_registry = CollectorRegistry()
     metrics = ChatMetrics(metrics_registry)
     settings = mesh.chat
-    cached_turns = None
-    if not settings.cached_turn_synchronous_commit:
-        # A cached reply's turn is committed before the reply is sent, without waiting for the
-        # WAL flush: the fsync would be most of a cached reply's time (docs/chat.md).
-        cached_turns = await asyncpg.create_pool(
-            mesh.postgres_dsn,
-            min_size=1,
-            max_size=CACHED_TURNS_POOL_SIZE,
-            server_settings={"synchronous_commit": "off"},
-        )
-        stack.push_async_callback(cached_turns.close)
-    store = await open_store(pool, settings.max_conversation_messages, cached_turns=cached_turns)
+    store = await open_store(pool, settings.max_conversation_messages)
     replies = Replies(
         store,
         ReplyCache(

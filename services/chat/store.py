@@ -127,27 +127,18 @@ class History:
     turns: list[Turn]
 
 
-async def open_store(
-    pool: asyncpg.Pool, max_messages: int, *, cached_turns: asyncpg.Pool | None = None
-) -> ChatStore:
+async def open_store(pool: asyncpg.Pool, max_messages: int) -> ChatStore:
     """Apply the chat schema's migrations (idempotent) and return the store."""
     await migrate(pool, SCHEMA, MIGRATIONS)
-    return ChatStore(pool, max_messages, cached_turns=cached_turns)
+    return ChatStore(pool, max_messages)
 
 
 class ChatStore:
     """Reads and writes conversations. Build it with :func:`open_store`."""
 
-    def __init__(
-        self, pool: asyncpg.Pool, max_messages: int, *, cached_turns: asyncpg.Pool | None = None
-    ) -> None:
-        """A store on ``pool``; turns with a cached reply go through ``cached_turns`` if given.
-
-        ``cached_turns`` is a pool whose sessions do not wait for the WAL flush at commit
-        (``synchronous_commit=off``; see :attr:`ChatSettings.cached_turn_synchronous_commit`).
-        """
+    def __init__(self, pool: asyncpg.Pool, max_messages: int) -> None:
+        """A store on ``pool`` holding at most ``max_messages`` per conversation."""
         self._pool = pool
-        self._cached_turns = cached_turns or pool
         self._max_messages = max_messages
 
     async def conversation(self, user_id: str, conversation_id: uuid.UUID) -> Conversation | None:
@@ -206,7 +197,7 @@ class ChatStore:
         """
         reply_id = uuid.uuid4()
         rows = _turn_rows(conversation, message, reply, reply_id)
-        pool = self._cached_turns if reply.cached else self._pool
+        pool = self._pool
         if isinstance(conversation, NewConversation):
             conversation_id = conversation.conversation_id
             await pool.execute(

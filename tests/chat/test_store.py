@@ -27,21 +27,16 @@ CACHED = NewReply("a cached reply", "m", 5, 2, 0.5, True, FinishReason.LENGTH)
 
 
 @pytest.fixture
-async def pools(mesh_settings: MeshSettings) -> AsyncIterator[tuple[asyncpg.Pool, asyncpg.Pool]]:
+async def pool(mesh_settings: MeshSettings) -> AsyncIterator[asyncpg.Pool]:
     dsn = mesh_settings.as_principal("chat").postgres_dsn
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
-    fast = await asyncpg.create_pool(
-        dsn, min_size=1, max_size=2, server_settings={"synchronous_commit": "off"}
-    )
-    yield pool, fast
-    await fast.close()
+    yield pool
     await pool.close()
 
 
 @pytest.fixture
-async def store(pools: tuple[asyncpg.Pool, asyncpg.Pool]) -> ChatStore:
-    pool, fast = pools
-    return await open_store(pool, MAX_MESSAGES, cached_turns=fast)
+async def store(pool: asyncpg.Pool) -> ChatStore:
+    return await open_store(pool, MAX_MESSAGES)
 
 
 def someone() -> str:
@@ -111,10 +106,9 @@ async def test_turns_continue_only_the_owners_conversation_until_it_is_full(
 
 
 async def test_concurrent_turns_of_one_conversation_keep_their_pairs_and_the_count(
-    pools: tuple[asyncpg.Pool, asyncpg.Pool],
+    pool: asyncpg.Pool,
 ) -> None:
-    pool, fast = pools
-    store = ChatStore(pool, 1000, cached_turns=fast)
+    store = ChatStore(pool, 1000)
     user = someone()
     first = dataclasses.replace(REPLY, content="a0")
     stored = await store.record_turn(user, NewConversation(uuid.uuid4(), ""), "q0", first)
@@ -122,7 +116,7 @@ async def test_concurrent_turns_of_one_conversation_keep_their_pairs_and_the_cou
     conversation_id = stored[0]
 
     async def turn(index: int) -> None:
-        # Half through the pool without the flush wait: both pools lock the same row.
+        # Cached and generated replies interleaved: every turn locks the same row.
         reply = dataclasses.replace(CACHED if index % 2 else REPLY, content=f"a{index}")
         assert await store.record_turn(user, conversation_id, f"q{index}", reply) is not None
 
@@ -139,15 +133,14 @@ async def test_concurrent_turns_of_one_conversation_keep_their_pairs_and_the_cou
 
 
 async def test_a_cached_turn_is_seen_at_once_by_every_connection(
-    pools: tuple[asyncpg.Pool, asyncpg.Pool], store: ChatStore
+    pool: asyncpg.Pool, store: ChatStore
 ) -> None:
-    pool, _ = pools
     user = someone()
 
     stored = await store.record_turn(user, NewConversation(uuid.uuid4(), ""), "q", CACHED)
 
     assert stored is not None
-    # Committed before record_turn returned (only the flush to disk is not awaited).
+    # Committed before record_turn returned.
     assert (
         await pool.fetchval(
             "SELECT count(*) FROM chat.messages WHERE conversation_id = $1", stored[0]
