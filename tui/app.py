@@ -7,14 +7,18 @@ stream (and the overview's sparklines) running, signing out cancels them all.
 
 from __future__ import annotations
 
+import contextlib
 import gc
+from collections.abc import Callable
 from functools import partial
 from typing import ClassVar
 
 from textual import work
-from textual.app import App
+from textual.app import App, ScreenStackError
+from textual.await_complete import AwaitComplete
 from textual.binding import Binding, BindingType
 from textual.reactive import reactive
+from textual.widget import AwaitMount
 
 from sutazai.auth.v1 import auth_service_pb2 as auth_pb
 from sutazai.tui.access import SCREENS, ScreenEntry, entry, screens_for
@@ -89,6 +93,9 @@ class SutazaiApp(App[None]):
         self.user: auth_pb.User | None = None
         self._installed: list[ScreenEntry] = []
         self._unsubscribe = api.on_connection_change(self._connection_changed)
+        self._mounted_modes: set[str] = set()
+        self._coming_back: bool = False
+        self._end_hold: Callable[[], None] | None = None
 
     def on_mount(self) -> None:
         """Apply the theme the settings ask for and show the sign-in screen."""
@@ -158,6 +165,68 @@ class SutazaiApp(App[None]):
         if action == "sign_out":
             return self.user is not None
         return True
+
+    def switch_mode(self, mode: str) -> AwaitMount:
+        """Show ``mode``'s screen; one already mounted is painted in the next frame.
+
+        Textual holds every frame back for 50 ms when it switches modes (``delay_update``), so
+        that a screen still being composed is not shown half-built. A screen that was shown
+        before has nothing to hide, and the 50 ms (more under load, as timers fire late) were
+        most of what a switch took. For such a screen the hold ends as soon as the screen has
+        handled its resume, which is when its first frame can paint it whole: released
+        earlier, the frame would draw only the parts that changed while it was hidden, over
+        the previous screen.
+        """
+        self._coming_back = mode in self._mounted_modes and mode != self.current_mode
+        try:
+            mounted = super().switch_mode(mode)
+        finally:
+            self._coming_back = False
+        self._mounted_modes.add(mode)
+        end_hold, self._end_hold = self._end_hold, None
+        if end_hold is not None:
+            # Queued behind the screen's ScreenResume, so it runs once that is handled.
+            self.screen.call_later(end_hold)
+        return mounted
+
+    def delay_update(self, delay: float = 0.05) -> None:
+        """Hold frames back; for a screen coming back, until :meth:`switch_mode` releases."""
+        if not self._coming_back:
+            super().delay_update(delay)
+            return
+        self._begin_batch()
+        ended = False
+
+        def end_hold() -> None:
+            nonlocal ended
+            if ended:
+                return
+            ended = True
+            self._end_batch()
+            if not self._batch_count:
+                self.screen.refresh()
+
+        self._end_hold = end_hold
+        # Should the screen never run the release (removed first), Textual's own delay does.
+        self.set_timer(delay, end_hold, name="delay_update")
+
+    def _end_batch(self) -> None:
+        """End one hold on frames; after the last, let the screen paint what it was held to.
+
+        Textual prompts its screen to paint only at the end of ``delay_update``'s hold. A
+        hold of ``batch_update`` (mounting widgets, e.g. composing a screen) that ends last
+        leaves the screen's pending repaint until the screen next gets a message: on a
+        screen switch, the new screen appeared only with the next stream update.
+        """
+        super()._end_batch()
+        if not self._batch_count:
+            with contextlib.suppress(ScreenStackError):
+                self.screen.check_idle()
+
+    def remove_mode(self, mode: str) -> AwaitComplete:
+        """Remove ``mode`` and its screen (a later :meth:`switch_mode` composes a new one)."""
+        self._mounted_modes.discard(mode)
+        return super().remove_mode(mode)
 
     def action_show(self, name: str) -> None:
         """Switch to one of the installed screens."""

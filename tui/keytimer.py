@@ -1,10 +1,17 @@
 """Timing how fast the dashboard answers keys, for the benchmark (``sutazai.ops.bench``).
 
 A key is sent as the terminal driver would send it, and its latency runs from the key event's
-creation (Textual stamps every message with ``time.monotonic``) to the first refresh after the
-app handled it. "Handled" is a message the key causes, seen through Textual's message hook:
-the new screen's ``ScreenResume`` for a screen switch, the table's ``RowHighlighted`` for a
-cursor move. So the timing adds no polling of its own to the app it measures.
+creation (Textual stamps every message with ``time.monotonic``) to the moment the answer is on
+the screen: the first frame the app hands to its terminal after it handled the key. "Handled"
+is a message the key causes, seen through Textual's message hook: the new screen's
+``ScreenResume`` for a screen switch, the table's ``RowHighlighted`` for a cursor move. A
+screen switch is on the screen only with a frame that paints the whole new screen: Textual
+holds frames back while it switches (``App.delay_update``) and may send a partial one first.
+
+Frames are seen by wrapping the app's ``_display`` (where Textual writes a frame to the
+terminal). The benchmark runs headless, where Textual renders each frame but skips turning it
+into the terminal's escape sequences; the wrapper does that step, so a frame costs what it
+costs in a terminal. Nothing here polls the app it measures.
 """
 
 from __future__ import annotations
@@ -12,10 +19,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
+from rich.console import RenderableType
 from textual import events
+from textual._compositor import CompositorUpdate, LayoutUpdate
 from textual.app import App
 from textual.message import Message
+from textual.screen import Screen
 from textual.widgets import DataTable
 
 from sutazai.tui.errors import KeyTimingError
@@ -29,37 +41,88 @@ KEY_TIMEOUT = 10.0
 _BETWEEN_KEYS = 0.1
 """A person does not type back to back; the pause also lets stream updates land in between."""
 
+Frame = Callable[[Screen[Any], CompositorUpdate], bool]
+"""Whether a frame shows a key's answer (given the screen it paints and the update)."""
+
+
+def any_frame(screen: Screen[Any], update: CompositorUpdate) -> bool:
+    """Every frame after the key was handled shows its answer (a cursor move's rows)."""
+    return True
+
+
+def whole_screen(screen: Screen[Any], update: CompositorUpdate) -> bool:
+    """A frame that paints all of ``screen`` (a screen switch is seen only once it is whole)."""
+    return isinstance(update, LayoutUpdate) and update.region == screen.size.region
+
+
+@dataclass(slots=True)
+class _Pending:
+    handled: Callable[[Message], bool]
+    shown: Frame
+    answered: asyncio.Future[float]
+    seen: bool = False
+
 
 class KeyTimer:
     """Install as ``App.run_test(message_hook=...)``; then :meth:`press` keys and time them."""
 
     def __init__(self, app: App[None]) -> None:
         self.app = app
-        self._expected: Callable[[Message], bool] | None = None
-        self._answered: asyncio.Future[float] | None = None
+        self._pending: _Pending | None = None
+        self._frames = 0
+        display = app._display
+
+        def displayed(screen: Screen[Any], renderable: RenderableType | None) -> None:
+            display(screen, renderable)
+            self._frame(screen, renderable)
+
+        # Textual has no public hook for "a frame went to the terminal"; this is its one call.
+        setattr(app, "_display", displayed)  # noqa: B010 - assigning to a method is the point
+
+    @property
+    def frames(self) -> int:
+        """Frames the app has written (or, headless, would have written) so far."""
+        return self._frames
+
+    def _frame(self, screen: Screen[Any], renderable: object) -> None:
+        app = self.app
+        # The conditions under which App._display writes (its batch holds frames back).
+        if not isinstance(renderable, CompositorUpdate) or app._batch_count or not app._running:
+            return
+        if app.is_headless:
+            renderable.render_segments(app.console)  # what the terminal driver would write
+        self._frames += 1
+        pending = self._pending
+        if pending is None or not pending.seen or not pending.shown(screen, renderable):
+            return
+        self._pending = None
+        if not pending.answered.done():
+            pending.answered.set_result(time.monotonic())
 
     def __call__(self, message: Message) -> None:
-        """Textual's message hook: resolve the pending key at the refresh after its sign."""
-        answered = self._answered
-        if answered is None or self._expected is None or not self._expected(message):
-            return
-        self._answered = None
+        """Textual's message hook: note that the pending key was handled."""
+        pending = self._pending
+        if pending is not None and not pending.seen and pending.handled(message):
+            pending.seen = True
 
-        def refreshed() -> None:
-            if not answered.done():
-                answered.set_result(time.monotonic())
+    async def press(
+        self,
+        key: str,
+        handled: Callable[[Message], bool],
+        what: str,
+        *,
+        shown: Frame = any_frame,
+    ) -> float:
+        """Send ``key``; milliseconds until it is answered on the screen.
 
-        self.app.screen.call_after_refresh(refreshed)
-
-    async def press(self, key: str, handled: Callable[[Message], bool], what: str) -> float:
-        """Send ``key``; milliseconds until the refresh after a message ``handled`` accepts.
+        That is the first frame ``shown`` accepts after a message ``handled`` accepts.
 
         Raises:
             KeyTimingError: the app has no driver, or the key was not answered in time.
 
         """
-        self._expected = handled
-        answered = self._answered = asyncio.get_running_loop().create_future()
+        answered: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._pending = _Pending(handled, shown, answered)
         event = events.Key(key, key if len(key) == 1 else None)
         event.set_sender(self.app)
         driver = self.app._driver
@@ -70,8 +133,10 @@ class KeyTimer:
             done = await asyncio.wait_for(answered, KEY_TIMEOUT)
         except TimeoutError as exc:
             raise KeyTimingError(f"key {key!r} did not {what} within {KEY_TIMEOUT:g} s") from exc
-        handled_at: float = done
-        return (handled_at - event.time) * 1e3
+        finally:
+            self._pending = None
+        shown_at: float = done
+        return (shown_at - event.time) * 1e3
 
     async def screen_switches(self, count: int) -> list[float]:
         """Switch between Overview and Services ``count`` times; each latency in ms."""
@@ -82,7 +147,7 @@ class KeyTimer:
             def resumed(message: Message, mode: str = mode) -> bool:
                 return isinstance(message, events.ScreenResume) and self.app.current_mode == mode
 
-            latencies.append(await self.press(key, resumed, f"bring up {mode}"))
+            latencies.append(await self.press(key, resumed, f"bring up {mode}", shown=whole_screen))
             await asyncio.sleep(_BETWEEN_KEYS)
         return latencies
 

@@ -161,5 +161,37 @@ def inference(
     typer.echo(json.dumps(result, indent=2))
 
 
+@app.command("chat-cache")
+def chat_cache(
+    calls: Annotated[int, typer.Option(min=10, help="Calls of each kind timed.")] = 500,
+    model: Annotated[str, typer.Option(help="The mesh's embedded model name.")] = "",
+    max_tokens: Annotated[int, typer.Option(min=1, max=4096, help="Tokens of the reply.")] = 32,
+) -> None:
+    """Only the cached chat reply of ``inference``: REST and gRPC beside the floors.
+
+    One generation fills the cache, then ``calls`` of each kind run round-robin: the cached
+    reply over REST and gRPC, a signed-in GetStatus over both, a health check through Envoy.
+    """
+    mesh = MeshSettings()
+    edge = f"{mesh.host}:{mesh.envoy.port}"
+
+    async def run() -> dict[str, object]:
+        token = await inference_bench.sign_in(edge)
+        return await inference_bench.cached_latency(
+            edge,
+            token,
+            model=model or mesh.inference.embedded.model_name,
+            calls=calls,
+            max_tokens=max_tokens,
+        )
+
+    try:
+        result = asyncio.run(run())
+    except BenchError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(json.dumps(result, indent=2))
+
+
 if __name__ == "__main__":
     app()

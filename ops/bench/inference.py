@@ -20,9 +20,10 @@ first token from sending the request to the first text; tokens per second from t
 the last, over the pieces of text received (one per token on every side).
 
 Then the chat service (``sutazai.chat.v1.ChatService``) through Envoy: the latency of a cached
-reply (``POST /v1/chat`` repeated with the same request after one call that fills the cache) and
-the throughput of streamed replies (``ChatStream``, uncached, each a prompt of its own) at
-several concurrencies: replies completed per second and generated tokens per second.
+reply (the same request repeated after one call that fills the cache, over REST and gRPC, beside
+the same clients' floors: see :func:`cached_latency`) and the throughput of streamed replies
+(``ChatStream``, uncached, each a prompt of its own) at several concurrencies: replies completed
+per second and generated tokens per second.
 """
 
 from __future__ import annotations
@@ -37,13 +38,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
+import h11
 import httpx
+from grpc_health.v1 import health_pb2 as health_pb
+from grpc_health.v1 import health_pb2_grpc as health_grpc
 
 from sutazai.auth.v1 import auth_service_pb2 as auth_pb
 from sutazai.auth.v1 import auth_service_pb2_grpc as auth_grpc
@@ -54,6 +58,8 @@ from sutazai.inference.v1 import inference_service_pb2_grpc as pb_grpc
 from sutazai.ops.bench.errors import BenchError
 from sutazai.runtime.settings import EmbeddedBackendSettings
 from sutazai.services.inference.embedded import shipped_model_path
+from sutazai.system.v1 import system_service_pb2 as system_pb
+from sutazai.system.v1 import system_service_pb2_grpc as system_grpc
 
 PROMPT = "Explain in a few sentences why the sky is blue."
 CHAT_PROMPT = "Name one colour of the rainbow and say why you like it."
@@ -61,6 +67,8 @@ SERVER_MODEL = "bench-llama-server"
 """The name the benchmark's ``llama_cpp.server`` serves the GGUF under."""
 SERVER_START_SECONDS = 120.0
 CALL_TIMEOUT = 300.0
+WARM_UP_CALLS = 10
+"""Calls of each kind before the cached reply's timing starts (connections, caches)."""
 SIDES = ("raw_llama_cpp_python", "llama_cpp_server", "mesh_grpc", "mesh_openai")
 
 Messages = list[dict[str, str]]
@@ -374,37 +382,192 @@ async def side_by_side(
 # The chat service -----------------------------------------------------------------------------
 
 
+class LeanHttp:
+    """Keep-alive HTTP/1.1 requests driven by ``h11`` (the protocol library under httpx).
+
+    What a lean client (curl, Go's net/http) costs: httpx's own machinery (its transports, URL
+    and header models, hooks) takes several times the CPU of the call's HTTP/1.1 framing, so
+    timing through it measures the client as much as the server. One connection at a time,
+    opened again when the edge ends one (``connection: close``).
+    """
+
+    def __init__(self, edge: str) -> None:
+        """Requests to ``edge`` (``host:port``); connect on the first one."""
+        self._edge = edge
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self._connection = h11.Connection(h11.CLIENT)
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def connect(cls, edge: str) -> AsyncIterator[LeanHttp]:
+        """A client of ``edge`` whose connection is closed on exit."""
+        client = cls(edge)
+        try:
+            yield client
+        finally:
+            await client.close()
+
+    async def close(self) -> None:
+        """Close the connection, if one is open."""
+        if self._streams is not None:
+            _, writer = self._streams
+            self._streams = None
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def request(
+        self, method: str, target: str, headers: Sequence[tuple[str, str]], body: bytes = b""
+    ) -> tuple[int, bytes]:
+        """Send one request; its status and whole body."""
+        if self._streams is None:
+            host, _, port = self._edge.rpartition(":")
+            self._streams = await asyncio.open_connection(host, int(port))
+            self._connection = h11.Connection(h11.CLIENT)
+        reader, writer = self._streams
+        connection = self._connection
+        head = [("host", self._edge), *headers]
+        if body or method == "POST":
+            head.append(("content-length", str(len(body))))
+        data = connection.send(h11.Request(method=method, target=target, headers=head)) or b""
+        if body:
+            data += connection.send(h11.Data(data=body)) or b""
+        writer.write(data + (connection.send(h11.EndOfMessage()) or b""))
+        status = 0
+        parts: list[bytes] = []
+        while True:
+            event = connection.next_event()
+            if event is h11.NEED_DATA:
+                connection.receive_data(await reader.read(65536))
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+            elif isinstance(event, h11.Data):
+                parts.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                break
+            elif isinstance(event, h11.ConnectionClosed):
+                await self.close()
+                raise BenchError(f"{method} {target}: the edge closed the connection")
+        if connection.our_state is h11.DONE and connection.their_state is h11.DONE:
+            connection.start_next_cycle()
+        else:  # the edge ends this connection: the next request opens another
+            await self.close()
+        return status, b"".join(parts)
+
+
+@dataclass(slots=True)
+class _Timings:
+    """Wall and client CPU milliseconds of each call of one kind."""
+
+    wall: list[float]
+    cpu: list[float]
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "p50_ms": round(statistics.median(self.wall), 2),
+            "p99_ms": round(_percentile(self.wall, 0.99), 2),
+            "mean_ms": round(statistics.fmean(self.wall), 2),
+            "min_ms": round(min(self.wall), 2),
+            "client_cpu_ms_per_call": round(statistics.fmean(self.cpu), 3),
+        }
+
+
 async def cached_latency(
     edge: str, token: str, *, model: str, calls: int, max_tokens: int
-) -> dict[str, object]:
-    """``POST /v1/chat`` once to fill the cache, then ``calls`` times the same request, timed."""
-    body = {
-        "message": f"{CHAT_PROMPT} [{secrets.token_hex(4)}]",
+) -> dict[str, Any]:
+    """A cached chat reply through Envoy, over REST and gRPC, beside the same clients' floors.
+
+    ``POST /v1/chat`` once fills the cache; then, ``calls`` times each, round-robin (so that a
+    shared machine's drift hits every kind alike): the same request over REST (``POST
+    /v1/chat``, JSON, on one keep-alive connection of :class:`LeanHttp`, and again through
+    httpx) and over gRPC (``ChatService/Chat``), each answered from the cache; a signed-in
+    ``SystemService/GetStatus`` over REST and gRPC (the same route through Envoy and a
+    service's guard, with the answer already in memory); and ``grpc.health.v1.Health/Check``
+    through Envoy (the edge and the gateway: no service, no guard). Every call is timed by the
+    wall clock and by this process's CPU time, which shows what the client itself costs.
+    """
+    message = f"{CHAT_PROMPT} [{secrets.token_hex(4)}]"
+    document = {
+        "message": message,
         "model": model,
         "options": {"max_tokens": max_tokens, "temperature": 0},
     }
-    latencies: list[float] = []
-    async with httpx.AsyncClient(
-        base_url=f"http://{edge}",
-        headers={"authorization": f"Bearer {token}"},
-        timeout=CALL_TIMEOUT,
-    ) as client:
-        first = await client.post("/v1/chat", json=body)
-        if first.status_code != 200:
-            raise BenchError(f"POST /v1/chat: HTTP {first.status_code}: {first.text}")
-        if first.json().get("cached"):
+    body = json.dumps(document).encode()
+    request = chat_pb.ChatRequest(
+        message=message,
+        model=model,
+        options=pb.SamplingOptions(max_tokens=max_tokens, temperature=0.0),
+    )
+    metadata = (("authorization", f"Bearer {token}"),)
+    json_headers = (*metadata, ("content-type", "application/json"))
+    async with (
+        LeanHttp.connect(edge) as http,
+        httpx.AsyncClient(
+            base_url=f"http://{edge}", headers=dict(metadata), timeout=CALL_TIMEOUT
+        ) as client,
+        grpc.aio.insecure_channel(edge) as channel,
+    ):
+        chat = chat_grpc.ChatServiceStub(channel)
+        system = system_grpc.SystemServiceStub(channel)
+        health = health_grpc.HealthStub(channel)
+        status, first = await http.request("POST", "/v1/chat", json_headers, body)
+        if status != 200:
+            raise BenchError(f"POST /v1/chat: HTTP {status}: {first[:500]!r}")
+        if json.loads(first).get("cached"):
             raise BenchError("the first call was already cached")
-        for _ in range(calls):
-            started = time.perf_counter()
-            reply = await client.post("/v1/chat", json=body)
-            latencies.append((time.perf_counter() - started) * 1e3)
-            if reply.status_code != 200 or reply.json().get("cached") is not True:
-                raise BenchError(f"a repeated call was not a cached reply: {reply.text}")
+
+        def check_cached(status: int, reply: bytes) -> None:
+            if status != 200 or json.loads(reply).get("cached") is not True:
+                raise BenchError(f"a repeated call was not a cached reply: {reply[:500]!r}")
+
+        async def rest_chat() -> None:
+            check_cached(*await http.request("POST", "/v1/chat", json_headers, body))
+
+        async def rest_chat_httpx() -> None:
+            reply = await client.post("/v1/chat", content=body, headers=dict(json_headers))
+            check_cached(reply.status_code, reply.content)
+
+        async def grpc_chat() -> None:
+            reply = await chat.Chat(request, metadata=metadata, timeout=CALL_TIMEOUT)
+            if not reply.cached:
+                raise BenchError("a repeated gRPC call was not a cached reply")
+
+        async def rest_status() -> None:
+            status, reply = await http.request("GET", "/v1/system/status", metadata)
+            if status != 200:
+                raise BenchError(f"GET /v1/system/status: HTTP {status}: {reply[:500]!r}")
+
+        async def grpc_status() -> None:
+            await system.GetStatus(
+                system_pb.GetStatusRequest(), metadata=metadata, timeout=CALL_TIMEOUT
+            )
+
+        async def grpc_health() -> None:
+            await health.Check(health_pb.HealthCheckRequest(), timeout=CALL_TIMEOUT)
+
+        kinds: dict[str, Callable[[], Awaitable[None]]] = {
+            "rest": rest_chat,
+            "rest_httpx": rest_chat_httpx,
+            "grpc": grpc_chat,
+            "rest_get_status": rest_status,
+            "grpc_get_status": grpc_status,
+            "grpc_health_check": grpc_health,
+        }
+        timings = {name: _Timings([], []) for name in kinds}
+        for index in range(WARM_UP_CALLS + calls):
+            for name, call in kinds.items():
+                cpu, wall = time.process_time(), time.perf_counter()
+                await call()
+                if index >= WARM_UP_CALLS:
+                    timings[name].wall.append((time.perf_counter() - wall) * 1e3)
+                    timings[name].cpu.append((time.process_time() - cpu) * 1e3)
+    summaries = {name: timing.summary() for name, timing in timings.items()}
     return {
         "calls": calls,
-        "p50_ms": round(statistics.median(latencies), 2),
-        "p99_ms": round(_percentile(latencies, 0.99), 2),
-        "mean_ms": round(statistics.fmean(latencies), 2),
+        "rest": summaries["rest"],
+        "rest_httpx": summaries["rest_httpx"],
+        "grpc": summaries["grpc"],
+        "floors": {name: summaries[name] for name in list(kinds)[3:]},
     }
 
 
@@ -544,7 +707,9 @@ async def compare(
                 ),
                 2,
             ),
-            "cached_chat_p50_ms": cached["p50_ms"],
+            "cached_chat_p50_ms": cached["rest"]["p50_ms"],
+            "cached_chat_grpc_p50_ms": cached["grpc"]["p50_ms"],
+            "grpc_health_check_p50_ms": cached["floors"]["grpc_health_check"]["p50_ms"],
             "chat_replies_per_second": {
                 str(t["concurrency"]): t["replies_per_second"] for t in throughput
             },

@@ -25,6 +25,16 @@ MEMORY_SAMPLE = 64
 """Cached replies whose MEMORY USAGE is measured; the total is extrapolated from them."""
 MAX_SCANNED = 1_000_000
 """Keys counted at most by one GetCacheStats (beyond, the count is a lower bound)."""
+# The entry, and one more hit (it is there) or miss: one round trip instead of two.
+_LOOKUP = """
+local value = redis.call('GET', KEYS[1])
+if value then
+  redis.call('INCR', KEYS[2])
+else
+  redis.call('INCR', KEYS[3])
+end
+return value
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,19 +64,32 @@ class ReplyCache:
         self._hits = f"{self._prefix}hits"
         self._misses = f"{self._prefix}misses"
         self.ttl_seconds = ttl_seconds
+        self._lookup = client.register_script(_LOOKUP)
 
     async def get(self, key: str) -> CachedReply | None:
-        """The cached reply for a request hash, counting the lookup; ``None`` on a miss."""
+        """The cached reply for a request hash, counting the lookup; ``None`` on a miss.
+
+        One round trip: a script reads the entry and counts the hit or miss.
+        """
         try:
-            raw = await self._client.get(self._replies + key)
+            raw = await self._lookup(keys=[self._replies + key, self._hits, self._misses])
         except (RedisError, OSError) as exc:
             log.warning("chat.cache_unavailable", operation="get", error=str(exc))
             return None
-        reply = None if raw is None else CachedReply.from_json(raw)
-        try:
-            await self._client.incr(self._hits if reply is not None else self._misses)
-        except (RedisError, OSError) as exc:
-            log.warning("chat.cache_unavailable", operation="count", error=str(exc))
+        if raw is None:
+            return None
+        reply = CachedReply.from_json(raw)
+        if reply is None:
+            # Not a reply (never written by this service): the script counted a hit; it is a
+            # miss. Rare enough for a second round trip.
+            log.warning("chat.cache_entry_invalid")
+            try:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    pipe.decr(self._hits)
+                    pipe.incr(self._misses)
+                    await pipe.execute()
+            except (RedisError, OSError) as exc:
+                log.warning("chat.cache_unavailable", operation="count", error=str(exc))
         return reply
 
     async def put(self, key: str, reply: CachedReply) -> None:

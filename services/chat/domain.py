@@ -13,7 +13,7 @@ import json
 import math
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from enum import StrEnum
 from typing import Final
@@ -297,6 +297,10 @@ def trim_history(
 # The reply cache -------------------------------------------------------------------------------
 
 
+_OPTION_FIELDS = tuple(field.name for field in fields(Options))
+"""Every option, for the cache key (``dataclasses.asdict`` copies deeply: slow on each call)."""
+
+
 def cache_key(scope: str, model: str, turns: Sequence[Turn], options: Options) -> str:
     """SHA-256 (hex) of the whole request as the model receives it.
 
@@ -310,7 +314,10 @@ def cache_key(scope: str, model: str, turns: Sequence[Turn], options: Options) -
         "scope": scope,
         "model": model,
         "messages": [[turn.role.value, turn.content] for turn in turns],
-        "options": {**asdict(options), "stop": list(options.stop)},
+        "options": {
+            **{name: getattr(options, name) for name in _OPTION_FIELDS},
+            "stop": list(options.stop),
+        },
     }
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

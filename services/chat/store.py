@@ -2,9 +2,9 @@
 
 Every statement names the owner (``user_id``, the token's ``sub``): another user's
 conversation is never read, changed or deleted, and looks exactly like one that does not exist.
-A turn (the user's message and the reply) is stored in one transaction that first locks its
-conversation's row, so concurrent turns of one conversation are appended one after the other
-and its message count stays exact.
+A turn (the user's message and the reply) is stored by one statement (one round trip, one
+transaction) that first locks its conversation's row, so concurrent turns of one conversation
+are appended one after the other and its message count stays exact.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from datetime import datetime
 
 import asyncpg
 
-from sutazai.runtime.migrations import Connection, migrate
+from sutazai.runtime.migrations import migrate
 from sutazai.services.chat.domain import Cursor, FinishReason, Role, Turn, title_of
 from sutazai.services.chat.errors import ConversationFullError
 
@@ -29,6 +29,45 @@ _MESSAGE = (
     "id, role, content, model, prompt_tokens, completion_tokens, latency_ms, cached, "
     "finish_reason, created_at"
 )
+
+# The messages of a turn ($6 ids, $7 roles, $8 contents: the system prompt of a new
+# conversation, the user's message, the reply), inserted in their order (seq follows the ORDER
+# BY); the reply's own columns ($9-$14) go to the assistant's row only.
+_TURN_MESSAGES = """
+INSERT INTO chat.messages (id, conversation_id, role, content, model, prompt_tokens,
+                           completion_tokens, latency_ms, cached, finish_reason)
+SELECT m.id, conversation.id, m.role, m.content,
+       CASE WHEN m.role = 'assistant' THEN $9::text ELSE '' END,
+       CASE WHEN m.role = 'assistant' THEN $10::integer ELSE 0 END,
+       CASE WHEN m.role = 'assistant' THEN $11::integer ELSE 0 END,
+       CASE WHEN m.role = 'assistant' THEN $12::double precision ELSE 0 END,
+       CASE WHEN m.role = 'assistant' THEN $13::boolean ELSE false END,
+       CASE WHEN m.role = 'assistant' THEN $14::text ELSE '' END
+FROM conversation,
+     unnest($6::uuid[], $7::text[], $8::text[]) WITH ORDINALITY AS m(id, role, content, ord)
+ORDER BY m.ord
+"""
+# A new conversation ($1 id, $2 owner, $3 title, $4 model, $5 messages) and its messages.
+# The messages' foreign key is checked at the end of the statement, after both inserts.
+_NEW_TURN = f"""
+WITH conversation AS (
+    INSERT INTO chat.conversations (id, user_id, title, model, updated_at, message_count)
+    VALUES ($1, $2, $3, $4, clock_timestamp(), $5)
+    RETURNING id
+)
+{_TURN_MESSAGES}"""  # noqa: S608 - constant SQL
+# A turn of an existing conversation ($1 id, $2 owner, $3 model, $4 the most messages it may
+# hold before the turn, $5 messages): true when stored. The UPDATE locks the row; with no row
+# (not the owner's, gone, or full) nothing is inserted.
+_NEXT_TURN = f"""
+WITH conversation AS (
+    UPDATE chat.conversations
+    SET updated_at = clock_timestamp(), model = $3, message_count = message_count + $5
+    WHERE id = $1 AND user_id = $2 AND message_count <= $4
+    RETURNING id
+), stored AS ({_TURN_MESSAGES})
+SELECT EXISTS (SELECT FROM conversation)
+"""  # noqa: S608 - constant SQL
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +137,7 @@ class ChatStore:
     """Reads and writes conversations. Build it with :func:`open_store`."""
 
     def __init__(self, pool: asyncpg.Pool, max_messages: int) -> None:
+        """A store on ``pool`` holding at most ``max_messages`` per conversation."""
         self._pool = pool
         self._max_messages = max_messages
 
@@ -146,48 +186,52 @@ class ChatStore:
         system prompt as its first message). ``None`` when the existing conversation is gone
         (deleted meanwhile) or is not the user's.
 
+        One statement, so one round trip and one transaction (a turn is never half stored).
+        For an existing conversation, its ``UPDATE`` takes the row's lock first: concurrent
+        turns of one conversation wait for each other, and under READ COMMITTED the waiting one
+        re-checks the owner and the room left on the row as the other one left it.
+
         Raises:
             ConversationFullError: the conversation cannot take two more messages.
 
         """
         reply_id = uuid.uuid4()
-        async with self._pool.acquire() as conn, conn.transaction():
-            if isinstance(conversation, NewConversation):
-                conversation_id = conversation.conversation_id
-                await conn.execute(
-                    "INSERT INTO chat.conversations (id, user_id, title, model) "
-                    "VALUES ($1, $2, $3, $4)",
-                    conversation_id,
-                    user_id,
-                    title_of(message),
-                    reply.model,
-                )
-                count = 0
-                if conversation.system_prompt:
-                    await _insert(conn, conversation_id, Role.SYSTEM, conversation.system_prompt)
-                    count = 1
-            else:
-                conversation_id = conversation
-                count = await conn.fetchval(
-                    "SELECT message_count FROM chat.conversations "
-                    "WHERE id = $1 AND user_id = $2 FOR UPDATE",
-                    conversation_id,
-                    user_id,
-                )
-                if count is None:
-                    return None
-                if count + 2 > self._max_messages:
-                    raise ConversationFullError(str(conversation_id), self._max_messages)
-            await _insert(conn, conversation_id, Role.USER, message)
-            await _insert(conn, conversation_id, Role.ASSISTANT, reply.content, reply, reply_id)
-            await conn.execute(
-                "UPDATE chat.conversations SET updated_at = clock_timestamp(), model = $2, "
-                "message_count = $3 WHERE id = $1",
+        rows = _turn_rows(conversation, message, reply, reply_id)
+        pool = self._pool
+        if isinstance(conversation, NewConversation):
+            conversation_id = conversation.conversation_id
+            await pool.execute(
+                _NEW_TURN,
                 conversation_id,
+                user_id,
+                title_of(message),
                 reply.model,
-                count + 2,
+                len(rows.ids),
+                *rows.columns(),
             )
-        return conversation_id, reply_id
+            return conversation_id, reply_id
+        conversation_id = conversation
+        stored = await pool.fetchval(
+            _NEXT_TURN,
+            conversation_id,
+            user_id,
+            reply.model,
+            self._max_messages - len(rows.ids),
+            len(rows.ids),
+            *rows.columns(),
+        )
+        if stored:
+            return conversation_id, reply_id
+        # Not stored: either not the user's (or gone), or full. A message count only grows
+        # until the conversation is deleted, so what the row says now tells which.
+        count = await self._pool.fetchval(
+            "SELECT message_count FROM chat.conversations WHERE id = $1 AND user_id = $2",
+            conversation_id,
+            user_id,
+        )
+        if count is None:
+            return None
+        raise ConversationFullError(str(conversation_id), self._max_messages)
 
     async def page(self, user_id: str, *, after: Cursor | None, limit: int) -> list[Conversation]:
         """The user's conversations most recently active first, after ``after``."""
@@ -233,29 +277,42 @@ class ChatStore:
         return int(count)
 
 
-async def _insert(
-    conn: Connection,
-    conversation_id: uuid.UUID,
-    role: Role,
-    content: str,
-    reply: NewReply | None = None,
-    message_id: uuid.UUID | None = None,
-) -> None:
-    await conn.execute(
-        "INSERT INTO chat.messages (id, conversation_id, role, content, model, prompt_tokens, "
-        "completion_tokens, latency_ms, cached, finish_reason) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        message_id or uuid.uuid4(),
-        conversation_id,
-        role.value,
-        content,
-        reply.model if reply else "",
-        reply.prompt_tokens if reply else 0,
-        reply.completion_tokens if reply else 0,
-        reply.latency_ms if reply else 0.0,
-        reply.cached if reply else False,
-        reply.finish_reason.value if reply else "",
-    )
+@dataclass(frozen=True, slots=True)
+class _TurnRows:
+    """The messages of one turn, oldest first, as the column arrays the statements unnest."""
+
+    ids: list[uuid.UUID]
+    roles: list[str]
+    contents: list[str]
+    reply: NewReply
+
+    def columns(self) -> tuple[object, ...]:
+        """The statements' parameters from ``$6`` on."""
+        reply = self.reply
+        return (
+            self.ids,
+            self.roles,
+            self.contents,
+            reply.model,
+            reply.prompt_tokens,
+            reply.completion_tokens,
+            reply.latency_ms,
+            reply.cached,
+            reply.finish_reason.value,
+        )
+
+
+def _turn_rows(
+    conversation: uuid.UUID | NewConversation, message: str, reply: NewReply, reply_id: uuid.UUID
+) -> _TurnRows:
+    ids = [uuid.uuid4(), reply_id]
+    roles = [Role.USER.value, Role.ASSISTANT.value]
+    contents = [message, reply.content]
+    if isinstance(conversation, NewConversation) and conversation.system_prompt:
+        ids.insert(0, uuid.uuid4())
+        roles.insert(0, Role.SYSTEM.value)
+        contents.insert(0, conversation.system_prompt)
+    return _TurnRows(ids, roles, contents, reply)
 
 
 def _conversation(row: asyncpg.Record) -> Conversation:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual.app import App, ComposeResult
+from textual.strip import Strip
+from textual.widgets.data_table import ColumnKey
 
 from sutazai.tui.widgets.tables import KeyedTable
 
@@ -25,22 +27,39 @@ async def test_sync_updates_changed_cells_in_place_and_keeps_the_cursor() -> Non
         table = app.query_one(KeyedTable)
         table.sync(rows(("a", "healthy"), ("b", "healthy"), ("c", "healthy")))
         table.move_cursor(row=1)
-        updated: list[tuple[object, object]] = []
-        original = table.update_cell
-
-        def spy(row: object, column: object, value: object, **kw: object) -> None:
-            updated.append((row, column))
-            original(row, column, value, **kw)  # type: ignore[arg-type]
-
-        table.update_cell = spy  # type: ignore[method-assign]
+        await pilot.pause()
         cleared: list[bool] = []
-        table.clear = lambda columns=False: cleared.append(True) or table  # type: ignore[method-assign]
+        table.clear = lambda columns=False: cleared.append(True) or table  # type: ignore[method-assign,func-returns-value]
+        painted: list[int] = []
+        render_line = table.render_line
+
+        def spy(y: int) -> Strip:
+            painted.append(y)
+            return render_line(y)
+
+        table.render_line = spy  # type: ignore[method-assign]
         table.sync(rows(("a", "healthy"), ("b", "unhealthy"), ("c", "healthy")))
         await pilot.pause()
-        assert updated == [("b", "state")]
         assert cleared == []
         assert table.highlighted_key() == "b"
         assert str(table.get_cell("b", "state")) == "unhealthy"
+        # Only b's line is painted again (line 0 is the header), and it shows the new state.
+        assert set(painted) == {2}
+        assert "unhealthy" in render_line(2).text
+        assert "unhealthy" not in render_line(1).text + render_line(3).text
+
+
+async def test_a_wider_cell_in_a_fitted_column_widens_it() -> None:
+    app = TableApp()
+    async with app.run_test() as pilot:
+        table = app.query_one(KeyedTable)
+        table.sync({"a": [Text("a"), Text("ok")]})
+        await pilot.pause()
+        narrow = table.columns[ColumnKey("name")].get_render_width(table)
+        table.sync({"a": [Text("a much longer name"), Text("ok")]})
+        await pilot.pause()
+        assert table.columns[ColumnKey("name")].get_render_width(table) > narrow
+        assert "a much longer name" in table.render_line(1).text
 
 
 async def test_rows_that_appear_or_vanish_are_added_and_removed() -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from textual import events
 from textual.app import ComposeResult
 from textual.screen import Screen
-from textual.widgets import Footer
 
 from sutazai.tui.access import ScreenEntry
 from sutazai.tui.clock import Clock
@@ -14,6 +14,7 @@ from sutazai.tui.messages import SessionLost
 from sutazai.tui.settings import DashboardSettings
 from sutazai.tui.source import CallFailed, ClientError, MeshApi, MeshUnavailable, SessionEnded
 from sutazai.tui.widgets.banner import ConnectionBanner
+from sutazai.tui.widgets.footer import SteadyFooter
 from sutazai.tui.widgets.header import DashboardHeader
 
 
@@ -54,6 +55,18 @@ class MeshScreen(Screen[None]):
         self._tabs = tabs
         self._who = who
 
+    def on_screen_resume(self, event: events.ScreenResume) -> None:
+        """Come back without applying the stylesheet to every widget again.
+
+        Textual re-applies it on every resume, and re-applying it tells each widget that its
+        style changed, which drops the render caches of every table: the switch then renders
+        every visible cell again (most of a screen switch's time). Nothing a resume would pick
+        up changes while a screen is hidden: classes are styled when they are set, and a
+        new theme is applied to a screen when it next comes up (``App.switch_mode`` compares
+        its stylesheet version). Runs before ``Screen``'s own handler, which reads the flag.
+        """
+        event.refresh_styles = False
+
     def now(self) -> datetime:
         """The injected clock's now (its time zone is the display zone)."""
         return self.clock()
@@ -63,7 +76,7 @@ class MeshScreen(Screen[None]):
         yield DashboardHeader(self._tabs, self.SCREEN_NAME, self._who)
         yield ConnectionBanner()
         yield from self.compose_body()
-        yield Footer()
+        yield SteadyFooter()
 
     def compose_body(self) -> ComposeResult:
         """The screen's own widgets, between the banner and the footer."""

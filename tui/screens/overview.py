@@ -106,7 +106,8 @@ class OverviewScreen(MeshScreen):
         line.append(overall.upper(), style=OVERALL_STYLE[overall])
         line.append(f"  {len(status.components)} components, {unhealthy} unhealthy")
         line.append(f"  checked {clock_time(status.checked_at, zone)}")
-        self.query_one("#overall", Static).update(line)
+        # One line high and as wide as the screen whatever it says: no layout to redo.
+        self.query_one("#overall", Static).update(line, layout=False)
         rows: dict[str, list[Cell]] = {}
         for component in status.components:
             state = component_state_name(component.state)

@@ -101,7 +101,8 @@ class ServicesScreen(MeshScreen):
         if short:
             summary.append(f", missing instances: {', '.join(short)}", style="bold red")
         summary.append(f"  observed {clock_time(view.observed_at, self.now().tzinfo)}")
-        self.query_one("#services-summary", Static).update(summary)
+        # One line high and as wide as the screen whatever it says: no layout to redo.
+        self.query_one("#services-summary", Static).update(summary, layout=False)
         self._draw_instances()
         self._draw_detail()
 

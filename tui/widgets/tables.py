@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
 from rich.console import RenderableType
 from rich.text import Text
+from textual.cache import LRUCache
 from textual.widgets import DataTable
-from textual.widgets.data_table import RowDoesNotExist
+from textual.widgets.data_table import ColumnKey, RowDoesNotExist, RowKey
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 Cell = RenderableType
 """What a cell holds: always a renderable, never a markup string (data is not markup)."""
@@ -28,6 +33,13 @@ class KeyedTable(DataTable[Cell]):
     A message that changes a figure touches that cell only; a row that appears is added and one
     that disappears is removed. Only when the order of rows has to change (rare: an instance
     replaced by another) is the table rebuilt, keeping the cursor on the same key.
+
+    A changed figure in a fixed-width column re-renders its row only. ``DataTable.update_cell``
+    would count a new version of the whole table, which drops every cached row and cell, so the
+    next frame renders every visible cell again (through Rich, the dashboard's largest cost):
+    with a probe round or traffic sample a second per table, every frame and every screen
+    switch did. Columns that fit their content still go through ``update_cell``, since a new
+    width moves every row.
     """
 
     DEFAULT_CSS = """
@@ -113,12 +125,33 @@ class KeyedTable(DataTable[Cell]):
 
     def _update(self, key: str, cells: Sequence[Cell]) -> None:
         old = self._signatures[key]
+        in_place: set[ColumnKey] = set()
         for index, cell in enumerate(cells):
             signature = _signature(cell)
             if old[index] != signature:
                 column, _, width = self._columns[index]
-                self.update_cell(key, column, cell, update_width=width is None)
+                if width is None:
+                    self.update_cell(key, column, cell, update_width=True)
+                else:
+                    # What update_cell stores, without counting a new table version.
+                    column_key = ColumnKey(column)
+                    self._data[RowKey(key)][column_key] = cell
+                    in_place.add(column_key)
                 old[index] = signature
+        if in_place:
+            self._rerender(key, in_place)
+
+    def _rerender(self, key: str, columns: set[ColumnKey]) -> None:
+        """Drop what DataTable cached of ``columns`` in row ``key``; repaint that row alone."""
+        row_key = RowKey(key)
+        row_index = self.get_row_index(row_key)
+        # Cells are cached by (row key, column key, ...), rows by (row key, ...), a row's
+        # renderables by (table version, row index), lines by y: rebuilt from cached rows.
+        _discard(self._cell_render_cache, lambda k: k[0] == row_key and k[1] in columns)
+        _discard(self._row_render_cache, lambda k: k[0] == row_key)
+        _discard(self._row_renderable_cache, lambda k: k[1] == row_index)
+        self._line_cache.clear()
+        self.refresh_row(row_index)
 
     def _rebuild(self, rows: Mapping[str, Sequence[Cell]]) -> None:
         keep = self.highlighted_key()
@@ -127,3 +160,8 @@ class KeyedTable(DataTable[Cell]):
             self._add(key, cells)
         if keep is not None and keep in self._signatures:
             self.move_cursor(row=self._order.index(keep))
+
+
+def _discard(cache: LRUCache[_K, _V], stale: Callable[[_K], bool]) -> None:
+    for key in [k for k in cache.keys() if stale(k)]:  # noqa: SIM118 - not iterable
+        cache.discard(key)
