@@ -385,6 +385,8 @@ class TasksScreen(MeshScreen):
         self._select = task.task_id
         # The stream brings it too; drawn now so it shows even before the stream says so.
         self.take(task, filter_states(self._filters[0]), self._filters[1])
+        if task.task_id not in self.tasks:
+            self._select = None  # the filters hide it
 
     def action_cancel_task(self) -> None:
         """Confirm, then cancel the highlighted task."""
