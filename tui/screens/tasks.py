@@ -265,8 +265,10 @@ class TasksScreen(MeshScreen):
 
     def selected(self) -> tasks_pb.Task | None:
         """The task under the cursor (in the list or the dead letters)."""
-        key = self.query_one("#tasks", KeyedTable).highlighted_key() or ""
-        return (self.dead if self.showing_dead else self.tasks).get(key)
+        # Bindings are checked as soon as the screen is shown, possibly before it is composed.
+        found = self.query("#tasks")
+        key = found.first(KeyedTable).highlighted_key() if found else None
+        return (self.dead if self.showing_dead else self.tasks).get(key or "")
 
     @work(exclusive=True, group="task-detail")
     async def load_detail(self, task_id: str) -> None:
