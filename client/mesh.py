@@ -6,19 +6,31 @@ Everything returned is the generated protobuf message. Unary calls carry a deadl
 edge, not a service, said so), ``UNAUTHENTICATED`` renews the session once and retries before
 raising :class:`SessionEnded`, any other status raises :class:`CallFailed`. Watch streams
 follow :func:`sutazai.client.streams.follow`; reply streams (``chat_stream``,
-``generate_stream``) are one call each, never reopened.
+``generate_stream``) are one call each, never reopened. Tasks, agents, the coordinator and
+resources: see ``docs/client.md`` ("Tasks and agents").
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Mapping,
+    Sequence,
+)
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import grpc
+from google.protobuf import struct_pb2
 from google.rpc import status_pb2
 
+from sutazai.agents.v1 import agent_service_pb2 as agents_pb
+from sutazai.agents.v1.agent_service_pb2_grpc import AgentServiceStub
 from sutazai.auth.v1 import auth_service_pb2 as auth_pb
 from sutazai.auth.v1.auth_service_pb2_grpc import AuthServiceStub
 from sutazai.chat.v1 import chat_service_pb2 as chat_pb
@@ -29,11 +41,17 @@ from sutazai.client.session import Session, bearer
 from sutazai.client.statuses import from_rpc_status, service_answered, translate
 from sutazai.client.streams import ConnectionState, ConnectionWatch, ReconnectPolicy, follow
 from sutazai.client.tokens import FileTokenStore, TokenStore
+from sutazai.coordinator.v1 import coordinator_service_pb2 as coordinator_pb
+from sutazai.coordinator.v1.coordinator_service_pb2_grpc import CoordinatorServiceStub
 from sutazai.inference.v1 import inference_service_pb2 as inference_pb
 from sutazai.inference.v1.inference_service_pb2_grpc import InferenceServiceStub
+from sutazai.resources.v1 import resource_service_pb2 as resources_pb
+from sutazai.resources.v1.resource_service_pb2_grpc import ResourceServiceStub
 from sutazai.runtime.settings import MeshSettings
 from sutazai.system.v1 import system_service_pb2 as system_pb
 from sutazai.system.v1.system_service_pb2_grpc import SystemServiceStub
+from sutazai.tasks.v1 import task_service_pb2 as tasks_pb
+from sutazai.tasks.v1.task_service_pb2_grpc import TaskServiceStub
 
 R = TypeVar("R")
 E = TypeVar("E", chat_pb.ChatStreamResponse, inference_pb.GenerateStreamResponse)
@@ -51,6 +69,19 @@ _CONVERSATION_PAGE = 100
 """ListConversations' largest page."""
 _MAX_CONVERSATIONS = 10_000
 """Most conversations one :meth:`MeshClient.list_conversations` returns."""
+_TASK_PAGE = 100
+"""ListTasks' and ListDeadLetters' largest page."""
+_MAX_TASKS = 10_000
+"""Most tasks one :meth:`MeshClient.list_tasks` or :meth:`MeshClient.list_dead_letters`
+returns."""
+FINAL_STATES = frozenset(
+    {
+        tasks_pb.TASK_STATE_SUCCEEDED,
+        tasks_pb.TASK_STATE_FAILED,
+        tasks_pb.TASK_STATE_CANCELLED,
+    }
+)
+"""The states a task never leaves; :meth:`MeshClient.watch_task` ends after one."""
 GENERATION_TIMEOUT = 300.0
 """Deadline of a unary generation (``chat``, ``batch_chat``) and of model loading, in seconds:
 a model answers in seconds, but a large one on a slow backend, or 50 batched prompts queued
@@ -132,6 +163,22 @@ class MeshClient:
     @property
     def _chat(self) -> ChatServiceStub:
         return ChatServiceStub(self._open_channel())
+
+    @property
+    def _tasks(self) -> TaskServiceStub:
+        return TaskServiceStub(self._open_channel())
+
+    @property
+    def _agents(self) -> AgentServiceStub:
+        return AgentServiceStub(self._open_channel())
+
+    @property
+    def _coordinator(self) -> CoordinatorServiceStub:
+        return CoordinatorServiceStub(self._open_channel())
+
+    @property
+    def _resources(self) -> ResourceServiceStub:
+        return ResourceServiceStub(self._open_channel())
 
     def _open_channel(self) -> grpc.aio.Channel:
         if self._channel is None:
@@ -587,6 +634,316 @@ class MeshClient:
         )
         return int(reply.keys_deleted)
 
+    # --- tasks -----------------------------------------------------------------------------
+
+    async def create_task(
+        self,
+        task_type: str,
+        payload: Mapping[str, Any] | struct_pb2.Struct | None = None,
+        *,
+        priority: int = 0,
+        required_capabilities: Sequence[str] = (),
+        resources: Sequence[tasks_pb.ResourceNeed] = (),
+        timeout_seconds: int = 0,
+        idempotency_key: str = "",
+        max_attempts: int = 0,
+    ) -> tasks_pb.CreateTaskResponse:
+        """``CreateTask``: store a task and queue it for an agent offering ``task_type``.
+
+        Args:
+            task_type: what to do, a capability name such as ``text.summarize``.
+            payload: the input, a JSON object (a mapping of JSON values, or a ``Struct``).
+            priority: 0 (low, the default) to 3 (critical).
+            required_capabilities: further capabilities the agent must offer.
+            resources: what the task holds while it runs (it waits QUEUED until granted).
+            timeout_seconds: how long one attempt may run; 0 for the service's default.
+            idempotency_key: a second call with the same key returns the first task
+                (``created`` is then false).
+            max_attempts: attempts before it is dead-lettered; 0 for the default.
+
+        Raises:
+            CallFailed: ``INVALID_ARGUMENT`` with the violations per field,
+                ``RESOURCE_EXHAUSTED`` when the queue is full.
+
+        """
+        request = tasks_pb.CreateTaskRequest(
+            type=task_type,
+            payload=as_struct(payload),
+            priority=priority,
+            required_capabilities=list(required_capabilities),
+            resources=list(resources),
+            timeout_seconds=timeout_seconds,
+            idempotency_key=idempotency_key,
+            max_attempts=max_attempts,
+        )
+        reply: tasks_pb.CreateTaskResponse = await self._unary(self._tasks.CreateTask, request)
+        return reply
+
+    async def get_task(self, task_id: str) -> tasks_pb.Task:
+        """``GetTask``: one task with every attempt (another user's is ``NOT_FOUND``)."""
+        reply: tasks_pb.GetTaskResponse = await self._unary(
+            self._tasks.GetTask, tasks_pb.GetTaskRequest(task_id=task_id)
+        )
+        return reply.task
+
+    async def list_tasks_page(
+        self,
+        *,
+        page_size: int = 20,
+        page_token: str = "",
+        states: Collection[tasks_pb.TaskState.ValueType] = (),
+        task_type: str = "",
+        agent_id: str = "",
+        all_users: bool = False,
+    ) -> tasks_pb.ListTasksResponse:
+        """``ListTasks``: one page (1 to 100) of tasks, newest first, filtered.
+
+        ``all_users`` (operators) lists every user's tasks instead of the caller's own.
+        """
+        reply: tasks_pb.ListTasksResponse = await self._unary(
+            self._tasks.ListTasks,
+            tasks_pb.ListTasksRequest(
+                page_size=page_size,
+                page_token=page_token,
+                states=sorted(states),
+                type=task_type,
+                agent_id=agent_id,
+                all_users=all_users,
+            ),
+        )
+        return reply
+
+    async def list_tasks(
+        self,
+        *,
+        states: Collection[tasks_pb.TaskState.ValueType] = (),
+        task_type: str = "",
+        agent_id: str = "",
+        all_users: bool = False,
+        limit: int = 100,
+    ) -> list[tasks_pb.Task]:
+        """Up to ``limit`` (1 to 10,000) tasks, newest first; filters as :meth:`list_tasks_page`."""
+        wanted = max(1, min(limit, _MAX_TASKS))
+        found: list[tasks_pb.Task] = []
+        page_token = ""
+        for _ in range(_MAX_PAGES):
+            reply = await self.list_tasks_page(
+                page_size=min(_TASK_PAGE, wanted - len(found)),
+                page_token=page_token,
+                states=states,
+                task_type=task_type,
+                agent_id=agent_id,
+                all_users=all_users,
+            )
+            found.extend(reply.tasks)
+            if (
+                len(found) >= wanted
+                or not reply.next_page_token
+                or reply.next_page_token == page_token
+            ):
+                break
+            page_token = reply.next_page_token
+        return found[:wanted]
+
+    async def cancel_task(self, task_id: str, *, reason: str = "") -> tasks_pb.Task:
+        """``CancelTask``: the task, CANCELLED (a finished one is ``FAILED_PRECONDITION``)."""
+        reply: tasks_pb.CancelTaskResponse = await self._unary(
+            self._tasks.CancelTask, tasks_pb.CancelTaskRequest(task_id=task_id, reason=reason)
+        )
+        return reply.task
+
+    def watch_task(self, task_id: str) -> AsyncIterator[tasks_pb.Task]:
+        """``WatchTask``, followed: the task now (with its attempts), then at every change.
+
+        The iterator ends after the task reaches a final state (:data:`FINAL_STATES`). A stream
+        lost before that is reopened (the service sends the task as it is then); the service's
+        keep-alive (the task again, unchanged) is not yielded twice.
+        """
+
+        def start(
+            metadata: Metadata,
+        ) -> grpc.aio.UnaryStreamCall[object, tasks_pb.WatchTaskResponse]:
+            return self._tasks.WatchTask(
+                tasks_pb.WatchTaskRequest(task_id=task_id), metadata=metadata
+            )
+
+        async def changes() -> AsyncIterator[tasks_pb.Task]:
+            last: tasks_pb.Task | None = None
+            stream: AsyncGenerator[tasks_pb.WatchTaskResponse] = self._follow(start)
+            async with contextlib.aclosing(stream):
+                async for message in stream:
+                    if not message.HasField("task") or message.task == last:
+                        continue
+                    last = message.task
+                    yield message.task
+                    if message.task.state in FINAL_STATES:
+                        return
+
+        return changes()
+
+    def watch_tasks(
+        self,
+        *,
+        states: Collection[tasks_pb.TaskState.ValueType] = (),
+        task_type: str = "",
+        all_users: bool = False,
+        snapshot_size: int = 50,
+    ) -> AsyncIterator[tasks_pb.WatchTasksResponse]:
+        """``WatchTasks``, followed: the newest matching tasks (``snapshot``), then each change.
+
+        A task that stops matching a state filter is sent once more, so a list can drop it.
+        Keep-alives (no task) are not yielded. After a reconnect the service sends a fresh
+        snapshot (``snapshot`` true again) before the changes.
+        """
+        request = tasks_pb.WatchTasksRequest(
+            states=sorted(states),
+            type=task_type,
+            all_users=all_users,
+            snapshot_size=snapshot_size,
+        )
+
+        def start(
+            metadata: Metadata,
+        ) -> grpc.aio.UnaryStreamCall[object, tasks_pb.WatchTasksResponse]:
+            return self._tasks.WatchTasks(request, metadata=metadata)
+
+        async def changes() -> AsyncIterator[tasks_pb.WatchTasksResponse]:
+            stream: AsyncGenerator[tasks_pb.WatchTasksResponse] = self._follow(start)
+            async with contextlib.aclosing(stream):
+                async for message in stream:
+                    if message.HasField("task"):
+                        yield message
+
+        return changes()
+
+    async def list_dead_letters(self, *, limit: int = 100) -> list[tasks_pb.Task]:
+        """``ListDeadLetters`` (operators): up to ``limit`` (1 to 10,000), newest first."""
+        wanted = max(1, min(limit, _MAX_TASKS))
+        found: list[tasks_pb.Task] = []
+        page_token = ""
+        for _ in range(_MAX_PAGES):
+            reply: tasks_pb.ListDeadLettersResponse = await self._unary(
+                self._tasks.ListDeadLetters,
+                tasks_pb.ListDeadLettersRequest(
+                    page_size=min(_TASK_PAGE, wanted - len(found)), page_token=page_token
+                ),
+            )
+            found.extend(reply.tasks)
+            if (
+                len(found) >= wanted
+                or not reply.next_page_token
+                or reply.next_page_token == page_token
+            ):
+                break
+            page_token = reply.next_page_token
+        return found[:wanted]
+
+    async def requeue_dead_letter(self, task_id: str) -> tasks_pb.Task:
+        """``RequeueDeadLetter`` (operators): the task, queued again with fresh attempts."""
+        reply: tasks_pb.RequeueDeadLetterResponse = await self._unary(
+            self._tasks.RequeueDeadLetter, tasks_pb.RequeueDeadLetterRequest(task_id=task_id)
+        )
+        return reply.task
+
+    # --- agents and the coordinator --------------------------------------------------------
+
+    async def list_agents(self) -> list[agents_pb.Agent]:
+        """``ListAgents``: every known agent instance, online ones first."""
+        reply: agents_pb.ListAgentsResponse = await self._unary(
+            self._agents.ListAgents, agents_pb.ListAgentsRequest()
+        )
+        return list(reply.agents)
+
+    async def get_agent(self, agent_id: str) -> agents_pb.Agent:
+        """``GetAgent``: one agent instance (``<agent name>.<instance>``)."""
+        reply: agents_pb.GetAgentResponse = await self._unary(
+            self._agents.GetAgent, agents_pb.GetAgentRequest(agent_id=agent_id)
+        )
+        return reply.agent
+
+    def watch_agents(self) -> AsyncIterator[agents_pb.WatchAgentsResponse]:
+        """``WatchAgents``, followed: every known instance (``snapshot``), then each change.
+
+        Keep-alives are not yielded. An empty registry is one message with ``snapshot`` set and
+        no ``agent``, so a caller can tell "no agents" from "nothing heard yet". After a
+        reconnect the service sends the whole registry again.
+        """
+
+        def start(
+            metadata: Metadata,
+        ) -> grpc.aio.UnaryStreamCall[object, agents_pb.WatchAgentsResponse]:
+            return self._agents.WatchAgents(agents_pb.WatchAgentsRequest(), metadata=metadata)
+
+        async def changes() -> AsyncIterator[agents_pb.WatchAgentsResponse]:
+            stream: AsyncGenerator[agents_pb.WatchAgentsResponse] = self._follow(start)
+            async with contextlib.aclosing(stream):
+                async for message in stream:
+                    if message.HasField("agent") or message.snapshot:
+                        yield message
+
+        return changes()
+
+    async def get_strategy(self) -> coordinator_pb.GetStrategyResponse:
+        """``GetStrategy`` (operators): how agents are chosen, and who changed it last."""
+        reply: coordinator_pb.GetStrategyResponse = await self._unary(
+            self._coordinator.GetStrategy, coordinator_pb.GetStrategyRequest()
+        )
+        return reply
+
+    async def set_strategy(
+        self, strategy: coordinator_pb.Strategy.ValueType
+    ) -> coordinator_pb.Strategy.ValueType:
+        """``SetStrategy`` (operators, audited): the strategy now in force."""
+        reply: coordinator_pb.SetStrategyResponse = await self._unary(
+            self._coordinator.SetStrategy, coordinator_pb.SetStrategyRequest(strategy=strategy)
+        )
+        return reply.strategy
+
+    async def coordinator_stats(self) -> coordinator_pb.GetStatsResponse:
+        """``GetStats`` (operators): queue depths, in flight, throughput, failures."""
+        reply: coordinator_pb.GetStatsResponse = await self._unary(
+            self._coordinator.GetStats, coordinator_pb.GetStatsRequest()
+        )
+        return reply
+
+    async def list_streams(self) -> list[coordinator_pb.StreamInfo]:
+        """``ListStreams`` (operators): the dispatch streams with their consumers' counts."""
+        reply: coordinator_pb.ListStreamsResponse = await self._unary(
+            self._coordinator.ListStreams, coordinator_pb.ListStreamsRequest()
+        )
+        return list(reply.streams)
+
+    # --- resources -------------------------------------------------------------------------
+
+    async def get_resources(self) -> list[resources_pb.Resource]:
+        """``GetResources``: each resource's capacity, allocation and use on the host."""
+        reply: resources_pb.GetResourcesResponse = await self._unary(
+            self._resources.GetResources, resources_pb.GetResourcesRequest()
+        )
+        return list(reply.resources)
+
+    async def list_allocations(
+        self,
+        *,
+        resource_type: resources_pb.ResourceType.ValueType = (
+            resources_pb.RESOURCE_TYPE_UNSPECIFIED
+        ),
+        holder: str = "",
+    ) -> list[resources_pb.Allocation]:
+        """``ListAllocations``: the live leases, oldest first, of one resource or holder."""
+        reply: resources_pb.ListAllocationsResponse = await self._unary(
+            self._resources.ListAllocations,
+            resources_pb.ListAllocationsRequest(resource_type=resource_type, holder=holder),
+        )
+        return list(reply.allocations)
+
+    async def get_policies(self) -> list[resources_pb.Policy]:
+        """``GetPolicies``: the policy of every resource type."""
+        reply: resources_pb.GetPoliciesResponse = await self._unary(
+            self._resources.GetPolicies, resources_pb.GetPoliciesRequest()
+        )
+        return list(reply.policies)
+
     # --- plumbing --------------------------------------------------------------------------
 
     async def _unary(
@@ -715,3 +1072,23 @@ class MeshClient:
             async for message in messages:
                 if message.lines:
                     yield list(message.lines)
+
+
+def as_struct(payload: Mapping[str, Any] | struct_pb2.Struct | None) -> struct_pb2.Struct:
+    """``payload`` as a ``google.protobuf.Struct`` (a copy; empty for ``None``).
+
+    Raises:
+        ValueError: a value is not a JSON value (numbers become doubles, as JSON's are).
+
+    """
+    result = struct_pb2.Struct()
+    if payload is None:
+        return result
+    if isinstance(payload, struct_pb2.Struct):
+        result.CopyFrom(payload)
+        return result
+    try:
+        result.update(dict(payload))
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"the payload is not a JSON object: {exc}") from None
+    return result

@@ -1,9 +1,11 @@
 """Which screens a role sees: the same rule the protos declare for the calls behind them.
 
 Identity needs ``admin`` (``ListUsers``, ``SetUserRole``, audit events are admin-only); Logs
-needs ``operator`` (``ListLogs``/``TailLogs``); Overview, Services, Chat and Models need only
-a session (the Models screen's actions and cache figures, ``LoadModel``, ``UnloadModel``,
-``ResetBreaker``, ``GetCacheStats`` and ``ClearCache``, need ``operator``: see
+needs ``operator`` (``ListLogs``/``TailLogs``); Overview, Services, Chat, Models, Agents and
+Tasks need only a session (the Models screen's actions and cache figures, ``LoadModel``,
+``UnloadModel``, ``ResetBreaker``, ``GetCacheStats`` and ``ClearCache``; the Agents screen's
+coordinator figures, streams and strategy, ``CoordinatorService``; the Tasks screen's every-user
+view and dead letters, ``ListDeadLetters`` and ``RequeueDeadLetter``, need ``operator``: see
 :func:`may_operate`). A screen a role may not use is not installed at all, so its key, footer
 entry and palette commands do not exist for that user.
 """
@@ -39,6 +41,8 @@ SCREENS: tuple[ScreenEntry, ...] = (
     ScreenEntry("logs", "4", "Logs", access_pb2.ROLE_OPERATOR),
     ScreenEntry("chat", "5", "Chat", access_pb2.ROLE_USER),
     ScreenEntry("models", "6", "Models", access_pb2.ROLE_USER),
+    ScreenEntry("agents", "7", "Agents", access_pb2.ROLE_USER),
+    ScreenEntry("tasks", "8", "Tasks", access_pb2.ROLE_USER),
 )
 """Every screen in key order."""
 

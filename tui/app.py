@@ -27,6 +27,7 @@ from sutazai.tui.commands import Command, DashboardCommands
 from sutazai.tui.errors import NotPermittedError
 from sutazai.tui.format import role_name
 from sutazai.tui.messages import ConnectionChanged, SessionLost, SignedIn
+from sutazai.tui.screens.agents import AgentsScreen
 from sutazai.tui.screens.base import MeshScreen
 from sutazai.tui.screens.chat import ChatScreen
 from sutazai.tui.screens.identity import IdentityScreen
@@ -35,6 +36,7 @@ from sutazai.tui.screens.models import ModelsScreen
 from sutazai.tui.screens.overview import OverviewScreen
 from sutazai.tui.screens.services import ServicesScreen
 from sutazai.tui.screens.sign_in import SignInScreen
+from sutazai.tui.screens.tasks import TasksScreen
 from sutazai.tui.settings import DashboardSettings
 from sutazai.tui.source import ClientError, ConnectionState, MeshApi
 
@@ -50,6 +52,8 @@ _SCREEN_CLASSES: dict[str, type[MeshScreen]] = {
     "logs": LogsScreen,
     "chat": ChatScreen,
     "models": ModelsScreen,
+    "agents": AgentsScreen,
+    "tasks": TasksScreen,
 }
 
 

@@ -3,7 +3,7 @@
 DashboardError          root of every error raised by the dashboard itself
 ├── NotPermittedError   errors: the signed-in role may not open that screen or take that action
 ├── KeyTimingError      errors: a timed key was not answered (the key-latency benchmark)
-└── OptionsError        errors: a chat option typed in the form is not a number or out of range
+└── OptionsError        errors: a value typed in a form (chat options, a new task) is invalid
 
 What the mesh answers (unreachable, session ended, a refused call) arrives as the client's
 exceptions (:mod:`sutazai.client`), which the screens show and never re-raise.
@@ -24,7 +24,10 @@ class KeyTimingError(DashboardError):
 
 
 class OptionsError(DashboardError):
-    """A sampling option typed on the Chat screen is not a number or out of its range.
+    """A value typed in a form is invalid (a chat option, a new task's field).
+
+    A sampling option out of its range; a task type that is not a capability name, a payload
+    that is not a JSON object, a priority outside 0 to 3.
 
     Shown under the form; nothing is sent (the service would refuse it with INVALID_ARGUMENT).
     """

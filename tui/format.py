@@ -11,9 +11,12 @@ from datetime import UTC, datetime, tzinfo
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from sutazai.agents.v1 import agent_service_pb2 as agents_pb
 from sutazai.auth.v1 import access_pb2
+from sutazai.coordinator.v1 import coordinator_service_pb2 as coordinator_pb
 from sutazai.inference.v1 import inference_service_pb2 as inference_pb
 from sutazai.system.v1 import system_service_pb2 as system_pb
+from sutazai.tasks.v1 import task_service_pb2 as tasks_pb
 
 MISSING = "—"
 """What a cell shows when the RPC did not give the figure."""
@@ -233,3 +236,49 @@ def size(value: int) -> str:
             return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
         amount /= 1024
     return f"{amount:.1f} GiB"  # pragma: no cover - the loop returns
+
+
+TASK_STATES: dict[int, str] = {
+    tasks_pb.TASK_STATE_PENDING: "pending",
+    tasks_pb.TASK_STATE_QUEUED: "queued",
+    tasks_pb.TASK_STATE_RUNNING: "running",
+    tasks_pb.TASK_STATE_SUCCEEDED: "succeeded",
+    tasks_pb.TASK_STATE_FAILED: "failed",
+    tasks_pb.TASK_STATE_CANCELLED: "cancelled",
+}
+"""Each task state as the CLI writes it (``sutazai tasks list --state``)."""
+FINAL_TASK_STATES = frozenset(
+    {tasks_pb.TASK_STATE_SUCCEEDED, tasks_pb.TASK_STATE_FAILED, tasks_pb.TASK_STATE_CANCELLED}
+)
+_AGENT_STATES: dict[int, str] = {
+    agents_pb.AGENT_STATE_ONLINE: "online",
+    agents_pb.AGENT_STATE_DRAINING: "draining",
+    agents_pb.AGENT_STATE_OFFLINE: "offline",
+}
+STRATEGIES: dict[int, str] = {
+    coordinator_pb.STRATEGY_ROUND_ROBIN: "round-robin",
+    coordinator_pb.STRATEGY_LEAST_LOADED: "least-loaded",
+    coordinator_pb.STRATEGY_CAPABILITY_MATCH: "capability-match",
+    coordinator_pb.STRATEGY_WEIGHTED_SCORE: "weighted-score",
+}
+"""Each strategy as ``sutazai coordinator strategy`` names it."""
+
+
+def task_state_name(state: int) -> str:
+    """``queued``, ``running``, ...; ``unknown`` for anything else."""
+    return TASK_STATES.get(state, "unknown")
+
+
+def agent_state_name(state: int) -> str:
+    """``online``, ``draining`` or ``offline``; ``unknown`` for anything else."""
+    return _AGENT_STATES.get(state, "unknown")
+
+
+def strategy_name(strategy: int) -> str:
+    """``round-robin``, ``least-loaded``, ...; a dash when unknown."""
+    return STRATEGIES.get(strategy, MISSING)
+
+
+def short_id(task_id: str) -> str:
+    """A task's UUID by its first eight digits, as a narrow column shows it."""
+    return task_id[:8]

@@ -34,5 +34,11 @@ class DashboardSettings(BaseSettings):
     """How often the Models screen asks for backends, models and cache figures (no stream)."""
     chat_conversations: int = Field(default=200, ge=1, le=10_000)
     """Conversations listed on the Chat screen, most recent first."""
+    agents_poll_seconds: float = Field(default=2.0, ge=0.5, le=60.0)
+    """How often the Agents screen asks for the coordinator's streams and figures (no stream)."""
+    task_rows: int = Field(default=200, ge=10, le=5000)
+    """Tasks the Tasks screen shows (the first snapshot's size, 200 at most); older ones drop."""
+    dead_letters: int = Field(default=200, ge=1, le=10_000)
+    """Dead letters listed on the Tasks screen, newest first."""
     dark: bool = True
     """Start with the dark theme (toggle with ``ctrl+t``)."""

@@ -9,10 +9,13 @@ module of the dashboard that imports the client package, so the client's small t
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
+from google.protobuf import struct_pb2
+
+from sutazai.agents.v1 import agent_service_pb2 as agents_pb
 from sutazai.auth.v1 import auth_service_pb2 as auth_pb
 from sutazai.chat.v1 import chat_service_pb2 as chat_pb
 from sutazai.client import (
@@ -22,8 +25,10 @@ from sutazai.client import (
     MeshUnavailable,
     SessionEnded,
 )
+from sutazai.coordinator.v1 import coordinator_service_pb2 as coordinator_pb
 from sutazai.inference.v1 import inference_service_pb2 as inference_pb
 from sutazai.system.v1 import system_service_pb2 as system_pb
+from sutazai.tasks.v1 import task_service_pb2 as tasks_pb
 
 __all__ = [
     "CallFailed",
@@ -180,6 +185,70 @@ class MeshApi(Protocol):
 
     async def clear_cache(self) -> int:
         """Delete every cached reply (operators); the number deleted."""
+        ...
+
+    async def create_task(
+        self,
+        task_type: str,
+        payload: Mapping[str, Any] | struct_pb2.Struct | None = None,
+        *,
+        priority: int = 0,
+        required_capabilities: Sequence[str] = (),
+        resources: Sequence[tasks_pb.ResourceNeed] = (),
+        timeout_seconds: int = 0,
+        idempotency_key: str = "",
+        max_attempts: int = 0,
+    ) -> tasks_pb.CreateTaskResponse:
+        """Store a task and queue it for an agent; the task (and whether it is new)."""
+        ...
+
+    async def get_task(self, task_id: str) -> tasks_pb.Task:
+        """One task with every attempt."""
+        ...
+
+    async def cancel_task(self, task_id: str, *, reason: str = "") -> tasks_pb.Task:
+        """Cancel an unfinished task; the task, CANCELLED."""
+        ...
+
+    def watch_tasks(
+        self,
+        *,
+        states: Collection[tasks_pb.TaskState.ValueType] = (),
+        task_type: str = "",
+        all_users: bool = False,
+        snapshot_size: int = 50,
+    ) -> AsyncIterator[tasks_pb.WatchTasksResponse]:
+        """The newest matching tasks (``snapshot``), then each change."""
+        ...
+
+    async def list_dead_letters(self, *, limit: int = 100) -> list[tasks_pb.Task]:
+        """The dead-lettered tasks, newest first (operators)."""
+        ...
+
+    async def requeue_dead_letter(self, task_id: str) -> tasks_pb.Task:
+        """Queue a dead letter again (operators); the task."""
+        ...
+
+    def watch_agents(self) -> AsyncIterator[agents_pb.WatchAgentsResponse]:
+        """Every agent instance (``snapshot``), then each change."""
+        ...
+
+    async def get_strategy(self) -> coordinator_pb.GetStrategyResponse:
+        """How the coordinator chooses agents (operators)."""
+        ...
+
+    async def set_strategy(
+        self, strategy: coordinator_pb.Strategy.ValueType
+    ) -> coordinator_pb.Strategy.ValueType:
+        """Change how the coordinator chooses agents (operators); the strategy in force."""
+        ...
+
+    async def coordinator_stats(self) -> coordinator_pb.GetStatsResponse:
+        """Queue depths, in flight, throughput, failures, dead letters (operators)."""
+        ...
+
+    async def list_streams(self) -> list[coordinator_pb.StreamInfo]:
+        """The JetStream streams of dispatch with their consumers (operators)."""
         ...
 
 

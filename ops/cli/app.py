@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from sutazai.ops.cli.agents import agents, coordinator
 from sutazai.ops.cli.certs import certs
 from sutazai.ops.cli.chat import chat
 from sutazai.ops.cli.context import GlobalOptions
@@ -18,6 +19,7 @@ from sutazai.ops.cli.logs import logs
 from sutazai.ops.cli.models import models
 from sutazai.ops.cli.serve import serve
 from sutazai.ops.cli.status import status
+from sutazai.ops.cli.tasks import tasks
 from sutazai.ops.cli.tui import tui
 from sutazai.ops.cli.up import up
 from sutazai.ops.cli.users import users
@@ -60,3 +62,6 @@ app.command()(chat)
 app.add_typer(users)
 app.add_typer(models)
 app.add_typer(keys)
+app.add_typer(tasks)
+app.add_typer(agents)
+app.add_typer(coordinator)

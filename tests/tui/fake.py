@@ -8,18 +8,23 @@ recorded, so a test checks what the dashboard asked for.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
+from google.protobuf import struct_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import status_pb2
 
+from sutazai.agents.v1 import agent_service_pb2 as agents_pb
 from sutazai.auth.v1 import access_pb2
 from sutazai.auth.v1 import auth_service_pb2 as auth_pb
 from sutazai.chat.v1 import chat_service_pb2 as chat_pb
+from sutazai.coordinator.v1 import coordinator_service_pb2 as coord_pb
 from sutazai.inference.v1 import inference_service_pb2 as inf_pb
 from sutazai.system.v1 import system_service_pb2 as system_pb
+from sutazai.tasks.v1 import task_service_pb2 as tasks_pb
 from sutazai.tui.source import CallFailed, ConnectionState
 
 NOW = datetime(2026, 1, 15, 12, 0, 0, tzinfo=UTC)
@@ -374,6 +379,237 @@ def done(tokens: int = 5) -> chat_pb.ChatStreamResponse:
     )
 
 
+def agent(
+    agent_id: str,
+    *,
+    state: int = agents_pb.AGENT_STATE_ONLINE,
+    running: int = 0,
+    slots: int = 4,
+    done: int = 0,
+    failed: int = 0,
+    beat_ago: float = 2,
+    capabilities: tuple[str, ...] = ("text.generate", "text.summarize"),
+    runtime: str = "python/sutazai-sdk 0.1",
+) -> agents_pb.Agent:
+    """An agent instance as the registry reports it."""
+    return agents_pb.Agent(
+        heartbeat=agents_pb.AgentHeartbeat(
+            agent_id=agent_id,
+            capabilities=list(capabilities),
+            max_concurrency=slots,
+            running=running,
+            # An offline agent's last heartbeat still said it was online.
+            state=min(state, agents_pb.AGENT_STATE_DRAINING),  # type: ignore[arg-type]
+            succeeded=done,
+            failed=failed,
+            mean_duration_ms=850.0,
+            started_at=ago(7200),
+            heartbeat_at=ago(beat_ago),
+            version="0.1.0",
+            runtime=runtime,
+        ),
+        state=state,  # type: ignore[arg-type]
+        load=running / slots if slots else 0.0,
+    )
+
+
+AGENTS = [
+    agent("text.1", running=3, done=1_204, failed=7),
+    agent("text.2", running=1, done=1_187, failed=2, beat_ago=4),
+    agent(
+        "polyglot.1",
+        state=agents_pb.AGENT_STATE_DRAINING,
+        running=1,
+        slots=2,
+        done=96,
+        capabilities=("text.reverse",),
+        runtime="typescript/nats.js",
+    ),
+    agent(
+        "polyglot.2",
+        state=agents_pb.AGENT_STATE_OFFLINE,
+        slots=2,
+        done=41,
+        failed=1,
+        beat_ago=95,
+        capabilities=("text.reverse",),
+        runtime="typescript/nats.js",
+    ),
+]
+
+STRATEGY = coord_pb.GetStrategyResponse(
+    strategy=coord_pb.STRATEGY_ROUND_ROBIN, changed_at=ago(3600), changed_by="oscar"
+)
+
+STATS = coord_pb.GetStatsResponse(
+    queued_by_priority=[5, 2, 1, 0],
+    queued_by_type={"text.summarize": 6, "text.generate": 2},
+    in_flight=5,
+    succeeded_last_minute=42,
+    failed_last_minute=1,
+    succeeded_total=2_528,
+    failed_total=11,
+    dead_letters=1,
+    strategy=coord_pb.STRATEGY_ROUND_ROBIN,
+)
+
+STREAMS = [
+    coord_pb.StreamInfo(
+        name="SUTAZAI_TASKS",
+        messages=8,
+        bytes=9_120,
+        consumers=[coord_pb.ConsumerInfo(name="coordinator", pending=3, ack_pending=5)],
+    ),
+    coord_pb.StreamInfo(
+        name="SUTAZAI_WORK",
+        messages=5,
+        bytes=6_400,
+        consumers=[
+            coord_pb.ConsumerInfo(name="agent-text-1", ack_pending=3, redelivered=1),
+            coord_pb.ConsumerInfo(name="agent-text-2", ack_pending=1),
+        ],
+    ),
+    coord_pb.StreamInfo(name="SUTAZAI_DEAD_LETTERS", messages=1, bytes=1_100),
+]
+
+
+def struct(values: dict[str, Any]) -> struct_pb2.Struct:
+    """A JSON object as a protobuf Struct."""
+    found = struct_pb2.Struct()
+    found.update(values)
+    return found
+
+
+def task_id(number: int) -> str:
+    """A deterministic task id."""
+    return f"{number:08x}-0000-4000-8000-000000000000"
+
+
+def task(
+    number: int,
+    task_type: str,
+    state: int,
+    *,
+    created_ago: float,
+    priority: int = 1,
+    attempt: int = 0,
+    agent_id: str = "",
+    owner: str = "id-alice",
+    **extra: Any,
+) -> tasks_pb.Task:
+    """A task of the fake's list."""
+    found = tasks_pb.Task(
+        task_id=task_id(number),
+        type=task_type,
+        priority=priority,
+        state=state,  # type: ignore[arg-type]
+        attempt=attempt,
+        max_attempts=3,
+        agent_id=agent_id,
+        owner_id=owner,
+        timeout_seconds=300,
+        created_at=ago(created_ago),
+        queued_at=ago(created_ago - 1),
+        updated_at=ago(max(0.0, created_ago - 5)),
+        **extra,
+    )
+    if attempt:
+        found.started_at.CopyFrom(ago(created_ago - 2))
+    if state in {tasks_pb.TASK_STATE_SUCCEEDED, tasks_pb.TASK_STATE_FAILED}:
+        found.finished_at.CopyFrom(ago(created_ago - 5))
+    return found
+
+
+def failure(message: str) -> status_pb2.Status:
+    """An error status (INTERNAL) with ``message``."""
+    return status_pb2.Status(code=13, message=message)
+
+
+TASKS = [
+    task(
+        0xA1,
+        "text.summarize",
+        tasks_pb.TASK_STATE_RUNNING,
+        created_ago=12,
+        priority=2,
+        attempt=1,
+        agent_id="text.1",
+        progress=0.4,
+        progress_message="reading",
+    ),
+    task(
+        0xA2,
+        "text.generate",
+        tasks_pb.TASK_STATE_QUEUED,
+        created_ago=30,
+        waiting_reason="no free slot on an agent offering text.generate",
+    ),
+    task(
+        0xA3,
+        "text.summarize",
+        tasks_pb.TASK_STATE_SUCCEEDED,
+        created_ago=75,
+        attempt=2,
+        agent_id="text.2",
+        result=struct({"summary": "Envoy routes [bold]gRPC[/] to the mesh."}),
+    ),
+    task(
+        0xA4,
+        "text.reverse",
+        tasks_pb.TASK_STATE_FAILED,
+        created_ago=300,
+        priority=0,
+        attempt=3,
+        agent_id="polyglot.1",
+        error=failure("handler raised: payload has no text"),
+        owner="id-ursula",
+    ),
+    task(
+        0xA5,
+        "text.generate",
+        tasks_pb.TASK_STATE_CANCELLED,
+        created_ago=900,
+        priority=3,
+        error=status_pb2.Status(code=1, message="cancelled by alice"),
+    ),
+]
+"""Newest first."""
+
+ATTEMPTS = {
+    task_id(0xA3): [
+        tasks_pb.TaskAttempt(
+            number=1,
+            agent_id="text.1",
+            state=tasks_pb.TASK_STATE_FAILED,
+            started_at=ago(73),
+            finished_at=ago(72),
+            error=failure("agent text.1 went silent"),
+        ),
+        tasks_pb.TaskAttempt(
+            number=2,
+            agent_id="text.2",
+            state=tasks_pb.TASK_STATE_SUCCEEDED,
+            started_at=ago(72),
+            finished_at=ago(70),
+        ),
+    ]
+}
+
+DEAD_LETTERS = [
+    task(
+        0xD1,
+        "always.fail",
+        tasks_pb.TASK_STATE_FAILED,
+        created_ago=600,
+        attempt=3,
+        agent_id="text.2",
+        dead_lettered=True,
+        error=failure("handler raised RuntimeError: always fails"),
+        owner="id-oscar",
+    )
+]
+
+
 class Stream:
     """A queue behind one open stream: push messages, or an exception to raise."""
 
@@ -416,6 +652,14 @@ class FakeMesh:
         self.cache = chat_pb.GetCacheStatsResponse()
         self.cache.CopyFrom(CACHE)
         self.listeners: list[Callable[[ConnectionState], None]] = []
+        self.initial["agents"] = [
+            agents_pb.WatchAgentsResponse(agent=found, snapshot=True) for found in AGENTS
+        ]
+        self.tasks = {found.task_id: found for found in TASKS}
+        self.dead_letters = {found.task_id: found for found in DEAD_LETTERS}
+        self.strategy = coord_pb.GetStrategyResponse()
+        self.strategy.CopyFrom(STRATEGY)
+        self.created = 0
 
     # --- test controls ---------------------------------------------------------------------
 
@@ -613,3 +857,138 @@ class FakeMesh:
         deleted = int(self.cache.keys)
         self.cache = chat_pb.GetCacheStatsResponse(ttl_seconds=self.cache.ttl_seconds)
         return deleted
+
+    # --- tasks, agents, coordinator --------------------------------------------------------
+
+    def _role(self) -> int:
+        return self.user.role if self.user is not None else access_pb2.ROLE_USER
+
+    def _operators_only(self) -> None:
+        if self._role() == access_pb2.ROLE_USER:
+            raise CallFailed(grpc.StatusCode.PERMISSION_DENIED, "needs the operator role")
+
+    def _changed(self, changed: tasks_pb.Task) -> tasks_pb.Task:
+        """Keep ``changed`` and send it on the open task streams, as the service would."""
+        self.tasks[changed.task_id] = changed
+        for stream in self.open("tasks"):
+            if not stream.closed:
+                stream.queue.put_nowait(tasks_pb.WatchTasksResponse(task=changed))
+        return changed
+
+    async def create_task(
+        self,
+        task_type: str,
+        payload: Mapping[str, Any] | struct_pb2.Struct | None = None,
+        *,
+        priority: int = 0,
+        required_capabilities: Sequence[str] = (),
+        resources: Sequence[tasks_pb.ResourceNeed] = (),
+        timeout_seconds: int = 0,
+        idempotency_key: str = "",
+        max_attempts: int = 0,
+    ) -> tasks_pb.CreateTaskResponse:
+        self.calls.append(("create_task", (task_type, dict(payload or {}), priority)))
+        if task_type == "no.agent":
+            raise CallFailed(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "invalid task",
+                {"type": "no agent offers no.agent"},
+            )
+        self.created += 1
+        created = task(
+            0xB0 + self.created,
+            task_type,
+            tasks_pb.TASK_STATE_QUEUED,
+            created_ago=-self.created,  # newer than every other
+            priority=priority,
+            payload=struct(dict(payload or {})),
+        )
+        return tasks_pb.CreateTaskResponse(task=self._changed(created), created=True)
+
+    async def get_task(self, task_id: str) -> tasks_pb.Task:
+        self.calls.append(("get_task", (task_id,)))
+        found = self.tasks.get(task_id) or self.dead_letters.get(task_id)
+        if found is None:
+            raise CallFailed(grpc.StatusCode.NOT_FOUND, f"no task {task_id}")
+        full = tasks_pb.Task()
+        full.CopyFrom(found)
+        full.attempts.extend(ATTEMPTS.get(task_id, []))
+        return full
+
+    async def cancel_task(self, task_id: str, *, reason: str = "") -> tasks_pb.Task:
+        self.calls.append(("cancel_task", (task_id, reason)))
+        found = self.tasks.get(task_id)
+        if found is None:
+            raise CallFailed(grpc.StatusCode.NOT_FOUND, f"no task {task_id}")
+        cancelled = tasks_pb.Task()
+        cancelled.CopyFrom(found)
+        cancelled.state = tasks_pb.TASK_STATE_CANCELLED
+        cancelled.error.CopyFrom(status_pb2.Status(code=1, message=reason or "cancelled"))
+        return self._changed(cancelled)
+
+    def watch_tasks(
+        self,
+        *,
+        states: Collection[tasks_pb.TaskState.ValueType] = (),
+        task_type: str = "",
+        all_users: bool = False,
+        snapshot_size: int = 50,
+    ) -> AsyncIterator[tasks_pb.WatchTasksResponse]:
+        if all_users:
+            self._operators_only()
+        self.initial["tasks"] = [
+            tasks_pb.WatchTasksResponse(task=found, snapshot=True)
+            for found in list(self.tasks.values())[:snapshot_size]
+            if (not states or found.state in states) and (not task_type or found.type == task_type)
+        ]
+        return self._stream("tasks", tuple(sorted(states)), task_type, all_users, snapshot_size)
+
+    async def list_dead_letters(self, *, limit: int = 100) -> list[tasks_pb.Task]:
+        self.calls.append(("list_dead_letters", (limit,)))
+        self._operators_only()
+        return list(self.dead_letters.values())[:limit]
+
+    async def requeue_dead_letter(self, task_id: str) -> tasks_pb.Task:
+        self.calls.append(("requeue_dead_letter", (task_id,)))
+        self._operators_only()
+        found = self.dead_letters.pop(task_id, None)
+        if found is None:
+            raise CallFailed(grpc.StatusCode.FAILED_PRECONDITION, "not a dead letter")
+        queued = tasks_pb.Task()
+        queued.CopyFrom(found)
+        queued.state = tasks_pb.TASK_STATE_QUEUED
+        queued.dead_lettered = False
+        queued.attempt = 0
+        queued.ClearField("error")
+        return self._changed(queued)
+
+    def watch_agents(self) -> AsyncIterator[agents_pb.WatchAgentsResponse]:
+        return self._stream("agents")
+
+    async def get_strategy(self) -> coord_pb.GetStrategyResponse:
+        self.calls.append(("get_strategy", ()))
+        self._operators_only()
+        return self.strategy
+
+    async def set_strategy(
+        self, strategy: coord_pb.Strategy.ValueType
+    ) -> coord_pb.Strategy.ValueType:
+        self.calls.append(("set_strategy", (strategy,)))
+        self._operators_only()
+        self.strategy = coord_pb.GetStrategyResponse(
+            strategy=strategy, changed_at=stamp(NOW), changed_by="alice"
+        )
+        return strategy
+
+    async def coordinator_stats(self) -> coord_pb.GetStatsResponse:
+        self.calls.append(("coordinator_stats", ()))
+        self._operators_only()
+        found = coord_pb.GetStatsResponse()
+        found.CopyFrom(STATS)
+        found.strategy = self.strategy.strategy
+        return found
+
+    async def list_streams(self) -> list[coord_pb.StreamInfo]:
+        self.calls.append(("list_streams", ()))
+        self._operators_only()
+        return list(STREAMS)

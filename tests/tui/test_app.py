@@ -51,7 +51,16 @@ async def test_a_saved_session_opens_the_overview_with_every_component(fake: Fak
         await rows(app, "#components", 6)
         assert cell(app, "#components", "postgres", "state") == "healthy"
         assert cell(app, "#components", "auth/4c1e9a02b7d3", "latency") == "4.2"
-        assert app.installed == ["overview", "services", "identity", "logs", "chat", "models"]
+        assert app.installed == [
+            "overview",
+            "services",
+            "identity",
+            "logs",
+            "chat",
+            "models",
+            "agents",
+            "tasks",
+        ]
 
 
 async def test_a_component_turning_unhealthy_updates_its_row_in_place_and_raises_an_alert(
@@ -140,7 +149,7 @@ async def test_a_user_sees_no_identity_or_logs_screen_nor_their_keys_or_commands
     app = make_app(fake)
     async with app.run_test(size=(80, 24)) as pilot:
         await on_screen(app, OverviewScreen)
-        assert app.installed == ["overview", "services", "chat", "models"]
+        assert app.installed == ["overview", "services", "chat", "models", "agents", "tasks"]
         await pilot.press("3")
         await pilot.press("4")
         await pilot.pause()
@@ -160,7 +169,15 @@ async def test_an_operator_sees_logs_but_not_identity(fake: FakeMesh) -> None:
     app = make_app(fake)
     async with app.run_test(size=(80, 24)) as pilot:
         await on_screen(app, OverviewScreen)
-        assert app.installed == ["overview", "services", "logs", "chat", "models"]
+        assert app.installed == [
+            "overview",
+            "services",
+            "logs",
+            "chat",
+            "models",
+            "agents",
+            "tasks",
+        ]
         await pilot.press("3")
         await pilot.pause()
         assert isinstance(app.screen, OverviewScreen)

@@ -4,11 +4,15 @@ What issue 8 asks to see: the overview lists the running services healthy; a SIG
 instance turns unhealthy within 5 s and its row is healthy again once the supervisor restarts it;
 an admin deactivates a user from the Identity screen and the audit log shows it; a ``user``
 sees no admin actions. Issue 9: a chat message typed in the dashboard streams a reply from the
-real (embedded) model, and the Models screen shows the embedded backend.
+real (embedded) model, and the Models screen shows the embedded backend. Issue 10: a
+``text.summarize`` task created from the Tasks screen's form appears in the live list and
+reaches SUCCEEDED with a result (the task service, the coordinator and the built-in text agent,
+all through the edge).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -18,19 +22,22 @@ from typing import Any
 
 import pytest
 from rich.text import Text
-from textual.widgets import Input, Select
+from textual.widgets import Input, Select, TextArea
 
 from sutazai.chat.v1 import chat_service_pb2 as chat_pb
 from sutazai.client import MemoryTokenStore, MeshClient
 from sutazai.ops.supervisor.environment import settings_environment
 from sutazai.runtime.deployment import load_catalog
 from sutazai.runtime.settings import MeshSettings
+from sutazai.tasks.v1 import task_service_pb2 as tasks_pb
 from sutazai.tui.app import SutazaiApp
 from sutazai.tui.screens.chat import ChatScreen
 from sutazai.tui.screens.confirm import ConfirmScreen
 from sutazai.tui.screens.identity import IdentityScreen
 from sutazai.tui.screens.models import ModelsScreen
 from sutazai.tui.screens.overview import OverviewScreen
+from sutazai.tui.screens.task_form import TaskFormScreen
+from sutazai.tui.screens.tasks import TasksScreen
 from sutazai.tui.settings import DashboardSettings
 from sutazai.tui.source import opened
 from sutazai.tui.widgets.tables import KeyedTable
@@ -180,7 +187,7 @@ async def test_a_user_sees_no_admin_actions(mesh_services: MeshSettings) -> None
         app = SutazaiApp(client, DashboardSettings())
         async with app.run_test(size=(80, 24)) as pilot:
             await wait_for(lambda: isinstance(app.screen, OverviewScreen), STARTUP)
-            assert app.installed == ["overview", "services", "chat", "models"]
+            assert app.installed == ["overview", "services", "chat", "models", "agents", "tasks"]
             await pilot.press("3", "4")
             await pilot.pause()
             assert isinstance(app.screen, OverviewScreen)
@@ -274,3 +281,66 @@ async def test_the_models_screen_shows_the_embedded_backend(
         assert plain(backends, "embedded", "breaker") == "closed"
         models = app.screen.query_one("#models", KeyedTable)
         await wait_for(lambda: bool(models.keys), STARTUP, message="models listed")
+
+
+TASK_DEADLINE = 180.0
+"""Seconds for a summary by the embedded model on a loaded machine (queue, agent, inference)."""
+
+
+async def test_a_task_created_from_the_tasks_screen_appears_and_succeeds(
+    mesh_services: MeshSettings,
+) -> None:
+    client = await signed_in_client(mesh_services, "user")
+    try:
+        app = SutazaiApp(client, DashboardSettings())
+        async with app.run_test(size=(160, 48)) as pilot:
+            await wait_for(lambda: isinstance(app.screen, OverviewScreen), STARTUP)
+            await pilot.press("8")
+            await wait_for(lambda: isinstance(app.screen, TasksScreen), STARTUP)
+            screen = app.screen
+            assert isinstance(screen, TasksScreen)
+            table = screen.query_one("#tasks", KeyedTable)
+            before = set(table.keys)
+            await pilot.press("n")
+            await wait_for(lambda: isinstance(app.screen, TaskFormScreen), STARTUP)
+            await pilot.press(*"text.summarize")
+            text = (
+                "Envoy is the edge of the mesh: it terminates TLS, routes gRPC and REST calls "
+                f"to the services and checks their health. Run {secrets.token_hex(3)}."
+            )
+            app.screen.query_one("#payload", TextArea).text = json.dumps(
+                {"text": text, "max_words": 12}
+            )
+            await pilot.press("ctrl+s")
+            await wait_for(lambda: isinstance(app.screen, TasksScreen), STARTUP)
+
+            def created() -> list[str]:
+                return [
+                    key
+                    for key in table.keys
+                    if key not in before and screen.tasks[key].type == "text.summarize"
+                ]
+
+            await wait_for(lambda: len(created()) == 1, STARTUP, message="the task listed")
+            [task_id] = created()
+            await wait_for(
+                lambda: plain(table, task_id, "state") in {"succeeded", "failed", "cancelled"},
+                TASK_DEADLINE,
+                message="the task finished in the live list",
+            )
+            assert plain(table, task_id, "state") == "succeeded", screen.tasks[task_id].error
+            stored = await client.get_task(task_id)
+            assert stored.state == tasks_pb.TASK_STATE_SUCCEEDED
+            assert stored.attempt >= 1
+            assert stored.agent_id
+            assert [a.state for a in stored.attempts][-1] == tasks_pb.TASK_STATE_SUCCEEDED
+            values = [v for v in stored.result.fields.values() if v.WhichOneof("kind")]
+            assert values, "SUCCEEDED without a result"
+            # The detail pane of the highlighted (new) task shows the result.
+            await wait_for(
+                lambda: "result" in str(screen.query_one("#detail").render()),
+                STARTUP,
+                message="the result in the detail pane",
+            )
+    finally:
+        await client.aclose()

@@ -10,8 +10,9 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import Input, RichLog, Select
+from textual.widgets import Input, RichLog, Select, TextArea
 
+from sutazai.tui.screens.agents import AgentsScreen
 from sutazai.tui.screens.chat import ChatScreen
 from sutazai.tui.screens.confirm import ConfirmScreen
 from sutazai.tui.screens.identity import IdentityScreen
@@ -20,6 +21,8 @@ from sutazai.tui.screens.models import ModelsScreen
 from sutazai.tui.screens.overview import OverviewScreen
 from sutazai.tui.screens.services import ServicesScreen
 from sutazai.tui.screens.sign_in import SignInScreen
+from sutazai.tui.screens.task_form import TaskFormScreen
+from sutazai.tui.screens.tasks import TasksScreen
 from sutazai.tui.widgets.tables import KeyedTable
 from tests.harness.waiting import wait_for
 from tests.tui.conftest import make_app
@@ -200,4 +203,74 @@ def test_identity_as_a_user_is_not_there(snap_compare: SnapCompare, size: tuple[
     """A user pressing the Identity and Logs keys stays on the overview; no tab for them."""
     assert snap_compare(
         make_app(FakeMesh(saved=USER)), terminal_size=size, run_before=_user_presses_identity
+    )
+
+
+def _agents_drawn(pilot: Pilot[None]) -> bool:
+    screen = pilot.app.screen
+    if not isinstance(screen, AgentsScreen) or _table_rows(pilot, "#agents") != 4:
+        return False
+    return not screen.operator or (screen.polls >= 1 and _table_rows(pilot, "#streams") == 4)
+
+
+def _tasks_drawn(pilot: Pilot[None], *, dead: bool = False) -> bool:
+    screen = pilot.app.screen
+    return (
+        isinstance(screen, TasksScreen)
+        and screen.showing_dead == dead
+        and _table_rows(pilot, "#tasks") == (1 if dead else 5)
+        and screen.detail is not None
+    )
+
+
+async def _agents(pilot: Pilot[None]) -> None:
+    await _overview(pilot)
+    await pilot.press("7")
+    await _settle(pilot, lambda: _agents_drawn(pilot), "agents drawn")
+
+
+async def _tasks(pilot: Pilot[None]) -> None:
+    await _overview(pilot)
+    await pilot.press("8")
+    await _settle(pilot, lambda: _tasks_drawn(pilot), "tasks drawn")
+
+
+async def _task_form(pilot: Pilot[None]) -> None:
+    await _tasks(pilot)
+    await pilot.press("n")
+    await _settle(pilot, lambda: isinstance(pilot.app.screen, TaskFormScreen), "form open")
+    await pilot.press(*"text.summarize")
+    pilot.app.screen.query_one("#payload", TextArea).cursor_blink = False
+    await pilot.pause()
+
+
+async def _dead_letters(pilot: Pilot[None]) -> None:
+    await _tasks(pilot)
+    await pilot.press("d")
+    await _settle(pilot, lambda: _tasks_drawn(pilot, dead=True), "dead letters drawn")
+
+
+WORK_SCREENS: dict[str, Callable[[Pilot[None]], Awaitable[None]]] = {
+    "agents": _agents,
+    "tasks": _tasks,
+    "task-form": _task_form,
+    "dead-letters": _dead_letters,
+}
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("screen", list(WORK_SCREENS))
+def test_agents_and_tasks(snap_compare: SnapCompare, screen: str, size: tuple[int, int]) -> None:
+    """The Agents and Tasks screens of an admin (operator views), the form, the dead letters."""
+    assert snap_compare(make_app(FakeMesh()), terminal_size=size, run_before=WORK_SCREENS[screen])
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("screen", ["agents", "tasks"])
+def test_agents_and_tasks_as_a_user(
+    snap_compare: SnapCompare, screen: str, size: tuple[int, int]
+) -> None:
+    """A user's Agents and Tasks screens: no coordinator, no dead letters, no all-users box."""
+    assert snap_compare(
+        make_app(FakeMesh(saved=USER)), terminal_size=size, run_before=WORK_SCREENS[screen]
     )

@@ -34,8 +34,8 @@ class ConfirmScreen(ModalScreen[bool]):
             box.border_title = "Confirm"
             yield Label(self.question, classes="question", markup=False)
             with Horizontal(classes="buttons"):
-                yield Button(f"{self.action_label} [y]", variant="error", id="yes")
-                yield Button("Cancel [n]", id="no")
+                yield Button(f"{self.action_label} \\[y]", variant="error", id="yes")
+                yield Button("Cancel \\[n]", id="no")
 
     def on_mount(self) -> None:
         """Start what the widget needs once it is mounted."""
