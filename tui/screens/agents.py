@@ -166,6 +166,8 @@ class AgentsScreen(MeshScreen):
         try:
             async with opened(self.api.watch_agents()) as messages:
                 async for message in messages:
+                    if self.torn_down:
+                        return
                     self.heard = True
                     if message.HasField("agent"):
                         self.agents[message.agent.heartbeat.agent_id] = message.agent

@@ -82,6 +82,16 @@ class MeshScreen(Screen[None]):
         """The screen's own widgets, between the banner and the footer."""
         yield from ()
 
+    @property
+    def torn_down(self) -> bool:
+        """Whether the screen is being removed, so its widgets may already be gone.
+
+        Textual marks a screen and all its children as pruning before it removes them (app
+        exit, mode switch) and only then cancels the screen's workers: a stream worker checks
+        this before it draws what arrived.
+        """
+        return self._pruning or self._closing or self._closed
+
     def report(self, error: ClientError, doing: str) -> None:
         """Show a failed call: a lost session goes back to sign-in, the rest is a toast."""
         if isinstance(error, SessionEnded):

@@ -268,6 +268,8 @@ class IdentityScreen(MeshScreen):
                 self.api.watch_audit_events(actor=actor, action=action, after_event_id=last)
             ) as batches:
                 async for batch in batches:
+                    if self.torn_down:
+                        return
                     self.add_events(batch)
         except ClientError as error:
             self.report(error, "Following the audit log")

@@ -140,6 +140,8 @@ class LogsScreen(MeshScreen):
                 )
             ) as batches:
                 async for batch in batches:
+                    if self.torn_down:
+                        return
                     for line in batch:
                         log.write(Text(log_line(line.text), style=LEVEL_STYLE.get(line.level, "")))
         except ClientError as error:

@@ -81,6 +81,8 @@ class OverviewScreen(MeshScreen):
         try:
             async with opened(self.api.watch_status()) as rounds:
                 async for status in rounds:
+                    if self.torn_down:
+                        return
                     self.show_status(status)
         except ClientError as error:
             self.report(error, "Watching the mesh status")
@@ -91,6 +93,8 @@ class OverviewScreen(MeshScreen):
         try:
             async with opened(self.api.watch_traffic()) as samples:
                 async for sample in samples:
+                    if self.torn_down:
+                        return
                     self.show_traffic(sample)
         except ClientError as error:
             self.report(error, "Watching the traffic")

@@ -83,6 +83,8 @@ class ServicesScreen(MeshScreen):
         try:
             async with opened(self.api.watch_services()) as views:
                 async for view in views:
+                    if self.torn_down:
+                        return
                     self.show_services(view)
         except ClientError as error:
             self.report(error, "Watching the services")

@@ -185,6 +185,8 @@ class TasksScreen(MeshScreen):
                 )
             ) as messages:
                 async for message in messages:
+                    if self.torn_down:
+                        return
                     self.take(message.task, wanted, task_type)
         except ClientError as error:
             self.report(error, "Watching the tasks")
