@@ -10,6 +10,7 @@ import grpc
 from sutazai.runtime.auth import caller_key, current_identity
 from sutazai.runtime.errors import RegistryError
 from sutazai.runtime.faults import invalid_argument, resource_exhausted, unavailable
+from sutazai.runtime.stream_slots import StreamSlots
 from sutazai.services.system.domain import (
     ComponentStatus,
     Health,
@@ -18,7 +19,6 @@ from sutazai.services.system.domain import (
     Overall,
     StatusBoard,
 )
-from sutazai.services.system.domain.fanout import StreamSlots
 from sutazai.services.system.log_handlers import LogHandlers
 from sutazai.services.system.log_reader import LogReader
 from sutazai.services.system.messages import services_message, traffic_message

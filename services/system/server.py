@@ -26,8 +26,8 @@ from sutazai.runtime.server import (
 )
 from sutazai.runtime.settings import MeshSettings, ServiceSettings
 from sutazai.runtime.sockets import envoy_admin_client
+from sutazai.runtime.stream_slots import StreamSlots
 from sutazai.services.system.domain import StatusBoard
-from sutazai.services.system.domain.fanout import StreamSlots
 from sutazai.services.system.domain.inventory import Deployed
 from sutazai.services.system.handlers import SystemHandlers
 from sutazai.services.system.log_reader import LogReader

@@ -2,7 +2,7 @@
 
 Everything here is pure. The handlers validate requests with it; the report consumer asks
 :func:`judge` what a report may change before the store writes it; listings page with
-:class:`Cursor`; watches count their streams with :class:`StreamSlots`.
+:class:`Cursor`; watches count their streams with the runtime's ``StreamSlots``.
 """
 
 from __future__ import annotations
@@ -404,38 +404,6 @@ class WatchFilter:
     def visible(self, owner_id: str) -> bool:
         """Whether the caller may see a task of ``owner_id`` at all."""
         return self.owner_id is None or owner_id == self.owner_id
-
-
-class StreamSlots:
-    """Counts open watch streams against a limit per instance and per caller."""
-
-    def __init__(self, limit: int, per_caller: int) -> None:
-        if limit <= 0 or per_caller <= 0:
-            raise ValueError("stream limits must be positive")
-        self.limit = limit
-        self.per_caller = per_caller
-        self._open: dict[str, int] = {}
-
-    @property
-    def open(self) -> int:
-        """Streams open now."""
-        return sum(self._open.values())
-
-    def take(self, caller: str) -> bool:
-        """Open a stream for ``caller`` if both limits allow; ``False`` otherwise."""
-        held = self._open.get(caller, 0)
-        if held >= self.per_caller or self.open >= self.limit:
-            return False
-        self._open[caller] = held + 1
-        return True
-
-    def give_back(self, caller: str) -> None:
-        """Close a stream ``caller`` opened with :meth:`take`."""
-        held = self._open.get(caller, 0) - 1
-        if held > 0:
-            self._open[caller] = held
-        else:
-            self._open.pop(caller, None)
 
 
 def backoff(failures: int, *, first: float = 0.2, most: float = 5.0) -> float:

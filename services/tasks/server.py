@@ -19,7 +19,7 @@ from sutazai.runtime.server import (
     serve_until_stopped,
 )
 from sutazai.runtime.settings import MeshSettings, ServiceSettings
-from sutazai.services.tasks.domain import StreamSlots
+from sutazai.runtime.stream_slots import StreamSlots
 from sutazai.services.tasks.feed import TaskFeed
 from sutazai.services.tasks.handlers import TaskHandlers
 from sutazai.services.tasks.ledger import TaskLedger

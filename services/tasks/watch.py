@@ -20,7 +20,8 @@ from typing import Final
 import asyncpg
 
 from sutazai.runtime.faults import not_found, resource_exhausted, unavailable
-from sutazai.services.tasks.domain import StreamSlots, WatchFilter
+from sutazai.runtime.stream_slots import StreamSlots
+from sutazai.services.tasks.domain import WatchFilter
 from sutazai.services.tasks.feed import TaskFeed
 from sutazai.services.tasks.metrics import TaskMetrics
 from sutazai.services.tasks.store import StoredAttempt, StoredTask, TaskStore

@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from sutazai.services.system.domain.fanout import Broadcast, Mailbox, StreamSlots
+from sutazai.runtime.stream_slots import StreamSlots
+from sutazai.services.system.domain.fanout import Broadcast, Mailbox
 
 
 async def test_a_slow_reader_gets_only_the_newest_value() -> None:

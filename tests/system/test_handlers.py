@@ -13,8 +13,8 @@ import pytest
 
 from sutazai.runtime.faults import RpcStatusError
 from sutazai.runtime.registry import Registry
+from sutazai.runtime.stream_slots import StreamSlots
 from sutazai.services.system.domain import Kind, ProbeOutcome, StatusBoard
-from sutazai.services.system.domain.fanout import StreamSlots
 from sutazai.services.system.handlers import SystemHandlers
 from sutazai.services.system.log_reader import LogReader
 from sutazai.services.system.prober import Prober

@@ -8,13 +8,13 @@ from datetime import UTC, datetime
 
 import pytest
 
+from sutazai.runtime.stream_slots import StreamSlots
 from sutazai.services.tasks.domain import (
     AttemptView,
     Cursor,
     Event,
     ResourceNeed,
     Sender,
-    StreamSlots,
     TaskRequest,
     TaskState,
     Verdict,
