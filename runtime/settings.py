@@ -8,6 +8,7 @@ at an external server instead: set its URL/DSN and the supervisor does not start
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
@@ -449,6 +450,87 @@ class TaskSettings(_Section):
     """Reports fetched from JetStream at once by the report consumer."""
 
 
+def _default_allowed_roots() -> list[Path]:
+    # Where this user's temporary and cache files live. The mesh's own logs directory is added
+    # by the hardware service (it lives under the state directory, known only later).
+    return [
+        Path(tempfile.gettempdir()),
+        Path("/var/tmp"),  # noqa: S108 (cleaned, never trusted)
+        Path.home() / ".cache",
+    ]
+
+
+class HardwareSettings(_Section):
+    """The hardware service and agent: which paths they may touch and how far they may go.
+
+    Every storage operation is confined to :attr:`allowed_roots` (resolved, symlinks included);
+    :attr:`protected_paths` are refused wherever they appear, matched as whole path components.
+    """
+
+    allowed_roots: list[Path] = Field(default_factory=_default_allowed_roots, max_length=64)
+    """Directories storage operations may read and change (plus the mesh's ``logs`` directory).
+    A root that does not exist is ignored; a root inside a protected path is refused at start."""
+    protected_paths: list[Path] = Field(
+        default_factory=lambda: [
+            Path(p)
+            for p in (
+                "/etc",
+                "/boot",
+                "/usr",
+                "/bin",
+                "/sbin",
+                "/lib",
+                "/lib32",
+                "/lib64",
+                "/libx32",
+                "/proc",
+                "/sys",
+                "/dev",
+                "/run",
+                "/root",
+                "/snap",
+                "/var/lib",
+                "/var/run",
+            )
+        ],
+        max_length=256,
+    )
+    """Never read or changed, even under an allowed root (the state directory's secrets,
+    databases and quarantine are always protected too)."""
+    protected_names: list[str] = Field(
+        default_factory=lambda: ["Documents", "Desktop", "Pictures", ".ssh", ".gnupg"],
+        max_length=256,
+    )
+    """Directory names refused wherever they appear as a path component (so a user's
+    ``~/Documents/sub/dir`` is as protected as ``~/Documents``)."""
+    quarantine_retention_days: float = Field(default=7.0, ge=0.0, le=3650.0)
+    """How long a quarantined file is kept before PurgeQuarantine may delete it."""
+    default_max_depth: int = Field(default=16, ge=1, le=64)
+    max_depth: int = Field(default=64, ge=1, le=256)
+    """Directory levels a walk descends: the default, and the most a request may ask."""
+    default_max_files: int = Field(default=200_000, ge=1, le=10_000_000)
+    max_files: int = Field(default=2_000_000, ge=1, le=100_000_000)
+    """Files a walk looks at: the default, and the most a request may ask."""
+    default_max_seconds: float = Field(default=30.0, gt=0.0, le=3600.0)
+    max_seconds: float = Field(default=600.0, gt=0.0, le=86_400.0)
+    """Wall time of a walk: the default, and the most a request may ask."""
+    hash_cache_entries: int = Field(default=1_000_000, ge=0, le=50_000_000)
+    """Content hashes remembered (by device, inode, size and modification time)."""
+    sample_interval_seconds: float = Field(default=1.0, ge=0.25, le=60.0)
+    """WatchMetrics' default interval (a request may choose 0.25 to 60 s)."""
+    memory_percent_warning: float = Field(default=85.0, ge=1.0, le=100.0)
+    """Recommendation thresholds: memory use, disk use, swap use, load per core."""
+    disk_percent_warning: float = Field(default=90.0, ge=1.0, le=100.0)
+    swap_percent_warning: float = Field(default=50.0, ge=1.0, le=100.0)
+    load_per_core_warning: float = Field(default=1.5, gt=0.0, le=100.0)
+    cpu_hog_percent: float = Field(default=25.0, gt=0.0, le=100.0)
+    """A process above this CPU share is a hog (ReniceProcesses' default too)."""
+    advice_model: str = ""
+    """The model GetAdvice asks; empty means the inference service's default."""
+    advice_max_tokens: int = Field(default=256, ge=16, le=4096)
+    """Most tokens of one piece of advice."""
+
+
 class MeshSettings(BaseSettings):
     """Where every part of the mesh lives and how to reach it."""
 
@@ -486,6 +568,7 @@ class MeshSettings(BaseSettings):
     coordinator: CoordinatorSettings = CoordinatorSettings()
     resources: ResourcesSettings = ResourcesSettings()
     tasks: TaskSettings = TaskSettings()
+    hardware: HardwareSettings = HardwareSettings()
 
     @property
     def internal_host(self) -> str:
