@@ -4,7 +4,8 @@ HardwareError                 root of every error raised by :mod:`sutazai.servic
 ├── InvalidArgumentError      a request field is malformed or out of range (INVALID_ARGUMENT)
 │   └── InvalidPathError      paths: a path field is malformed, missing or of the wrong kind
 ├── PathRefusedError          paths: outside the allowed roots, or protected (PERMISSION_DENIED)
-└── Cancelled                 walk: the caller's cancel token was set (CANCELLED)
+├── Cancelled                 walk: the caller's cancel token was set (CANCELLED)
+└── PreconditionError         processes: refused in this state, e.g. as root (FAILED_PRECONDITION)
 
 ``tests/test_error_trees.py`` keeps this drawing complete and its branches true.
 """
@@ -55,3 +56,7 @@ class Cancelled(HardwareError):  # noqa: N818 (the brief's name: it is an outcom
 
     The RPC was cancelled or its deadline passed: CANCELLED (or DEADLINE_EXCEEDED).
     """
+
+
+class PreconditionError(HardwareError):
+    """The request is well-formed but refused in this state (FAILED_PRECONDITION)."""
