@@ -103,12 +103,27 @@ class FileInfo:
     dev: int
     ino: int
     mode: int
+    ctime_ns: int
+    """Inode change time: nobody can set it, so it tells a rewrite whose mtime was put back."""
 
     def entry(self) -> pb.FileEntry:
         """The file as the API reports it."""
         modified = Timestamp()
         modified.FromNanoseconds(self.mtime_ns)
-        return pb.FileEntry(path=str(self.path), size_bytes=self.size, modified_at=modified)
+        return pb.FileEntry(path=shown(self.path), size_bytes=self.size, modified_at=modified)
+
+
+def shown(path: Path | str) -> str:
+    r"""A path as the API sends it: a protobuf string carries only UTF-8.
+
+    A name whose bytes are not UTF-8 (legal on Linux) is shown with them escaped as ``\xNN``.
+    """
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+    return text
 
 
 @dataclass(slots=True)
@@ -147,7 +162,8 @@ class Walk(Iterator[FileInfo]):
         self._progress = progress
         self._policy = policy
         self._started = time.monotonic()
-        self._deadline = self._started + limits.max_seconds
+        self.deadline = self._started + limits.max_seconds
+        """When ``max_seconds`` runs out (``time.monotonic``); later phases share it."""
         self._finished: float | None = None
         self._last_progress = self._started
         self._ticks = 0
@@ -192,7 +208,7 @@ class Walk(Iterator[FileInfo]):
         elapsed = Duration()
         elapsed.FromNanoseconds(int(self.elapsed * 1e9))
         return pb.ScanSummary(
-            resolved_path=str(self.root),
+            resolved_path=shown(self.root),
             files_scanned=self.files,
             directories_scanned=self.directories,
             entries_skipped=self.skipped,
@@ -278,14 +294,16 @@ class Walk(Iterator[FileInfo]):
     def _file(path: Path, st: os.stat_result) -> FileInfo | None:
         if not stat.S_ISREG(st.st_mode):
             return None
-        return FileInfo(path, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino, st.st_mode)
+        return FileInfo(
+            path, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino, st.st_mode, st.st_ctime_ns
+        )
 
     def _stop(self) -> bool:
         """Check the token, the clock and the progress interval; true when out of time."""
         if self._cancel.is_set():
             raise Cancelled("the walk was cancelled")
         now = time.monotonic()
-        if now >= self._deadline:
+        if now >= self.deadline:
             self.truncated_by = TRUNCATED_BY_DURATION
             return True
         if now - self._last_progress >= _PROGRESS_SECONDS:
