@@ -4,6 +4,10 @@ HardwareError                 root of every error raised by :mod:`sutazai.servic
 ├── InvalidArgumentError      a request field is malformed or out of range (INVALID_ARGUMENT)
 │   └── InvalidPathError      paths: a path field is malformed, missing or of the wrong kind
 ├── PathRefusedError          paths: outside the allowed roots, or protected (PERMISSION_DENIED)
+├── QuarantineEntryNotFoundError  quarantine: no entry has that id (NOT_FOUND)
+├── QuarantineEntryBusyError  quarantine: another thread or process holds the entry
+├── RestoreRefusedError       quarantine: one entry cannot go back (its RestoreResult.error)
+├── FileChangedError          quarantine, cleanup: a file changed while it was being changed
 ├── Cancelled                 walk: the caller's cancel token was set (CANCELLED)
 └── PreconditionError         processes: refused in this state, e.g. as root (FAILED_PRECONDITION)
 
@@ -55,6 +59,33 @@ class Cancelled(HardwareError):  # noqa: N818 (the brief's name: it is an outcom
     """The operation stopped because its cancel token was set.
 
     The RPC was cancelled or its deadline passed: CANCELLED (or DEADLINE_EXCEEDED).
+    """
+
+
+class QuarantineEntryNotFoundError(HardwareError):
+    """No quarantine entry has this id (NOT_FOUND); ``entry_id`` is the canonical UUID."""
+
+    def __init__(self, entry_id: str) -> None:
+        super().__init__(f"no quarantine entry {entry_id}")
+        self.entry_id = entry_id
+
+
+class FileChangedError(HardwareError):
+    """A file was replaced or written while it was being changed, and is left as it is.
+
+    Reported as one change's error in a report (ABORTED, should it ever reach a caller).
+    """
+
+
+class QuarantineEntryBusyError(HardwareError):
+    """Another thread or process is moving, restoring or purging this quarantine entry."""
+
+
+class RestoreRefusedError(HardwareError):
+    """One quarantine entry cannot be restored; nothing was changed.
+
+    Its original place is taken or no longer allowed, or its data does not match its hash.
+    The message is that entry's error in its RestoreResult.
     """
 
 

@@ -21,34 +21,37 @@ from sutazai.runtime.faults import (
 )
 from sutazai.services.hardware.errors import (
     Cancelled,
+    FileChangedError,
     HardwareError,
     InvalidArgumentError,
     PathRefusedError,
     PreconditionError,
+    QuarantineEntryBusyError,
+    QuarantineEntryNotFoundError,
+    RestoreRefusedError,
 )
 
 log = structlog.get_logger(__name__)
 
 DOMAIN = "sutazai.hardware"
 """``google.rpc.ErrorInfo.domain`` of the service's refusals."""
+BUSY_RETRY_SECONDS = 1.0
+"""When to try again after a quarantine entry was busy (another change holds it briefly)."""
 
 
 def fault_of(exc: HardwareError) -> RpcStatusError:
     """The status a domain error stands for."""
-    name = type(exc).__name__
     if isinstance(exc, InvalidArgumentError):
         return invalid_argument({exc.field: exc.reason})
     if isinstance(exc, PathRefusedError):
         return permission_denied(exc.reason, reason="PATH_REFUSED", domain=DOMAIN)
-    if isinstance(exc, PreconditionError):
+    if isinstance(exc, QuarantineEntryNotFoundError):
+        return not_found("quarantine entry", exc.entry_id)
+    if isinstance(exc, PreconditionError | FileChangedError | RestoreRefusedError):
         return failed_precondition(str(exc))
+    if isinstance(exc, QuarantineEntryBusyError):
+        return unavailable(str(exc), BUSY_RETRY_SECONDS)
     if isinstance(exc, Cancelled):
         return cancelled("the operation was cancelled")
-    if name == "QuarantineEntryNotFoundError":
-        return not_found("quarantine entry", str(getattr(exc, "entry_id", "")) or str(exc))
-    if name == "QuarantineEntryBusyError":
-        return unavailable(str(exc), 1.0)
-    if name in {"FileChangedError", "RestoreRefusedError"}:
-        return failed_precondition(str(exc))
-    log.error("hardware.unmapped_error", error_type=name, exc_info=exc)
+    log.error("hardware.unmapped_error", error_type=type(exc).__name__, exc_info=exc)
     return internal("the operation failed unexpectedly")
