@@ -88,6 +88,7 @@ from sutazai.services.hardware.errors import (
     RestoreRefusedError,
 )
 from sutazai.services.hardware.paths import PathPolicy
+from sutazai.services.hardware.walk import shown
 
 log = structlog.get_logger(__name__)
 
@@ -252,7 +253,7 @@ class Manifest:
             not path.startswith("/")
             or "\x00" in path
             or os.path.normpath(path) != path
-            or len(path.encode("utf-8", "surrogatepass")) > 4096
+            or len(os.fsencode(path)) > 4096
         ):
             raise ValueError("original_path is not a normalised absolute path")
         if manifest.state not in (MOVING, HELD):
@@ -267,7 +268,7 @@ class Manifest:
         """The entry as the API reports it."""
         return pb.QuarantinedFile(
             entry_id=self.entry_id,
-            original_path=self.original_path,
+            original_path=shown(self.original_path),
             size_bytes=self.size,
             sha256=self.sha256,
             quarantined_at=_timestamp(self.quarantined_at_ns),
@@ -397,12 +398,9 @@ class Quarantine:
         refuses (nothing is lost either way).
         """
         self._policy.check_file(path)
+        # Kept exactly (JSON escapes the bytes of a name that is not UTF-8); only the API's
+        # view of it is escaped (``shown``).
         original = str(path)
-        try:
-            original.encode("utf-8")
-        except UnicodeEncodeError:
-            # The API reports paths as UTF-8 strings: a file it could not name is not taken.
-            raise PathRefusedError("the file name is not valid UTF-8") from None
         fd, st = open_regular(path)
         try:
             digest = sha256_fd(fd)
@@ -444,7 +442,7 @@ class Quarantine:
         log.info(
             "hardware.quarantine.put",
             entry_id=held.entry_id,
-            path=held.original_path,
+            path=shown(held.original_path),
             size=held.size,
             operation=held.operation,
             actor=held.actor,
@@ -602,9 +600,8 @@ class Quarantine:
                         held.append(settled)
                 continue
             if not has_data:
-                anomalies.append(
-                    Anomaly(name, "no_data", f"manifest of {manifest.original_path} without data")
-                )
+                where = shown(manifest.original_path)
+                anomalies.append(Anomaly(name, "no_data", f"manifest of {where} without data"))
                 continue
             held.append(manifest)
         with self._lock:
@@ -699,13 +696,12 @@ class Quarantine:
             log.warning(
                 "hardware.quarantine.move_undone",
                 entry_id=manifest.entry_id,
-                path=manifest.original_path,
+                path=shown(manifest.original_path),
             )
             return None
         if not os.path.lexists(data):
-            return Anomaly(
-                entry.name, "no_data", f"interrupted move of {manifest.original_path}: no data"
-            )
+            where = shown(manifest.original_path)
+            return Anomaly(entry.name, "no_data", f"interrupted move of {where}: no data")
         try:
             held = self._describe(data, replace(manifest, state=HELD))
         except (OSError, HardwareError):
@@ -716,7 +712,7 @@ class Quarantine:
         log.warning(
             "hardware.quarantine.move_completed",
             entry_id=held.entry_id,
-            path=held.original_path,
+            path=shown(held.original_path),
         )
         return held
 
@@ -796,7 +792,7 @@ class Quarantine:
                 if not isinstance(manifest, Manifest):
                     result.error = "the entry has no readable manifest"
                     return result
-                result.original_path = manifest.original_path
+                result.original_path = shown(manifest.original_path)
                 if manifest.state != HELD:
                     result.error = "the entry's move was interrupted; it is settled on listing"
                     return result
@@ -812,7 +808,7 @@ class Quarantine:
                 log.info(
                     "hardware.quarantine.restored",
                     entry_id=entry_id,
-                    path=manifest.original_path,
+                    path=shown(manifest.original_path),
                 )
                 try:
                     self._discard(entry)
@@ -1044,7 +1040,7 @@ class Quarantine:
                     log.warning(
                         "hardware.quarantine.purge_without_data",
                         entry_id=manifest.entry_id,
-                        path=manifest.original_path,
+                        path=shown(manifest.original_path),
                     )
         return found
 

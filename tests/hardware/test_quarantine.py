@@ -616,3 +616,17 @@ def test_the_quarantine_directory_is_made_private(site: Site) -> None:
     os.chmod(directory, 0o755)  # noqa: S103 (too wide on purpose: opening must narrow it)
     make(site)
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+
+
+def test_a_name_that_is_not_utf8_is_kept_exactly_and_shown_escaped(site: Site) -> None:
+    q = make(site)
+    path = Path(os.fsdecode(bytes(site.root) + b"/caf\xe9.tmp"))
+    before = identity(old_file(path, b"latin-1 name"))
+
+    held = q.put(path, operation="CleanFiles", actor="alice")
+
+    assert held.original_path == str(site.root) + "/caf\\xe9.tmp"
+    assert q.list(0, "").files[0].original_path == held.original_path
+    [result] = q.restore([held.entry_id])
+    assert result.restored, result.error
+    assert identity(path) == before
