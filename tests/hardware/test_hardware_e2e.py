@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -15,7 +16,9 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -25,12 +28,14 @@ from google.protobuf import json_format, struct_pb2
 
 from sutazai.auth.v1 import auth_service_pb2 as auth_pb
 from sutazai.auth.v1.auth_service_pb2_grpc import AuthServiceStub
+from sutazai.client import FileTokenStore, SessionTokens
 from sutazai.hardware.v1 import hardware_service_pb2 as pb
 from sutazai.hardware.v1.hardware_service_pb2_grpc import HardwareServiceStub
 from sutazai.runtime.settings import MeshSettings
 from sutazai.tasks.v1 import task_service_pb2 as tasks_pb
 from sutazai.tasks.v1.task_service_pb2_grpc import TaskServiceStub
 from tests.auth.helpers import bearer, error_info, failure
+from tests.harness.cli import run_cli
 from tests.harness.mesh import hardware_root
 from tests.harness.waiting import wait_for
 
@@ -64,7 +69,7 @@ def tree(mesh_services: MeshSettings) -> Iterator[Path]:
     """A fresh tree of known files under the allowed root (see :func:`make_tree`)."""
     base = hardware_root(mesh_services.state_dir) / f"t{uuid.uuid4().hex[:8]}"
     make_tree(base)
-    yield base
+    yield base.resolve()  # as the service reports it
     shutil.rmtree(base, ignore_errors=True)
 
 
@@ -100,7 +105,7 @@ def make_tree(base: Path) -> None:
 
 
 def snapshot(base: Path) -> dict[str, tuple[str, int, int]]:
-    """Every entry under ``base`` (symlinks not followed): content hash, mode, mtime."""
+    """Every entry under ``base`` (symlinks not followed): content hash, mode, file mtime."""
     found = {}
     for directory, dirs, files in os.walk(base, followlinks=False):
         for name in [*files, *dirs]:
@@ -111,7 +116,9 @@ def snapshot(base: Path) -> dict[str, tuple[str, int, int]]:
                 digest = hashlib.sha256(path.read_bytes()).hexdigest()
             elif path.is_symlink():
                 digest = f"-> {os.readlink(path)}"
-            found[str(path.relative_to(base))] = (digest, stat.st_mode, stat.st_mtime_ns)
+            # A directory's own mtime changes whenever an entry moves in or out: not compared.
+            mtime = 0 if path.is_dir() and not path.is_symlink() else stat.st_mtime_ns
+            found[str(path.relative_to(base))] = (digest, stat.st_mode, mtime)
     return found
 
 
@@ -130,7 +137,8 @@ def assert_matches_psutil(sample: dict[str, object]) -> None:
     memory = psutil.virtual_memory()
     cpu = sample["cpu"]
     mem = sample["memory"]
-    assert isinstance(cpu, dict) and isinstance(mem, dict)
+    assert isinstance(cpu, dict)
+    assert isinstance(mem, dict)
     assert int(mem["total_bytes"]) == memory.total
     assert abs(int(mem["available_bytes"]) - memory.available) < 0.1 * memory.total
     assert abs(float(mem["percent"]) - memory.percent) < 10
@@ -139,7 +147,8 @@ def assert_matches_psutil(sample: dict[str, object]) -> None:
     assert 0 <= float(cpu["percent"]) <= 100
     assert abs(float(cpu["load_1m"]) - os.getloadavg()[0]) < 2
     disks = sample["disks"]
-    assert isinstance(disks, list) and disks
+    assert isinstance(disks, list)
+    assert disks
     for disk in disks:
         assert int(disk["total_bytes"]) == psutil.disk_usage(disk["mountpoint"]).total
     uptime = float(str(sample["uptime"]).rstrip("s"))
@@ -196,7 +205,7 @@ async def test_watch_metrics_streams_samples_at_the_interval(
         call.cancel()
 
     times = [s.sampled_at.ToNanoseconds() / 1e9 for s in samples]
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert all(0.2 <= gap <= 2.0 for gap in gaps), gaps
     assert all(len(s.top_processes) == 2 for s in samples)
     assert all(s.memory.total_bytes == psutil.virtual_memory().total for s in samples)
@@ -241,7 +250,8 @@ async def test_recommendations_carry_the_sample_they_judged(
     )
     assert reply.sample.memory.total_bytes == psutil.virtual_memory().total
     for item in reply.recommendations:
-        assert item.reason and item.measurements
+        assert item.reason
+        assert item.measurements
 
 
 # Storage ----------------------------------------------------------------------------------
@@ -253,7 +263,7 @@ async def test_analysis_duplicates_and_large_files_are_exact(
     analysis = await hardware.AnalyzeStorage(
         pb.AnalyzeStorageRequest(path=str(tree)), metadata=bearer(user_token), timeout=TIMEOUT
     )
-    assert analysis.scan.resolved_path == str(tree.resolve())
+    assert analysis.scan.resolved_path == str(tree)
     assert not analysis.scan.truncated
     assert analysis.total_files == 7
     assert analysis.total_bytes == 1000 + 2000 + 1000 + 2 * 2**20 + 10 + 5000 + 5000
@@ -265,7 +275,7 @@ async def test_analysis_duplicates_and_large_files_are_exact(
         ".txt": (1, 2000),
         ".tmp": (1, 10),
     }
-    assert [e.extension for e in analysis.by_extension][0] == ".bin"
+    assert next(e.extension for e in analysis.by_extension) == ".bin"
     assert [(b.label, b.files) for b in analysis.by_size] == [
         ("<1KiB", 3),
         ("1KiB-1MiB", 3),
@@ -290,7 +300,8 @@ async def test_analysis_duplicates_and_large_files_are_exact(
     again = await hardware.FindDuplicates(
         pb.FindDuplicatesRequest(path=str(tree)), metadata=bearer(user_token), timeout=TIMEOUT
     )
-    assert again.cache_hits >= 4 and again.files_hashed == 0
+    assert again.cache_hits >= 4
+    assert again.files_hashed == 0
 
     large = await hardware.FindLargeFiles(
         pb.FindLargeFilesRequest(path=str(tree), min_size_bytes=2**20),
@@ -305,7 +316,8 @@ async def test_analysis_duplicates_and_large_files_are_exact(
         timeout=TIMEOUT,
     )
     assert (some.total_files, some.total_bytes) == (4, 2 * 2**20 + 12_000)
-    assert len(some.files) == 2 and Path(some.files[0].path).name == "d.bin"
+    assert len(some.files) == 2
+    assert Path(some.files[0].path).name == "d.bin"
 
 
 async def test_dry_run_lists_real_run_quarantines_restore_brings_back(
@@ -325,9 +337,11 @@ async def test_dry_run_lists_real_run_quarantines_restore_brings_back(
     request.dry_run = False
     real = await hardware.CleanFiles(request, metadata=bearer(operator_token), timeout=TIMEOUT)
 
-    assert not real.report.dry_run and real.report.failed == 0
+    assert not real.report.dry_run
+    assert real.report.failed == 0
     assert {Path(c.target).relative_to(tree).as_posix() for c in real.report.changes} == targets
-    assert not (tree / "a.log").exists() and not (tree / "sub/deeper/e.tmp").exists()
+    assert not (tree / "a.log").exists()
+    assert not (tree / "sub/deeper/e.tmp").exists()
     ids = [c.quarantine_id for c in real.report.changes]
     assert all(ids)
     listed = await hardware.ListQuarantine(
@@ -460,7 +474,8 @@ async def test_a_user_cannot_change_an_operator_can_and_both_are_audited(
 
     request.dry_run = True
     allowed = await hardware.CleanFiles(request, metadata=bearer(operator_token), timeout=TIMEOUT)
-    assert allowed.report.dry_run and allowed.report.changed == 2
+    assert allowed.report.dry_run
+    assert allowed.report.changed == 2
 
     user, operator = await who(channel, user_token), await who(channel, operator_token)
     auth = AuthServiceStub(channel)
@@ -483,7 +498,8 @@ async def test_memory_is_reclaimed_in_the_mesh_s_own_processes(
     dry = await hardware.ReclaimMemory(
         pb.ReclaimMemoryRequest(), metadata=bearer(operator_token), timeout=TIMEOUT
     )
-    assert dry.report.dry_run and dry.rss_before_bytes == dry.rss_after_bytes > 0
+    assert dry.report.dry_run
+    assert dry.rss_before_bytes == dry.rss_after_bytes > 0
     services = {c.target.split()[-1] for c in dry.report.changes}
     assert {"hardware", "auth", "tasks", "chat"} <= services
 
@@ -512,7 +528,7 @@ async def test_renice_never_touches_root_s_processes(
 # Tasks ------------------------------------------------------------------------------------
 
 
-def payload(**fields: object) -> struct_pb2.Struct:
+def payload(**fields: Any) -> struct_pb2.Struct:
     document = struct_pb2.Struct()
     document.update(fields)
     return document
@@ -553,8 +569,9 @@ async def test_a_hardware_task_runs_on_the_agent_with_progress(
     final = seen[-1]
     assert final.state == tasks_pb.TASK_STATE_SUCCEEDED, final
     assert final.agent_id == "hardware-optimizer.1"
-    assert final.result["total_files"] == 7
-    assert final.result["scan"]["resolved_path"] == str(tree.resolve())
+    result = json_format.MessageToDict(final.result)
+    assert result["total_files"] == 7
+    assert result["scan"]["resolved_path"] == str(tree)
     assert max(t.progress for t in seen) > 0
 
 
@@ -581,7 +598,7 @@ async def test_changes_as_tasks_need_an_operator_and_are_audited(
     final = (await finished(tasks, operator_token, created.task.task_id))[-1]
 
     assert final.state == tasks_pb.TASK_STATE_SUCCEEDED, final
-    report = final.result["report"]
+    report = json_format.MessageToDict(final.result)["report"]
     moved = {Path(c["target"]).relative_to(tree).as_posix() for c in report["changes"]}
     assert moved == {"a.log", "sub/deeper/e.tmp"}
     assert not (tree / "a.log").exists()
@@ -620,3 +637,53 @@ async def test_changes_as_tasks_need_an_operator_and_are_audited(
         ) and any(e.actor == user and e.outcome == "PERMISSION_DENIED" for e in denied.events)
 
     await wait_for(audited, timeout=10, message="the privileged task and the refusal audited")
+
+
+# The command line --------------------------------------------------------------------------
+
+
+async def hardware_cli(settings: MeshSettings, state: Path, token: str, *args: str) -> Any:
+    """``sutazai hardware ARGS --json`` as the holder of ``token``: its JSON output."""
+    expires = datetime.now(UTC) + timedelta(minutes=10)
+    FileTokenStore(state).save(SessionTokens(token, "refresh", expires))
+    env = {"SUTAZAI_STATE_DIR": str(state), "SUTAZAI_ENVOY__PORT": str(settings.envoy.port)}
+    run = await run_cli("hardware", *args, "--json", env=env, timeout=60.0)
+    assert run.code == 0, run.stderr
+    return json.loads(run.stdout)
+
+
+async def test_the_cli_changes_nothing_without_apply(
+    mesh_services: MeshSettings, tree: Path, operator_token: str, tmp_path: Path
+) -> None:
+    before = snapshot(tree)
+    state = tmp_path / "state"
+
+    dry = await hardware_cli(
+        mesh_services, state, operator_token, "clean", str(tree), "--older-than-days", "7"
+    )
+
+    assert dry["dry_run"] is True
+    assert len(dry["changes"]) == 2
+    assert snapshot(tree) == before
+
+    real = await hardware_cli(
+        mesh_services,
+        state,
+        operator_token,
+        "clean",
+        str(tree),
+        "--older-than-days",
+        "7",
+        "--apply",
+    )
+    assert real["dry_run"] is False
+    assert not (tree / "a.log").exists()
+    ids = [str(c["quarantine_id"]) for c in real["changes"]]
+    restored = await hardware_cli(
+        mesh_services, state, operator_token, "quarantine", "restore", *ids
+    )
+    assert all(r["restored"] for r in restored)
+    assert snapshot(tree) == before
+
+    status = await hardware_cli(mesh_services, state, operator_token, "status")
+    assert int(str(status["memory"]["total_bytes"])) == psutil.virtual_memory().total

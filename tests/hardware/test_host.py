@@ -47,7 +47,8 @@ def test_the_busiest_processes_come_first_and_this_one_is_the_mesh_s() -> None:
     cpu = [p.cpu_percent for p in sample.top_processes]
     assert cpu == sorted(cpu, reverse=True)
     mine = [p for p in sample.top_processes if p.pid == os.getpid()]
-    assert mine and mine[0].mesh
+    assert mine
+    assert mine[0].mesh
 
 
 def test_a_cold_sampler_waits_one_window_and_a_warm_one_does_not() -> None:

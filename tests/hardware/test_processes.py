@@ -77,7 +77,9 @@ def test_a_dry_run_is_the_default_and_changes_nothing() -> None:
         apply=lambda p, nice: applied.append(p.pid),
     )
 
-    assert report.dry_run and applied == [] and report.changed == 1
+    assert report.dry_run
+    assert applied == []
+    assert report.changed == 1
 
 
 def test_limits_and_niceness_are_taken_from_the_request() -> None:
@@ -158,11 +160,13 @@ def test_apply_nice_really_lowers_a_child_s_priority_and_checks_it_first() -> No
 def test_reclaim_collects_once_per_interval_and_a_dry_run_never() -> None:
     clock = [1_000_000.0]
     dry = reclaim("svc", dry_run=True, clock=lambda: clock[0])
-    assert dry.skipped == "dry run" and dry.pid == os.getpid()
+    assert dry.skipped == "dry run"
+    assert dry.pid == os.getpid()
 
     done = reclaim("svc", dry_run=False, clock=lambda: clock[0])
     again = reclaim("svc", dry_run=False, clock=lambda: clock[0] + 1)
-    assert not done.skipped and done.rss_after_bytes > 0
+    assert not done.skipped
+    assert done.rss_after_bytes > 0
     assert again.skipped.startswith("ran less than")
 
 
@@ -188,4 +192,5 @@ def test_the_reclaim_report_sums_each_process() -> None:
     assert [c.target for c in reply.report.changes] == ["pid 10 chat", "pid 11 auth"]
     assert "malloc_trim" in reply.report.changes[0].reason
     dry = reclaim_report(results, dry_run=True)
-    assert dry.rss_after_bytes == dry.rss_before_bytes and dry.report.bytes_freed == 0
+    assert dry.rss_after_bytes == dry.rss_before_bytes
+    assert dry.report.bytes_freed == 0

@@ -68,7 +68,8 @@ def test_load_per_core_and_swap_and_hogs() -> None:
 
     assert set(found) == {"cpu_saturated", "swap_in_use", "cpu_hogs"}
     assert found["cpu_saturated"].measurements[0].value == 2.0
-    assert "miner" in found["cpu_hogs"].reason and "sutazai" not in found["cpu_hogs"].reason
+    assert "miner" in found["cpu_hogs"].reason
+    assert "sutazai" not in found["cpu_hogs"].reason
     assert found["cpu_hogs"].rpc == "ReniceProcesses"
 
 
