@@ -1817,7 +1817,9 @@ class QuarantinedFile(_message.Message):
     operation: _builtins.str
     """The operation that moved it ("CleanFiles", "Deduplicate", ...) and who asked."""
     actor: _builtins.str
-    """Who asked: the caller's username (or the task's creator for a task)."""
+    """Who asked: the caller's username, or "task <id>" for a change a task of the hardware agent
+    made (the task records its creator).
+    """
     mode: _builtins.int
     """File mode bits and modification time, restored with it."""
     @_builtins.property
