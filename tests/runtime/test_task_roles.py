@@ -32,7 +32,7 @@ def test_a_sub_table_is_parsed(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "table", ['task_roles = { "x.y" = "root" }', 'task_roles = { "x.y" = 2 }', 'task_roles = 3']
+    "table", ['task_roles = { "x.y" = "root" }', 'task_roles = { "x.y" = 2 }', "task_roles = 3"]
 )
 def test_a_bad_role_is_refused(tmp_path: Path, table: str) -> None:
     catalog = tmp_path / "mesh.toml"
