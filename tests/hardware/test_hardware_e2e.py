@@ -254,6 +254,28 @@ async def test_recommendations_carry_the_sample_they_judged(
         assert item.measurements
 
 
+async def test_advice_is_the_model_s_explanation_labelled_as_such(
+    hardware: HardwareServiceStub, user_token: str
+) -> None:
+    reply = await hardware.GetAdvice(
+        pb.GetAdviceRequest(question="Is memory a problem?"),
+        metadata=bearer(user_token),
+        timeout=TIMEOUT,
+    )
+
+    assert reply.label == "model output"
+    assert reply.model
+    assert reply.advice.strip()
+    assert reply.sample.memory.total_bytes == psutil.virtual_memory().total
+
+    refused = await failure(
+        hardware.GetAdvice(
+            pb.GetAdviceRequest(question="x" * 501), metadata=bearer(user_token), timeout=TIMEOUT
+        )
+    )
+    assert refused.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
 # Storage ----------------------------------------------------------------------------------
 
 
@@ -570,7 +592,7 @@ async def test_a_hardware_task_runs_on_the_agent_with_progress(
     assert final.state == tasks_pb.TASK_STATE_SUCCEEDED, final
     assert final.agent_id == "hardware-optimizer.1"
     result = json_format.MessageToDict(final.result)
-    assert result["total_files"] == 7
+    assert result["total_files"] == "7"  # proto3 JSON: a 64-bit integer is a string
     assert result["scan"]["resolved_path"] == str(tree)
     assert max(t.progress for t in seen) > 0
 

@@ -151,7 +151,10 @@ def build_settings(
         ),
         inference=inference_settings(ports),
         # Storage operations may touch only this tree (and the mesh's logs directory).
-        hardware=HardwareSettings(allowed_roots=[_made(hardware_root(state_dir))]),
+        # Short advice: the embedded model answers within the edge's 15 s on a shared machine.
+        hardware=HardwareSettings(
+            allowed_roots=[_made(hardware_root(state_dir))], advice_max_tokens=32
+        ),
     )
     ensure_credentials(
         settings, services=services, agents=mesh_agents() if agents is None else agents
