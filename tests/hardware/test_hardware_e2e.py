@@ -257,12 +257,31 @@ async def test_recommendations_carry_the_sample_they_judged(
 async def test_advice_is_the_model_s_explanation_labelled_as_such(
     hardware: HardwareServiceStub, user_token: str
 ) -> None:
-    reply = await hardware.GetAdvice(
-        pb.GetAdviceRequest(question="Is memory a problem?"),
-        metadata=bearer(user_token),
-        timeout=TIMEOUT,
-    )
+    answers: list[pb.GetAdviceResponse] = []
 
+    async def answered() -> bool:
+        # The embedded model may still be loading, or slow on a shared machine: within the
+        # edge's 15 s a call either answers or is DEADLINE_EXCEEDED; ask again until one does.
+        try:
+            answers.append(
+                await hardware.GetAdvice(
+                    pb.GetAdviceRequest(question="Is memory a problem?"),
+                    metadata=bearer(user_token),
+                    timeout=TIMEOUT,
+                )
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() not in {
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                grpc.StatusCode.UNAVAILABLE,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+            }:
+                raise
+            return False
+        return True
+
+    await wait_for(answered, timeout=120, interval=0.5, message="advice from the model")
+    reply = answers[-1]
     assert reply.label == "model output"
     assert reply.model
     assert reply.advice.strip()
