@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from sutazai.ops.bench import auth as auth_bench
 from sutazai.ops.bench import edge as edge_bench
+from sutazai.ops.bench import hardware as hardware_bench
 from sutazai.ops.bench import inference as inference_bench
 from sutazai.ops.bench import load as load_bench
 from sutazai.ops.bench import signatures as signatures_bench
@@ -24,6 +26,7 @@ from sutazai.ops.bench.errors import BenchError
 from sutazai.runtime.messaging import connect_nats
 from sutazai.runtime.registry import Registry
 from sutazai.runtime.settings import MeshSettings
+from sutazai.services.hardware.errors import HardwareError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True)
 
@@ -188,6 +191,38 @@ def chat_cache(
     try:
         result = asyncio.run(run())
     except BenchError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(json.dumps(result, indent=2))
+
+
+@app.command("hardware-storage")
+def hardware_storage(
+    files: Annotated[int, typer.Option(min=100, max=2_000_000, help="Files generated.")] = 100_000,
+    runs: Annotated[int, typer.Option(min=1, help="Timed runs per contender.")] = 3,
+    seed: Annotated[int, typer.Option(help="Seed of the generated tree.")] = 11,
+    duplicate_share: Annotated[
+        float, typer.Option(min=0.0, max=0.9, help="Share of files that copy an earlier one.")
+    ] = 0.1,
+    directory: Annotated[
+        Path | None,
+        typer.Option(help="Where the tree goes (default: /dev/shm if there, else the temp dir)."),
+    ] = None,
+) -> None:
+    """Storage analysis and duplicates over a generated tree, beside du, find and fdupes.
+
+    No mesh needed: the hardware service's domain code runs in-process on the same tree as
+    the baselines (docs/benchmarks.md).
+    """
+    try:
+        result = hardware_bench.measure(
+            files=files,
+            runs=runs,
+            seed=seed,
+            duplicate_share=duplicate_share,
+            parent=directory or hardware_bench.default_parent(),
+        )
+    except (BenchError, HardwareError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
     typer.echo(json.dumps(result, indent=2))
