@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -88,8 +89,13 @@ def signatures(
 def load(
     rate: Annotated[float, typer.Option(min=1, help="Calls started per second.")] = 1000,
     seconds: Annotated[float, typer.Option(min=1, help="How long to keep it up.")] = 30,
+    nice: Annotated[
+        int, typer.Option(min=0, max=19, help="Lower this process's CPU priority by this much.")
+    ] = 0,
 ) -> None:
     """Open-loop background load on the edge: anonymous GetStatus at a fixed rate."""
+    if nice:
+        os.nice(nice)
     mesh = MeshSettings()
     result = asyncio.run(load_bench.paced(f"{mesh.host}:{mesh.envoy.port}", rate, seconds))
     typer.echo(json.dumps(load_bench.as_json(result), indent=2))
@@ -101,6 +107,15 @@ def dashboard(
     presses: Annotated[int, typer.Option(min=10, help="Keys measured per phase.")] = 200,
     width: Annotated[int, typer.Option(min=80)] = 160,
     height: Annotated[int, typer.Option(min=24)] = 48,
+    load_nice: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=19,
+            help="Niceness of the load generator: the clients of a real edge are not on the "
+            "operator's host, so their CPU need not compete with the dashboard's.",
+        ),
+    ] = 0,
 ) -> None:
     """Dashboard key latency, idle and while the edge takes ``rate`` requests/s."""
     # Imported here: the other benchmarks do not need Textual loaded.
@@ -109,7 +124,11 @@ def dashboard(
     try:
         result = asyncio.run(
             dashboard_bench.measure(
-                MeshSettings(), rate=rate, presses=presses, size=(width, height)
+                MeshSettings(),
+                rate=rate,
+                presses=presses,
+                size=(width, height),
+                load_nice=load_nice,
             )
         )
     except BenchError as exc:
