@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal
 
+import nats.errors
 import structlog
 from google.protobuf.message import DecodeError
 from nats.js import JetStreamContext
@@ -24,11 +25,10 @@ from nats.js.kv import KeyValue
 
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
 from sutazai.runtime.errors import RegistryError
+from sutazai.runtime.kv_watch import DELETE_OPERATIONS, watch_entries
 from sutazai.runtime.settings import RegistrySettings
 
 log = structlog.get_logger(__name__)
-
-_DELETE_OPERATIONS = frozenset({"DEL", "PURGE"})
 
 
 def new_instance_id() -> str:
@@ -114,29 +114,26 @@ class Registry:
     async def watch(self, *, follow: bool = True) -> AsyncIterator[RegistryEvent]:
         """Yield every current entry as a ``put``, then (with ``follow``) each live change."""
         try:
-            watcher = await self._kv.watchall()
-        except Exception as exc:
+            entries = watch_entries(self._kv)
+            async with contextlib.aclosing(entries):
+                async for entry in entries:
+                    if entry is None:
+                        # End of the initial values.
+                        if not follow:
+                            return
+                        continue
+                    if entry.operation in DELETE_OPERATIONS:
+                        yield RegistryEvent("delete", entry.key, None)
+                        continue
+                    instance = ServiceInstance()
+                    try:
+                        instance.ParseFromString(entry.value or b"")
+                    except DecodeError:
+                        log.warning("registry.malformed_entry", key=entry.key)
+                        continue
+                    yield RegistryEvent("put", entry.key, instance)
+        except nats.errors.Error as exc:
             raise RegistryError(f"cannot watch the registry: {exc}") from exc
-        try:
-            async for entry in watcher:
-                if entry is None:
-                    # End of the initial values.
-                    if not follow:
-                        return
-                    continue
-                if entry.operation in _DELETE_OPERATIONS:
-                    yield RegistryEvent("delete", entry.key, None)
-                    continue
-                instance = ServiceInstance()
-                try:
-                    instance.ParseFromString(entry.value or b"")
-                except DecodeError:
-                    log.warning("registry.malformed_entry", key=entry.key)
-                    continue
-                yield RegistryEvent("put", entry.key, instance)
-        finally:
-            with contextlib.suppress(Exception):
-                await watcher.stop()  # type: ignore[no-untyped-call]
 
 
 class Heartbeat:

@@ -35,6 +35,7 @@ from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KeyValue
 
 from sutazai.runtime.errors import MeshRuntimeError
+from sutazai.runtime.kv_watch import DELETE_OPERATIONS, watch_entries
 from sutazai.runtime.settings import AuthSettings
 from sutazai.runtime.tokens import Identity
 
@@ -42,7 +43,6 @@ log = structlog.get_logger(__name__)
 
 TOKEN_PREFIX = "token."  # noqa: S105 - a key prefix
 ACCOUNT_PREFIX = "account."
-_DELETE_OPERATIONS = frozenset({"DEL", "PURGE"})
 _NATS_FAILURES = (nats.errors.Error, OSError, TimeoutError)
 
 BucketOpener = Callable[[], Awaitable[KeyValue]]
@@ -231,23 +231,20 @@ class Revocations:
         self._remember(revocation)
 
     async def _follow(self, kv: KeyValue) -> None:
-        watcher = await kv.watchall()
-        try:
-            async for entry in watcher:
+        entries = watch_entries(kv)
+        async with contextlib.aclosing(entries):
+            async for entry in entries:
                 if entry is None:
                     # End of the initial values: the mirror is complete.
                     self._synced.set()
                     log.info("revocations.synced", entries=self.size)
                     continue
-                if entry.operation in _DELETE_OPERATIONS:
+                if entry.operation in DELETE_OPERATIONS:
                     continue
                 try:
                     self._remember(parse_entry(entry.key, entry.value))
                 except MalformedRevocationError as exc:
                     log.warning("revocations.malformed_entry", error=str(exc))
-        finally:
-            with contextlib.suppress(Exception):
-                await watcher.stop()  # type: ignore[no-untyped-call]
 
     def _remember(self, revocation: Revocation) -> None:
         table = self._tokens if revocation.kind == "token" else self._accounts

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from sutazai.ops.bench import auth as auth_bench
 from sutazai.ops.bench import edge as edge_bench
+from sutazai.ops.bench import hardware as hardware_bench
 from sutazai.ops.bench import inference as inference_bench
 from sutazai.ops.bench import load as load_bench
 from sutazai.ops.bench import signatures as signatures_bench
@@ -24,6 +27,7 @@ from sutazai.ops.bench.errors import BenchError
 from sutazai.runtime.messaging import connect_nats
 from sutazai.runtime.registry import Registry
 from sutazai.runtime.settings import MeshSettings
+from sutazai.services.hardware.errors import HardwareError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True)
 
@@ -85,8 +89,13 @@ def signatures(
 def load(
     rate: Annotated[float, typer.Option(min=1, help="Calls started per second.")] = 1000,
     seconds: Annotated[float, typer.Option(min=1, help="How long to keep it up.")] = 30,
+    nice: Annotated[
+        int, typer.Option(min=0, max=19, help="Lower this process's CPU priority by this much.")
+    ] = 0,
 ) -> None:
     """Open-loop background load on the edge: anonymous GetStatus at a fixed rate."""
+    if nice:
+        os.nice(nice)
     mesh = MeshSettings()
     result = asyncio.run(load_bench.paced(f"{mesh.host}:{mesh.envoy.port}", rate, seconds))
     typer.echo(json.dumps(load_bench.as_json(result), indent=2))
@@ -98,6 +107,15 @@ def dashboard(
     presses: Annotated[int, typer.Option(min=10, help="Keys measured per phase.")] = 200,
     width: Annotated[int, typer.Option(min=80)] = 160,
     height: Annotated[int, typer.Option(min=24)] = 48,
+    load_nice: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=19,
+            help="Niceness of the load generator: the clients of a real edge are not on the "
+            "operator's host, so their CPU need not compete with the dashboard's.",
+        ),
+    ] = 0,
 ) -> None:
     """Dashboard key latency, idle and while the edge takes ``rate`` requests/s."""
     # Imported here: the other benchmarks do not need Textual loaded.
@@ -106,7 +124,11 @@ def dashboard(
     try:
         result = asyncio.run(
             dashboard_bench.measure(
-                MeshSettings(), rate=rate, presses=presses, size=(width, height)
+                MeshSettings(),
+                rate=rate,
+                presses=presses,
+                size=(width, height),
+                load_nice=load_nice,
             )
         )
     except BenchError as exc:
@@ -188,6 +210,38 @@ def chat_cache(
     try:
         result = asyncio.run(run())
     except BenchError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(json.dumps(result, indent=2))
+
+
+@app.command("hardware-storage")
+def hardware_storage(
+    files: Annotated[int, typer.Option(min=100, max=2_000_000, help="Files generated.")] = 100_000,
+    runs: Annotated[int, typer.Option(min=1, help="Timed runs per contender.")] = 3,
+    seed: Annotated[int, typer.Option(help="Seed of the generated tree.")] = 11,
+    duplicate_share: Annotated[
+        float, typer.Option(min=0.0, max=0.9, help="Share of files that copy an earlier one.")
+    ] = 0.1,
+    directory: Annotated[
+        Path | None,
+        typer.Option(help="Where the tree goes (default: /dev/shm if there, else the temp dir)."),
+    ] = None,
+) -> None:
+    """Storage analysis and duplicates over a generated tree, beside du, find and fdupes.
+
+    No mesh needed: the hardware service's domain code runs in-process on the same tree as
+    the baselines (docs/benchmarks.md).
+    """
+    try:
+        result = hardware_bench.measure(
+            files=files,
+            runs=runs,
+            seed=seed,
+            duplicate_share=duplicate_share,
+            parent=directory or hardware_bench.default_parent(),
+        )
+    except (BenchError, HardwareError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
     typer.echo(json.dumps(result, indent=2))

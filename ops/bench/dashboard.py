@@ -56,7 +56,7 @@ async def _phase(timer: KeyTimer, presses: int) -> dict[str, object]:
     return {"screen_switch": asdict(_summary(switches)), "cursor_move": asdict(_summary(moves))}
 
 
-async def _load(rate: float, seconds: float) -> asyncio.subprocess.Process:
+async def _load(rate: float, seconds: float, nice: int) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -66,14 +66,25 @@ async def _load(rate: float, seconds: float) -> asyncio.subprocess.Process:
         str(rate),
         "--seconds",
         str(seconds),
+        "--nice",
+        str(nice),
         stdout=asyncio.subprocess.PIPE,
     )
 
 
 async def measure(
-    settings: MeshSettings, *, rate: float, presses: int, size: tuple[int, int]
+    settings: MeshSettings,
+    *,
+    rate: float,
+    presses: int,
+    size: tuple[int, int],
+    load_nice: int = 0,
 ) -> dict[str, object]:
-    """Key latency idle, then under ``rate`` requests/s of background load on the edge."""
+    """Key latency idle, then under ``rate`` requests/s of background load on the edge.
+
+    ``load_nice`` lowers the load generator's CPU priority (the edge's, the services' and the
+    dashboard's stay as they are).
+    """
     steady_collector()  # as `sutazai tui` does
     async with MeshClient(settings) as client:
         app = SutazaiApp(client, DashboardSettings())
@@ -85,7 +96,7 @@ async def measure(
                 raise BenchError(f"{exc}: sign in first with 'sutazai login'") from exc
             idle = await _phase(timer, presses)
             # Long enough to cover both loaded phases (keys 0.1 s apart) plus the ramp-up.
-            load = await _load(rate, seconds=presses * 0.3 + 10)
+            load = await _load(rate, seconds=presses * 0.3 + 10, nice=load_nice)
             await asyncio.sleep(3)  # the load's interpreter start and first second of calls
             loaded = await _phase(timer, presses)
             output, _ = await load.communicate()
@@ -97,4 +108,5 @@ async def measure(
         "idle": idle,
         "under_load": loaded,
         "load": json.loads(output),
+        "load_nice": load_nice,
     }

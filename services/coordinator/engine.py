@@ -75,6 +75,7 @@ from sutazai.runtime.jetstream import (
     split_agent_id,
     work_subject,
 )
+from sutazai.runtime.kv_watch import DELETE_OPERATIONS, watch_entries
 from sutazai.runtime.settings import CoordinatorSettings
 from sutazai.services.coordinator.agents import AgentDirectory
 from sutazai.services.coordinator.domain import (
@@ -821,16 +822,15 @@ class Coordinator:
 async def _snapshot(kv: KeyValue, keys: str) -> dict[str, bytes]:
     """The current (not deleted) entries of ``keys``."""
     entries: dict[str, bytes] = {}
-    watcher = await kv.watch(keys, ignore_deletes=True)
-    try:
-        async for entry in watcher:
+    watch = watch_entries(kv, keys)
+    async with contextlib.aclosing(watch):
+        async for entry in watch:
             if entry is None:
                 break
-            if entry.value and entry.operation not in {"DEL", "PURGE"}:
+            if entry.operation in DELETE_OPERATIONS or not entry.value:
+                entries.pop(entry.key, None)
+            else:
                 entries[entry.key] = entry.value
-    finally:
-        with contextlib.suppress(nats.errors.Error):
-            await watcher.stop()  # type: ignore[no-untyped-call]
     return entries
 
 
@@ -854,18 +854,15 @@ async def _follow(
     """
     while True:
         try:
-            watcher = await kv.watch(keys)
-            try:
-                async for entry in watcher:
+            watch = watch_entries(kv, keys)
+            async with contextlib.aclosing(watch):
+                async for entry in watch:
                     if entry is None:
                         if on_loaded is not None:
                             on_loaded()
                         continue
-                    deleted = entry.operation in {"DEL", "PURGE"} or not entry.value
+                    deleted = entry.operation in DELETE_OPERATIONS or not entry.value
                     await handle(entry.key, None if deleted else entry.value)
-            finally:
-                with contextlib.suppress(nats.errors.Error):
-                    await watcher.stop()  # type: ignore[no-untyped-call]
         except nats.errors.Error as exc:
             log.warning("coordinator.watch_restarting", keys=keys, error=str(exc))
         await asyncio.sleep(1.0)

@@ -41,6 +41,16 @@ MAX_EXTENSIONS = 200
 make a response larger than a gRPC message may be."""
 MAX_EXTENSION_CHARS = 32
 """A longer "extension" is a name with a dot in it, not a file type: counted under ``""``."""
+_SIZE_BOUNDS = tuple(bound for _, bound in SIZE_BUCKETS[:-1])
+_AGE_BOUNDS = tuple(bound for _, bound in AGE_BUCKETS[:-1])
+
+
+def _bucket(value: int, bounds: tuple[int, ...]) -> int:
+    """The index of the first bucket whose exclusive upper bound is above ``value``."""
+    for index, bound in enumerate(bounds):
+        if value < bound:
+            return index
+    return len(bounds)
 
 
 @dataclass(slots=True)
@@ -66,17 +76,12 @@ class Tally:
         else:
             per_extension[0] += 1
             per_extension[1] += size
-        for bucket, (_, bound) in zip(self.sizes, SIZE_BUCKETS, strict=True):
-            if size < bound:
-                bucket[0] += 1
-                bucket[1] += size
-                break
-        age = self.now_ns - info.mtime_ns
-        for bucket, (_, bound) in zip(self.ages, AGE_BUCKETS, strict=True):
-            if age < bound:
-                bucket[0] += 1
-                bucket[1] += size
-                break
+        bucket = self.sizes[_bucket(size, _SIZE_BOUNDS)]
+        bucket[0] += 1
+        bucket[1] += size
+        bucket = self.ages[_bucket(self.now_ns - info.mtime_ns, _AGE_BOUNDS)]
+        bucket[0] += 1
+        bucket[1] += size
 
     def response(self, scan: pb.ScanSummary) -> pb.AnalyzeStorageResponse:
         """The totals as the API reports them."""
@@ -102,8 +107,12 @@ class Tally:
 
 def extension_of(info: FileInfo) -> str:
     """Lower-case with the dot (``".log"``); ``""`` without one (``".bashrc"`` has none)."""
-    suffix = info.path.suffix
-    return suffix.lower() if len(suffix) <= MAX_EXTENSION_CHARS else ""
+    # Path.suffix's rule, on the string (no Path built per file).
+    name = info.name
+    dot = name.rfind(".")
+    if 0 < dot < len(name) - 1 and len(name) - dot <= MAX_EXTENSION_CHARS:
+        return name[dot:].lower()
+    return ""
 
 
 def analyze(

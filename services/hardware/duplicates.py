@@ -104,7 +104,7 @@ def hash_file(info: FileInfo, *, cancel: threading.Event) -> bytes | None:
     file) and changed while being read. Raises :class:`Cancelled` between chunks.
     """
     try:
-        fd = os.open(info.path, _FILE_FLAGS)
+        fd = os.open(info.abspath, _FILE_FLAGS)
     except OSError:
         return None
     try:
@@ -181,7 +181,7 @@ class Candidates:
             if len(files) < 2:
                 continue
             inodes: dict[tuple[int, int], FileInfo] = {}
-            for info in sorted(files, key=lambda i: i.path):
+            for info in sorted(files, key=lambda i: i.abspath):
                 inodes.setdefault((info.dev, info.ino), info)
             if len(inodes) > 1:
                 found.append(list(inodes.values()))
@@ -254,7 +254,7 @@ def hash_candidates(
             by_digest.setdefault(digest, []).append(info)
         for digest, same in by_digest.items():
             if len(same) > 1:
-                newest_first = sorted(same, key=lambda i: (-i.mtime_ns, i.path))
+                newest_first = sorted(same, key=lambda i: (-i.mtime_ns, i.abspath))
                 groups.append(DuplicateGroup(digest.hex(), same[0].size, tuple(newest_first)))
         if out_of_time:
             break

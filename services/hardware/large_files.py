@@ -37,7 +37,7 @@ class Largest:
             return
         self.files += 1
         self.bytes += info.size
-        item = (info.size, _Reversed(str(info.path)), info)
+        item = (info.size, _Reversed(info.abspath), info)
         if len(self._heap) < self.keep:
             heapq.heappush(self._heap, item)
         elif item[:2] > self._heap[0][:2]:

@@ -71,6 +71,7 @@ class PathPolicy:
             # Match the real place too: /lib is a symlink to /usr/lib on merged-/usr systems.
             protected.add(absolute.resolve())
         self._protected_paths = frozenset(protected)
+        self._excluded_strings = frozenset([*(str(p) for p in protected), str(state_dir.resolve())])
         self._state_dir = state_dir.resolve()
         logs = logs_dir.resolve()
         self._logs_dir = logs
@@ -123,11 +124,13 @@ class PathPolicy:
         # POSIX keeps a leading "//" apart from "/"; Linux does not: one root, one spelling.
         candidate = Path("/" + str(candidate).lstrip("/"))
         lexical = Path(os.path.normpath(candidate))
-        if not any(_is_within(lexical, root) for root in self._lexical_roots):
+        holders = [root for root in self._lexical_roots if _is_within(lexical, root)]
+        if not holders:
             raise PathRefusedError("the path is outside the allowed roots")
-        names = self._protected_names.intersection(lexical.parts)
-        if names:
-            raise PathRefusedError(f"the path has a protected component ({min(names)})")
+        # Below its root (the logs directory may itself live under any name).
+        below = [self._protected_names.intersection(lexical.relative_to(r).parts) for r in holders]
+        if all(below):
+            raise PathRefusedError(f"the path has a protected component ({min(below[0])})")
         # Follows symlinks; strict=False so that a dangling link is refused for where it
         # points, not reported as missing (which would reveal what exists outside).
         resolved = candidate.resolve(strict=False)
@@ -197,10 +200,12 @@ class PathPolicy:
         Walking down from an allowed root, the only ways into refused ground are an entry
         whose name is protected, or one that *is* a protected path or the state directory.
         """
-        if path.name in self._protected_names:
-            return True
+        return self.excluded_entry(str(path), path.name)
+
+    def excluded_entry(self, path: str, name: str) -> bool:
+        """:meth:`excluded`, for a walk's absolute path string and the entry's name."""
         # The state directory is passed over whole: its logs directory is a root of its own.
-        return path == self._state_dir or path in self._protected_paths
+        return name in self._protected_names or path in self._excluded_strings
 
     def _refusal_below(self, resolved: Path, root: Path) -> str | None:
         relative = resolved.relative_to(root)

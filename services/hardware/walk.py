@@ -95,9 +95,14 @@ class Progress(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class FileInfo:
-    """One regular file met by a walk (``lstat`` values)."""
+    """One regular file met by a walk (``lstat`` values).
 
-    path: Path
+    The path is kept as a string (a walk meets millions of files, and building a
+    :class:`~pathlib.Path` for each would cost more than the walk); :attr:`path` builds one.
+    """
+
+    abspath: str
+    """The absolute path, below the walked (resolved) directory."""
     size: int
     mtime_ns: int
     dev: int
@@ -106,11 +111,21 @@ class FileInfo:
     ctime_ns: int
     """Inode change time: nobody can set it, so it tells a rewrite whose mtime was put back."""
 
+    @property
+    def path(self) -> Path:
+        """The absolute path."""
+        return Path(self.abspath)
+
+    @property
+    def name(self) -> str:
+        """The file's name (its last component)."""
+        return self.abspath.rpartition("/")[2]
+
     def entry(self) -> pb.FileEntry:
         """The file as the API reports it."""
         modified = Timestamp()
         modified.FromNanoseconds(self.mtime_ns)
-        return pb.FileEntry(path=shown(self.path), size_bytes=self.size, modified_at=modified)
+        return pb.FileEntry(path=shown(self.abspath), size_bytes=self.size, modified_at=modified)
 
 
 def shown(path: Path | str) -> str:
@@ -169,8 +184,9 @@ class Walk(Iterator[FileInfo]):
         self._ticks = 0
         self._files = self._walk()
 
-    def __iter__(self) -> Walk:
-        return self
+    def __iter__(self) -> Iterator[FileInfo]:
+        # The generator itself: a ``for`` loop then skips one call per file.
+        return self._files
 
     def __next__(self) -> FileInfo:
         return next(self._files)
@@ -256,6 +272,7 @@ class Walk(Iterator[FileInfo]):
         self.directories += 1
         descend = level.depth < self.limits.max_depth
         subdirs: list[str] = []
+        prefix = str(level.path).rstrip("/") + "/"
         try:
             with os.scandir(level.fd) as entries:
                 for entry in entries:
@@ -263,9 +280,9 @@ class Walk(Iterator[FileInfo]):
                     if self._ticks % _CHECK_EVERY == 0 and self._stop():
                         return
                     name = entry.name
-                    path = level.path / name
+                    path = prefix + name
                     try:
-                        if entry.is_symlink() or self._policy.excluded(path):
+                        if entry.is_symlink() or self._policy.excluded_entry(path, name):
                             self.skipped += 1
                         elif entry.is_dir(follow_symlinks=False):
                             if name.startswith(".") and not self.limits.include_hidden:
@@ -291,7 +308,7 @@ class Walk(Iterator[FileInfo]):
             level.pending = subdirs[::-1]
 
     @staticmethod
-    def _file(path: Path, st: os.stat_result) -> FileInfo | None:
+    def _file(path: str, st: os.stat_result) -> FileInfo | None:
         if not stat.S_ISREG(st.st_mode):
             return None
         return FileInfo(

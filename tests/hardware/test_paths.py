@@ -264,3 +264,15 @@ def test_check_file_refuses_protected_and_state_files(site: Site) -> None:
     with pytest.raises(PathRefusedError, match="state directory"):
         policy.check_file(site.state / "secrets" / "key")
     policy.check_file(site.logs / "gateway.log")
+
+
+def test_the_logs_directory_is_a_root_even_below_a_protected_name(site: Site) -> None:
+    state = site.tmp / "Documents" / "state"
+    write(state / "logs" / "x.log", b"x")
+    write(state / "logs" / "Desktop" / "y.log", b"y")
+    policy = PathPolicy(site.settings(), state_dir=state, logs_dir=state / "logs")
+    assert policy.resolve(str(state / "logs" / "x.log")) == state / "logs" / "x.log"
+    with pytest.raises(PathRefusedError, match="protected component"):
+        policy.resolve(str(state / "logs" / "Desktop" / "y.log"))
+    with pytest.raises(PathRefusedError):
+        policy.resolve(str(state))
