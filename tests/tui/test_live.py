@@ -187,7 +187,15 @@ async def test_a_user_sees_no_admin_actions(mesh_services: MeshSettings) -> None
         app = SutazaiApp(client, DashboardSettings())
         async with app.run_test(size=(80, 24)) as pilot:
             await wait_for(lambda: isinstance(app.screen, OverviewScreen), STARTUP)
-            assert app.installed == ["overview", "services", "chat", "models", "agents", "tasks"]
+            assert app.installed == [
+                "overview",
+                "services",
+                "chat",
+                "models",
+                "agents",
+                "tasks",
+                "hardware",
+            ]
             await pilot.press("3", "4")
             await pilot.pause()
             assert isinstance(app.screen, OverviewScreen)
