@@ -43,6 +43,8 @@ from sutazai.client.streams import ConnectionState, ConnectionWatch, ReconnectPo
 from sutazai.client.tokens import FileTokenStore, TokenStore
 from sutazai.coordinator.v1 import coordinator_service_pb2 as coordinator_pb
 from sutazai.coordinator.v1.coordinator_service_pb2_grpc import CoordinatorServiceStub
+from sutazai.hardware.v1 import hardware_service_pb2 as hardware_pb
+from sutazai.hardware.v1.hardware_service_pb2_grpc import HardwareServiceStub
 from sutazai.inference.v1 import inference_service_pb2 as inference_pb
 from sutazai.inference.v1.inference_service_pb2_grpc import InferenceServiceStub
 from sutazai.resources.v1 import resource_service_pb2 as resources_pb
@@ -82,6 +84,16 @@ FINAL_STATES = frozenset(
     }
 )
 """The states a task never leaves; :meth:`MeshClient.watch_task` ends after one."""
+_QUARANTINE_PAGE = 1_000
+"""ListQuarantine's largest page."""
+_MAX_QUARANTINE = 100_000
+"""Most entries one :meth:`MeshClient.list_quarantine` returns."""
+STORAGE_TIMEOUT = 660.0
+"""Deadline of the storage calls (analysis, duplicates, large files, the report and the
+changes), in seconds: a walk may be asked for up to ``hardware.max_seconds`` (600 s by default)
+and hashing comes on top. Through Envoy a unary call is cut at 15 s whatever the deadline; the
+service stops its walks before the deadline it is told and answers ``truncated``, and longer
+work runs as a task (docs/hardware.md)."""
 GENERATION_TIMEOUT = 300.0
 """Deadline of a unary generation (``chat``, ``batch_chat``) and of model loading, in seconds:
 a model answers in seconds, but a large one on a slow backend, or 50 batched prompts queued
@@ -98,6 +110,7 @@ class MeshClient:
         tokens: TokenStore | None = None,
         call_timeout: float = 10.0,
         generation_timeout: float = GENERATION_TIMEOUT,
+        storage_timeout: float = STORAGE_TIMEOUT,
         reconnect: ReconnectPolicy | None = None,
     ) -> None:
         """A client of the edge of ``settings``; no connection is made until the first call.
@@ -108,7 +121,10 @@ class MeshClient:
                 shared with ``sutazai login``.
             call_timeout: deadline of each unary call, in seconds.
             generation_timeout: deadline of calls that wait for a model (``chat``,
-                ``batch_chat``, ``load_model``, ``unload_model``), in seconds.
+                ``batch_chat``, ``load_model``, ``unload_model``, ``hardware_advice``), in
+                seconds.
+            storage_timeout: deadline of the hardware service's storage calls (walks, hashing
+                and the changes they make), in seconds.
             reconnect: how streams back off (default :class:`ReconnectPolicy`).
 
         """
@@ -119,6 +135,7 @@ class MeshClient:
         self._channel: grpc.aio.Channel | None = None
         self._call_timeout = call_timeout
         self._generation_timeout = generation_timeout
+        self._storage_timeout = storage_timeout
         self._reconnect = reconnect or ReconnectPolicy()
         self._connection = ConnectionWatch()
         self._session = Session(
@@ -179,6 +196,10 @@ class MeshClient:
     @property
     def _resources(self) -> ResourceServiceStub:
         return ResourceServiceStub(self._open_channel())
+
+    @property
+    def _hardware(self) -> HardwareServiceStub:
+        return HardwareServiceStub(self._open_channel())
 
     def _open_channel(self) -> grpc.aio.Channel:
         if self._channel is None:
@@ -944,6 +965,308 @@ class MeshClient:
         )
         return list(reply.policies)
 
+    # --- hardware --------------------------------------------------------------------------
+
+    async def get_hardware_status(self, top_processes: int = 10) -> hardware_pb.HostSample:
+        """``GetStatus``: a fresh sample with ``top_processes`` (0 means 10; at most 100)."""
+        reply: hardware_pb.GetStatusResponse = await self._unary(
+            self._hardware.GetStatus, hardware_pb.GetStatusRequest(top_processes=top_processes)
+        )
+        return reply.sample
+
+    def watch_hardware_metrics(
+        self, interval_seconds: float = 1.0, top_processes: int = 0
+    ) -> AsyncIterator[hardware_pb.HostSample]:
+        """``WatchMetrics``, followed: a sample every ``interval_seconds`` (0.25 to 60).
+
+        ``top_processes`` (0 to 100) busiest processes come with each sample. Keep-alives are
+        not yielded; after a reconnect samples simply continue (the first one's rates cover the
+        time since the service's previous sample of the host).
+        """
+        request = hardware_pb.WatchMetricsRequest(top_processes=top_processes)
+        request.interval.FromMilliseconds(round(interval_seconds * 1000))
+
+        def start(
+            metadata: Metadata,
+        ) -> grpc.aio.UnaryStreamCall[object, hardware_pb.WatchMetricsResponse]:
+            return self._hardware.WatchMetrics(request, metadata=metadata)
+
+        async def samples() -> AsyncIterator[hardware_pb.HostSample]:
+            stream: AsyncGenerator[hardware_pb.WatchMetricsResponse] = self._follow(start)
+            async with contextlib.aclosing(stream):
+                async for message in stream:
+                    if message.HasField("sample"):
+                        yield message.sample
+
+        return samples()
+
+    async def analyze_storage(
+        self, path: str = "", *, limits: hardware_pb.ScanLimits | None = None
+    ) -> hardware_pb.AnalyzeStorageResponse:
+        """``AnalyzeStorage``: totals, extensions, size and age buckets of ``path``.
+
+        ``path`` is a directory under an allowed root (empty: the first root); ``limits``
+        bound the walk (:func:`scan_limits`; unset: the service's defaults).
+        """
+        reply: hardware_pb.AnalyzeStorageResponse = await self._unary(
+            self._hardware.AnalyzeStorage,
+            hardware_pb.AnalyzeStorageRequest(path=path, limits=limits),
+            deadline=self._storage_timeout,
+        )
+        return reply
+
+    async def find_duplicates(
+        self,
+        path: str = "",
+        *,
+        min_size_bytes: int = 0,
+        max_groups: int = 0,
+        limits: hardware_pb.ScanLimits | None = None,
+    ) -> hardware_pb.FindDuplicatesResponse:
+        """``FindDuplicates``: groups of identical files under ``path``, largest waste first.
+
+        ``max_groups`` 0 means 100 (at most 1,000); files below ``min_size_bytes`` are ignored.
+        """
+        reply: hardware_pb.FindDuplicatesResponse = await self._unary(
+            self._hardware.FindDuplicates,
+            hardware_pb.FindDuplicatesRequest(
+                path=path, limits=limits, min_size_bytes=min_size_bytes, max_groups=max_groups
+            ),
+            deadline=self._storage_timeout,
+        )
+        return reply
+
+    async def find_large_files(
+        self,
+        path: str = "",
+        *,
+        min_size_bytes: int = 0,
+        max_files: int = 0,
+        limits: hardware_pb.ScanLimits | None = None,
+    ) -> hardware_pb.FindLargeFilesResponse:
+        """``FindLargeFiles``: files of at least ``min_size_bytes`` (0: 100 MiB), largest first.
+
+        ``max_files`` is how many are returned (0 means 50, at most 1,000), not a walk limit.
+        """
+        reply: hardware_pb.FindLargeFilesResponse = await self._unary(
+            self._hardware.FindLargeFiles,
+            hardware_pb.FindLargeFilesRequest(
+                path=path, limits=limits, min_size_bytes=min_size_bytes, max_files=max_files
+            ),
+            deadline=self._storage_timeout,
+        )
+        return reply
+
+    async def storage_report(self) -> hardware_pb.GetStorageReportResponse:
+        """``GetStorageReport``: disk use, analysis, duplicates and large files of each root."""
+        reply: hardware_pb.GetStorageReportResponse = await self._unary(
+            self._hardware.GetStorageReport,
+            hardware_pb.GetStorageReportRequest(),
+            deadline=self._storage_timeout,
+        )
+        return reply
+
+    async def hardware_recommendations(self) -> hardware_pb.GetRecommendationsResponse:
+        """``GetRecommendations``: the threshold rules that fire on a fresh sample."""
+        reply: hardware_pb.GetRecommendationsResponse = await self._unary(
+            self._hardware.GetRecommendations, hardware_pb.GetRecommendationsRequest()
+        )
+        return reply
+
+    async def hardware_advice(
+        self, model: str = "", question: str = ""
+    ) -> hardware_pb.GetAdviceResponse:
+        """``GetAdvice``: a model's plain-words explanation of a sample (labelled model output).
+
+        ``model`` empty means the configured one; ``question`` (at most 500 characters) focuses
+        the advice.
+        """
+        reply: hardware_pb.GetAdviceResponse = await self._unary(
+            self._hardware.GetAdvice,
+            hardware_pb.GetAdviceRequest(model=model, question=question),
+            deadline=self._generation_timeout,
+        )
+        return reply
+
+    async def clean_files(
+        self,
+        path: str,
+        *,
+        older_than_days: int = 0,
+        patterns: Sequence[str] = (),
+        dry_run: bool = True,
+        limits: hardware_pb.ScanLimits | None = None,
+    ) -> hardware_pb.ChangeReport:
+        """``CleanFiles`` (operators): quarantine files under ``path`` older than the age.
+
+        ``older_than_days`` 0 means 3; ``patterns`` are globs on the file name (empty: every
+        file). A dry run (the default) reports what would move and changes nothing.
+        """
+        reply: hardware_pb.CleanFilesResponse = await self._unary(
+            self._hardware.CleanFiles,
+            hardware_pb.CleanFilesRequest(
+                path=path,
+                older_than_days=older_than_days,
+                patterns=list(patterns),
+                limits=limits,
+                dry_run=dry_run,
+            ),
+            deadline=self._storage_timeout,
+        )
+        return reply.report
+
+    async def deduplicate(
+        self,
+        path: str,
+        *,
+        dry_run: bool = True,
+        min_size_bytes: int = 0,
+        limits: hardware_pb.ScanLimits | None = None,
+    ) -> hardware_pb.ChangeReport:
+        """``Deduplicate`` (operators): keep each group's newest file, quarantine the others."""
+        reply: hardware_pb.DeduplicateResponse = await self._unary(
+            self._hardware.Deduplicate,
+            hardware_pb.DeduplicateRequest(
+                path=path, limits=limits, min_size_bytes=min_size_bytes, dry_run=dry_run
+            ),
+            deadline=self._storage_timeout,
+        )
+        return reply.report
+
+    async def compress_logs(
+        self,
+        path: str,
+        *,
+        older_than_days: int = 0,
+        dry_run: bool = True,
+        limits: hardware_pb.ScanLimits | None = None,
+    ) -> hardware_pb.ChangeReport:
+        """``CompressLogs`` (operators): gzip old logs when that makes them smaller.
+
+        ``older_than_days`` 0 means 7; the originals go into the quarantine.
+        """
+        reply: hardware_pb.CompressLogsResponse = await self._unary(
+            self._hardware.CompressLogs,
+            hardware_pb.CompressLogsRequest(
+                path=path, older_than_days=older_than_days, limits=limits, dry_run=dry_run
+            ),
+            deadline=self._storage_timeout,
+        )
+        return reply.report
+
+    async def rotate_logs(
+        self,
+        path: str,
+        *,
+        min_size_bytes: int = 0,
+        keep: int = 0,
+        dry_run: bool = True,
+        limits: hardware_pb.ScanLimits | None = None,
+    ) -> hardware_pb.ChangeReport:
+        """``RotateLogs`` (operators): rotate logs of at least ``min_size_bytes`` (0: 10 MiB).
+
+        ``keep`` generations are kept (0 means 5); older ones go into the quarantine.
+        """
+        reply: hardware_pb.RotateLogsResponse = await self._unary(
+            self._hardware.RotateLogs,
+            hardware_pb.RotateLogsRequest(
+                path=path,
+                min_size_bytes=min_size_bytes,
+                keep=keep,
+                limits=limits,
+                dry_run=dry_run,
+            ),
+            deadline=self._storage_timeout,
+        )
+        return reply.report
+
+    async def renice_processes(
+        self,
+        *,
+        dry_run: bool = True,
+        min_cpu_percent: float = 0.0,
+        max_processes: int = 0,
+        nice: int = 0,
+    ) -> hardware_pb.ChangeReport:
+        """``ReniceProcesses`` (operators): lower the priority of the service user's CPU hogs.
+
+        Defaults (0): above 25 % CPU, at most 5 processes, to niceness 10. Never a system
+        process, another user's, or the mesh's own.
+        """
+        reply: hardware_pb.ReniceProcessesResponse = await self._unary(
+            self._hardware.ReniceProcesses,
+            hardware_pb.ReniceProcessesRequest(
+                min_cpu_percent=min_cpu_percent,
+                max_processes=max_processes,
+                nice=nice,
+                dry_run=dry_run,
+            ),
+        )
+        return reply.report
+
+    async def reclaim_memory(self, *, dry_run: bool = True) -> hardware_pb.ReclaimMemoryResponse:
+        """``ReclaimMemory`` (operators): garbage collection and heap trimming in the mesh.
+
+        Only the mesh's own processes are asked; resident memory before and after.
+        """
+        reply: hardware_pb.ReclaimMemoryResponse = await self._unary(
+            self._hardware.ReclaimMemory,
+            hardware_pb.ReclaimMemoryRequest(dry_run=dry_run),
+            deadline=self._storage_timeout,
+        )
+        return reply
+
+    async def list_quarantine(self, *, limit: int = 1_000) -> list[hardware_pb.QuarantinedFile]:
+        """``ListQuarantine`` (operators): up to ``limit`` (1 to 100,000) entries, newest first."""
+        wanted = max(1, min(limit, _MAX_QUARANTINE))
+        found: list[hardware_pb.QuarantinedFile] = []
+        page_token = ""
+        for _ in range(_MAX_PAGES):
+            reply: hardware_pb.ListQuarantineResponse = await self._unary(
+                self._hardware.ListQuarantine,
+                hardware_pb.ListQuarantineRequest(
+                    page_size=min(_QUARANTINE_PAGE, wanted - len(found)), page_token=page_token
+                ),
+            )
+            found.extend(reply.files)
+            if (
+                len(found) >= wanted
+                or not reply.next_page_token
+                or reply.next_page_token == page_token
+            ):
+                break
+            page_token = reply.next_page_token
+        return found[:wanted]
+
+    async def restore_quarantined(
+        self, entry_ids: Sequence[str]
+    ) -> list[hardware_pb.RestoreResult]:
+        """``RestoreQuarantined`` (operators): put 1 to 1,000 entries back, byte for byte.
+
+        One result per entry, in order; an entry whose place is taken again is not restored
+        (its ``error`` says why) and nothing is overwritten.
+        """
+        reply: hardware_pb.RestoreQuarantinedResponse = await self._unary(
+            self._hardware.RestoreQuarantined,
+            hardware_pb.RestoreQuarantinedRequest(entry_ids=list(entry_ids)),
+            deadline=self._storage_timeout,
+        )
+        return list(reply.results)
+
+    async def purge_quarantine(
+        self, entry_ids: Sequence[str] = (), *, dry_run: bool = True
+    ) -> hardware_pb.PurgeQuarantineResponse:
+        """``PurgeQuarantine`` (admins): delete for good entries past their retention.
+
+        Empty ``entry_ids`` means every entry past it. A dry run (the default) lists them only.
+        """
+        reply: hardware_pb.PurgeQuarantineResponse = await self._unary(
+            self._hardware.PurgeQuarantine,
+            hardware_pb.PurgeQuarantineRequest(entry_ids=list(entry_ids), dry_run=dry_run),
+            deadline=self._storage_timeout,
+        )
+        return reply
+
     # --- plumbing --------------------------------------------------------------------------
 
     async def _unary(
@@ -1092,3 +1415,22 @@ def as_struct(payload: Mapping[str, Any] | struct_pb2.Struct | None) -> struct_p
     except (TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"the payload is not a JSON object: {exc}") from None
     return result
+
+
+def scan_limits(
+    *,
+    max_depth: int = 0,
+    max_files: int = 0,
+    max_seconds: float = 0.0,
+    include_hidden: bool = False,
+) -> hardware_pb.ScanLimits:
+    """A walk's bounds for the hardware service's storage calls (0: the service's default).
+
+    Values above the service's configured maxima are refused (``INVALID_ARGUMENT``).
+    """
+    limits = hardware_pb.ScanLimits(
+        max_depth=max_depth, max_files=max_files, include_hidden=include_hidden
+    )
+    if max_seconds > 0:
+        limits.max_duration.FromMilliseconds(round(max_seconds * 1000))
+    return limits

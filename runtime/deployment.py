@@ -17,11 +17,12 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 from sutazai.runtime.errors import ConfigurationError
+from sutazai.runtime.roles import ACCOUNT_ROLES, Role
 
 CATALOG_FILE = "mesh.toml"
 
@@ -66,6 +67,10 @@ class AgentEntry:
     """Grants of ``nats/permissions.toml`` beyond the agent role (e.g. ``inference_call``)."""
     external: bool = False
     """Run elsewhere: the supervisor writes its credentials file but starts no process."""
+    task_roles: Mapping[str, Role] = field(default_factory=dict)
+    """Task types that need more than a signed-in user to create (``task_roles = {"t" =
+    "operator"}``): the task service refuses others (PERMISSION_DENIED) and audits each task
+    of such a type it accepts."""
 
     @property
     def instance_ids(self) -> tuple[str, ...]:
@@ -98,6 +103,7 @@ def _agent(name: str, table: Mapping[str, object]) -> AgentEntry:
     instances = table.get("instances", 1)
     grants = table.get("grants", [])
     external = table.get("external", False)
+    roles = _task_roles(name, table.get("task_roles", {}))
     if (
         not isinstance(module, str)
         or not isinstance(external, bool)
@@ -112,8 +118,51 @@ def _agent(name: str, table: Mapping[str, object]) -> AgentEntry:
             f"instances from 0 to {MAX_AGENT_INSTANCES} and a grants list of grant names"
         )
     return AgentEntry(
-        name=name, module=module, instances=instances, grants=tuple(grants), external=external
+        name=name,
+        module=module,
+        instances=instances,
+        grants=tuple(grants),
+        external=external,
+        task_roles=roles,
     )
+
+
+def _task_roles(name: str, table: object) -> dict[str, Role]:
+    labels = ", ".join(role.label for role in ACCOUNT_ROLES)
+    if not isinstance(table, Mapping) or not all(
+        isinstance(task_type, str) and task_type and isinstance(label, str)
+        for task_type, label in table.items()
+    ):
+        raise ConfigurationError(
+            f"{CATALOG_FILE}: [agents.{name}] task_roles must map task types to a role ({labels})"
+        )
+    roles: dict[str, Role] = {}
+    for task_type, label in table.items():
+        try:
+            roles[task_type] = Role.from_label(label)
+        except ValueError:
+            raise ConfigurationError(
+                f"{CATALOG_FILE}: [agents.{name}] task_roles: {task_type!r} names an unknown "
+                f"role {label!r} ({labels})"
+            ) from None
+    return roles
+
+
+def task_roles(agents: Iterable[AgentEntry] | None = None) -> dict[str, Role]:
+    """The least role each privileged task type needs to be created, over every agent.
+
+    Two agents offering the same type with different roles: the higher role wins. ``agents``
+    defaults to those of ``mesh.toml``.
+
+    Raises:
+        ConfigurationError: the catalog is unreadable or malformed.
+
+    """
+    roles: dict[str, Role] = {}
+    for agent in load_agents() if agents is None else agents:
+        for task_type, role in agent.task_roles.items():
+            roles[task_type] = max(role, roles.get(task_type, Role.USER))
+    return roles
 
 
 def find_agent(name: str) -> AgentEntry | None:

@@ -140,6 +140,11 @@ def unavailable(message: str, retry_after_seconds: float | None = None) -> RpcSt
     return RpcStatusError(grpc.StatusCode.UNAVAILABLE, message, details)
 
 
+def cancelled(message: str) -> RpcStatusError:
+    """CANCELLED: the work stopped because the caller (or an operator) cancelled it."""
+    return RpcStatusError(grpc.StatusCode.CANCELLED, message)
+
+
 def deadline_exceeded(message: str) -> RpcStatusError:
     """DEADLINE_EXCEEDED: the caller's deadline left no time to finish (e.g. a batch's item)."""
     return RpcStatusError(grpc.StatusCode.DEADLINE_EXCEEDED, message)

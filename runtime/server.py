@@ -35,6 +35,7 @@ from sutazai.runtime.auth import Guard
 from sutazai.runtime.interceptors import ServerInterceptor
 from sutazai.runtime.messaging import connect_nats
 from sutazai.runtime.metrics import MetricsEndpoint, RpcMetrics
+from sutazai.runtime.reclaim import answer_reclaim
 from sutazai.runtime.registry import Heartbeat, Registry, new_instance_id
 from sutazai.runtime.settings import MeshSettings, ServiceSettings
 from sutazai.runtime.sockets import (
@@ -287,7 +288,12 @@ async def serve_until_stopped(build: Builder, mesh: MeshSettings, service: Servi
 async def join_registry(
     mesh: MeshSettings, service_name: str, stack: contextlib.AsyncExitStack
 ) -> tuple[NatsClient, Registry]:
-    """Connect to NATS as ``service_name`` (closed by ``stack``) and open the registry."""
+    """Connect to NATS as ``service_name`` (closed by ``stack``) and open the registry.
+
+    The instance also answers the hardware service's memory reclamation requests from now on
+    (:mod:`sutazai.runtime.reclaim`).
+    """
     nc = await connect_nats(mesh, name=f"sutazai-{service_name}")
     stack.push_async_callback(nc.close)
+    await answer_reclaim(nc, service_name)
     return nc, await Registry.open(nc.jetstream(), mesh.registry)

@@ -13,6 +13,7 @@ from sutazai.ops.cli.chat import chat
 from sutazai.ops.cli.context import GlobalOptions
 from sutazai.ops.cli.down import down
 from sutazai.ops.cli.envoy_admin import envoy_admin
+from sutazai.ops.cli.hardware import hardware
 from sutazai.ops.cli.keys import keys
 from sutazai.ops.cli.login import login, logout
 from sutazai.ops.cli.logs import logs
@@ -65,3 +66,4 @@ app.add_typer(keys)
 app.add_typer(tasks)
 app.add_typer(agents)
 app.add_typer(coordinator)
+app.add_typer(hardware)

@@ -15,7 +15,11 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 
 import asyncpg
 import grpc
+import structlog
 
+from sutazai.runtime import context as rpc_context
+from sutazai.runtime.audit import OK as AUDIT_OK
+from sutazai.runtime.audit import AuditEvent, AuditLog
 from sutazai.runtime.auth import caller_key, require_identity
 from sutazai.runtime.faults import (
     failed_precondition,
@@ -54,6 +58,10 @@ from sutazai.services.tasks.watch import Watches
 from sutazai.tasks.v1 import task_service_pb2 as pb
 from sutazai.tasks.v1 import task_service_pb2_grpc as pb_grpc
 
+log = structlog.get_logger(__name__)
+
+PRIVILEGED_TASK_ACTION = "tasks.create_privileged"
+"""Audit action of an accepted task whose type needs more than the user role."""
 QUEUE_RETRY_SECONDS = 5.0
 DATABASE_RETRY_SECONDS = 1.0
 DOMAIN = "tasks.sutazai"
@@ -62,10 +70,21 @@ DOMAIN = "tasks.sutazai"
 class TaskHandlers(pb_grpc.TaskServiceServicer):
     """Validates requests, acts for the caller, renders tasks."""
 
-    def __init__(self, ledger: TaskLedger, watches: Watches, settings: TaskSettings) -> None:
+    def __init__(
+        self,
+        ledger: TaskLedger,
+        watches: Watches,
+        settings: TaskSettings,
+        *,
+        task_roles: Mapping[str, Role] | None = None,
+        audit: AuditLog | None = None,
+    ) -> None:
         self._ledger = ledger
         self._watches = watches
         self._settings = settings
+        self._task_roles = dict(task_roles or {})
+        """Task types that need more than a user to create (``[agents.*] task_roles``)."""
+        self._audit = audit
 
     async def CreateTask(  # noqa: N802 - generated servicer method name
         self, request: pb.CreateTaskRequest, context: grpc.aio.ServicerContext
@@ -87,6 +106,15 @@ class TaskHandlers(pb_grpc.TaskServiceServicer):
         if violations:
             raise invalid_argument(violations)
         identity = require_identity()
+        needed = self._task_roles.get(request.type)
+        if needed is not None and identity.role < needed:
+            # Refused before anything is stored; the guard audits the denial.
+            raise permission_denied(
+                f"creating a {request.type!r} task needs the {needed.label} role",
+                reason="TASK_ROLE_REQUIRED",
+                domain=DOMAIN,
+                metadata={"type": request.type, "role": needed.label},
+            )
         new = NewTask(
             task_id=uuid.uuid4(),
             owner_id=identity.user_id,
@@ -104,7 +132,29 @@ class TaskHandlers(pb_grpc.TaskServiceServicer):
                 task, created = await self._ledger.create(new)
         except QueueFullError as exc:
             raise resource_exhausted(str(exc), QUEUE_RETRY_SECONDS) from exc
+        if needed is not None and created:
+            await self._audit_privileged(identity, request.type, needed, str(task.task_id))
         return pb.CreateTaskResponse(task=task_message(task), created=created)
+
+    async def _audit_privileged(
+        self, identity: Identity, task_type: str, needed: Role, task_id: str
+    ) -> None:
+        """Record an accepted task of a privileged type (what it will change is its payload)."""
+        if self._audit is None:
+            return
+        event = AuditEvent(
+            action=PRIVILEGED_TASK_ACTION,
+            outcome=AUDIT_OK,
+            actor=identity.username,
+            target=task_id,
+            detail=f"type={task_type} role={needed.label}",
+            request_id=rpc_context.request_id.get() or "",
+        )
+        try:
+            await self._audit.record(event)
+        except Exception:
+            # The task exists already; losing its audit line is logged loudly, not hidden.
+            log.exception("audit.write_failed", action=event.action, target=task_id)
 
     async def GetTask(  # noqa: N802 - generated servicer method name
         self, request: pb.GetTaskRequest, context: grpc.aio.ServicerContext

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from sutazai.runtime.audit import AuditLog
 from sutazai.runtime.auth import open_guard
+from sutazai.runtime.deployment import task_roles
 from sutazai.runtime.messaging import connect_nats
 from sutazai.runtime.server import (
     ServiceHost,
@@ -82,9 +83,8 @@ async def build(
         StreamSlots(service.max_watch_streams, service.max_watch_streams_per_caller),
         metrics,
     )
-    guard = open_guard(
-        mesh, [GRPC_SERVICE], redis=redis_client, audit=AuditLog(pool), js=nc.jetstream()
-    )
+    audit = AuditLog(pool)
+    guard = open_guard(mesh, [GRPC_SERVICE], redis=redis_client, audit=audit, js=nc.jetstream())
     return ServiceHost(
         name=SERVICE_NAME,
         mesh=mesh,
@@ -93,7 +93,11 @@ async def build(
             Servicer(
                 name=GRPC_SERVICE,
                 implementation=TaskHandlers(
-                    TaskLedger(store, outbox, settings, metrics), watches, settings
+                    TaskLedger(store, outbox, settings, metrics),
+                    watches,
+                    settings,
+                    task_roles=task_roles(),
+                    audit=audit,
                 ),
                 add_to_server=task_service_pb2_grpc.add_TaskServiceServicer_to_server,
             )

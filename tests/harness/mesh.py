@@ -24,6 +24,7 @@ from sutazai.runtime.settings import (
     EdgeSettings,
     EmbeddedBackendSettings,
     EnvoySettings,
+    HardwareSettings,
     InferenceSettings,
     MeshSettings,
     NatsSettings,
@@ -89,8 +90,18 @@ def new_state_dir() -> Path:
 
 
 def remove_state_dir(state_dir: Path) -> None:
-    """Delete a state directory made by :func:`new_state_dir`."""
+    """Delete a state directory made by :func:`new_state_dir` (and its hardware root)."""
     shutil.rmtree(state_dir, ignore_errors=True)
+    shutil.rmtree(hardware_root(state_dir), ignore_errors=True)
+
+
+def hardware_root(state_dir: Path) -> Path:
+    """The hardware service's one allowed root in a test mesh: beside the state directory.
+
+    Not inside it: the state directory is never an allowed root (its secrets, databases and
+    quarantine are protected). Tests make their trees here.
+    """
+    return state_dir.with_name(f"{state_dir.name}-hardware")
 
 
 HARNESS_CATALOG = Path(__file__).with_name("mesh.toml")
@@ -139,11 +150,21 @@ def build_settings(
             user_rate_per_second=100_000,
         ),
         inference=inference_settings(ports),
+        # Storage operations may touch only this tree (and the mesh's logs directory).
+        # Short advice: the embedded model answers within the edge's 15 s on a shared machine.
+        hardware=HardwareSettings(
+            allowed_roots=[_made(hardware_root(state_dir))], advice_max_tokens=32
+        ),
     )
     ensure_credentials(
         settings, services=services, agents=mesh_agents() if agents is None else agents
     )
     return settings
+
+
+def _made(directory: Path) -> Path:
+    directory.mkdir(mode=0o700, exist_ok=True)
+    return directory
 
 
 OPENAI_BACKEND_MODEL = "smollm2-server"

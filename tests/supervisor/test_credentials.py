@@ -107,7 +107,7 @@ def test_permissions_confine_each_service_to_its_own_registry_keys() -> None:
     alpha = policy.permissions(Principal("alpha", "service"), bucket="reg", revocations="rev")
     assert "$KV.reg.alpha.>" in alpha.publish
     assert not [s for s in alpha.publish if s.startswith("$KV.") and s != "$KV.reg.alpha.>"]
-    assert alpha.subscribe == ("_INBOX.alpha.>",)
+    assert alpha.subscribe == ("_INBOX.alpha.>", "sutazai.runtime.reclaim")
     assert "$JS.API.STREAM.INFO.KV_reg" in alpha.publish
     assert not [s for s in alpha.publish if ".STREAM.CREATE." in s or ".DELETE." in s]
 

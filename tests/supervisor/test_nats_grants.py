@@ -19,8 +19,13 @@ def test_inference_answers_generation_requests_and_nothing_else_can() -> None:
     assert "sutazai.inference.generate" in inference.subscribe
     assert inference.config()["allow_responses"] is True
     assert "sutazai.inference.generate" not in chat.subscribe
-    assert "allow_responses" not in chat.config()
+    # Every service answers memory reclamation requests (its allow_responses serves that and
+    # nothing else: it receives no other request), but none may ask for one but hardware.
+    assert chat.subscribe == ("_INBOX.chat.>", "sutazai.runtime.reclaim")
     assert "sutazai.inference.generate" not in chat.publish
+    assert "sutazai.runtime.reclaim" not in chat.publish
+    hardware = policy.permissions(Principal("hardware", "service"), **BUCKETS)
+    assert {"sutazai.runtime.reclaim", "sutazai.inference.generate"} <= set(hardware.publish)
 
 
 def test_allow_responses_must_be_a_bool() -> None:

@@ -28,9 +28,13 @@ class _Severity:
 class _SeverityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Severity.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     SEVERITY_UNSPECIFIED: _Severity.ValueType  # 0
+    """Not set; never sent."""
     SEVERITY_INFO: _Severity.ValueType  # 1
+    """Worth knowing; nothing needs doing."""
     SEVERITY_WARNING: _Severity.ValueType  # 2
+    """A threshold was crossed; act when convenient."""
     SEVERITY_CRITICAL: _Severity.ValueType  # 3
+    """A critical threshold was crossed; act now."""
 
 class Severity(_Severity, metaclass=_SeverityEnumTypeWrapper):
     """---------------------------------------------------------------------------------------------
@@ -40,9 +44,13 @@ class Severity(_Severity, metaclass=_SeverityEnumTypeWrapper):
     """
 
 SEVERITY_UNSPECIFIED: Severity.ValueType  # 0
+"""Not set; never sent."""
 SEVERITY_INFO: Severity.ValueType  # 1
+"""Worth knowing; nothing needs doing."""
 SEVERITY_WARNING: Severity.ValueType  # 2
+"""A threshold was crossed; act when convenient."""
 SEVERITY_CRITICAL: Severity.ValueType  # 3
+"""A critical threshold was crossed; act now."""
 Global___Severity: _TypeAlias = Severity  # noqa: Y015
 
 @_typing.final
@@ -70,9 +78,11 @@ class CpuStatus(_message.Message):
     physical_cores: _builtins.int
     """Physical cores (0 when the host does not say)."""
     load_1m: _builtins.float
-    """Load average over 1, 5 and 15 minutes."""
+    """Load average over 1 minute: runnable (and, on Linux, uninterruptible) tasks."""
     load_5m: _builtins.float
+    """Load average over 5 minutes."""
     load_15m: _builtins.float
+    """Load average over 15 minutes."""
     frequency_mhz: _builtins.float
     """Current frequency in MHz (0 when unknown)."""
     @_builtins.property
@@ -113,13 +123,19 @@ class MemoryStatus(_message.Message):
     SWAP_USED_BYTES_FIELD_NUMBER: _builtins.int
     SWAP_PERCENT_FIELD_NUMBER: _builtins.int
     total_bytes: _builtins.int
+    """Physical memory."""
     available_bytes: _builtins.int
+    """Memory that can be given to processes without swapping (free plus reclaimable caches)."""
     used_bytes: _builtins.int
+    """Memory in use as the kernel counts it (total minus free, buffers and caches)."""
     percent: _builtins.float
     """Used share, 0 to 100."""
     swap_total_bytes: _builtins.int
+    """Swap space configured (0 when there is none)."""
     swap_used_bytes: _builtins.int
+    """Swap space in use."""
     swap_percent: _builtins.float
+    """Used share of swap, 0 to 100 (0 when there is none)."""
     def __init__(
         self,
         *,
@@ -155,15 +171,23 @@ class DiskStatus(_message.Message):
     READ_BYTES_PER_SECOND_FIELD_NUMBER: _builtins.int
     WRITE_BYTES_PER_SECOND_FIELD_NUMBER: _builtins.int
     mountpoint: _builtins.str
+    """Where it is mounted."""
     device: _builtins.str
+    """The device or source it is mounted from."""
     fstype: _builtins.str
+    """The file system type ("ext4", "xfs", ...)."""
     total_bytes: _builtins.int
+    """Size of the file system."""
     used_bytes: _builtins.int
+    """Bytes in use."""
     free_bytes: _builtins.int
+    """Bytes an unprivileged user can still write (reserved blocks excluded)."""
     percent: _builtins.float
+    """Used share, 0 to 100, as `df` reports it."""
     read_bytes_per_second: _builtins.float
-    """Bytes read and written per second since the previous sample (0 on the first)."""
+    """Bytes read per second from its device since the previous sample (0 on the first)."""
     write_bytes_per_second: _builtins.float
+    """Bytes written per second to its device since the previous sample (0 on the first)."""
     def __init__(
         self,
         *,
@@ -200,14 +224,21 @@ class NetworkStatus(_message.Message):
     ERRORS_OUT_FIELD_NUMBER: _builtins.int
     IS_UP_FIELD_NUMBER: _builtins.int
     interface: _builtins.str
+    """Its name ("eth0", "lo", ...)."""
     bytes_sent: _builtins.int
+    """Bytes sent since the host started."""
     bytes_received: _builtins.int
+    """Bytes received since the host started."""
     sent_bytes_per_second: _builtins.float
-    """Rates since the previous sample (0 on the first)."""
+    """Bytes sent per second since the previous sample (0 on the first)."""
     received_bytes_per_second: _builtins.float
+    """Bytes received per second since the previous sample (0 on the first)."""
     errors_in: _builtins.int
+    """Receive errors since the host started."""
     errors_out: _builtins.int
+    """Send errors since the host started."""
     is_up: _builtins.bool
+    """The interface is up."""
     def __init__(
         self,
         *,
@@ -243,12 +274,19 @@ class ProcessInfo(_message.Message):
     NICE_FIELD_NUMBER: _builtins.int
     MESH_FIELD_NUMBER: _builtins.int
     pid: _builtins.int
+    """Its process id."""
     name: _builtins.str
+    """Its name (the executable's, at most 15 characters on Linux)."""
     username: _builtins.str
+    """The user it runs as ("" when it cannot be read)."""
     cpu_percent: _builtins.float
+    """CPU use since the previous sample; 100 is one whole core, so it may exceed 100."""
     memory_bytes: _builtins.int
+    """Resident memory."""
     memory_percent: _builtins.float
+    """Resident memory as a share of physical memory, 0 to 100."""
     nice: _builtins.int
+    """Its niceness, -20 (highest priority) to 19 (lowest)."""
     mesh: _builtins.bool
     """One of the mesh's own processes."""
     def __init__(
@@ -283,11 +321,15 @@ class Temperature(_message.Message):
     HIGH_CELSIUS_FIELD_NUMBER: _builtins.int
     CRITICAL_CELSIUS_FIELD_NUMBER: _builtins.int
     sensor: _builtins.str
+    """The sensor's chip or driver ("coretemp", "acpitz", ...)."""
     label: _builtins.str
+    """The reading's label on that chip ("Package id 0", "Core 1", ...; "" when it has none)."""
     celsius: _builtins.float
+    """The reading in degrees Celsius."""
     high_celsius: _builtins.float
-    """0 when the sensor reports none."""
+    """The high threshold in degrees Celsius; 0 when the sensor reports none."""
     critical_celsius: _builtins.float
+    """The critical threshold in degrees Celsius; 0 when the sensor reports none."""
     def __init__(
         self,
         *,
@@ -318,11 +360,17 @@ class Gpu(_message.Message):
     MEMORY_USED_BYTES_FIELD_NUMBER: _builtins.int
     TEMPERATURE_CELSIUS_FIELD_NUMBER: _builtins.int
     index: _builtins.int
+    """Its index as NVML numbers the devices."""
     name: _builtins.str
+    """Its product name."""
     utilization_percent: _builtins.float
+    """Share of the last sample period a kernel ran on it, 0 to 100."""
     memory_total_bytes: _builtins.int
+    """Its memory."""
     memory_used_bytes: _builtins.int
+    """Its memory in use."""
     temperature_celsius: _builtins.float
+    """Its core temperature in degrees Celsius (0 when unknown)."""
     def __init__(
         self,
         *,
@@ -358,18 +406,31 @@ class HostSample(_message.Message):
     TEMPERATURES_FIELD_NUMBER: _builtins.int
     GPUS_FIELD_NUMBER: _builtins.int
     hostname: _builtins.str
+    """The host's name."""
     @_builtins.property
-    def sampled_at(self) -> _timestamp_pb2.Timestamp: ...
+    def sampled_at(self) -> _timestamp_pb2.Timestamp:
+        """When the sample was taken."""
+
     @_builtins.property
-    def uptime(self) -> _duration_pb2.Duration: ...
+    def uptime(self) -> _duration_pb2.Duration:
+        """Time since the host booted."""
+
     @_builtins.property
-    def cpu(self) -> Global___CpuStatus: ...
+    def cpu(self) -> Global___CpuStatus:
+        """The processors."""
+
     @_builtins.property
-    def memory(self) -> Global___MemoryStatus: ...
+    def memory(self) -> Global___MemoryStatus:
+        """RAM and swap."""
+
     @_builtins.property
-    def disks(self) -> _containers.RepeatedCompositeFieldContainer[Global___DiskStatus]: ...
+    def disks(self) -> _containers.RepeatedCompositeFieldContainer[Global___DiskStatus]:
+        """The mounted file systems backed by a device (pseudo file systems left out)."""
+
     @_builtins.property
-    def networks(self) -> _containers.RepeatedCompositeFieldContainer[Global___NetworkStatus]: ...
+    def networks(self) -> _containers.RepeatedCompositeFieldContainer[Global___NetworkStatus]:
+        """The network interfaces."""
+
     @_builtins.property
     def top_processes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProcessInfo]:
         """The busiest processes by CPU, then memory."""
@@ -434,7 +495,9 @@ class GetStatusResponse(_message.Message):
 
     SAMPLE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def sample(self) -> Global___HostSample: ...
+    def sample(self) -> Global___HostSample:
+        """The sample, taken for this call."""
+
     def __init__(
         self,
         *,
@@ -485,7 +548,9 @@ class WatchMetricsResponse(_message.Message):
     SAMPLE_FIELD_NUMBER: _builtins.int
     KEEPALIVE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def sample(self) -> Global___HostSample: ...
+    def sample(self) -> Global___HostSample:
+        """A sample, one per interval."""
+
     @_builtins.property
     def keepalive(self) -> _timestamp_pb2.Timestamp:
         """Sent when no sample was due for 30 s, so proxies keep the stream open."""
@@ -563,7 +628,9 @@ class ScanSummary(_message.Message):
     resolved_path: _builtins.str
     """The path as resolved (symlinks and ".." followed), under an allowed root."""
     files_scanned: _builtins.int
+    """Regular files looked at."""
     directories_scanned: _builtins.int
+    """Directories entered."""
     entries_skipped: _builtins.int
     """Entries passed over: symlinks, special files, protected or unreadable paths."""
     truncated: _builtins.bool
@@ -571,7 +638,9 @@ class ScanSummary(_message.Message):
     truncated_by: _builtins.str
     """Which limit stopped it: "max_files" or "max_duration"; empty when not truncated."""
     @_builtins.property
-    def elapsed(self) -> _duration_pb2.Duration: ...
+    def elapsed(self) -> _duration_pb2.Duration:
+        """How long the walk took."""
+
     def __init__(
         self,
         *,
@@ -603,7 +672,9 @@ class ExtensionUsage(_message.Message):
     extension: _builtins.str
     """Lower-case, with the dot (".log"); "" for files without one."""
     files: _builtins.int
+    """Files with this extension."""
     bytes: _builtins.int
+    """Their total size."""
     def __init__(
         self,
         *,
@@ -633,7 +704,9 @@ class Bucket(_message.Message):
     ">=365d" (age by modification time).
     """
     files: _builtins.int
+    """Files in the range."""
     bytes: _builtins.int
+    """Their total size."""
     def __init__(
         self,
         *,
@@ -660,7 +733,9 @@ class AnalyzeStorageRequest(_message.Message):
     path: _builtins.str
     """A directory under an allowed root (absolute, or relative to the first allowed root)."""
     @_builtins.property
-    def limits(self) -> Global___ScanLimits: ...
+    def limits(self) -> Global___ScanLimits:
+        """Bounds of the walk (unset: the configured defaults)."""
+
     def __init__(
         self,
         *,
@@ -688,9 +763,13 @@ class AnalyzeStorageResponse(_message.Message):
     BY_SIZE_FIELD_NUMBER: _builtins.int
     BY_AGE_FIELD_NUMBER: _builtins.int
     total_files: _builtins.int
+    """Regular files counted."""
     total_bytes: _builtins.int
+    """Their total size (apparent size, not blocks allocated)."""
     @_builtins.property
-    def scan(self) -> Global___ScanSummary: ...
+    def scan(self) -> Global___ScanSummary:
+        """What the walk covered."""
+
     @_builtins.property
     def by_extension(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExtensionUsage]:
         """By bytes, largest first."""
@@ -700,7 +779,9 @@ class AnalyzeStorageResponse(_message.Message):
         """In the order of the labels above."""
 
     @_builtins.property
-    def by_age(self) -> _containers.RepeatedCompositeFieldContainer[Global___Bucket]: ...
+    def by_age(self) -> _containers.RepeatedCompositeFieldContainer[Global___Bucket]:
+        """By modification time, in the order of the labels above."""
+
     def __init__(
         self,
         *,
@@ -729,9 +810,13 @@ class FileEntry(_message.Message):
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
     MODIFIED_AT_FIELD_NUMBER: _builtins.int
     path: _builtins.str
+    """Its absolute path, as resolved under an allowed root."""
     size_bytes: _builtins.int
+    """Its size."""
     @_builtins.property
-    def modified_at(self) -> _timestamp_pb2.Timestamp: ...
+    def modified_at(self) -> _timestamp_pb2.Timestamp:
+        """Its modification time."""
+
     def __init__(
         self,
         *,
@@ -760,6 +845,7 @@ class DuplicateGroup(_message.Message):
     sha256: _builtins.str
     """Hex SHA-256 of the content."""
     size_bytes: _builtins.int
+    """The size of each file of the group."""
     wasted_bytes: _builtins.int
     """Bytes the copies beyond the first take."""
     @_builtins.property
@@ -793,12 +879,15 @@ class FindDuplicatesRequest(_message.Message):
     MIN_SIZE_BYTES_FIELD_NUMBER: _builtins.int
     MAX_GROUPS_FIELD_NUMBER: _builtins.int
     path: _builtins.str
+    """A directory under an allowed root (absolute, or relative to the first allowed root)."""
     min_size_bytes: _builtins.int
     """Ignore files smaller than this (0: every non-empty file; empty files are never grouped)."""
     max_groups: _builtins.int
     """Most groups returned, by wasted bytes: 0 means 100, at most 1000."""
     @_builtins.property
-    def limits(self) -> Global___ScanLimits: ...
+    def limits(self) -> Global___ScanLimits:
+        """Bounds of the walk (unset: the configured defaults)."""
+
     def __init__(
         self,
         *,
@@ -830,11 +919,15 @@ class FindDuplicatesResponse(_message.Message):
     total_groups: _builtins.int
     """Over every group found, also those beyond max_groups."""
     total_wasted_bytes: _builtins.int
+    """Bytes the copies take, over every group found."""
     files_hashed: _builtins.int
-    """Files hashed in this call, and files whose hash came from the cache."""
+    """Files hashed in this call."""
     cache_hits: _builtins.int
+    """Files whose hash came from the cache (same device, inode, size and modification time)."""
     @_builtins.property
-    def scan(self) -> Global___ScanSummary: ...
+    def scan(self) -> Global___ScanSummary:
+        """What the walk covered."""
+
     @_builtins.property
     def groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___DuplicateGroup]:
         """Largest waste first."""
@@ -868,12 +961,15 @@ class FindLargeFilesRequest(_message.Message):
     MIN_SIZE_BYTES_FIELD_NUMBER: _builtins.int
     MAX_FILES_FIELD_NUMBER: _builtins.int
     path: _builtins.str
+    """A directory under an allowed root (absolute, or relative to the first allowed root)."""
     min_size_bytes: _builtins.int
     """Smallest size reported: 0 means 100 MiB."""
     max_files: _builtins.int
     """Most files returned: 0 means 50, at most 1000."""
     @_builtins.property
-    def limits(self) -> Global___ScanLimits: ...
+    def limits(self) -> Global___ScanLimits:
+        """Bounds of the walk (unset: the configured defaults)."""
+
     def __init__(
         self,
         *,
@@ -903,10 +999,15 @@ class FindLargeFilesResponse(_message.Message):
     total_files: _builtins.int
     """Over every file at or above the size, also those beyond max_files."""
     total_bytes: _builtins.int
+    """Their total size, also of those beyond max_files."""
     @_builtins.property
-    def scan(self) -> Global___ScanSummary: ...
+    def scan(self) -> Global___ScanSummary:
+        """What the walk covered."""
+
     @_builtins.property
-    def files(self) -> _containers.RepeatedCompositeFieldContainer[Global___FileEntry]: ...
+    def files(self) -> _containers.RepeatedCompositeFieldContainer[Global___FileEntry]:
+        """The largest files, largest first, at most max_files."""
+
     def __init__(
         self,
         *,
@@ -935,18 +1036,23 @@ class RootReport(_message.Message):
     TOP_DUPLICATES_FIELD_NUMBER: _builtins.int
     LARGEST_FILES_FIELD_NUMBER: _builtins.int
     root: _builtins.str
+    """The allowed root, resolved."""
     @_builtins.property
     def disk(self) -> Global___DiskStatus:
         """The file system holding it."""
 
     @_builtins.property
-    def analysis(self) -> Global___AnalyzeStorageResponse: ...
+    def analysis(self) -> Global___AnalyzeStorageResponse:
+        """Its analysis, as AnalyzeStorage with the default limits returns it."""
+
     @_builtins.property
     def top_duplicates(self) -> _containers.RepeatedCompositeFieldContainer[Global___DuplicateGroup]:
         """The 5 largest duplicate groups and the 10 largest files."""
 
     @_builtins.property
-    def largest_files(self) -> _containers.RepeatedCompositeFieldContainer[Global___FileEntry]: ...
+    def largest_files(self) -> _containers.RepeatedCompositeFieldContainer[Global___FileEntry]:
+        """The 10 largest files (of any size), largest first."""
+
     def __init__(
         self,
         *,
@@ -992,9 +1098,13 @@ class GetStorageReportResponse(_message.Message):
     GENERATED_AT_FIELD_NUMBER: _builtins.int
     ROOTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def generated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def generated_at(self) -> _timestamp_pb2.Timestamp:
+        """When the report was finished."""
+
     @_builtins.property
-    def roots(self) -> _containers.RepeatedCompositeFieldContainer[Global___RootReport]: ...
+    def roots(self) -> _containers.RepeatedCompositeFieldContainer[Global___RootReport]:
+        """One report per allowed root that exists, in the configured order."""
+
     def __init__(
         self,
         *,
@@ -1022,6 +1132,7 @@ class Measurement(_message.Message):
     name: _builtins.str
     """What: "memory.percent", "disk./.percent", "cpu.load_1m_per_core", ..."""
     value: _builtins.float
+    """The measured value, in `unit`."""
     threshold: _builtins.float
     """The threshold it was compared with."""
     unit: _builtins.str
@@ -1059,13 +1170,17 @@ class Recommendation(_message.Message):
     "duplicates_waste", "old_temp_files", ...).
     """
     severity: Global___Severity.ValueType
+    """How urgent it is."""
     reason: _builtins.str
     """One sentence: what was measured and why it matters."""
     action: _builtins.str
-    """What to do; the RPC that does it, when there is one (e.g. "CleanFiles")."""
+    """What to do, in one sentence."""
     rpc: _builtins.str
+    """The HardwareService RPC that does it (e.g. "CleanFiles"); "" when none does."""
     @_builtins.property
-    def measurements(self) -> _containers.RepeatedCompositeFieldContainer[Global___Measurement]: ...
+    def measurements(self) -> _containers.RepeatedCompositeFieldContainer[Global___Measurement]:
+        """The numbers the rule compared, each with its threshold."""
+
     def __init__(
         self,
         *,
@@ -1112,9 +1227,13 @@ class GetRecommendationsResponse(_message.Message):
     SAMPLE_FIELD_NUMBER: _builtins.int
     RECOMMENDATIONS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def sample(self) -> Global___HostSample: ...
+    def sample(self) -> Global___HostSample:
+        """The sample the rules were applied to."""
+
     @_builtins.property
-    def recommendations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Recommendation]: ...
+    def recommendations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Recommendation]:
+        """The rules that fired, most severe first; empty when none did."""
+
     def __init__(
         self,
         *,
@@ -1169,13 +1288,17 @@ class GetAdviceResponse(_message.Message):
     label: _builtins.str
     """Always "model output": the text is generated, not measured."""
     model: _builtins.str
+    """The model that wrote the advice."""
     advice: _builtins.str
+    """The model's text, as generated (not acted upon)."""
     @_builtins.property
     def sample(self) -> Global___HostSample:
         """What the model was shown."""
 
     @_builtins.property
-    def recommendations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Recommendation]: ...
+    def recommendations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Recommendation]:
+        """The recommendations the model was shown (the rules' output, not the model's)."""
+
     def __init__(
         self,
         *,
@@ -1254,14 +1377,19 @@ class ChangeReport(_message.Message):
     dry_run: _builtins.bool
     """True when nothing was changed."""
     changed: _builtins.int
-    """Changes made (or planned) and bytes freed (or that would be)."""
+    """Changes made (or planned), failures not counted."""
     bytes_freed: _builtins.int
+    """Bytes freed by the changes made (or that would be by the planned ones)."""
     failed: _builtins.int
     """Changes that failed (each with its error above)."""
     @_builtins.property
-    def scan(self) -> Global___ScanSummary: ...
+    def scan(self) -> Global___ScanSummary:
+        """What the walk covered (unset for calls that walk no files)."""
+
     @_builtins.property
-    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlannedChange]: ...
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlannedChange]:
+        """Each change, made or planned, in the order it was (or would be) made."""
+
     def __init__(
         self,
         *,
@@ -1304,7 +1432,9 @@ class CleanFilesRequest(_message.Message):
         """
 
     @_builtins.property
-    def limits(self) -> Global___ScanLimits: ...
+    def limits(self) -> Global___ScanLimits:
+        """Bounds of the walk (unset: the configured defaults)."""
+
     def __init__(
         self,
         *,
@@ -1332,7 +1462,9 @@ class CleanFilesResponse(_message.Message):
 
     REPORT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def report(self) -> Global___ChangeReport: ...
+    def report(self) -> Global___ChangeReport:
+        """What was (or would be) moved into the quarantine."""
+
     def __init__(
         self,
         *,
@@ -1357,10 +1489,15 @@ class DeduplicateRequest(_message.Message):
     MIN_SIZE_BYTES_FIELD_NUMBER: _builtins.int
     DRY_RUN_FIELD_NUMBER: _builtins.int
     path: _builtins.str
+    """A directory under an allowed root."""
     min_size_bytes: _builtins.int
+    """Ignore files smaller than this (0: every non-empty file)."""
     dry_run: _builtins.bool
+    """Report only (the default). Set "dry_run": false to change anything."""
     @_builtins.property
-    def limits(self) -> Global___ScanLimits: ...
+    def limits(self) -> Global___ScanLimits:
+        """Bounds of the walk (unset: the configured defaults)."""
+
     def __init__(
         self,
         *,
@@ -1387,7 +1524,9 @@ class DeduplicateResponse(_message.Message):
 
     REPORT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def report(self) -> Global___ChangeReport: ...
+    def report(self) -> Global___ChangeReport:
+        """The copies that were (or would be) moved into the quarantine."""
+
     def __init__(
         self,
         *,
@@ -1412,11 +1551,15 @@ class CompressLogsRequest(_message.Message):
     LIMITS_FIELD_NUMBER: _builtins.int
     DRY_RUN_FIELD_NUMBER: _builtins.int
     path: _builtins.str
+    """A directory under an allowed root."""
     older_than_days: _builtins.int
     """Logs older than this many days: 0 means 7, at most 3650."""
     dry_run: _builtins.bool
+    """Report only (the default). Set "dry_run": false to change anything."""
     @_builtins.property
-    def limits(self) -> Global___ScanLimits: ...
+    def limits(self) -> Global___ScanLimits:
+        """Bounds of the walk (unset: the configured defaults)."""
+
     def __init__(
         self,
         *,
@@ -1443,7 +1586,9 @@ class CompressLogsResponse(_message.Message):
 
     REPORT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def report(self) -> Global___ChangeReport: ...
+    def report(self) -> Global___ChangeReport:
+        """The logs that were (or would be) compressed."""
+
     def __init__(
         self,
         *,
@@ -1469,13 +1614,17 @@ class RotateLogsRequest(_message.Message):
     LIMITS_FIELD_NUMBER: _builtins.int
     DRY_RUN_FIELD_NUMBER: _builtins.int
     path: _builtins.str
+    """A directory under an allowed root."""
     min_size_bytes: _builtins.int
     """Rotate logs at or above this size: 0 means 10 MiB."""
     keep: _builtins.int
     """Generations kept: 0 means 5, at most 50."""
     dry_run: _builtins.bool
+    """Report only (the default). Set "dry_run": false to change anything."""
     @_builtins.property
-    def limits(self) -> Global___ScanLimits: ...
+    def limits(self) -> Global___ScanLimits:
+        """Bounds of the walk (unset: the configured defaults)."""
+
     def __init__(
         self,
         *,
@@ -1503,7 +1652,9 @@ class RotateLogsResponse(_message.Message):
 
     REPORT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def report(self) -> Global___ChangeReport: ...
+    def report(self) -> Global___ChangeReport:
+        """The logs that were (or would be) rotated, and the generations quarantined."""
+
     def __init__(
         self,
         *,
@@ -1528,11 +1679,13 @@ class ReniceProcessesRequest(_message.Message):
     NICE_FIELD_NUMBER: _builtins.int
     DRY_RUN_FIELD_NUMBER: _builtins.int
     min_cpu_percent: _builtins.float
-    """Processes above this CPU share (0 means 25), at most this many (0 means 5, at most 20)."""
+    """Processes above this CPU share (100 is one whole core): 0 means 25."""
     max_processes: _builtins.int
+    """Most processes reniced, busiest first: 0 means 5, at most 20."""
     nice: _builtins.int
     """Their new niceness: 0 means 10; 1 to 19 (priority is only ever lowered)."""
     dry_run: _builtins.bool
+    """Report only (the default). Set "dry_run": false to change anything."""
     def __init__(
         self,
         *,
@@ -1559,7 +1712,9 @@ class ReniceProcessesResponse(_message.Message):
 
     REPORT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def report(self) -> Global___ChangeReport: ...
+    def report(self) -> Global___ChangeReport:
+        """The processes that were (or would be) reniced, target "pid <n> <name>"."""
+
     def __init__(
         self,
         *,
@@ -1581,6 +1736,7 @@ class ReclaimMemoryRequest(_message.Message):
 
     DRY_RUN_FIELD_NUMBER: _builtins.int
     dry_run: _builtins.bool
+    """Report only (the default). Set "dry_run": false to change anything."""
     def __init__(
         self,
         *,
@@ -1608,9 +1764,13 @@ class ReclaimMemoryResponse(_message.Message):
     RSS_BEFORE_BYTES_FIELD_NUMBER: _builtins.int
     RSS_AFTER_BYTES_FIELD_NUMBER: _builtins.int
     rss_before_bytes: _builtins.int
+    """Resident memory of those processes, summed, before."""
     rss_after_bytes: _builtins.int
+    """Resident memory of those processes, summed, after (equal to before in a dry run)."""
     @_builtins.property
-    def report(self) -> Global___ChangeReport: ...
+    def report(self) -> Global___ChangeReport:
+        """One change per mesh process asked, with the bytes its resident memory shrank."""
+
     def __init__(
         self,
         *,
@@ -1651,21 +1811,29 @@ class QuarantinedFile(_message.Message):
     original_path: _builtins.str
     """Where it was, and where it returns on restore."""
     size_bytes: _builtins.int
+    """Its size."""
     sha256: _builtins.str
     """Hex SHA-256 of its content, checked on restore."""
     operation: _builtins.str
     """The operation that moved it ("CleanFiles", "Deduplicate", ...) and who asked."""
     actor: _builtins.str
+    """Who asked: the caller's username, or "task <id>" for a change a task of the hardware agent
+    made (the task records its creator).
+    """
     mode: _builtins.int
     """File mode bits and modification time, restored with it."""
     @_builtins.property
-    def quarantined_at(self) -> _timestamp_pb2.Timestamp: ...
+    def quarantined_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was moved into the quarantine."""
+
     @_builtins.property
     def purgeable_at(self) -> _timestamp_pb2.Timestamp:
         """When PurgeQuarantine may delete it."""
 
     @_builtins.property
-    def modified_at(self) -> _timestamp_pb2.Timestamp: ...
+    def modified_at(self) -> _timestamp_pb2.Timestamp:
+        """Its modification time when it was quarantined, restored with it."""
+
     def __init__(
         self,
         *,
@@ -1725,10 +1893,15 @@ class ListQuarantineResponse(_message.Message):
     TOTAL_FILES_FIELD_NUMBER: _builtins.int
     TOTAL_BYTES_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    """Pass as page_token for the next page; empty on the last page."""
     total_files: _builtins.int
+    """Entries the quarantine holds, over every page."""
     total_bytes: _builtins.int
+    """Their total size, over every page."""
     @_builtins.property
-    def files(self) -> _containers.RepeatedCompositeFieldContainer[Global___QuarantinedFile]: ...
+    def files(self) -> _containers.RepeatedCompositeFieldContainer[Global___QuarantinedFile]:
+        """This page's entries, newest first."""
+
     def __init__(
         self,
         *,
@@ -1780,8 +1953,11 @@ class RestoreResult(_message.Message):
     RESTORED_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     entry_id: _builtins.str
+    """The entry asked for."""
     original_path: _builtins.str
+    """Where it was (or would have been) restored."""
     restored: _builtins.bool
+    """The file is back in its place."""
     error: _builtins.str
     """Why not, when not."""
     def __init__(
@@ -1808,7 +1984,9 @@ class RestoreQuarantinedResponse(_message.Message):
 
     RESULTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___RestoreResult]: ...
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___RestoreResult]:
+        """One result per entry asked for, in the order asked."""
+
     def __init__(
         self,
         *,
@@ -1831,6 +2009,7 @@ class PurgeQuarantineRequest(_message.Message):
     ENTRY_IDS_FIELD_NUMBER: _builtins.int
     DRY_RUN_FIELD_NUMBER: _builtins.int
     dry_run: _builtins.bool
+    """Report only (the default). Set "dry_run": false to delete anything."""
     @_builtins.property
     def entry_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Entries to purge; empty means every entry past its retention."""
@@ -1861,9 +2040,13 @@ class PurgeQuarantineResponse(_message.Message):
     PURGED_FIELD_NUMBER: _builtins.int
     BYTES_FREED_FIELD_NUMBER: _builtins.int
     dry_run: _builtins.bool
+    """True when nothing was deleted."""
     bytes_freed: _builtins.int
+    """Their total size."""
     @_builtins.property
-    def purged(self) -> _containers.RepeatedCompositeFieldContainer[Global___QuarantinedFile]: ...
+    def purged(self) -> _containers.RepeatedCompositeFieldContainer[Global___QuarantinedFile]:
+        """The entries deleted (or that would be)."""
+
     def __init__(
         self,
         *,
