@@ -276,7 +276,7 @@ class MeshApi(Protocol):
 
     async def clean_files(
         self,
-        path: str = "",
+        path: str,
         *,
         older_than_days: int = 0,
         patterns: Sequence[str] = (),
@@ -285,20 +285,18 @@ class MeshApi(Protocol):
         """Move old temporary and cache files into the quarantine (operators)."""
         ...
 
-    async def deduplicate(
-        self, path: str = "", *, dry_run: bool = True
-    ) -> hardware_pb.ChangeReport:
+    async def deduplicate(self, path: str, *, dry_run: bool = True) -> hardware_pb.ChangeReport:
         """Keep the newest of each duplicate group, quarantine the others (operators)."""
         ...
 
     async def compress_logs(
-        self, path: str = "", *, older_than_days: int = 0, dry_run: bool = True
+        self, path: str, *, older_than_days: int = 0, dry_run: bool = True
     ) -> hardware_pb.ChangeReport:
         """Gzip old logs, keeping the smaller file (operators)."""
         ...
 
     async def rotate_logs(
-        self, path: str = "", *, min_size_bytes: int = 0, keep: int = 0, dry_run: bool = True
+        self, path: str, *, min_size_bytes: int = 0, keep: int = 0, dry_run: bool = True
     ) -> hardware_pb.ChangeReport:
         """Rotate large logs, keeping ``keep`` generations (operators)."""
         ...
@@ -311,7 +309,7 @@ class MeshApi(Protocol):
         """Have the mesh's own processes give memory back (operators)."""
         ...
 
-    async def list_quarantine(self, *, limit: int = 100) -> list[hardware_pb.QuarantinedFile]:
+    async def list_quarantine(self, *, limit: int = 1_000) -> list[hardware_pb.QuarantinedFile]:
         """Quarantined files, newest first (operators)."""
         ...
 

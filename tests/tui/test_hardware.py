@@ -96,9 +96,9 @@ async def test_the_trends_and_tables_follow_each_sample(fake: FakeMesh) -> None:
         assert ("watch_hardware", (1.0, 10)) in fake.calls
         cpu = screen.query_one("#trend-cpu", Trend)
         disk = screen.query_one("#trend-disk", Trend)
-        # The first sample's rates are the service's zeros, not measurements: not drawn.
         assert list(cpu.values) == [host_sample(step).cpu.percent for step in range(SAMPLES)]
-        assert len(disk.values) == SAMPLES - 1
+        assert disk.values[0] == 2 * MIB  # step 0: only /dev/sdb1 reads
+        assert len(disk.values) == SAMPLES
         assert "mesh-host" in shown(app, "#hw-summary")
         assert cell(app, "#disks", "/srv/data", "percent") == "94.0%"
         later = host_sample(12)
@@ -116,18 +116,6 @@ async def test_the_trends_and_tables_follow_each_sample(fake: FakeMesh) -> None:
         # The rows are updated in place, keyed by pid and mount point.
         assert cell(app, "#processes", "31337", "cpu") == "12.5%"
         assert cell(app, "#disks", "/", "read") == "3.0 MiB/s"
-
-
-async def test_a_first_sample_shows_no_rate(fake: FakeMesh) -> None:
-    fake.initial["hardware"] = [host_sample(3)]
-    app = make_app(fake)
-    async with app.run_test(size=(80, 24)) as pilot:
-        screen = await open_hardware(app, pilot, samples=1)
-        await pilot.pause()
-        assert "—" in screen.query_one("#trend-disk", Trend).figure.plain
-        assert not screen.query_one("#trend-network", Trend).values
-        assert cell(app, "#disks", "/", "read") == "—"
-        assert cell(app, "#disks", "/", "percent") == "62.0%"
 
 
 async def test_temperatures_and_gpus_show_only_when_present(fake: FakeMesh) -> None:
@@ -443,6 +431,17 @@ def test_bars_scale_percentages_to_100_and_rates_to_their_largest() -> None:
     assert bars([3.0], 4, 100.0) == "▁"  # 3% is a low bar, not a full one
     assert bars([1.0, 2.0, 4.0], 3, None) == "▃▅█"
     assert bars([5.0, 6.0, 7.0], 2, 100.0) == "▁▁"  # only the newest that fit
+
+
+def test_io_rates_count_a_device_once_and_every_interface() -> None:
+    from sutazai.tui.hardware_text import disk_rates, network_rates
+
+    sample = host_sample(1)
+    twice = sample.disks.add()
+    twice.CopyFrom(sample.disks[1])
+    twice.mountpoint = "/srv/data/bind"  # the same device mounted again
+    assert disk_rates(sample) == (1.5 * MIB + 2 * MIB, 300 * 1024)
+    assert network_rates(sample) == (41_000.0 + 12_000.0, 41_000.0 + 80_000.0)
 
 
 def test_roles_see_the_optimisations_as_the_protos_allow() -> None:

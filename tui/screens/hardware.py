@@ -328,7 +328,6 @@ class HardwareScreen(MeshScreen):
     @work(exclusive=True, group="hardware-metrics")
     async def follow_metrics(self) -> None:
         """Draw every sample as it arrives."""
-        first = True
         try:
             async with opened(
                 self.api.watch_hardware_metrics(
@@ -339,16 +338,15 @@ class HardwareScreen(MeshScreen):
                 async for sample in samples:
                     if self.torn_down:
                         return
-                    self.show_sample(sample, rates=not first)
-                    first = False
+                    self.show_sample(sample)
         except ClientError as error:
             self.report(error, "Watching the host")
 
-    def show_sample(self, sample: hardware_pb.HostSample, *, rates: bool = True) -> None:
+    def show_sample(self, sample: hardware_pb.HostSample) -> None:
         """Draw one sample: summary, trends, the Host and Processes panes.
 
-        ``rates`` is false for a stream's first sample, whose rates the service has no
-        previous sample to compute from (they are zeros, not measurements).
+        Every sample's rates are measured (the service's sampler waits for a window before it
+        answers, the first sample of a stream included), so each one is drawn.
         """
         self.sample = sample
         self.samples += 1
@@ -362,16 +360,12 @@ class HardwareScreen(MeshScreen):
             self.query_one("#trend-disk", Trend),
             self.query_one("#trend-network", Trend),
         )
-        if rates:
-            disk.add(sum(view.disk_rates(sample)), view.disk_figure(sample))
-            network.add(sum(view.network_rates(sample)), view.network_figure(sample))
-        else:
-            disk.skip(Text(f"{MISSING} (next sample)", style="dim"))
-            network.skip(Text(f"{MISSING} (next sample)", style="dim"))
-        self._draw_host(sample, rates=rates)
+        disk.add(sum(view.disk_rates(sample)), view.disk_figure(sample))
+        network.add(sum(view.network_rates(sample)), view.network_figure(sample))
+        self._draw_host(sample)
         self._draw_processes(sample)
 
-    def _draw_host(self, sample: hardware_pb.HostSample, *, rates: bool) -> None:
+    def _draw_host(self, sample: hardware_pb.HostSample) -> None:
         self.query_one("#host-figures", Static).update(view.host_figures(sample))
         rows: dict[str, list[Cell]] = {}
         for disk in sample.disks:
@@ -382,14 +376,8 @@ class HardwareScreen(MeshScreen):
                 ),
                 Text(data_size(disk.used_bytes), justify="right"),
                 Text(data_size(disk.total_bytes), justify="right"),
-                Text(
-                    byte_rate(disk.read_bytes_per_second) if rates else MISSING,
-                    justify="right",
-                ),
-                Text(
-                    byte_rate(disk.write_bytes_per_second) if rates else MISSING,
-                    justify="right",
-                ),
+                Text(byte_rate(disk.read_bytes_per_second), justify="right"),
+                Text(byte_rate(disk.write_bytes_per_second), justify="right"),
                 Text(disk.device or MISSING),
                 Text(disk.fstype or MISSING),
             ]

@@ -37,8 +37,8 @@ def bars(values: list[float], width: int, ceiling: float | None) -> str:
 class Trend(Widget):
     """``CPU    23.4%                ▂▃▅▇█▇▆``: a series the Hardware screen follows.
 
-    :meth:`add` appends a sample with the figure that describes it; :meth:`skip` records that a
-    sample had no value (a rate on a stream's first sample) without drawing a made-up one.
+    :meth:`add` appends a sample with the figure that describes it; until the first, the
+    figure is a dash and there are no bars.
     """
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {"trend--label", "trend--bar", "trend--high"}
@@ -82,11 +82,6 @@ class Trend(Widget):
     def add(self, value: float, figure: Text) -> None:
         """Append ``value``, described by ``figure``, and redraw."""
         self.values.append(value)
-        self.figure = figure
-        self.refresh()
-
-    def skip(self, figure: Text) -> None:
-        """Show ``figure`` without a value (nothing measured yet)."""
         self.figure = figure
         self.refresh()
 
