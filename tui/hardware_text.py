@@ -139,11 +139,13 @@ def host_figures(sample: hardware_pb.HostSample) -> Table:
         ),
     )
     cores = Text()
+    digits = len(str(max(0, len(cpu.per_core_percent) - 1)))
     for index, value in enumerate(cpu.per_core_percent):
         if index:
             cores.append("  ")
-        cores.append(f"#{index} ")
-        cores.append(f"{value:.0f}%", style=share_style(value))
+        # No-break spaces inside an entry: a line wraps between cores, never within one.
+        cores.append(f"#{index:<{digits}}\u00a0")
+        cores.append(f"{value:.0f}%".rjust(4).replace(" ", "\u00a0"), style=share_style(value))
     rows.add_row("Cores", cores if cpu.per_core_percent else Text(MISSING))
     used = Text(share(memory.percent), style=share_style(memory.percent))
     used.append(

@@ -132,6 +132,19 @@ async def test_temperatures_and_gpus_show_only_when_present(fake: FakeMesh) -> N
         assert "no temperature sensors and no GPUs" in shown(app, "#host-absent")
 
 
+async def test_a_click_on_a_tab_opens_its_pane(fake: FakeMesh) -> None:
+    app = make_app(fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_hardware(app, pilot)
+        await pilot.click("#--content-tab-pane-quarantine")
+        await wait_for(lambda: screen.pane == "quarantine", WAIT, message="clicked open")
+        await wait_for(lambda: screen.quarantine_loads == 1, WAIT, message="listed on opening")
+        assert "restore" in enabled(app)
+        await pilot.click("#--content-tab-pane-processes")
+        await wait_for(lambda: screen.pane == "processes", WAIT)
+        assert "restore" not in enabled(app)  # a pane's keys leave with it
+
+
 # --- on demand -------------------------------------------------------------------------------
 
 

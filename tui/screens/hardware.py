@@ -183,13 +183,15 @@ class HardwareScreen(MeshScreen):
         with VerticalScroll(id="host-scroll"):
             yield Static(Text("Waiting for the first sample…", style="dim"), id="host-figures")
             disks = KeyedTable(
+                # Figures first: a long mount point (a container's overlay) must not push them
+                # off a narrow screen.
                 [
-                    ("mount", "Mount", None),
                     ("percent", "Use", 6),
-                    ("used", "Used", 10),
-                    ("total", "Size", 10),
+                    ("used", "Used", 9),
+                    ("total", "Size", 9),
                     ("read", "Read/s", 12),
                     ("write", "Write/s", 12),
+                    ("mount", "Mount", None),
                     ("device", "Device", None),
                     ("fstype", "FS", None),
                 ],
@@ -229,14 +231,15 @@ class HardwareScreen(MeshScreen):
     def _compose_processes(self) -> ComposeResult:
         table = KeyedTable(
             [
+                # The name last: a long command line must not push the figures away.
                 ("pid", "PID", 7),
-                ("name", "Name", None),
                 ("cpu", "CPU", 6),
                 ("memory", "Memory", 10),
                 ("mem_percent", "Mem", 6),
                 ("nice", "Nice", 4),
                 ("mesh", "Mesh", 4),
                 ("user", "User", None),
+                ("name", "Name", None),
             ],
             id="processes",
         )
@@ -370,7 +373,6 @@ class HardwareScreen(MeshScreen):
         rows: dict[str, list[Cell]] = {}
         for disk in sample.disks:
             rows[disk.mountpoint] = [
-                Text(disk.mountpoint),
                 Text(
                     view.share(disk.percent), justify="right", style=view.share_style(disk.percent)
                 ),
@@ -378,6 +380,7 @@ class HardwareScreen(MeshScreen):
                 Text(data_size(disk.total_bytes), justify="right"),
                 Text(byte_rate(disk.read_bytes_per_second), justify="right"),
                 Text(byte_rate(disk.write_bytes_per_second), justify="right"),
+                Text(disk.mountpoint),
                 Text(disk.device or MISSING),
                 Text(disk.fstype or MISSING),
             ]
@@ -410,7 +413,6 @@ class HardwareScreen(MeshScreen):
         for process in sample.top_processes:
             rows[str(process.pid)] = [
                 Text(str(process.pid), justify="right"),
-                Text(process.name or MISSING),
                 Text(
                     view.share(process.cpu_percent),
                     justify="right",
@@ -421,6 +423,7 @@ class HardwareScreen(MeshScreen):
                 Text(str(process.nice), justify="right"),
                 Text("yes", style="cyan") if process.mesh else Text("no", style="dim"),
                 Text(process.username or MISSING),
+                Text(process.name or MISSING),
             ]
         table = self.query_one("#processes", KeyedTable)
         table.sync(rows)
