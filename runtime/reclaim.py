@@ -8,13 +8,15 @@ memory. Nothing else is done: no kernel cache is dropped (``/proc/sys/vm/drop_ca
 never written), no other process is touched, and a real run is done at most once every
 :data:`MIN_INTERVAL_SECONDS` per process (a flood of requests costs one collection).
 
-Only the hardware service (grant ``runtime_reclaim_call``) and its agent may publish requests;
-services answer with ``allow_responses`` (grant ``runtime_reclaim_answer``: one reply to each
-request's inbox, nowhere else). Requests and replies are small JSON documents (below); a
-request that is not one is answered as a dry run.
+Answers go to :data:`REPLIES_SUBJECT`, not to a reply inbox: a service then needs no
+``allow_responses`` (which would let it answer any request it receives), only the right to
+publish on that one subject (grant ``runtime_reclaim_answer``). Only the hardware service and
+its agent may ask and read the answers (grant ``runtime_reclaim_call``); an asker keeps the
+answers that carry its request's id. Requests and answers are small JSON documents:
 
-Request: ``{"dry_run": bool}``. Reply: ``{"service", "pid", "rss_before_bytes",
-"rss_after_bytes", "collected", "trimmed", "skipped"}``.
+Request: ``{"request_id": str, "dry_run": bool}``. Answer: ``{"request_id", "service", "pid",
+"rss_before_bytes", "rss_after_bytes", "collected", "trimmed", "skipped"}``. A request that is
+not one is ignored.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import json
 import os
 import threading
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -40,6 +43,8 @@ from nats.aio.subscription import Subscription
 log = structlog.get_logger(__name__)
 
 RECLAIM_SUBJECT = "sutazai.runtime.reclaim"
+REPLIES_SUBJECT = "sutazai.runtime.reclaimed"
+MAX_REQUEST_ID_CHARS = 64
 MIN_INTERVAL_SECONDS = 5.0
 """Least time between two real reclamations in one process."""
 MAX_REQUEST_BYTES = 256
@@ -109,23 +114,31 @@ def reclaim(service: str, *, dry_run: bool, clock: Any = time.monotonic) -> Recl
     return ReclaimResult(service, os.getpid(), before, _rss(), collected, trimmed)
 
 
-def _dry_run(data: bytes) -> bool:
+def parse_request(data: bytes) -> tuple[str, bool] | None:
+    """A request's id and whether it is a dry run (anything but ``false`` is), or ``None``."""
     if len(data) > MAX_REQUEST_BYTES:
-        return True
+        return None
     try:
-        request = json.loads(data or b"{}")
+        request = json.loads(data)
     except ValueError:
-        return True
-    return not (isinstance(request, dict) and request.get("dry_run") is False)
+        return None
+    if not isinstance(request, dict):
+        return None
+    request_id = request.get("request_id")
+    if not isinstance(request_id, str) or not 0 < len(request_id) <= MAX_REQUEST_ID_CHARS:
+        return None
+    return request_id, request.get("dry_run") is not False
 
 
 async def answer_reclaim(nc: NatsClient, service: str) -> Subscription:
     """Answer reclamation requests as ``service`` until the connection closes."""
 
     async def answer(message: Msg) -> None:
-        if not message.reply:
+        request = parse_request(message.data)
+        if request is None:
             return
-        result = await asyncio.to_thread(reclaim, service, dry_run=_dry_run(message.data))
+        request_id, dry_run = request
+        result = await asyncio.to_thread(reclaim, service, dry_run=dry_run)
         if not result.skipped:
             log.info(
                 "runtime.reclaimed",
@@ -133,17 +146,20 @@ async def answer_reclaim(nc: NatsClient, service: str) -> Subscription:
                 collected=result.collected,
                 trimmed=result.trimmed,
             )
-        await nc.publish(message.reply, json.dumps(asdict(result)).encode())
+        answer = {"request_id": request_id, **asdict(result)}
+        await nc.publish(REPLIES_SUBJECT, json.dumps(answer).encode())
 
     return await nc.subscribe(RECLAIM_SUBJECT, cb=answer)
 
 
-def parse_result(data: bytes) -> ReclaimResult | None:
-    """One reply, or ``None`` when it is not a well-formed result."""
+def parse_result(data: bytes, request_id: str) -> ReclaimResult | None:
+    """One answer to ``request_id``, or ``None`` (another request's, or not well-formed)."""
     if len(data) > MAX_REPLY_BYTES:
         return None
     try:
         fields = json.loads(data)
+        if fields["request_id"] != request_id:
+            return None
         result = ReclaimResult(
             service=str(fields["service"])[:64],
             pid=int(fields["pid"]),
@@ -161,26 +177,28 @@ def parse_result(data: bytes) -> ReclaimResult | None:
 async def ask_reclaim(
     nc: NatsClient, *, dry_run: bool, wait_seconds: float, expected: int | None = None
 ) -> list[ReclaimResult]:
-    """Ask every answering process; gather replies for ``wait_seconds`` (or ``expected`` of them).
+    """Ask every answering process; gather answers for ``wait_seconds`` (or ``expected`` of them).
 
     Each process answers once; a pid seen twice (a process answering on two connections)
     counts once.
     """
-    inbox = nc.new_inbox()
+    request_id = uuid.uuid4().hex
     results: dict[int, ReclaimResult] = {}
     enough = asyncio.Event()
 
     async def gather(message: Msg) -> None:
-        result = parse_result(message.data)
+        result = parse_result(message.data, request_id)
         if result is None or len(results) >= MAX_REPLIES:
             return
         results.setdefault(result.pid, result)
         if expected is not None and len(results) >= expected:
             enough.set()
 
-    subscription = await nc.subscribe(inbox, cb=gather)
+    subscription = await nc.subscribe(REPLIES_SUBJECT, cb=gather)
     try:
-        await nc.publish(RECLAIM_SUBJECT, json.dumps({"dry_run": dry_run}).encode(), reply=inbox)
+        await nc.flush()  # subscribed before anyone can answer
+        request = {"request_id": request_id, "dry_run": dry_run}
+        await nc.publish(RECLAIM_SUBJECT, json.dumps(request).encode())
         await nc.flush()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(enough.wait(), timeout=wait_seconds)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -58,8 +59,13 @@ MAX_TOP_PROCESSES = 100
 MAX_PAGE_SIZE = 1000
 MAX_ENTRY_IDS = 1000
 EDGE_TIMEOUT_HEADER = "x-envoy-expected-rq-timeout-ms"
-"""What Envoy expects the call to take at most (its route or per-try timeout): the service
-answers before it even when the caller's own deadline is longer."""
+"""What Envoy expects the call to take at most (its route or per-try timeout), when it says."""
+EDGE_UNARY_SECONDS = 15.0
+"""Envoy ends a unary call after this long (``EdgePolicy.unary_timeout`` in
+``gateway/resources.py``), whatever deadline the caller sent: a call that came through Envoy
+(on the instance's Unix socket) answers before it."""
+EDGE_RETRIED_SECONDS = 5.0
+"""...and one attempt of a GET-bound (retried) call after this long (``per_try_timeout``)."""
 MARGIN_FRACTION = 0.15
 MIN_MARGIN_SECONDS = 0.5
 """Kept back from a call's time for hashing, changes and the answer after a walk ends."""
@@ -242,13 +248,15 @@ class HardwareHandlers(pb_grpc.HardwareServiceServicer):
         """Every allowed root: disk, analysis, duplicates, largest files."""
         require_identity()
         with self._measured("GetStorageReport"), _faults():
-            budget = _walk_budget(context, share=0.5)
+            budget = _walk_budget(context, share=0.5, edge_seconds=EDGE_RETRIED_SECONDS)
             roots = max(1, len(self._toolbox.policy.roots))
             settings = budgeted_settings(
                 self._toolbox.settings, None if budget is None else budget / roots
             )
             return await self._blocking(
-                context, lambda cancel: self._toolbox.report(cancel, None, settings)
+                context,
+                lambda cancel: self._toolbox.report(cancel, None, settings),
+                edge_seconds=EDGE_RETRIED_SECONDS,
             )
 
     # --- changes ---------------------------------------------------------------------------
@@ -373,11 +381,15 @@ class HardwareHandlers(pb_grpc.HardwareServiceServicer):
     # --- plumbing --------------------------------------------------------------------------
 
     async def _blocking(
-        self, context: grpc.aio.ServicerContext, work: Callable[[threading.Event], T]
+        self,
+        context: grpc.aio.ServicerContext,
+        work: Callable[[threading.Event], T],
+        *,
+        edge_seconds: float = EDGE_UNARY_SECONDS,
     ) -> T:
         """Run ``work`` in a thread with a cancel token set on cancellation or the deadline."""
         cancel = threading.Event()
-        remaining = _remaining(context)
+        remaining = _remaining(context, edge_seconds)
         loop = asyncio.get_running_loop()
         started = loop.time()
         timer = loop.call_later(remaining, cancel.set) if remaining is not None else None
@@ -435,19 +447,34 @@ def _metadata(context: grpc.aio.ServicerContext) -> Mapping[str, str]:
     return {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
 
 
-def _remaining(context: grpc.aio.ServicerContext) -> float | None:
-    """Seconds the call has: the caller's deadline, or Envoy's expectation if sooner."""
+def _remaining(
+    context: grpc.aio.ServicerContext, edge_seconds: float = EDGE_UNARY_SECONDS
+) -> float | None:
+    """Seconds the call has: the caller's deadline, or the edge's limit if sooner.
+
+    A call on the Unix socket came through Envoy (direct callers use the TCP port), which ends
+    it after ``edge_seconds`` (or what ``x-envoy-expected-rq-timeout-ms`` says) even when the
+    caller allowed longer.
+    """
     remaining: float | None = context.time_remaining()
+    edge: float | None = None
+    if context.peer().startswith("unix:"):
+        edge = edge_seconds
     header = _metadata(context).get(EDGE_TIMEOUT_HEADER, "")
     if header.isdigit() and int(header) > 0:
-        edge = int(header) / 1000.0
+        edge = min(edge or math.inf, int(header) / 1000.0)
+    if edge is not None:
         remaining = edge if remaining is None else min(remaining, edge)
     return remaining
 
 
-def _walk_budget(context: grpc.aio.ServicerContext, share: float = 1.0) -> float | None:
+def _walk_budget(
+    context: grpc.aio.ServicerContext,
+    share: float = 1.0,
+    edge_seconds: float = EDGE_UNARY_SECONDS,
+) -> float | None:
     """How long a walk may take so that the call answers in time (None: no deadline)."""
-    remaining = _remaining(context)
+    remaining = _remaining(context, edge_seconds)
     if remaining is None:
         return None
     margin = max(MIN_MARGIN_SECONDS, remaining * MARGIN_FRACTION)

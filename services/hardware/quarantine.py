@@ -28,12 +28,13 @@ free) is settled when the quarantine is next opened or listed:
 * no data, original changed or gone: nothing the quarantine holds; reported (below).
 
 Entries the quarantine cannot account for are **reported, never dropped silently**: logged as
-``hardware.quarantine.anomaly`` (once per process) and kept in :attr:`Quarantine.anomalies`,
-and left on disk: a manifest without data (``no_data``), data without a readable manifest
-(``no_manifest``, ``bad_manifest``; never deleted by the service: only a person can tell what
-it is), and unexpected names in the directory (``unexpected``). A ``no_data`` entry holds
-nothing, so a real purge of every expired entry deletes it once its retention has passed (and
-logs that). Such entries are not listed: they cannot be restored.
+``hardware.quarantine.anomaly`` (once per process), kept in :attr:`Quarantine.anomalies` and
+left on disk. They are: a manifest without data (``no_data``); data without a readable
+manifest (``no_manifest``, ``bad_manifest``: never deleted by the service, only a person can
+tell what it is); data that is not a regular file (``not_regular``); an entry the service
+cannot read (``unreadable``); a name that is no entry (``unexpected``). None is listed, since
+none can be restored. A ``no_data`` entry holds nothing, so a real purge of every expired
+entry deletes it once its retention has passed (and logs that).
 
 **Restore** (:meth:`Quarantine.restore`) re-validates the original path (under an allowed
 root, not protected), opens its parent directories one by one from the root with
@@ -42,7 +43,8 @@ root only), verifies the data's SHA-256, sets the recorded mode and modification
 links the data into place, which fails rather than replace an existing file (across file
 systems: a verified copy to a temporary name, linked the same way). A file already at the
 original path is a per-entry error, unless it is this very file (a restore interrupted after
-the link): then the restore just finishes.
+the link: the same inode, or a copy with the recorded content, mode and mtime): then the
+restore just finishes.
 
 **Purge** (:meth:`Quarantine.purge`) deletes entries past their retention only; a dry run
 unless asked otherwise. An entry is first renamed to ``<id>.purging`` (atomic), so a crash
@@ -291,7 +293,8 @@ class Anomaly:
     entry: str
     """The directory entry's name in the quarantine directory."""
     kind: str
-    """``no_data``, ``no_manifest``, ``bad_manifest``, ``not_regular`` or ``unexpected``."""
+    """``no_data``, ``no_manifest``, ``bad_manifest``, ``not_regular``, ``unreadable`` or
+    ``unexpected``."""
     detail: str
 
 
@@ -427,16 +430,18 @@ class Quarantine:
             entry = self._dir / manifest.entry_id
             os.mkdir(entry, 0o700)
             with _entry_lock(entry, wait=True):
-                # The manifest reaches the disk before a byte moves: a crash from here on
-                # leaves an entry that says where the file came from.
-                replace_file(entry / MANIFEST, manifest.to_json())
-                fsync_dir(self._dir)
                 try:
+                    # The manifest reaches the disk before a byte moves: a crash from here
+                    # on leaves an entry that says where the file came from.
+                    replace_file(entry / MANIFEST, manifest.to_json())
+                    fsync_dir(self._dir)
                     held = self._move_in(path, fd, st, entry, manifest)
+                    replace_file(entry / MANIFEST, held.to_json())
                 except BaseException:
+                    # Without its data the entry goes; with it, it stays "moving" and the
+                    # next listing settles it.
                     self._abandon(entry)
                     raise
-                replace_file(entry / MANIFEST, held.to_json())
         finally:
             os.close(fd)
         log.info(
@@ -579,31 +584,15 @@ class Quarantine:
                 anomalies.append(Anomaly(name, "unexpected", "not a quarantine entry"))
                 continue
             seen.add(name)
-            entry = self._dir / name
-            manifest = self._cached_manifest(entry)
-            has_data = os.path.lexists(entry / DATA)
-            if manifest is None:
-                if has_data:
-                    anomalies.append(Anomaly(name, "no_manifest", "data without a manifest"))
-                elif recover:
-                    self._drop_empty(entry)
-                continue
-            if isinstance(manifest, str):
-                anomalies.append(Anomaly(name, "bad_manifest", manifest))
-                continue
-            if manifest.state == MOVING:
-                if recover:
-                    settled = self._settle(entry)
-                    if isinstance(settled, Anomaly):
-                        anomalies.append(settled)
-                    elif settled is not None:
-                        held.append(settled)
-                continue
-            if not has_data:
-                where = shown(manifest.original_path)
-                anomalies.append(Anomaly(name, "no_data", f"manifest of {where} without data"))
-                continue
-            held.append(manifest)
+            try:
+                found = self._look_at(self._dir / name, recover=recover)
+            except OSError as exc:
+                # One unreadable entry must not hide the others.
+                found = Anomaly(name, "unreadable", os_reason(exc))
+            if isinstance(found, Anomaly):
+                anomalies.append(found)
+            elif found is not None:
+                held.append(found)
         with self._lock:
             for gone in set(self._cache) - seen:
                 del self._cache[gone]
@@ -618,6 +607,26 @@ class Quarantine:
                 detail=anomaly.detail,
             )
         return held
+
+    def _look_at(self, entry: Path, *, recover: bool) -> Manifest | Anomaly | None:
+        """One entry directory: held, an anomaly, or nothing to list (settled or in flight)."""
+        name = entry.name
+        manifest = self._cached_manifest(entry)
+        has_data = os.path.lexists(entry / DATA)
+        if manifest is None:
+            if has_data:
+                return Anomaly(name, "no_manifest", "data without a manifest")
+            if recover:
+                self._drop_empty(entry)
+            return None
+        if isinstance(manifest, str):
+            return Anomaly(name, "bad_manifest", manifest)
+        if manifest.state == MOVING:
+            return self._settle(entry) if recover else None
+        if not has_data:
+            where = shown(manifest.original_path)
+            return Anomaly(name, "no_data", f"manifest of {where} without data")
+        return manifest
 
     def _cached_manifest(self, entry: Path) -> Manifest | str | None:
         """The entry's manifest; a string saying why it is unreadable; ``None`` when absent.

@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from sutazai.hardware.v1 import hardware_service_pb2 as pb
-from sutazai.runtime.reclaim import ReclaimResult, parse_result, reclaim
+from sutazai.runtime.reclaim import ReclaimResult, parse_request, parse_result, reclaim
 from sutazai.runtime.settings import HardwareSettings
 from sutazai.services.hardware.errors import InvalidArgumentError, PreconditionError
 from sutazai.services.hardware.host import ProcessSample
@@ -170,13 +170,21 @@ def test_reclaim_collects_once_per_interval_and_a_dry_run_never() -> None:
     assert again.skipped.startswith("ran less than")
 
 
-def test_reclaim_replies_are_parsed_strictly() -> None:
-    assert parse_result(
-        b'{"service": "x", "pid": 5, "rss_before_bytes": 10, "rss_after_bytes": 4}'
-    ) == ReclaimResult("x", 5, 10, 4)
-    assert parse_result(b"[]") is None
-    assert parse_result(b'{"pid": "x"}') is None
-    assert parse_result(b"x" * 5000) is None
+def test_reclaim_requests_and_answers_are_parsed_strictly() -> None:
+    answer = (
+        b'{"request_id": "r1", "service": "x", "pid": 5, "rss_before_bytes": 10, '
+        b'"rss_after_bytes": 4}'
+    )
+    assert parse_result(answer, "r1") == ReclaimResult("x", 5, 10, 4)
+    assert parse_result(answer, "r2") is None  # another asker's
+    assert parse_result(b"[]", "r1") is None
+    assert parse_result(b'{"request_id": "r1", "pid": "x"}', "r1") is None
+    assert parse_result(b"x" * 5000, "r1") is None
+    assert parse_request(b'{"request_id": "r1", "dry_run": false}') == ("r1", False)
+    assert parse_request(b'{"request_id": "r1"}') == ("r1", True)
+    assert parse_request(b'{"request_id": "r1", "dry_run": "no"}') == ("r1", True)
+    assert parse_request(b'{"dry_run": false}') is None
+    assert parse_request(b"not json") is None
 
 
 def test_the_reclaim_report_sums_each_process() -> None:

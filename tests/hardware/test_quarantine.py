@@ -630,3 +630,49 @@ def test_a_name_that_is_not_utf8_is_kept_exactly_and_shown_escaped(site: Site) -
     [result] = q.restore([held.entry_id])
     assert result.restored, result.error
     assert identity(path) == before
+
+
+def test_a_put_failing_after_the_move_leaves_an_entry_the_next_listing_settles(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    q = make(site)
+    path = old_file(site.root / "f.txt", b"moved, then the disk filled")
+    before = identity(path)
+    real_replace = quarantine_module.replace_file
+    calls = []
+
+    def full_on_second(target: Path, text: str, **kwargs: Any) -> None:
+        calls.append(target)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_replace(target, text, **kwargs)
+
+    monkeypatch.setattr(quarantine_module, "replace_file", full_on_second)
+    with pytest.raises(OSError, match="No space"):
+        q.put(path, operation="C", actor="a")
+    monkeypatch.undo()
+
+    assert not path.exists()
+    [held] = q.list(0, "").files
+    [result] = q.restore([held.entry_id])
+    assert result.restored, result.error
+    assert identity(path) == before
+
+
+def test_one_unreadable_entry_does_not_hide_the_others(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    q = make(site)
+    good = q.put(old_file(site.root / "good", b"g"), operation="C", actor="a")
+    bad = q.put(old_file(site.root / "bad", b"b"), operation="C", actor="a")
+    real = Quarantine._cached_manifest
+
+    def unreadable(self: Quarantine, entry: Path) -> Any:
+        if entry.name == bad.entry_id:
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real(self, entry)
+
+    monkeypatch.setattr(Quarantine, "_cached_manifest", unreadable)
+
+    assert [f.entry_id for f in q.list(0, "").files] == [good.entry_id]
+    assert [(a.entry, a.kind) for a in q.anomalies] == [(bad.entry_id, "unreadable")]
