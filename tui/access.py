@@ -1,13 +1,16 @@
 """Which screens a role sees: the same rule the protos declare for the calls behind them.
 
 Identity needs ``admin`` (``ListUsers``, ``SetUserRole``, audit events are admin-only); Logs
-needs ``operator`` (``ListLogs``/``TailLogs``); Overview, Services, Chat, Models, Agents and
-Tasks need only a session (the Models screen's actions and cache figures, ``LoadModel``,
-``UnloadModel``, ``ResetBreaker``, ``GetCacheStats`` and ``ClearCache``; the Agents screen's
-coordinator figures, streams and strategy, ``CoordinatorService``; the Tasks screen's every-user
-view and dead letters, ``ListDeadLetters`` and ``RequeueDeadLetter``, need ``operator``: see
-:func:`may_operate`). A screen a role may not use is not installed at all, so its key, footer
-entry and palette commands do not exist for that user.
+needs ``operator`` (``ListLogs``/``TailLogs``); Overview, Services, Chat, Models, Agents, Tasks
+and Hardware need only a session. Within them, what needs ``operator`` (see
+:func:`may_operate`): the Models screen's actions and cache figures (``LoadModel``,
+``UnloadModel``, ``ResetBreaker``, ``GetCacheStats``, ``ClearCache``); the Agents screen's
+coordinator figures, streams and strategy (``CoordinatorService``); the Tasks screen's
+every-user view and dead letters (``ListDeadLetters``, ``RequeueDeadLetter``); the Hardware
+screen's optimisations and quarantine (``CleanFiles`` ... ``ReclaimMemory``, ``ListQuarantine``,
+``RestoreQuarantined``). Purging the quarantine (``PurgeQuarantine``) needs ``admin``
+(:func:`may_administer`). A screen a role may not use is not installed at all, so its key,
+footer entry and palette commands do not exist for that user.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ SCREENS: tuple[ScreenEntry, ...] = (
     ScreenEntry("models", "6", "Models", access_pb2.ROLE_USER),
     ScreenEntry("agents", "7", "Agents", access_pb2.ROLE_USER),
     ScreenEntry("tasks", "8", "Tasks", access_pb2.ROLE_USER),
+    ScreenEntry("hardware", "9", "Hardware", access_pb2.ROLE_USER),
 )
 """Every screen in key order."""
 
@@ -55,6 +59,11 @@ def may_use(role: int, entry: ScreenEntry) -> bool:
 def may_operate(role: int) -> bool:
     """Whether ``role`` may take operator actions (the protos' ``ROLE_OPERATOR`` calls)."""
     return _RANK.get(role, 0) >= _RANK[access_pb2.ROLE_OPERATOR]
+
+
+def may_administer(role: int) -> bool:
+    """Whether ``role`` may take admin actions (the protos' ``ROLE_ADMIN`` calls)."""
+    return _RANK.get(role, 0) >= _RANK[access_pb2.ROLE_ADMIN]
 
 
 def screens_for(role: int) -> list[ScreenEntry]:

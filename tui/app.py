@@ -30,6 +30,7 @@ from sutazai.tui.messages import ConnectionChanged, SessionLost, SignedIn
 from sutazai.tui.screens.agents import AgentsScreen
 from sutazai.tui.screens.base import MeshScreen
 from sutazai.tui.screens.chat import ChatScreen
+from sutazai.tui.screens.hardware import HardwareScreen
 from sutazai.tui.screens.identity import IdentityScreen
 from sutazai.tui.screens.logs import LogsScreen
 from sutazai.tui.screens.models import ModelsScreen
@@ -54,6 +55,7 @@ _SCREEN_CLASSES: dict[str, type[MeshScreen]] = {
     "models": ModelsScreen,
     "agents": AgentsScreen,
     "tasks": TasksScreen,
+    "hardware": HardwareScreen,
 }
 
 

@@ -14,6 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sutazai.agents.v1 import agent_service_pb2 as agents_pb
 from sutazai.auth.v1 import access_pb2
 from sutazai.coordinator.v1 import coordinator_service_pb2 as coordinator_pb
+from sutazai.hardware.v1 import hardware_service_pb2 as hardware_pb
 from sutazai.inference.v1 import inference_service_pb2 as inference_pb
 from sutazai.system.v1 import system_service_pb2 as system_pb
 from sutazai.tasks.v1 import task_service_pb2 as tasks_pb
@@ -282,3 +283,35 @@ def strategy_name(strategy: int) -> str:
 def short_id(task_id: str) -> str:
     """A task's UUID by its first eight digits, as a narrow column shows it."""
     return task_id[:8]
+
+
+_SEVERITIES: dict[int, str] = {
+    hardware_pb.SEVERITY_INFO: "info",
+    hardware_pb.SEVERITY_WARNING: "warning",
+    hardware_pb.SEVERITY_CRITICAL: "critical",
+}
+
+
+def severity_name(severity: int) -> str:
+    """A recommendation's severity: ``info``, ``warning``, ``critical``; ``unknown`` otherwise."""
+    return _SEVERITIES.get(severity, "unknown")
+
+
+def data_size(value: int) -> str:
+    """Bytes as :func:`size` does, but a measured zero is ``0 B`` (not a dash)."""
+    return "0 B" if value == 0 else size(value)
+
+
+def byte_rate(per_second: float) -> str:
+    """Bytes per second in binary units (``1.2 MiB/s``); ``0 B/s`` is a measured zero."""
+    return f"{data_size(round(per_second))}/s"
+
+
+def celsius(value: float) -> str:
+    """A temperature (``52°C``); a dash for 0, which the sensors report when they have none."""
+    return f"{value:.0f}°C" if value else MISSING
+
+
+def decimal(value: float, places: int = 2) -> str:
+    """A measured number with ``places`` decimals (load averages, thresholds)."""
+    return f"{value:.{places}f}"

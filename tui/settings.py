@@ -40,5 +40,15 @@ class DashboardSettings(BaseSettings):
     """Tasks the Tasks screen shows (the first snapshot's size, 200 at most); older ones drop."""
     dead_letters: int = Field(default=200, ge=1, le=10_000)
     """Dead letters listed on the Tasks screen, newest first."""
+    hardware_interval_seconds: float = Field(default=1.0, ge=0.25, le=60.0)
+    """Seconds between the Hardware screen's samples (``WatchMetrics``' interval)."""
+    hardware_points: int = Field(default=120, ge=2, le=1000)
+    """Samples each Hardware trend keeps (as many as fit its width are drawn)."""
+    hardware_processes: int = Field(default=10, ge=0, le=100)
+    """Busiest processes each sample carries for the Hardware screen (0: none)."""
+    quarantine_rows: int = Field(default=200, ge=1, le=1000)
+    """Quarantined files the Hardware screen lists, newest first."""
+    change_rows: int = Field(default=2000, ge=10, le=100_000)
+    """Planned changes of one dry run or run the Hardware screen lists (the CLI lists all)."""
     dark: bool = True
     """Start with the dark theme (toggle with ``ctrl+t``)."""

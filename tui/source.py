@@ -26,6 +26,7 @@ from sutazai.client import (
     SessionEnded,
 )
 from sutazai.coordinator.v1 import coordinator_service_pb2 as coordinator_pb
+from sutazai.hardware.v1 import hardware_service_pb2 as hardware_pb
 from sutazai.inference.v1 import inference_service_pb2 as inference_pb
 from sutazai.system.v1 import system_service_pb2 as system_pb
 from sutazai.tasks.v1 import task_service_pb2 as tasks_pb
@@ -249,6 +250,79 @@ class MeshApi(Protocol):
 
     async def list_streams(self) -> list[coordinator_pb.StreamInfo]:
         """The JetStream streams of dispatch with their consumers (operators)."""
+        ...
+
+    # --- hardware ----------------------------------------------------------------------------
+
+    def watch_hardware_metrics(
+        self, *, interval_seconds: float = 1.0, top_processes: int = 0
+    ) -> AsyncIterator[hardware_pb.HostSample]:
+        """A sample of the host every ``interval_seconds`` (keep-alives are not yielded)."""
+        ...
+
+    async def storage_report(self) -> hardware_pb.GetStorageReportResponse:
+        """Disk use, analysis, duplicates and largest files of every allowed root."""
+        ...
+
+    async def hardware_recommendations(self) -> hardware_pb.GetRecommendationsResponse:
+        """The rules that fired on a fresh sample, each with its reason and numbers."""
+        ...
+
+    async def hardware_advice(
+        self, model: str = "", question: str = ""
+    ) -> hardware_pb.GetAdviceResponse:
+        """The inference service's explanation of a fresh sample (model output)."""
+        ...
+
+    async def clean_files(
+        self,
+        path: str,
+        *,
+        older_than_days: int = 0,
+        patterns: Sequence[str] = (),
+        dry_run: bool = True,
+    ) -> hardware_pb.ChangeReport:
+        """Move old temporary and cache files into the quarantine (operators)."""
+        ...
+
+    async def deduplicate(self, path: str, *, dry_run: bool = True) -> hardware_pb.ChangeReport:
+        """Keep the newest of each duplicate group, quarantine the others (operators)."""
+        ...
+
+    async def compress_logs(
+        self, path: str, *, older_than_days: int = 0, dry_run: bool = True
+    ) -> hardware_pb.ChangeReport:
+        """Gzip old logs, keeping the smaller file (operators)."""
+        ...
+
+    async def rotate_logs(
+        self, path: str, *, min_size_bytes: int = 0, keep: int = 0, dry_run: bool = True
+    ) -> hardware_pb.ChangeReport:
+        """Rotate large logs, keeping ``keep`` generations (operators)."""
+        ...
+
+    async def renice_processes(self, *, dry_run: bool = True) -> hardware_pb.ChangeReport:
+        """Lower the priority of the caller's CPU hogs (operators)."""
+        ...
+
+    async def reclaim_memory(self, *, dry_run: bool = True) -> hardware_pb.ReclaimMemoryResponse:
+        """Have the mesh's own processes give memory back (operators)."""
+        ...
+
+    async def list_quarantine(self, *, limit: int = 1_000) -> list[hardware_pb.QuarantinedFile]:
+        """Quarantined files, newest first (operators)."""
+        ...
+
+    async def restore_quarantined(
+        self, entry_ids: Sequence[str]
+    ) -> list[hardware_pb.RestoreResult]:
+        """Move quarantined files back where they were, byte for byte (operators)."""
+        ...
+
+    async def purge_quarantine(
+        self, entry_ids: Sequence[str] = (), *, dry_run: bool = True
+    ) -> hardware_pb.PurgeQuarantineResponse:
+        """Delete quarantined files past their retention for good (admins)."""
         ...
 
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
-from google.protobuf import struct_pb2
+from google.protobuf import duration_pb2, struct_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import status_pb2
 
@@ -22,6 +22,7 @@ from sutazai.auth.v1 import access_pb2
 from sutazai.auth.v1 import auth_service_pb2 as auth_pb
 from sutazai.chat.v1 import chat_service_pb2 as chat_pb
 from sutazai.coordinator.v1 import coordinator_service_pb2 as coord_pb
+from sutazai.hardware.v1 import hardware_service_pb2 as hw_pb
 from sutazai.inference.v1 import inference_service_pb2 as inf_pb
 from sutazai.system.v1 import system_service_pb2 as system_pb
 from sutazai.tasks.v1 import task_service_pb2 as tasks_pb
@@ -473,6 +474,288 @@ STREAMS = [
 ]
 
 
+# --- hardware ------------------------------------------------------------------------------
+
+GIB = 1024**3
+MIB = 1024**2
+
+
+def host_sample(step: int) -> hw_pb.HostSample:
+    """The ``step``-th sample of the host: four cores, a busy one, disks and network moving."""
+    wave = (step * 7) % 12
+    return hw_pb.HostSample(
+        sampled_at=stamp(NOW - timedelta(seconds=12 - step)),
+        hostname="mesh-host",
+        uptime=duration_pb2.Duration(seconds=3 * 86_400 + 4 * 3600 + step),
+        cpu=hw_pb.CpuStatus(
+            percent=20.0 + wave * 5,
+            per_core_percent=[12.0 + wave, 34.5, 5.0, 91.0 if step % 2 else 60.0],
+            logical_cores=4,
+            physical_cores=2,
+            load_1m=1.2,
+            load_5m=0.8,
+            load_15m=0.5,
+            frequency_mhz=2400.0,
+        ),
+        memory=hw_pb.MemoryStatus(
+            total_bytes=16 * GIB,
+            available_bytes=8 * GIB + step * MIB,
+            used_bytes=7 * GIB + 200 * MIB,
+            percent=45.0 + step,
+            swap_total_bytes=2 * GIB,
+            swap_used_bytes=64 * MIB,
+            swap_percent=3.1,
+        ),
+        disks=[
+            hw_pb.DiskStatus(
+                mountpoint="/",
+                device="/dev/sda1",
+                fstype="ext4",
+                total_bytes=100 * GIB,
+                used_bytes=62 * GIB,
+                free_bytes=38 * GIB,
+                percent=62.0,
+                read_bytes_per_second=1.5 * MIB * (step % 4),
+                write_bytes_per_second=300 * 1024 * (step % 3),
+            ),
+            hw_pb.DiskStatus(
+                mountpoint="/srv/data",
+                device="/dev/sdb1",
+                fstype="xfs",
+                total_bytes=500 * GIB,
+                used_bytes=470 * GIB,
+                free_bytes=30 * GIB,
+                percent=94.0,
+                read_bytes_per_second=2 * MIB,
+                write_bytes_per_second=0.0,
+            ),
+        ],
+        networks=[
+            hw_pb.NetworkStatus(
+                interface="lo",
+                bytes_sent=10 * GIB,
+                bytes_received=10 * GIB,
+                sent_bytes_per_second=40_000.0 + step * 1000,
+                received_bytes_per_second=40_000.0 + step * 1000,
+                is_up=True,
+            ),
+            hw_pb.NetworkStatus(
+                interface="eth0",
+                bytes_sent=2 * GIB,
+                bytes_received=5 * GIB,
+                sent_bytes_per_second=12_000.0,
+                received_bytes_per_second=80_000.0 * (step % 5),
+                is_up=True,
+            ),
+        ],
+        top_processes=[
+            hw_pb.ProcessInfo(
+                pid=31337,
+                name="ffmpeg",
+                username="alice",
+                cpu_percent=95.2,
+                memory_bytes=1 * GIB,
+                memory_percent=6.3,
+                nice=0,
+            ),
+            hw_pb.ProcessInfo(
+                pid=4242,
+                name="python3 [bold]x[/]",
+                username="sutazai",
+                cpu_percent=38.5,
+                memory_bytes=420 * MIB,
+                memory_percent=2.6,
+                nice=0,
+                mesh=True,
+            ),
+            hw_pb.ProcessInfo(
+                pid=977,
+                name="postgres",
+                username="sutazai",
+                cpu_percent=12.0,
+                memory_bytes=180 * MIB,
+                memory_percent=1.1,
+                nice=0,
+                mesh=True,
+            ),
+        ],
+        temperatures=[
+            hw_pb.Temperature(
+                sensor="coretemp",
+                label="Package id 0",
+                celsius=52.0,
+                high_celsius=80.0,
+                critical_celsius=100.0,
+            ),
+            hw_pb.Temperature(sensor="nvme", label="Composite", celsius=41.0),
+        ],
+        gpus=[
+            hw_pb.Gpu(
+                index=0,
+                name="NVIDIA T4",
+                utilization_percent=17.0,
+                memory_total_bytes=16 * GIB,
+                memory_used_bytes=3 * GIB,
+                temperature_celsius=48.0,
+            )
+        ],
+    )
+
+
+def file_entry(path: str, size: int, modified_ago: float) -> hw_pb.FileEntry:
+    """A file of the storage report."""
+    return hw_pb.FileEntry(path=path, size_bytes=size, modified_at=ago(modified_ago))
+
+
+def bucket(label: str, files: int, size: int) -> hw_pb.Bucket:
+    """A size or age bucket."""
+    return hw_pb.Bucket(label=label, files=files, bytes=size)
+
+
+STORAGE_REPORT = hw_pb.GetStorageReportResponse(
+    generated_at=ago(2),
+    roots=[
+        hw_pb.RootReport(
+            root="/srv/data",
+            disk=hw_pb.DiskStatus(
+                mountpoint="/srv/data",
+                device="/dev/sdb1",
+                fstype="xfs",
+                total_bytes=500 * GIB,
+                used_bytes=470 * GIB,
+                free_bytes=30 * GIB,
+                percent=94.0,
+            ),
+            analysis=hw_pb.AnalyzeStorageResponse(
+                scan=hw_pb.ScanSummary(
+                    resolved_path="/srv/data",
+                    files_scanned=1_204,
+                    directories_scanned=87,
+                    entries_skipped=3,
+                    elapsed=duration_pb2.Duration(seconds=1, nanos=250_000_000),
+                ),
+                total_files=1_204,
+                total_bytes=3 * GIB,
+                by_extension=[
+                    hw_pb.ExtensionUsage(extension=".log", files=120, bytes=2 * GIB),
+                    hw_pb.ExtensionUsage(extension=".tmp", files=40, bytes=600 * MIB),
+                    hw_pb.ExtensionUsage(extension="", files=1_044, bytes=424 * MIB),
+                ],
+                by_size=[
+                    bucket("<1KiB", 900, 300 * 1024),
+                    bucket("1KiB-1MiB", 250, 80 * MIB),
+                    bucket("1MiB-100MiB", 53, 1 * GIB),
+                    bucket(">=100MiB", 1, 2 * GIB),
+                ],
+                by_age=[
+                    bucket("<7d", 600, 1 * GIB),
+                    bucket("7d-30d", 400, 1 * GIB),
+                    bucket("30d-365d", 200, 1 * GIB),
+                    bucket(">=365d", 4, 1 * MIB),
+                ],
+            ),
+            top_duplicates=[
+                hw_pb.DuplicateGroup(
+                    sha256="9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                    size_bytes=40 * MIB,
+                    files=[
+                        file_entry("/srv/data/models/a.bin", 40 * MIB, 3600),
+                        file_entry("/srv/data/backup/a.bin", 40 * MIB, 86_400),
+                    ],
+                    wasted_bytes=40 * MIB,
+                )
+            ],
+            largest_files=[
+                file_entry("/srv/data/logs/app.log", 2 * GIB, 60),
+                file_entry("/srv/data/models/a.bin", 40 * MIB, 3600),
+            ],
+        )
+    ],
+)
+
+RECOMMENDATIONS = hw_pb.GetRecommendationsResponse(
+    sample=host_sample(11),
+    recommendations=[
+        hw_pb.Recommendation(
+            rule="disk_full",
+            severity=hw_pb.SEVERITY_CRITICAL,
+            reason="/srv/data is 94.0% full; writes fail when it fills.",
+            action="Clean temporary files and compress old logs under /srv/data",
+            rpc="CleanFiles",
+            measurements=[
+                hw_pb.Measurement(
+                    name="disk./srv/data.percent", value=94.0, threshold=90.0, unit="%"
+                )
+            ],
+        ),
+        hw_pb.Recommendation(
+            rule="cpu_hog",
+            severity=hw_pb.SEVERITY_WARNING,
+            reason="ffmpeg (pid 31337) uses 95.2% CPU.",
+            action="Lower its priority",
+            rpc="ReniceProcesses",
+            measurements=[
+                hw_pb.Measurement(
+                    name="process.31337.cpu_percent", value=95.2, threshold=25.0, unit="%"
+                )
+            ],
+        ),
+    ],
+)
+
+ADVICE = hw_pb.GetAdviceResponse(
+    label="model output",
+    model="smollm2-135m-instruct",
+    advice="Your data disk is nearly full. Clean [bold]old[/] temporary files first.",
+    sample=host_sample(11),
+    recommendations=list(RECOMMENDATIONS.recommendations),
+)
+
+
+def entry_id(number: int) -> str:
+    """A deterministic quarantine entry id."""
+    return f"{number:08x}-1111-4000-8000-000000000000"
+
+
+def quarantined(
+    number: int, path: str, size: int, *, moved_ago: float, operation: str = "CleanFiles"
+) -> hw_pb.QuarantinedFile:
+    """A quarantined file; purgeable 7 days after it was moved."""
+    return hw_pb.QuarantinedFile(
+        entry_id=entry_id(number),
+        original_path=path,
+        size_bytes=size,
+        sha256=f"{number:02x}" * 32,
+        quarantined_at=ago(moved_ago),
+        operation=operation,
+        actor="alice",
+        purgeable_at=ago(moved_ago - 7 * 86_400),
+        mode=0o644,
+        modified_at=ago(moved_ago + 10 * 86_400),
+    )
+
+
+QUARANTINE = [
+    quarantined(0xE1, "/srv/data/tmp/render-1.tmp", 12 * MIB, moved_ago=3600),
+    quarantined(
+        0xE2, "/srv/data/backup/a.bin", 40 * MIB, moved_ago=9 * 86_400, operation="Deduplicate"
+    ),
+]
+"""Newest first; the second is past its retention."""
+
+
+def planned(action: str, target: str, size: int, reason: str, **extra: Any) -> hw_pb.PlannedChange:
+    """One change of a report."""
+    return hw_pb.PlannedChange(action=action, target=target, bytes=size, reason=reason, **extra)
+
+
+CLEANABLE = [
+    ("/srv/data/tmp/a.tmp", 3 * MIB),
+    ("/srv/data/tmp/b.tmp", 1 * MIB),
+    ("/srv/data/cache/c.cache", 512 * 1024),
+]
+
+
 def struct(values: dict[str, Any]) -> struct_pb2.Struct:
     """A JSON object as a protobuf Struct."""
     found = struct_pb2.Struct()
@@ -660,6 +943,11 @@ class FakeMesh:
         self.strategy = coord_pb.GetStrategyResponse()
         self.strategy.CopyFrom(STRATEGY)
         self.created = 0
+        self.initial["hardware"] = [host_sample(step) for step in range(12)]
+        self.quarantine = list(QUARANTINE)
+        self.cleaned = 0
+        self.restore_refusals: dict[str, str] = {}
+        """Entries whose restore fails, with the reason (their place is taken)."""
 
     # --- test controls ---------------------------------------------------------------------
 
@@ -992,3 +1280,156 @@ class FakeMesh:
         self.calls.append(("list_streams", ()))
         self._operators_only()
         return list(STREAMS)
+
+    # --- hardware --------------------------------------------------------------------------
+
+    def watch_hardware_metrics(
+        self, *, interval_seconds: float = 1.0, top_processes: int = 0
+    ) -> AsyncIterator[hw_pb.HostSample]:
+        return self._stream("hardware", interval_seconds, top_processes)
+
+    async def storage_report(self) -> hw_pb.GetStorageReportResponse:
+        self.calls.append(("storage_report", ()))
+        return STORAGE_REPORT
+
+    async def hardware_recommendations(self) -> hw_pb.GetRecommendationsResponse:
+        self.calls.append(("hardware_recommendations", ()))
+        return RECOMMENDATIONS
+
+    async def hardware_advice(self, model: str = "", question: str = "") -> hw_pb.GetAdviceResponse:
+        self.calls.append(("hardware_advice", (model, question)))
+        return ADVICE
+
+    def _report(self, dry_run: bool, changes: list[hw_pb.PlannedChange]) -> hw_pb.ChangeReport:
+        return hw_pb.ChangeReport(
+            dry_run=dry_run,
+            scan=hw_pb.ScanSummary(
+                resolved_path="/srv/data",
+                files_scanned=120,
+                directories_scanned=9,
+                elapsed=duration_pb2.Duration(nanos=300_000_000),
+            ),
+            changes=changes,
+            changed=sum(1 for c in changes if not c.error),
+            bytes_freed=sum(c.bytes for c in changes if not c.error),
+            failed=sum(1 for c in changes if c.error),
+        )
+
+    async def clean_files(
+        self,
+        path: str = "",
+        *,
+        older_than_days: int = 0,
+        patterns: Sequence[str] = (),
+        dry_run: bool = True,
+    ) -> hw_pb.ChangeReport:
+        self.calls.append(("clean_files", (path, older_than_days, tuple(patterns), dry_run)))
+        self._operators_only()
+        changes = []
+        for index, (target, size) in enumerate(CLEANABLE):
+            change = planned("quarantine", target, size, "older than 3 days")
+            if not dry_run:
+                self.cleaned += 1
+                moved = quarantined(0xC0 + self.cleaned, target, size, moved_ago=-index)
+                self.quarantine.insert(0, moved)
+                change.quarantine_id = moved.entry_id
+            changes.append(change)
+        return self._report(dry_run, changes)
+
+    async def deduplicate(self, path: str = "", *, dry_run: bool = True) -> hw_pb.ChangeReport:
+        self.calls.append(("deduplicate", (path, dry_run)))
+        self._operators_only()
+        return self._report(
+            dry_run,
+            [planned("quarantine", "/srv/data/backup/a.bin", 40 * MIB, "copy of models/a.bin")],
+        )
+
+    async def compress_logs(
+        self, path: str = "", *, older_than_days: int = 0, dry_run: bool = True
+    ) -> hw_pb.ChangeReport:
+        self.calls.append(("compress_logs", (path, older_than_days, dry_run)))
+        self._operators_only()
+        return self._report(
+            dry_run,
+            [
+                planned("compress", "/srv/data/logs/old.log", 900 * MIB, "older than 7 days"),
+                planned(
+                    "compress",
+                    "/srv/data/logs/busy.log",
+                    0,
+                    "older than 7 days",
+                    error="compressed file not smaller",
+                ),
+            ],
+        )
+
+    async def rotate_logs(
+        self, path: str = "", *, min_size_bytes: int = 0, keep: int = 0, dry_run: bool = True
+    ) -> hw_pb.ChangeReport:
+        self.calls.append(("rotate_logs", (path, min_size_bytes, keep, dry_run)))
+        self._operators_only()
+        return self._report(
+            dry_run, [planned("rotate", "/srv/data/logs/app.log", 0, "2.0 GiB >= 10.0 MiB")]
+        )
+
+    async def renice_processes(self, *, dry_run: bool = True) -> hw_pb.ChangeReport:
+        self.calls.append(("renice_processes", (dry_run,)))
+        self._operators_only()
+        return self._report(dry_run, [planned("renice", "pid 31337 ffmpeg", 0, "95.2% CPU")])
+
+    async def reclaim_memory(self, *, dry_run: bool = True) -> hw_pb.ReclaimMemoryResponse:
+        self.calls.append(("reclaim_memory", (dry_run,)))
+        self._operators_only()
+        return hw_pb.ReclaimMemoryResponse(
+            report=self._report(dry_run, [planned("reclaim", "pid 4242 python3", 0, "mesh")]),
+            rss_before_bytes=420 * MIB,
+            rss_after_bytes=420 * MIB if dry_run else 380 * MIB,
+        )
+
+    async def list_quarantine(self, *, limit: int = 100) -> list[hw_pb.QuarantinedFile]:
+        self.calls.append(("list_quarantine", (limit,)))
+        self._operators_only()
+        return self.quarantine[:limit]
+
+    async def restore_quarantined(self, entry_ids: Sequence[str]) -> list[hw_pb.RestoreResult]:
+        self.calls.append(("restore_quarantined", tuple(entry_ids)))
+        self._operators_only()
+        results = []
+        for wanted in entry_ids:
+            found = next((e for e in self.quarantine if e.entry_id == wanted), None)
+            if found is None:
+                raise CallFailed(grpc.StatusCode.NOT_FOUND, f"no quarantine entry {wanted}")
+            refused = self.restore_refusals.get(wanted)
+            if refused is not None:
+                results.append(
+                    hw_pb.RestoreResult(
+                        entry_id=wanted, original_path=found.original_path, error=refused
+                    )
+                )
+                continue
+            self.quarantine.remove(found)
+            results.append(
+                hw_pb.RestoreResult(
+                    entry_id=wanted, original_path=found.original_path, restored=True
+                )
+            )
+        return results
+
+    async def purge_quarantine(
+        self, entry_ids: Sequence[str] = (), *, dry_run: bool = True
+    ) -> hw_pb.PurgeQuarantineResponse:
+        self.calls.append(("purge_quarantine", (tuple(entry_ids), dry_run)))
+        if self._role() != access_pb2.ROLE_ADMIN:
+            raise CallFailed(grpc.StatusCode.PERMISSION_DENIED, "needs the admin role")
+        chosen = [
+            e
+            for e in self.quarantine
+            if (not entry_ids or e.entry_id in entry_ids)
+            and e.purgeable_at.ToDatetime(tzinfo=UTC) <= NOW
+        ]
+        if not dry_run:
+            for found in chosen:
+                self.quarantine.remove(found)
+        return hw_pb.PurgeQuarantineResponse(
+            dry_run=dry_run, purged=chosen, bytes_freed=sum(e.size_bytes for e in chosen)
+        )

@@ -60,6 +60,7 @@ async def test_a_saved_session_opens_the_overview_with_every_component(fake: Fak
             "models",
             "agents",
             "tasks",
+            "hardware",
         ]
 
 
@@ -149,7 +150,15 @@ async def test_a_user_sees_no_identity_or_logs_screen_nor_their_keys_or_commands
     app = make_app(fake)
     async with app.run_test(size=(80, 24)) as pilot:
         await on_screen(app, OverviewScreen)
-        assert app.installed == ["overview", "services", "chat", "models", "agents", "tasks"]
+        assert app.installed == [
+            "overview",
+            "services",
+            "chat",
+            "models",
+            "agents",
+            "tasks",
+            "hardware",
+        ]
         await pilot.press("3")
         await pilot.press("4")
         await pilot.pause()
@@ -177,6 +186,7 @@ async def test_an_operator_sees_logs_but_not_identity(fake: FakeMesh) -> None:
             "models",
             "agents",
             "tasks",
+            "hardware",
         ]
         await pilot.press("3")
         await pilot.pause()

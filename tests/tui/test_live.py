@@ -7,7 +7,10 @@ sees no admin actions. Issue 9: a chat message typed in the dashboard streams a 
 real (embedded) model, and the Models screen shows the embedded backend. Issue 10: a
 ``text.summarize`` task created from the Tasks screen's form appears in the live list and
 reaches SUCCEEDED with a result (the task service, the coordinator and the built-in text agent,
-all through the edge).
+all through the edge). Issue 11: the Hardware screen draws live samples of this host, and an
+operator cleans a file of a tree under the allowed root from the screen (dry run, then the
+confirmed run moves it into the quarantine) and restores it from the quarantine pane, byte for
+byte.
 """
 
 from __future__ import annotations
@@ -15,13 +18,16 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
+import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from rich.text import Text
+from textual.pilot import Pilot
 from textual.widgets import Input, Select, TextArea
 
 from sutazai.chat.v1 import chat_service_pb2 as chat_pb
@@ -33,15 +39,19 @@ from sutazai.tasks.v1 import task_service_pb2 as tasks_pb
 from sutazai.tui.app import SutazaiApp
 from sutazai.tui.screens.chat import ChatScreen
 from sutazai.tui.screens.confirm import ConfirmScreen
+from sutazai.tui.screens.hardware import HardwareScreen
 from sutazai.tui.screens.identity import IdentityScreen
 from sutazai.tui.screens.models import ModelsScreen
+from sutazai.tui.screens.optimise_form import OptimiseFormScreen
 from sutazai.tui.screens.overview import OverviewScreen
 from sutazai.tui.screens.task_form import TaskFormScreen
 from sutazai.tui.screens.tasks import TasksScreen
 from sutazai.tui.settings import DashboardSettings
 from sutazai.tui.source import opened
 from sutazai.tui.widgets.tables import KeyedTable
+from sutazai.tui.widgets.trend import Trend
 from tests.harness.cli import run_cli
+from tests.harness.mesh import hardware_root
 from tests.harness.waiting import wait_for
 
 STARTUP = 30.0
@@ -187,7 +197,15 @@ async def test_a_user_sees_no_admin_actions(mesh_services: MeshSettings) -> None
         app = SutazaiApp(client, DashboardSettings())
         async with app.run_test(size=(80, 24)) as pilot:
             await wait_for(lambda: isinstance(app.screen, OverviewScreen), STARTUP)
-            assert app.installed == ["overview", "services", "chat", "models", "agents", "tasks"]
+            assert app.installed == [
+                "overview",
+                "services",
+                "chat",
+                "models",
+                "agents",
+                "tasks",
+                "hardware",
+            ]
             await pilot.press("3", "4")
             await pilot.pause()
             assert isinstance(app.screen, OverviewScreen)
@@ -344,3 +362,94 @@ async def test_a_task_created_from_the_tasks_screen_appears_and_succeeds(
             )
     finally:
         await client.aclose()
+
+
+DAY = 86_400.0
+
+
+async def answer(app: SutazaiApp, pilot: Pilot[None], key: str) -> None:
+    """Answer the confirmation the last key opened."""
+    await wait_for(lambda: isinstance(app.screen, ConfirmScreen), STARTUP, message="asked")
+    await pilot.press(key)
+    await wait_for(lambda: isinstance(app.screen, HardwareScreen), STARTUP, message="answered")
+
+
+async def test_the_hardware_screen_shows_live_samples_and_restores_a_quarantined_file(
+    mesh_services: MeshSettings,
+) -> None:
+    tree = (hardware_root(mesh_services.state_dir) / f"tui{secrets.token_hex(4)}").resolve()
+    old = tree / "cache" / "old.tmp"
+    kept = tree / "cache" / "new.tmp"
+    old.parent.mkdir(parents=True)
+    content = os.urandom(4096) + b"restored byte for byte"
+    old.write_bytes(content)
+    os.chmod(old, 0o640)
+    aged = time.time() - 30 * DAY
+    os.utime(old, (aged, aged))
+    kept.write_bytes(b"fresh")
+    before = old.stat()
+    client = await signed_in_client(mesh_services, "operator")
+    try:
+        app = SutazaiApp(client, DashboardSettings(hardware_interval_seconds=0.5))
+        async with app.run_test(size=(160, 48)) as pilot:
+            await wait_for(lambda: isinstance(app.screen, OverviewScreen), STARTUP)
+            await pilot.press("9")
+            await wait_for(lambda: isinstance(app.screen, HardwareScreen), STARTUP)
+            screen = app.screen
+            assert isinstance(screen, HardwareScreen)
+            # Live samples of this host, one after another.
+            await wait_for(lambda: screen.samples >= 3, STARTUP, message="three live samples")
+            sample = screen.sample
+            assert sample is not None
+            assert sample.hostname == socket.gethostname()
+            assert sample.cpu.logical_cores == os.cpu_count()
+            assert len(screen.query_one("#trend-cpu", Trend).values) >= 3
+            assert sample.disks, "no disk in the sample"
+
+            # Clean the tree from the Optimise pane: parameters, dry run, confirmed run.
+            await pilot.press("o")
+            operations = screen.query_one("#operations", KeyedTable)
+            await wait_for(lambda: operations.highlighted_key() == "clean", STARTUP)
+            await pilot.press("e")
+            await wait_for(lambda: isinstance(app.screen, OptimiseFormScreen), STARTUP)
+            form = app.screen
+            form.query_one("#opt-path", Input).value = str(tree)
+            form.query_one("#opt-days", Input).value = "7"
+            form.query_one("#opt-patterns", Input).value = "*.tmp"
+            await pilot.press("ctrl+s")
+            await wait_for(lambda: isinstance(app.screen, HardwareScreen), STARTUP)
+            await pilot.press("d")
+            await wait_for(lambda: "clean" in screen.dry_runs, STARTUP, message="the dry run")
+            dry = screen.dry_runs["clean"].outcome.report
+            assert dry.dry_run
+            assert [change.target for change in dry.changes] == [str(old)]
+            changes = screen.query_one("#changes", KeyedTable)
+            assert plain(changes, "0", "target") == str(old)
+            assert old.read_bytes() == content  # a dry run changes nothing
+            await pilot.press("x")
+            await answer(app, pilot, "y")
+            await wait_for(lambda: "clean" in screen.runs, STARTUP, message="the run")
+            real = screen.runs["clean"].outcome.report
+            assert not real.dry_run
+            assert real.failed == 0, real
+            [moved] = [change.quarantine_id for change in real.changes]
+            assert moved
+            assert not old.exists()
+            assert kept.read_bytes() == b"fresh"
+
+            # Restore it from the Quarantine pane.
+            await pilot.press("q")
+            table = screen.query_one("#quarantine", KeyedTable)
+            await wait_for(lambda: moved in table.keys, STARTUP, message="listed quarantined")
+            assert plain(table, moved, "path") == str(old)
+            table.move_cursor(row=table.keys.index(moved))
+            await pilot.pause()
+            await pilot.press("u")
+            await answer(app, pilot, "y")
+            await wait_for(lambda: moved not in table.keys, STARTUP, message="restored")
+            assert old.read_bytes() == content
+            after = old.stat()
+            assert (after.st_mode, after.st_mtime_ns) == (before.st_mode, before.st_mtime_ns)
+    finally:
+        await client.aclose()
+        shutil.rmtree(tree, ignore_errors=True)

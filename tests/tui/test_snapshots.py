@@ -15,6 +15,7 @@ from textual.widgets import Input, RichLog, Select, TextArea
 from sutazai.tui.screens.agents import AgentsScreen
 from sutazai.tui.screens.chat import ChatScreen
 from sutazai.tui.screens.confirm import ConfirmScreen
+from sutazai.tui.screens.hardware import HardwareScreen
 from sutazai.tui.screens.identity import IdentityScreen
 from sutazai.tui.screens.logs import LogsScreen
 from sutazai.tui.screens.models import ModelsScreen
@@ -26,7 +27,7 @@ from sutazai.tui.screens.tasks import TasksScreen
 from sutazai.tui.widgets.tables import KeyedTable
 from tests.harness.waiting import wait_for
 from tests.tui.conftest import make_app
-from tests.tui.fake import EMBEDDED, USER, FakeMesh, delta, done
+from tests.tui.fake import CLEANABLE, EMBEDDED, QUARANTINE, USER, FakeMesh, delta, done
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48")]
 WAIT = 10.0
@@ -274,3 +275,110 @@ def test_agents_and_tasks_as_a_user(
     assert snap_compare(
         make_app(FakeMesh(saved=USER)), terminal_size=size, run_before=WORK_SCREENS[screen]
     )
+
+
+def _hardware_screen(pilot: Pilot[None]) -> HardwareScreen | None:
+    screen = pilot.app.screen
+    return screen if isinstance(screen, HardwareScreen) else None
+
+
+async def _hardware(pilot: Pilot[None]) -> None:
+    """The Host pane with the fake's twelve samples in the trends."""
+    await _overview(pilot)
+    await pilot.press("9")
+    await _settle(
+        pilot,
+        lambda: (
+            (screen := _hardware_screen(pilot)) is not None
+            and screen.samples == 12
+            and _table_rows(pilot, "#disks") == 2
+        ),
+        "hardware drawn",
+    )
+
+
+async def _hardware_storage(pilot: Pilot[None]) -> None:
+    await _hardware(pilot)
+    await pilot.press("s", "g")
+    await _settle(
+        pilot,
+        lambda: (
+            (screen := _hardware_screen(pilot)) is not None
+            and screen.storage is not None
+            and not screen.storage_loading
+        ),
+        "storage report drawn",
+    )
+
+
+async def _hardware_advice(pilot: Pilot[None]) -> None:
+    await _hardware(pilot)
+    await pilot.press("a")
+    fake = pilot.app.api
+    assert isinstance(fake, FakeMesh)
+    await wait_for(lambda: ("hardware_recommendations", ()) in fake.calls, WAIT)
+    await pilot.press("m")
+    await _settle(
+        pilot,
+        lambda: (
+            (screen := _hardware_screen(pilot)) is not None
+            and not screen.advising
+            and ("hardware_advice", ("", "")) in fake.calls
+        ),
+        "advice drawn",
+    )
+
+
+async def _hardware_dry_run(pilot: Pilot[None]) -> None:
+    await _hardware(pilot)
+    await pilot.press("o", "d")
+    await _settle(
+        pilot,
+        lambda: (
+            _table_rows(pilot, "#changes") == len(CLEANABLE)
+            and (screen := _hardware_screen(pilot)) is not None
+            and screen.busy is None
+        ),
+        "dry run drawn",
+    )
+
+
+async def _hardware_quarantine(pilot: Pilot[None]) -> None:
+    await _hardware(pilot)
+    await pilot.press("q")
+    await _settle(pilot, lambda: _table_rows(pilot, "#quarantine") == len(QUARANTINE), "listed")
+
+
+HARDWARE_SCREENS: dict[str, Callable[[Pilot[None]], Awaitable[None]]] = {
+    "host": _hardware,
+    "storage": _hardware_storage,
+    "advice": _hardware_advice,
+    "dry-run": _hardware_dry_run,
+    "quarantine": _hardware_quarantine,
+}
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("screen", list(HARDWARE_SCREENS))
+def test_hardware(snap_compare: SnapCompare, screen: str, size: tuple[int, int]) -> None:
+    """The Hardware screen of an admin: each pane, a dry run's report, the quarantine."""
+    assert snap_compare(
+        make_app(FakeMesh()), terminal_size=size, run_before=HARDWARE_SCREENS[screen]
+    )
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("screen", ["host", "dry-run"])
+def test_hardware_light(snap_compare: SnapCompare, screen: str, size: tuple[int, int]) -> None:
+    """The Hardware screen in the light theme."""
+    assert snap_compare(
+        make_app(FakeMesh(), dark=False),
+        terminal_size=size,
+        run_before=HARDWARE_SCREENS[screen],
+    )
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_hardware_as_a_user(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
+    """A user's Hardware screen: the host, storage and advice panes; no action, no quarantine."""
+    assert snap_compare(make_app(FakeMesh(saved=USER)), terminal_size=size, run_before=_hardware)
