@@ -89,6 +89,8 @@ class Outbox:
         return changed
 
     async def _mark_many(self, items: list[OutboxItem]) -> list[StoredTask | None]:
+        if len(items) == 1:  # one statement, no transaction to lock rows in order
+            return [await self._store.published(items[0])]
         changed = await self._store.published_many(items)
         return [changed.get(item.seq) for item in items]
 
