@@ -46,6 +46,18 @@ WARM_UP_TASKS = 20
 TASK_TIMEOUT_SECONDS = 60.0
 """How long one task may take from create to done before the run fails."""
 AGENT_START_SECONDS = 30.0
+
+
+def agent_slots(concurrency: int) -> int:
+    """The agent's ``max_concurrency``: twice the tasks in flight, so its slots never limit.
+
+    The coordinator counts an agent busy by the larger of its own unfinished assignments and
+    the agent's last heartbeat (written at most every quarter second), so an agent with
+    exactly ``concurrency`` slots would look full for a moment after each burst.
+    """
+    return min(1024, max(64, 2 * concurrency))
+
+
 _FINAL = (pb.TASK_STATE_SUCCEEDED, pb.TASK_STATE_FAILED, pb.TASK_STATE_CANCELLED)
 
 
@@ -283,7 +295,7 @@ async def compare(
     load_before = _load()
     results: dict[str, list[SideResult]] = {"mesh": []}
     async with contextlib.AsyncExitStack() as stack:
-        agent_pid = await stack.enter_async_context(agent_process(mesh, concurrency))
+        agent_pid = await stack.enter_async_context(agent_process(mesh, agent_slots(concurrency)))
         channel = await stack.enter_async_context(grpc.aio.insecure_channel(edge))
         sides = [
             await stack.enter_async_context(celery_side.celery(fsync, concurrency))
