@@ -663,8 +663,9 @@ class Coordinator:
                 except DecodeError:
                     report = None
                 by_task[report.task_id if report is not None else ""].append((message, report))
-            async with self._lock:
-                await asyncio.gather(*(self._apply_in_order(group) for group in by_task.values()))
+            async with self._lock, asyncio.TaskGroup() as group:
+                for reports in by_task.values():
+                    group.create_task(self._apply_in_order(reports))
             self._wake.set()
 
     async def _apply_in_order(self, group: list[tuple[Msg, TaskReport | None]]) -> None:
