@@ -11,8 +11,17 @@ from sutazai.runtime.settings import MeshSettings
 from sutazai.sdk.agent import Agent
 
 
-async def run(agent: Agent, mesh: MeshSettings, *, stop: asyncio.Event | None = None) -> None:
+async def run(
+    agent: Agent,
+    mesh: MeshSettings,
+    *,
+    stop: asyncio.Event | None = None,
+    started: asyncio.Event | None = None,
+) -> None:
     """Run ``agent`` until SIGTERM/SIGINT (or ``stop`` is set), then drain and disconnect.
+
+    ``started``, if given, is set once the agent has joined (consumer bound, first heartbeat
+    written).
 
     The connection authenticates as the process's principal from ``mesh`` (under the
     supervisor: the credentials file it wrote for the agent, whose NATS user is the agent's
@@ -30,6 +39,8 @@ async def run(agent: Agent, mesh: MeshSettings, *, stop: asyncio.Event | None = 
         for sig in signals:
             loop.add_signal_handler(sig, stop.set)
         await agent.start(nc)
+        if started is not None:
+            started.set()
         failed = asyncio.ensure_future(agent.wait_failed())
         stopped = asyncio.ensure_future(stop.wait())
         try:

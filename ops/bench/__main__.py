@@ -23,6 +23,7 @@ from sutazai.ops.bench import hardware as hardware_bench
 from sutazai.ops.bench import inference as inference_bench
 from sutazai.ops.bench import load as load_bench
 from sutazai.ops.bench import signatures as signatures_bench
+from sutazai.ops.bench.accounts import sign_in
 from sutazai.ops.bench.errors import BenchError
 from sutazai.runtime.messaging import connect_nats
 from sutazai.runtime.registry import Registry
@@ -198,7 +199,7 @@ def chat_cache(
     edge = f"{mesh.host}:{mesh.envoy.port}"
 
     async def run() -> dict[str, object]:
-        token = await inference_bench.sign_in(edge)
+        token = await sign_in(edge)
         return await inference_bench.cached_latency(
             edge,
             token,
@@ -242,6 +243,46 @@ def hardware_storage(
             parent=directory or hardware_bench.default_parent(),
         )
     except (BenchError, HardwareError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(json.dumps(result, indent=2))
+
+
+@app.command()
+def tasks(
+    tasks: Annotated[int, typer.Option(min=10, help="Tasks per side and round.")] = 2000,
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=1024, help="Tasks in flight (each side).")
+    ] = 64,
+    rounds: Annotated[int, typer.Option(min=1, help="Rounds of every side, alternating.")] = 1,
+    celery_fsync: Annotated[
+        list[str] | None,
+        typer.Option(help="Celery side(s): its Redis's appendfsync, always or everysec."),
+    ] = None,
+) -> None:
+    """No-op tasks end to end: the mesh (gRPC create to SUCCEEDED stored) against Celery 5.
+
+    The mesh side creates ``bench.noop`` tasks through Envoy as a throw-away user; the
+    benchmark's agent (``[agents.bench]``, run here in a process of its own) completes them.
+    The Celery side runs the same round trip on Redis (broker and results) with a worker
+    process, each started here in a temporary directory. Every task is one rate-limited
+    ``CreateTask`` of one user: raise ``SUTAZAI_AUTH__USER_RATE_*`` and the edge's per-user
+    limits (docs/benchmarks.md).
+    """
+    # Imported here: Celery is a development dependency the other benchmarks do not need.
+    from sutazai.ops.bench import tasks as tasks_bench
+
+    try:
+        result = asyncio.run(
+            tasks_bench.compare(
+                MeshSettings(),
+                tasks=tasks,
+                concurrency=concurrency,
+                rounds=rounds,
+                fsyncs=celery_fsync or ["always", "everysec"],
+            )
+        )
+    except BenchError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
     typer.echo(json.dumps(result, indent=2))

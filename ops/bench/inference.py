@@ -49,13 +49,13 @@ import httpx
 from grpc_health.v1 import health_pb2 as health_pb
 from grpc_health.v1 import health_pb2_grpc as health_grpc
 
-from sutazai.auth.v1 import auth_service_pb2 as auth_pb
-from sutazai.auth.v1 import auth_service_pb2_grpc as auth_grpc
 from sutazai.chat.v1 import chat_service_pb2 as chat_pb
 from sutazai.chat.v1 import chat_service_pb2_grpc as chat_grpc
 from sutazai.inference.v1 import inference_service_pb2 as pb
 from sutazai.inference.v1 import inference_service_pb2_grpc as pb_grpc
+from sutazai.ops.bench.accounts import sign_in
 from sutazai.ops.bench.errors import BenchError
+from sutazai.ops.bench.figures import percentile
 from sutazai.runtime.settings import EmbeddedBackendSettings
 from sutazai.services.inference.embedded import shipped_model_path
 from sutazai.system.v1 import system_service_pb2 as system_pb
@@ -113,30 +113,6 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _percentile(values: Sequence[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
-
-
-# Signing in ---------------------------------------------------------------------------------------
-
-
-async def sign_in(edge: str) -> str:
-    """Register a throw-away user through ``edge`` and return its access token."""
-    username = f"bench-{secrets.token_hex(4)}"
-    password = f"Bench-{secrets.token_urlsafe(12)}"
-    async with grpc.aio.insecure_channel(edge) as channel:
-        stub = auth_grpc.AuthServiceStub(channel)
-        await stub.Register(
-            auth_pb.RegisterRequest(
-                username=username, email=f"{username}@bench.invalid", password=password
-            ),
-            timeout=10,
-        )
-        reply = await stub.Login(auth_pb.LoginRequest(username=username, password=password))
-    return str(reply.access_token)
 
 
 # The four sides -----------------------------------------------------------------------------------
@@ -465,7 +441,7 @@ class _Timings:
     def summary(self) -> dict[str, float]:
         return {
             "p50_ms": round(statistics.median(self.wall), 2),
-            "p99_ms": round(_percentile(self.wall, 0.99), 2),
+            "p99_ms": round(percentile(self.wall, 0.99), 2),
             "mean_ms": round(statistics.fmean(self.wall), 2),
             "min_ms": round(min(self.wall), 2),
             "client_cpu_ms_per_call": round(statistics.fmean(self.cpu), 3),

@@ -112,6 +112,8 @@ STRATEGY_KEY = "strategy"
 LEADER_KEY = "leader"
 ASSIGNMENT_PREFIX = "assignment."
 FETCH_BATCH = 256
+ASSIGN_BATCH = 128
+"""Tasks handed over concurrently by one scheduling pass (the rest wait for the next)."""
 FETCH_WAIT_SECONDS = 1.0
 MAX_REMEMBERED_CANCELS = 10_000
 """Cancelled task ids remembered (a dispatch of one arriving later is dropped)."""
@@ -517,7 +519,15 @@ class Coordinator:
                 await self._lost(agent_id)
         now = self._clock()
         agents = list(self._directory.views())
+        # Decide in order (priority, then FIFO), counting each choice at once, then hand the
+        # chosen tasks over concurrently: each hand-over is three JetStream writes awaited one
+        # after the other, and a pass that awaited every task's in turn made the coordinator's
+        # round trips, not its agents, the limit of throughput.
+        chosen_ones: list[tuple[Held[Pending], Pending, str, list[str]]] = []
         for held in self._held.ready(now):
+            if len(chosen_ones) >= ASSIGN_BATCH:
+                self._wake.set()  # the rest in the next pass
+                break
             pending = held.item
             if pending is None:
                 continue
@@ -532,14 +542,26 @@ class Coordinator:
             if isinstance(allocations, str):
                 await self._waiting(held, f"waiting for resources: {allocations}")
                 continue
-            try:
-                await self._assign(held, pending, chosen.agent_id, allocations)
-            except nats.errors.Error as exc:
-                log.warning("coordinator.assign_failed", task_id=held.task_id, error=str(exc))
+            self._assigned[chosen.agent_id] += 1
+            chosen_ones.append((held, pending, chosen.agent_id, allocations))
+        outcomes = await asyncio.gather(
+            *(self._assign(*choice) for choice in chosen_ones), return_exceptions=True
+        )
+        for (held, _, agent_id, allocations), outcome in zip(chosen_ones, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                if held.task_id not in self._assignments:
+                    self._unassign(agent_id)  # not handed over: its slot is free again
+                if not isinstance(outcome, nats.errors.Error):
+                    raise outcome
+                log.warning("coordinator.assign_failed", task_id=held.task_id, error=str(outcome))
                 await self._release(allocations)
-                return
         self._metrics.held.set(len(self._held))
         self._room.set()
+
+    def _unassign(self, agent_id: str) -> None:
+        self._assigned[agent_id] -= 1
+        if self._assigned[agent_id] <= 0:
+            del self._assigned[agent_id]
 
     async def _waiting(self, held: Held[Pending], reason: str) -> None:
         if held.reason == reason:
@@ -573,8 +595,7 @@ class Coordinator:
             assignment.SerializeToString(),
             headers={MSG_ID: message_id(dispatch.task_id, dispatch.attempt)},
         )
-        self._assignments[dispatch.task_id] = record
-        self._assigned[agent_id] += 1
+        self._assignments[dispatch.task_id] = record  # counted in _assigned by the caller
         self._held.remove(held.task_id)
         self._metrics.assigned.labels(self._chooser.strategy.value).inc()
         self._metrics.queue_seconds.observe(max(0.0, now - pending.arrived))
@@ -633,15 +654,27 @@ class Coordinator:
                 messages = await subscription.fetch(FETCH_BATCH, timeout=FETCH_WAIT_SECONDS)
             except TimeoutError:  # nats-py raises both its own and asyncio's
                 continue
-            async with self._lock:
-                for message in messages:
-                    await self._apply(message)
+            # Each task's reports in order, different tasks concurrently: finishing one is a
+            # JetStream write awaited (its assignment key deleted), and a batch of them awaited
+            # one by one held every other report (and the scheduler, behind the lock) up.
+            by_task: dict[str, list[tuple[Msg, TaskReport | None]]] = collections.defaultdict(list)
+            for message in messages:
+                try:
+                    report: TaskReport | None = TaskReport.FromString(message.data)
+                except DecodeError:
+                    report = None
+                by_task[report.task_id if report is not None else ""].append((message, report))
+            async with self._lock, asyncio.TaskGroup() as group:
+                for reports in by_task.values():
+                    group.create_task(self._apply_in_order(reports))
             self._wake.set()
 
-    async def _apply(self, message: Msg) -> None:
-        try:
-            report = TaskReport.FromString(message.data)
-        except DecodeError:
+    async def _apply_in_order(self, group: list[tuple[Msg, TaskReport | None]]) -> None:
+        for message, report in group:
+            await self._apply(message, report)
+
+    async def _apply(self, message: Msg, report: TaskReport | None) -> None:
+        if report is None:
             self._metrics.dropped.labels("malformed").inc()
             await message.ack()
             return
@@ -686,9 +719,7 @@ class Coordinator:
         with contextlib.suppress(KeyNotFoundError):
             await self._bucket().delete(ASSIGNMENT_PREFIX + task_id)
         if self._assignments.pop(task_id, None) is not None:
-            self._assigned[record.agent_id] -= 1
-            if self._assigned[record.agent_id] <= 0:
-                del self._assigned[record.agent_id]
+            self._unassign(record.agent_id)
         self._metrics.in_flight.set(len(self._assignments))
 
     async def _next_attempt(self, record: pb.AssignmentRecord, error: status_pb2.Status) -> None:

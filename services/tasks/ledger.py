@@ -5,6 +5,10 @@ at once (:class:`~.outbox.Outbox`): the caller gets the task as JetStream's ackn
 left it (QUEUED), or PENDING when NATS is away, in which case the relay publishes it later.
 Ownership is decided here: ``owner_id`` is the caller's id, or ``None`` for an operator acting
 on every user's tasks.
+
+Creates without an idempotency key that arrive while others are being stored go together in
+the next transaction (:mod:`.batch`, group commit), and so do the marks of published
+dispatches (:class:`~.outbox.Outbox`): under load one commit serves many tasks.
 """
 
 from __future__ import annotations
@@ -12,11 +16,15 @@ from __future__ import annotations
 import uuid
 
 from sutazai.runtime.settings import TaskSettings
+from sutazai.services.tasks.batch import Batcher
 from sutazai.services.tasks.errors import QueueFullError
 from sutazai.services.tasks.messages import DISPATCH, cancel_report, cancelled_error
 from sutazai.services.tasks.metrics import TaskMetrics
 from sutazai.services.tasks.outbox import Outbox
-from sutazai.services.tasks.store import NewTask, StoredAttempt, StoredTask, TaskStore
+from sutazai.services.tasks.store import Changed, NewTask, StoredAttempt, StoredTask, TaskStore
+
+CREATE_BATCH = 100
+"""Creates stored in one transaction at most."""
 
 
 class TaskLedger:
@@ -29,6 +37,8 @@ class TaskLedger:
         self._outbox = outbox
         self._settings = settings
         self._metrics = metrics
+        # Creates without an idempotency key that arrive together share one transaction.
+        self._creates: Batcher[NewTask, Changed] = Batcher(self._create_many, limit=CREATE_BATCH)
 
     @property
     def store(self) -> TaskStore:
@@ -43,9 +53,12 @@ class TaskLedger:
 
         """
         try:
-            changed, created = await self._store.create(
-                new, queue_bound=self._settings.queue_bound, dispatch=DISPATCH
-            )
+            if new.idempotency_key:
+                changed, created = await self._store.create(
+                    new, queue_bound=self._settings.queue_bound, dispatch=DISPATCH
+                )
+            else:
+                changed, created = await self._creates.submit(new), True
         except QueueFullError:
             self._metrics.queue_full.inc()
             raise
@@ -55,6 +68,11 @@ class TaskLedger:
         self._metrics.created.labels(str(new.priority)).inc()
         queued = await self._outbox.send(changed.outbox)
         return queued or changed.task, True
+
+    async def _create_many(self, news: list[NewTask]) -> list[Changed | QueueFullError]:
+        return await self._store.create_many(
+            news, queue_bound=self._settings.queue_bound, dispatch=DISPATCH
+        )
 
     async def get(
         self, task_id: uuid.UUID, *, owner_id: str | None

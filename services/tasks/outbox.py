@@ -23,6 +23,7 @@ from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 
 from sutazai.runtime.settings import TaskSettings
+from sutazai.services.tasks.batch import Batcher
 from sutazai.services.tasks.domain import backoff
 from sutazai.services.tasks.metrics import TaskMetrics
 from sutazai.services.tasks.store import OutboxItem, StoredTask, TaskStore
@@ -31,6 +32,8 @@ log = structlog.get_logger(__name__)
 
 DEAD_STREAM: Final = "SUTAZAI_DEAD"
 BATCH: Final = 100
+MARK_BATCH: Final = 200
+"""Published rows marked in one transaction at most."""
 
 
 class Outbox:
@@ -49,6 +52,10 @@ class Outbox:
         self._settings = settings
         self._metrics = metrics
         self._wake = asyncio.Event()
+        # Rows published by concurrent calls are marked in one transaction (group commit).
+        self._marks: Batcher[OutboxItem, StoredTask | None] = Batcher(
+            self._mark_many, limit=MARK_BATCH
+        )
 
     def wake(self) -> None:
         """Make the relay look at the outbox now."""
@@ -70,7 +77,7 @@ class Outbox:
                 return changed
             self._metrics.published.labels(item.kind, "direct").inc()
             try:
-                task = await self._store.published(item)
+                task = await self._marks.submit(item)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 # Published but still in the outbox: the relay publishes it again (a duplicate
                 # JetStream drops) and deletes it.
@@ -80,6 +87,12 @@ class Outbox:
             if task is not None:
                 changed = task
         return changed
+
+    async def _mark_many(self, items: list[OutboxItem]) -> list[StoredTask | None]:
+        if len(items) == 1:  # one statement, no transaction to lock rows in order
+            return [await self._store.published(items[0])]
+        changed = await self._store.published_many(items)
+        return [changed.get(item.seq) for item in items]
 
     async def _publish(self, item: OutboxItem) -> bool:
         """Publish one row and wait for JetStream's acknowledgement; whether it was."""

@@ -4,7 +4,10 @@ One durable pull consumer, ``tasks``, shared by every instance of the service (J
 each report to one of them). A report is applied to the attempt it names (see
 :func:`~sutazai.services.tasks.domain.judge`) and acknowledged only after its transaction
 committed, so a crash in between redelivers it, and applying it again changes nothing. Reports
-of one task in a fetched batch are applied in stream order; different tasks in parallel.
+of one task in a fetched batch are applied in stream order, in one transaction with the other
+tasks of its lane (:data:`LANES` per batch, concurrently): a batch costs a few commits, not
+one per report. Within a lane, an agent's report that overtook its attempt's ``assigned`` is
+applied once that ``assigned`` is.
 
 An agent's report that arrives before the coordinator's ``assigned`` for its attempt (the
 coordinator hands the assignment over before it reports it) is not dropped but redelivered a
@@ -32,7 +35,7 @@ from sutazai.runtime.settings import TaskSettings
 from sutazai.services.tasks.domain import Verdict, backoff
 from sutazai.services.tasks.messages import decode_report
 from sutazai.services.tasks.metrics import TaskMetrics
-from sutazai.services.tasks.store import Report, TaskStore
+from sutazai.services.tasks.store import Report, StoredTask, TaskStore
 
 log = structlog.get_logger(__name__)
 
@@ -43,6 +46,8 @@ MAX_ACK_PENDING: Final = 1000
 FETCH_SECONDS: Final = 5.0
 LATER_DELIVERIES: Final = 50
 """How often an agent's report waits for its attempt's ``assigned`` before it is dropped."""
+LANES: Final = 4
+"""Transactions one fetched batch of reports is applied in, concurrently (by task)."""
 POISON_DELIVERIES: Final = 5
 """Deliveries of a report whose application keeps failing unexpectedly before it is dropped."""
 
@@ -112,7 +117,12 @@ class ReportConsumer:
             await self.handle(messages)
 
     async def handle(self, messages: list[Msg]) -> None:
-        """Apply a batch: each task's reports in order, different tasks concurrently."""
+        """Apply a batch, each task's reports in stream order, in a few transactions.
+
+        Should a lane's transaction fail, each of its reports is applied again on its own (each
+        task's in order, different tasks concurrently), so one report that cannot be applied
+        holds up no other.
+        """
         by_task: dict[uuid.UUID, list[tuple[Report, Msg]]] = defaultdict(list)
         for message in messages:
             report = decode_report(message.subject, message.data)
@@ -122,7 +132,24 @@ class ReportConsumer:
                     await message.term()
                 continue
             by_task[report.task_id].append((report, message))
-        await asyncio.gather(*(self._apply_in_order(group) for group in by_task.values()))
+        # Tasks are spread over a few lanes, one transaction each, applied concurrently: a
+        # lane's statements run one after the other on its connection, and one lane for the
+        # whole batch made the batch's round trips add up. A task's reports stay in one lane.
+        lanes: list[list[list[tuple[Report, Msg]]]] = [[] for _ in range(LANES)]
+        for task_id, group in by_task.items():
+            lanes[task_id.int % LANES].append(group)
+        await asyncio.gather(*(self._apply_lane(lane) for lane in lanes if lane))
+
+    async def _apply_lane(self, groups: list[list[tuple[Report, Msg]]]) -> None:
+        try:
+            outcomes = await self._store.apply_many([[r for r, _ in group] for group in groups])
+        except Exception as exc:  # whatever it was, each report again on its own
+            log.warning("reports.batch_failed", error=repr(exc), tasks=len(groups))
+            await asyncio.gather(*(self._apply_in_order(group) for group in groups))
+            return
+        for group, results in zip(groups, outcomes, strict=True):
+            for (report, message), (verdict, task) in zip(group, results, strict=True):
+                await self._settle(report, message, verdict, task)
 
     async def _apply_in_order(self, reports: list[tuple[Report, Msg]]) -> None:
         for index, (report, message) in enumerate(reports):
@@ -145,27 +172,32 @@ class ReportConsumer:
                     else:
                         await message.nak(delay=5.0)
                 continue
-            if verdict is Verdict.LATER:
-                delivered = message.metadata.num_delivered or 1
-                if delivered < LATER_DELIVERIES:
-                    self._metrics.reports.labels(event, verdict.value).inc()
-                    with contextlib.suppress(nats.errors.Error):
-                        await message.nak(delay=min(2.0, 0.1 * delivered))
-                    continue
-                verdict = Verdict.WRONG_AGENT  # never assigned: not the attempt's agent
-                log.warning(
-                    "reports.never_assigned", task_id=str(report.task_id), agent=report.agent
-                )
-            self._metrics.reports.labels(event, verdict.value).inc()
-            if verdict in (Verdict.WRONG_AGENT, Verdict.FOREIGN):
-                log.warning(
-                    "reports.dropped",
-                    verdict=verdict.value,
-                    report=event,
-                    task_id=str(report.task_id),
-                    agent=report.agent,
-                )
-            if verdict is Verdict.APPLY and task is not None and task.state.final:
-                self._metrics.finished.labels(task.state.value).inc()
-            with contextlib.suppress(nats.errors.Error):
-                await message.ack()
+            await self._settle(report, message, verdict, task)
+
+    async def _settle(
+        self, report: Report, message: Msg, verdict: Verdict, task: StoredTask | None
+    ) -> None:
+        """Count a report's verdict and acknowledge it (or ask for it again, if too early)."""
+        event = report.event.value if report.event is not None else "unknown"
+        if verdict is Verdict.LATER:
+            delivered = message.metadata.num_delivered or 1
+            if delivered < LATER_DELIVERIES:
+                self._metrics.reports.labels(event, verdict.value).inc()
+                with contextlib.suppress(nats.errors.Error):
+                    await message.nak(delay=min(2.0, 0.1 * delivered))
+                return
+            verdict = Verdict.WRONG_AGENT  # never assigned: not the attempt's agent
+            log.warning("reports.never_assigned", task_id=str(report.task_id), agent=report.agent)
+        self._metrics.reports.labels(event, verdict.value).inc()
+        if verdict in (Verdict.WRONG_AGENT, Verdict.FOREIGN):
+            log.warning(
+                "reports.dropped",
+                verdict=verdict.value,
+                report=event,
+                task_id=str(report.task_id),
+                agent=report.agent,
+            )
+        if verdict is Verdict.APPLY and task is not None and task.state.final:
+            self._metrics.finished.labels(task.state.value).inc()
+        with contextlib.suppress(nats.errors.Error):
+            await message.ack()

@@ -242,6 +242,55 @@ class TaskStore:
             item = await _enqueue(conn, task, dispatch)
             return Changed(task, [item]), True
 
+    async def create_many(
+        self, news: Sequence[NewTask], *, queue_bound: int, dispatch: Message
+    ) -> list[Changed | QueueFullError]:
+        """Store tasks without an idempotency key, each with its dispatch, in one transaction.
+
+        What :meth:`create` does for one, for a batch (:mod:`.batch`): the queue bound admits
+        the first that fit, in order; each of the rest gets a :class:`QueueFullError`.
+        Statements run once per batch (rows pipelined), so the batch costs a handful of round
+        trips and one commit, not one set per task.
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            unfinished = await conn.fetchval(
+                "SELECT count(*) FROM tasks WHERE state IN ('pending', 'queued', 'running')"
+            )
+            admitted = list(news[: max(0, queue_bound - unfinished)])
+            results: list[Changed | QueueFullError] = []
+            if admitted:
+                rows = await conn.fetchmany(
+                    f"""INSERT INTO tasks (id, owner_id, type, payload, priority,
+                            required_capabilities, resource_types, resource_amounts,
+                            timeout_seconds, state, attempt, max_attempts, attempt_allowance)
+                        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', 1, $10, $10)
+                        RETURNING {_TASK_COLUMNS}""",  # noqa: S608 - constant column list
+                    [
+                        (
+                            new.task_id,
+                            new.owner_id,
+                            new.type,
+                            new.payload,
+                            new.priority,
+                            list(new.required_capabilities),
+                            [r.resource_type for r in new.resources],
+                            [r.amount for r in new.resources],
+                            new.timeout_seconds,
+                            new.max_attempts,
+                        )
+                        for new in admitted
+                    ],
+                )
+                tasks = [_task(row) for row in rows]
+                await conn.executemany(
+                    "INSERT INTO attempts (task_id, number, state) VALUES ($1, 1, 'queued')",
+                    [(task.task_id,) for task in tasks],
+                )
+                items = await _enqueue_many(conn, tasks, dispatch)
+                results.extend(Changed(t, [i]) for t, i in zip(tasks, items, strict=True))
+            results.extend(QueueFullError(queue_bound) for _ in news[len(admitted) :])
+            return results
+
     # Reading ----------------------------------------------------------------------------------
 
     async def get(self, task_id: uuid.UUID) -> StoredTask | None:
@@ -252,6 +301,33 @@ class TaskStore:
     async def many(self, task_ids: Sequence[uuid.UUID]) -> list[StoredTask]:
         """The tasks of these ids that exist (any order)."""
         rows = await self._pool.fetch(f"{_TASK} WHERE id = ANY($1::uuid[])", list(task_ids))
+        return [_task(r) for r in rows]
+
+    async def many_matching(
+        self,
+        task_ids: Sequence[uuid.UUID],
+        *,
+        owner_id: str | None,
+        states: Sequence[TaskState],
+        task_type: str,
+        also: Sequence[uuid.UUID] = (),
+    ) -> list[StoredTask]:
+        """The tasks of these ids that match a watch's filter, plus those of ``also`` (any state).
+
+        ``owner_id`` ``None`` means everyone's; empty ``states`` or ``task_type`` match all.
+        Filtering here spares a watcher the rows it would drop (most changes of most tasks).
+        """
+        rows = await self._pool.fetch(
+            f"""{_TASK} WHERE id = ANY($1::uuid[]) AND ($2::text IS NULL OR owner_id = $2)
+                AND ((cardinality($3::text[]) = 0 OR state = ANY($3::text[]))
+                     AND ($4 = '' OR type = $4)
+                     OR id = ANY($5::uuid[]))""",
+            list(task_ids),
+            owner_id,
+            [state.value for state in states],
+            task_type,
+            list(also),
+        )
         return [_task(r) for r in rows]
 
     async def attempts(self, task_id: uuid.UUID) -> list[StoredAttempt]:
@@ -423,34 +499,47 @@ class TaskStore:
 
     async def apply(self, report: Report) -> tuple[Verdict, StoredTask | None]:
         """Apply a report to the attempt it names; the verdict and the task if it changed."""
+        return (await self.apply_many([[report]]))[0][0]
+
+    async def apply_many(
+        self, groups: Sequence[Sequence[Report]]
+    ) -> list[list[tuple[Verdict, StoredTask | None]]]:
+        """Apply batches of reports, each group one task's in stream order, in one transaction.
+
+        Every task of the batch is locked first (in id order, so two batches never wait on each
+        other in a circle) and read with its attempts; each report is then judged against what
+        the reports before it left. An agent's report that overtook its attempt's ``assigned``
+        within the group is judged once more after the rest of the group. One commit for the
+        batch: nothing is applied unless everything is.
+
+        Returns each report's verdict and the task if it changed, in the order given.
+
+        Raises:
+            asyncpg.PostgresError, asyncpg.InterfaceError, OSError: the batch was rolled back.
+
+        """
+        ids = sorted({report.task_id for group in groups for report in group})
         async with self._pool.acquire() as conn, conn.transaction():
-            task = await _locked(conn, report.task_id)
-            view = None
-            if task is not None:
-                attempt = await conn.fetchrow(
-                    "SELECT agent_id, state FROM attempts WHERE task_id = $1 AND number = $2",
-                    report.task_id,
-                    report.attempt,
-                )
-                view = AttemptView(
-                    state=task.state,
-                    attempt=task.attempt,
-                    attempt_agent=attempt["agent_id"] if attempt else "",
-                    attempt_state=TaskState(attempt["state"]) if attempt else None,
-                )
-            verdict = judge(
-                view,
-                sender=report.sender,
-                agent=report.agent,
-                event=report.event,
-                attempt=report.attempt,
-                next_attempt=report.next_attempt,
-                reported_agent=report.reported_agent,
+            rows = await conn.fetch(
+                f"{_TASK} WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE", ids
             )
-            if task is None or verdict not in (Verdict.APPLY, Verdict.ATTEMPT_ONLY):
-                return verdict, None
-            row = await _APPLIERS[report.event](conn, report, verdict)  # type: ignore[index]
-            return verdict, (_task(row) if row is not None else task)
+            tasks = {row["id"]: _task(row) for row in rows}
+            attempts: _Attempts = {
+                (r["task_id"], r["number"]): (r["agent_id"], TaskState(r["state"]))
+                for r in await conn.fetch(
+                    "SELECT task_id, number, agent_id, state FROM attempts "
+                    "WHERE task_id = ANY($1::uuid[])",
+                    ids,
+                )
+            }
+            results: list[list[tuple[Verdict, StoredTask | None]]] = []
+            for group in groups:
+                outcomes = [await _apply_one(conn, r, tasks, attempts) for r in group]
+                for index, (verdict, _) in enumerate(outcomes):
+                    if verdict is Verdict.LATER:
+                        outcomes[index] = await _apply_one(conn, group[index], tasks, attempts)
+                results.append(outcomes)
+            return results
 
     # The outbox -------------------------------------------------------------------------------
 
@@ -461,6 +550,32 @@ class TaskStore:
         """
         async with self._pool.acquire() as conn:
             return await self.published_in(conn, item)
+
+    async def published_many(self, items: Sequence[OutboxItem]) -> dict[int, StoredTask]:
+        """:meth:`published` for a batch, in one transaction: the tasks that changed, by row.
+
+        The tasks are locked in id order first, as a batch of reports locks them
+        (:meth:`apply_many`), so the two never wait on each other in a circle.
+        """
+        seqs = [item.seq for item in items]
+        ids = sorted({item.task_id for item in items})
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "SELECT 1 FROM tasks WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE", ids
+            )
+            rows = await conn.fetch(
+                f"""WITH gone AS (
+                        DELETE FROM outbox WHERE seq = ANY($1::bigint[])
+                        RETURNING seq, task_id, kind, attempt)
+                    UPDATE tasks SET state = 'queued', queued_at = now()
+                    FROM gone
+                    WHERE tasks.id = gone.task_id AND gone.kind = 'dispatch'
+                      AND tasks.state = 'pending' AND tasks.attempt = gone.attempt
+                    RETURNING gone.seq AS outbox_seq,
+                        {", ".join(f"tasks.{c}" for c in _TASK_COLUMNS.split(", "))}""",  # noqa: S608
+                seqs,
+            )
+        return {row["outbox_seq"]: _task(row) for row in rows}
 
     async def outbox_batch(self, conn: Connection, limit: int) -> list[OutboxItem]:
         """The oldest rows nobody else is publishing, locked for ``conn``'s transaction.
@@ -510,8 +625,56 @@ class TaskStore:
         return self._pool
 
 
+_Attempts = dict[tuple[uuid.UUID, int], tuple[str, TaskState]]
+"""What a batch knows of its tasks' attempts: (task, number) -> (agent, state)."""
+
+
+async def _apply_one(
+    conn: Connection, report: Report, tasks: dict[uuid.UUID, StoredTask], attempts: _Attempts
+) -> tuple[Verdict, StoredTask | None]:
+    """Judge one report against ``tasks`` and ``attempts`` and apply it; both kept current."""
+    task = tasks.get(report.task_id)
+    view = None
+    if task is not None:
+        known = attempts.get((report.task_id, report.attempt))
+        view = AttemptView(
+            state=task.state,
+            attempt=task.attempt,
+            attempt_agent=known[0] if known else "",
+            attempt_state=known[1] if known else None,
+        )
+    verdict = judge(
+        view,
+        sender=report.sender,
+        agent=report.agent,
+        event=report.event,
+        attempt=report.attempt,
+        next_attempt=report.next_attempt,
+        reported_agent=report.reported_agent,
+    )
+    if task is None or verdict not in (Verdict.APPLY, Verdict.ATTEMPT_ONLY):
+        return verdict, None
+    row, written = await _APPLIERS[report.event](conn, report, verdict)  # type: ignore[index]
+    for attempt in written:
+        attempts[(report.task_id, attempt["number"])] = (
+            attempt["agent_id"],
+            TaskState(attempt["state"]),
+        )
+    changed = _task(row) if row is not None else task
+    tasks[report.task_id] = changed
+    return verdict, changed
+
+
 # Report appliers: each runs in the report's transaction, the task's row locked, and returns the
-# task's new row (or None when only the attempt changed and the task was merely touched).
+# task's new row (or None when only the attempt changed and the task was merely touched) and the
+# rows of the attempts it wrote (number, agent_id, state), so a batch can judge the task's next
+# report without reading the attempt again.
+
+Applied = tuple[asyncpg.Record | None, list[asyncpg.Record]]
+
+
+def _written(row: asyncpg.Record | None) -> list[asyncpg.Record]:
+    return [] if row is None else [row]
 
 
 async def _touch(conn: Connection, task_id: uuid.UUID) -> asyncpg.Record | None:
@@ -522,15 +685,16 @@ async def _touch(conn: Connection, task_id: uuid.UUID) -> asyncpg.Record | None:
     )
 
 
-async def _assigned(conn: Connection, report: Report, _: Verdict) -> asyncpg.Record | None:
-    await conn.execute(
-        "UPDATE attempts SET agent_id = $3 WHERE task_id = $1 AND number = $2",
+async def _assigned(conn: Connection, report: Report, _: Verdict) -> Applied:
+    attempt = await conn.fetchrow(
+        "UPDATE attempts SET agent_id = $3 WHERE task_id = $1 AND number = $2 "
+        "RETURNING number, agent_id, state",
         report.task_id,
         report.attempt,
         report.reported_agent,
     )
     # The coordinator may have taken the dispatch before the PubAck made the task QUEUED.
-    return await conn.fetchrow(
+    task = await conn.fetchrow(
         f"""UPDATE tasks SET agent_id = $2, waiting_reason = '',
                 state = CASE WHEN state = 'pending' THEN 'queued' ELSE state END,
                 queued_at = coalesce(queued_at, now())
@@ -538,10 +702,11 @@ async def _assigned(conn: Connection, report: Report, _: Verdict) -> asyncpg.Rec
         report.task_id,
         report.reported_agent,
     )
+    return task, _written(attempt)
 
 
-async def _waiting(conn: Connection, report: Report, _: Verdict) -> asyncpg.Record | None:
-    return await conn.fetchrow(
+async def _waiting(conn: Connection, report: Report, _: Verdict) -> Applied:
+    task = await conn.fetchrow(
         f"""UPDATE tasks SET waiting_reason = $2,
                 state = CASE WHEN state = 'pending' THEN 'queued' ELSE state END,
                 queued_at = coalesce(queued_at, now())
@@ -549,32 +714,34 @@ async def _waiting(conn: Connection, report: Report, _: Verdict) -> asyncpg.Reco
         report.task_id,
         report.reason,
     )
+    return task, []
 
 
-async def _started(conn: Connection, report: Report, _: Verdict) -> asyncpg.Record | None:
-    await conn.execute(
+async def _started(conn: Connection, report: Report, _: Verdict) -> Applied:
+    attempt = await conn.fetchrow(
         "UPDATE attempts SET state = 'running', started_at = now() "
-        "WHERE task_id = $1 AND number = $2",
+        "WHERE task_id = $1 AND number = $2 RETURNING number, agent_id, state",
         report.task_id,
         report.attempt,
     )
-    return await conn.fetchrow(
+    task = await conn.fetchrow(
         f"""UPDATE tasks SET state = 'running', started_at = now(), waiting_reason = '',
                 progress = 0, progress_message = ''
             WHERE id = $1 RETURNING {_TASK_COLUMNS}""",  # noqa: S608
         report.task_id,
     )
+    return task, _written(attempt)
 
 
-async def _progress(conn: Connection, report: Report, _: Verdict) -> asyncpg.Record | None:
+async def _progress(conn: Connection, report: Report, _: Verdict) -> Applied:
     # Progress implies the handler runs, even if its `started` report was lost.
-    await conn.execute(
+    attempt = await conn.fetchrow(
         "UPDATE attempts SET state = 'running', started_at = coalesce(started_at, now()) "
-        "WHERE task_id = $1 AND number = $2",
+        "WHERE task_id = $1 AND number = $2 RETURNING number, agent_id, state",
         report.task_id,
         report.attempt,
     )
-    return await conn.fetchrow(
+    task = await conn.fetchrow(
         f"""UPDATE tasks SET state = 'running', started_at = coalesce(started_at, now()),
                 progress = $2, progress_message = $3, waiting_reason = ''
             WHERE id = $1 RETURNING {_TASK_COLUMNS}""",  # noqa: S608
@@ -582,78 +749,87 @@ async def _progress(conn: Connection, report: Report, _: Verdict) -> asyncpg.Rec
         report.fraction,
         report.message,
     )
+    return task, _written(attempt)
 
 
 async def _end_attempt(
     conn: Connection, report: Report, state: TaskState, error: bytes | None
-) -> None:
-    await conn.execute(
-        "UPDATE attempts SET state = $3, error = $4, finished_at = now(), "
-        "started_at = coalesce(started_at, now()) WHERE task_id = $1 AND number = $2",
-        report.task_id,
-        report.attempt,
-        state.value,
-        error,
+) -> list[asyncpg.Record]:
+    return _written(
+        await conn.fetchrow(
+            "UPDATE attempts SET state = $3, error = $4, finished_at = now(), "
+            "started_at = coalesce(started_at, now()) "
+            "WHERE task_id = $1 AND number = $2 RETURNING number, agent_id, state",
+            report.task_id,
+            report.attempt,
+            state.value,
+            error,
+        )
     )
 
 
-async def _succeeded(conn: Connection, report: Report, verdict: Verdict) -> asyncpg.Record | None:
-    await _end_attempt(conn, report, TaskState.SUCCEEDED, None)
+async def _succeeded(conn: Connection, report: Report, verdict: Verdict) -> Applied:
+    attempts = await _end_attempt(conn, report, TaskState.SUCCEEDED, None)
     if verdict is Verdict.ATTEMPT_ONLY:
-        return await _touch(conn, report.task_id)
-    return await conn.fetchrow(
+        return await _touch(conn, report.task_id), attempts
+    task = await conn.fetchrow(
         f"""UPDATE tasks SET state = 'succeeded', result = $2, progress = 1,
                 finished_at = now(), started_at = coalesce(started_at, now())
             WHERE id = $1 RETURNING {_TASK_COLUMNS}""",  # noqa: S608
         report.task_id,
         report.result,
     )
+    return task, attempts
 
 
-async def _failed(conn: Connection, report: Report, verdict: Verdict) -> asyncpg.Record | None:
-    await _end_attempt(conn, report, TaskState.FAILED, report.error)
+async def _failed(conn: Connection, report: Report, verdict: Verdict) -> Applied:
+    attempts = await _end_attempt(conn, report, TaskState.FAILED, report.error)
     if verdict is Verdict.ATTEMPT_ONLY or report.retryable:
         # Retryable: the coordinator queues the next attempt (`requeued`) or gives up
         # (`dead_lettered`); the task waits for that.
-        return await _touch(conn, report.task_id)
-    return await conn.fetchrow(
+        return await _touch(conn, report.task_id), attempts
+    task = await conn.fetchrow(
         f"""UPDATE tasks SET state = 'failed', error = $2, finished_at = now()
             WHERE id = $1 RETURNING {_TASK_COLUMNS}""",  # noqa: S608
         report.task_id,
         report.error,
     )
+    return task, attempts
 
 
-async def _cancelled(conn: Connection, report: Report, verdict: Verdict) -> asyncpg.Record | None:
-    await _end_attempt(conn, report, TaskState.CANCELLED, report.error)
+async def _cancelled(conn: Connection, report: Report, verdict: Verdict) -> Applied:
+    attempts = await _end_attempt(conn, report, TaskState.CANCELLED, report.error)
     if verdict is Verdict.ATTEMPT_ONLY:
-        return await _touch(conn, report.task_id)
+        return await _touch(conn, report.task_id), attempts
     # An agent stops a handler only when the task was cancelled; should the record not know
     # (its CancelTask was answered elsewhere and lost), the agent's word ends the task.
-    return await conn.fetchrow(
+    task = await conn.fetchrow(
         f"""UPDATE tasks SET state = 'cancelled', error = $2, finished_at = now()
             WHERE id = $1 RETURNING {_TASK_COLUMNS}""",  # noqa: S608
         report.task_id,
         report.error,
     )
+    return task, attempts
 
 
-async def _requeued(conn: Connection, report: Report, _: Verdict) -> asyncpg.Record | None:
-    await conn.execute(
+async def _requeued(conn: Connection, report: Report, _: Verdict) -> Applied:
+    ended = await conn.fetchrow(
         "UPDATE attempts SET state = 'failed', error = coalesce($3, error), "
         "finished_at = coalesce(finished_at, now()) "
-        "WHERE task_id = $1 AND number = $2 AND state IN ('queued', 'running')",
+        "WHERE task_id = $1 AND number = $2 AND state IN ('queued', 'running') "
+        "RETURNING number, agent_id, state",
         report.task_id,
         report.attempt,
         report.error,
     )
-    await conn.execute(
+    # An existing row (a repeat) is left as it is, and so is what a batch knows of it.
+    following = await conn.fetchrow(
         "INSERT INTO attempts (task_id, number, state) VALUES ($1, $2, 'queued') "
-        "ON CONFLICT DO NOTHING",
+        "ON CONFLICT DO NOTHING RETURNING number, agent_id, state",
         report.task_id,
         report.next_attempt,
     )
-    return await conn.fetchrow(
+    task = await conn.fetchrow(
         f"""UPDATE tasks SET state = 'queued', attempt = $2,
                 max_attempts = greatest(max_attempts, $2), agent_id = '', progress = 0,
                 progress_message = '', started_at = NULL, queued_at = now(), waiting_reason = ''
@@ -661,18 +837,20 @@ async def _requeued(conn: Connection, report: Report, _: Verdict) -> asyncpg.Rec
         report.task_id,
         report.next_attempt,
     )
+    return task, [*_written(ended), *_written(following)]
 
 
-async def _dead_lettered(conn: Connection, report: Report, _: Verdict) -> asyncpg.Record | None:
-    await conn.execute(
+async def _dead_lettered(conn: Connection, report: Report, _: Verdict) -> Applied:
+    ended = await conn.fetchrow(
         "UPDATE attempts SET state = 'failed', error = coalesce($3, error), "
         "finished_at = coalesce(finished_at, now()) "
-        "WHERE task_id = $1 AND number = $2 AND state IN ('queued', 'running')",
+        "WHERE task_id = $1 AND number = $2 AND state IN ('queued', 'running') "
+        "RETURNING number, agent_id, state",
         report.task_id,
         report.attempt,
         report.error,
     )
-    return await conn.fetchrow(
+    task = await conn.fetchrow(
         f"""UPDATE tasks SET state = 'failed', error = $2, dead_lettered = true,
                 dead_letter_sequence = $3, finished_at = now()
             WHERE id = $1 RETURNING {_TASK_COLUMNS}""",  # noqa: S608
@@ -680,6 +858,7 @@ async def _dead_lettered(conn: Connection, report: Report, _: Verdict) -> asyncp
         report.error,
         report.dead_letter_sequence or None,
     )
+    return task, _written(ended)
 
 
 _APPLIERS = {
@@ -720,6 +899,27 @@ async def _enqueue(conn: Connection, task: StoredTask, message: Message) -> Outb
         message.body(task),
         None,
     )
+
+
+async def _enqueue_many(
+    conn: Connection, tasks: Sequence[StoredTask], message: Message
+) -> list[OutboxItem]:
+    rows = await conn.fetchmany(
+        f"""INSERT INTO outbox (task_id, kind, attempt, subject, msg_id, body)
+            VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_OUTBOX_COLUMNS}""",  # noqa: S608
+        [
+            (
+                task.task_id,
+                message.kind,
+                task.attempt,
+                message.subject(task),
+                message.msg_id(task),
+                message.body(task),
+            )
+            for task in tasks
+        ],
+    )
+    return [_outbox(row) for row in rows]
 
 
 async def _outbox_row(

@@ -164,7 +164,13 @@ class Watches:
                         )
                         caught_up = now
                     else:
-                        changed = await self._store.many(sorted(ids))
+                        changed = await self._store.many_matching(
+                            sorted(ids),
+                            owner_id=where.owner_id,
+                            states=sorted(where.states),
+                            task_type=where.type,
+                            also=[i for i in ids if i in sent],  # to see them leave
+                        )
                 for task in sorted(changed, key=lambda t: (t.updated_at, t.task_id)):
                     if not where.visible(task.owner_id) or sent.get(task.task_id) == task.version:
                         continue
