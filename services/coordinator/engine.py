@@ -17,7 +17,12 @@
 * **Agents**: a watch of ``sutazai_agents`` (:class:`.agents.AgentDirectory`). An instance whose
   key is deleted or expires loses its unfinished attempts: its work subject is purged (a stale
   assignment is never run later) and each attempt ends like a failure (next attempt, or dead
-  letter).
+  letter). An instance whose heartbeat shows a new process (a later ``started_at``: the
+  supervisor restarted a killed agent under the same instance id, before its key expired)
+  loses the attempts its predecessor had started: each is cancelled on the instance (the
+  successor would otherwise run it again once JetStream redelivers it) and ends the same way.
+  The next attempt of a task goes to another agent than the one its last attempt failed on,
+  whenever another eligible one is free.
 * **Leader lease**: of several instances, only the one holding the ``leader`` key of the
   bucket (created with a TTL, renewed every third of it) consumes and assigns; the others
   serve reads (AgentService, strategy, streams) and take over when the lease lapses.
@@ -87,6 +92,7 @@ from sutazai.services.coordinator.domain import (
     backoff_seconds,
     eligible,
     next_step,
+    prefer_others,
     waiting_reason,
 )
 from sutazai.services.coordinator.errors import LeaseLostError
@@ -114,6 +120,8 @@ FETCH_BATCH = 256
 FETCH_WAIT_SECONDS = 1.0
 MAX_REMEMBERED_CANCELS = 10_000
 """Cancelled task ids remembered (a dispatch of one arriving later is dropped)."""
+MAX_REMEMBERED_RETRIES = 10_000
+"""Re-queued task ids whose failed agent is remembered (their next attempt goes elsewhere)."""
 REPORT_ACK_WAIT_SECONDS = 30.0
 LEASE_GRACE_SECONDS = 1.0
 RESOURCE_LEASE_GRACE_SECONDS = 60
@@ -193,6 +201,12 @@ class Coordinator:
         self._failed = RecentCounter()
         self._leading = False
         self._lost_pending: set[str] = set()
+        self._restarted: dict[str, float] = {}
+        """Agent instances seen in a new process: the process's start (seconds since epoch)."""
+        self._process_started: dict[str, float] = {}
+        """Each agent instance's current process: when it started, by its heartbeat."""
+        self._failed_on: collections.OrderedDict[str, str] = collections.OrderedDict()
+        """Task id → the agent its last attempt ended on without a result."""
         directory.listen(self._agent_changed)
 
     # --- queries (any instance) -------------------------------------------------------------
@@ -349,6 +363,7 @@ class Coordinator:
         self._held = HoldingQueue()
         self._assignments.clear()
         self._assigned.clear()
+        self._restarted.clear()
         self._metrics.held.set(0)
         self._metrics.in_flight.set(0)
 
@@ -475,6 +490,7 @@ class Coordinator:
                 need=Need(dispatch.type, frozenset(dispatch.required_capabilities)),
                 not_before=_seconds(dispatch.not_before) if dispatch.HasField("not_before") else 0,
                 item=Pending(dispatch, message, self._clock()),
+                avoid=self._failed_on.get(dispatch.task_id, ""),
             )
         )
 
@@ -509,11 +525,20 @@ class Coordinator:
             self._lost_pending.add(agent_id)
             self._wake.set()
 
+    def _agent_restarted(self, agent_id: str, started_at: float) -> None:
+        """``agent_id`` heartbeats from a process started at ``started_at``, not the last one."""
+        if agent_id in self._assigned and self._leading:
+            self._restarted[agent_id] = max(started_at, self._restarted.get(agent_id, 0.0))
+            self._wake.set()
+
     async def _schedule(self) -> None:
         for agent_id in sorted(self._lost_pending):
             self._lost_pending.discard(agent_id)
             if not self._directory.is_online(agent_id):
                 await self._lost(agent_id)
+        for agent_id, started_at in sorted(self._restarted.items()):
+            del self._restarted[agent_id]
+            await self._lost_in_restart(agent_id, started_at)
         now = self._clock()
         agents = list(self._directory.views())
         for held in self._held.ready(now):
@@ -524,7 +549,9 @@ class Coordinator:
             if not candidates:
                 await self._waiting(held, waiting_reason(agents, held.need))
                 continue
-            chosen = self._chooser.choose(candidates, held.need, dict(self._assigned))
+            chosen = self._chooser.choose(
+                prefer_others(candidates, held.avoid), held.need, dict(self._assigned)
+            )
             if chosen is None:
                 continue
             allocations = await self._allocate(pending.dispatch, chosen.agent_id)
@@ -575,6 +602,7 @@ class Coordinator:
         self._assignments[dispatch.task_id] = record
         self._assigned[agent_id] += 1
         self._held.remove(held.task_id)
+        self._failed_on.pop(dispatch.task_id, None)
         self._metrics.assigned.labels(self._chooser.strategy.value).inc()
         self._metrics.queue_seconds.observe(max(0.0, now - pending.arrived))
         self._metrics.in_flight.set(len(self._assignments))
@@ -660,6 +688,10 @@ class Coordinator:
         try:
             if event == "started":
                 record.started_at.CopyFrom(report.sent_at)
+                process = self._process_started.get(sender, 0.0)
+                if _seconds(report.sent_at) < process:
+                    # Started by a process that is gone, whose restart was already seen.
+                    self._agent_restarted(sender, process)
             elif event == "succeeded":
                 self._succeeded.add(self._clock())
                 self._metrics.finished.labels("succeeded").inc()
@@ -697,6 +729,10 @@ class Coordinator:
         max_attempts = dispatch.max_attempts or settings.default_max_attempts
         retry, attempt = next_step(dispatch.attempt, max_attempts)
         if retry:
+            self._failed_on[dispatch.task_id] = record.agent_id
+            self._failed_on.move_to_end(dispatch.task_id)
+            while len(self._failed_on) > MAX_REMEMBERED_RETRIES:
+                self._failed_on.popitem(last=False)
             wait = backoff_seconds(
                 dispatch.attempt,
                 base=settings.backoff_base_seconds,
@@ -766,6 +802,43 @@ class Coordinator:
                 await self._next_attempt(record, error)
             await self._finish(record)
 
+    async def _lost_in_restart(self, agent_id: str, started_at: float) -> None:
+        """``agent_id`` runs in a new process: the attempts its predecessor started are lost.
+
+        Only attempts reported ``started`` before the new process began are the predecessor's
+        (both times come from the agent's clock); anything else is still in the instance's
+        work queue, and the new process runs it. A lost attempt may still be delivered to the
+        new process once JetStream's ``ack_wait`` passes, so it is cancelled there first: the
+        SDK remembers a cancellation of an attempt it has not pulled yet.
+        """
+        records = [
+            r
+            for r in self._assignments.values()
+            if r.agent_id == agent_id
+            and r.HasField("started_at")
+            and _seconds(r.started_at) < started_at
+        ]
+        if not records:
+            return
+        log.warning("coordinator.agent_restarted", agent_id=agent_id, attempts=len(records))
+        for record in records:
+            dispatch = record.dispatch
+            control = TaskControl(
+                task_id=dispatch.task_id,
+                attempt=dispatch.attempt,
+                cancel=TaskCancelRequested(reason=f"agent {agent_id} restarted"),
+            )
+            await self._nc.publish(control_subject(agent_id), control.SerializeToString())
+            self._failed.add(self._clock())
+            self._metrics.finished.labels("lost").inc()
+            if dispatch.task_id not in self._cancelled:
+                error = _status(
+                    code_pb2.UNAVAILABLE,
+                    f"agent {agent_id} restarted while it ran attempt {dispatch.attempt}",
+                )
+                await self._next_attempt(record, error)
+            await self._finish(record)
+
     async def _report(self, task_id: str, attempt: int, agent_id: str, **event: object) -> None:
         report = TaskReport(task_id=task_id, attempt=attempt, agent_id=agent_id, **event)  # type: ignore[arg-type]
         report.sent_at.CopyFrom(_timestamp(self._clock()))
@@ -793,6 +866,12 @@ class Coordinator:
             self._metrics.dropped.labels("malformed").inc()
             return
         self._directory.put(key, heartbeat)
+        if heartbeat.HasField("started_at"):
+            started_at = _seconds(heartbeat.started_at)
+            previous = self._process_started.get(key)
+            self._process_started[key] = max(started_at, previous or 0.0)
+            if previous is not None and started_at > previous:
+                self._agent_restarted(key, started_at)
 
     async def _load_strategy(self) -> None:
         try:

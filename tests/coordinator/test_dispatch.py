@@ -185,7 +185,8 @@ class FakeAgent:
     capabilities: tuple[str, ...] = ("text.summarize",)
     max_concurrency: int = 10
 
-    async def beat(self, *, running: int = 0) -> None:
+    async def beat(self, *, running: int = 0, started_at: float | None = None) -> None:
+        """A heartbeat; ``started_at`` is its process's start (seconds since the epoch)."""
         kv = await self.mesh.admin.jetstream().key_value(AGENTS_BUCKET)
         heartbeat = AgentHeartbeat(
             agent_id=self.agent_id,
@@ -194,6 +195,8 @@ class FakeAgent:
             running=running,
             state=AGENT_STATE_ONLINE,
         )
+        if started_at is not None:
+            heartbeat.started_at.FromMilliseconds(int(started_at * 1000))
         await kv.put(self.agent_id, heartbeat.SerializeToString())
         await wait_for(
             lambda: self.mesh.directory.is_online(self.agent_id),
@@ -220,11 +223,13 @@ class FakeAgent:
         await subscription.unsubscribe()
         return taken
 
-    async def report(self, task_id: str, attempt: int, **event: object) -> None:
+    async def report(self, task_id: str, attempt: int, **event: object) -> int:
+        """Publish a report on the instance's subject; its sequence in the stream."""
         report = TaskReport(task_id=task_id, attempt=attempt, agent_id=self.agent_id, **event)  # type: ignore[arg-type]
-        await self.mesh.admin.jetstream().publish(
+        ack = await self.mesh.admin.jetstream().publish(
             agent_report_subject(self.agent_id), report.SerializeToString()
         )
+        return int(ack.seq)
 
 
 async def _reset(admin: NatsClient) -> None:
@@ -360,6 +365,73 @@ async def test_a_lost_agents_attempt_is_redelivered_as_attempt_two(mesh: Mesh) -
     assert info.num_pending == 0
     assert mesh.directory.get("alpha.1") is not None
     assert mesh.directory.get("alpha.1").state == AGENT_STATE_OFFLINE  # type: ignore[union-attr]
+
+
+def _at(seconds: float) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromMilliseconds(int(seconds * 1000))
+    return stamp
+
+
+@pytest.mark.parametrize("restart_seen_first", [False, True])
+async def test_an_instance_restarted_under_its_id_loses_what_its_predecessor_started(
+    mesh: Mesh, restart_seen_first: bool
+) -> None:
+    # The supervisor restarts a killed agent under the same instance id within a second or two:
+    # its key never expires, only its heartbeat's started_at tells the new process apart.
+    restarted, other = FakeAgent(mesh, "alpha.1"), FakeAgent(mesh, "alpha.2")
+    await restarted.beat(started_at=100.0)
+    await other.beat(started_at=100.0)
+    controls: asyncio.Queue[TaskControl] = asyncio.Queue()
+
+    async def received(message: Msg) -> None:
+        await controls.put(TaskControl.FromString(message.data))
+
+    subscription = await mesh.admin.subscribe(control_subject("alpha.1"), cb=received)
+    started, elsewhere, not_started = [await mesh.dispatch(created_at=float(n)) for n in range(3)]
+    for task_id, agent_id in (
+        (started, "alpha.1"),
+        (elsewhere, "alpha.2"),
+        (not_started, "alpha.1"),
+    ):
+        (assigned,) = await mesh.reported(task_id, "assigned")
+        assert assigned.agent_id == agent_id  # round-robin
+    ((taken, _, _),) = await restarted.take()
+    assert taken == started
+    if restart_seen_first:
+        await restarted.beat(started_at=200.0)
+        await restarted.report(started, 1, started=TaskStarted(), sent_at=_at(150.0))
+    else:
+        seq = await restarted.report(started, 1, started=TaskStarted(), sent_at=_at(150.0))
+
+        async def applied() -> bool:
+            info = await mesh.admin.jetstream().consumer_info(REPORTS_STREAM, "coordinator")
+            return info.ack_floor is not None and (info.ack_floor.stream_seq or 0) >= seq
+
+        await wait_for(applied, timeout=10, message="the start applied")
+        await restarted.beat(started_at=200.0)
+
+    (requeued,) = await mesh.reported(started, "requeued")
+    assert requeued.requeued.next_attempt == 2
+    assert requeued.requeued.error.code == code_pb2.UNAVAILABLE
+    assert requeued.requeued.error.message == "agent alpha.1 restarted while it ran attempt 1"
+    async with asyncio.timeout(10):
+        control = await controls.get()
+    await subscription.unsubscribe()
+    # The successor would get attempt 1 again from JetStream: it is told to drop it.
+    assert (control.task_id, control.attempt, control.WhichOneof("command")) == (
+        started,
+        1,
+        "cancel",
+    )
+    # The next attempt goes to the other instance (round-robin's turn was alpha.1's).
+    (again,) = [r for r in await mesh.reported(started, "assigned", 2) if r.attempt == 2]
+    assert again.agent_id == "alpha.2"
+    # What the predecessor had not started is still the successor's to run.
+    assert mesh.events(not_started, "requeued") == []
+    ((taken, attempt, _),) = await restarted.take()
+    assert (taken, attempt) == (not_started, 1)
+    assert mesh.events(elsewhere, "requeued") == []
 
 
 async def test_failures_are_retried_then_dead_lettered(mesh: Mesh) -> None:
