@@ -7,8 +7,14 @@
   agent by the strategy in force; its resources from the resource service (NATS request);
   ``assignment.<task_id>`` written to the ``sutazai_coordinator`` bucket; the TaskAssignment
   published to the instance's work subject (message id ``<task_id>.<attempt>``); ``assigned``
-  reported; only then the dispatch acknowledged. A task that cannot be placed gets a
-  ``waiting`` report, once per reason.
+  reported; only then the dispatch acknowledged. Once the assignment is published it stands:
+  an ``assigned`` report NATS refuses is published again on the next round. A task that cannot
+  be placed gets a ``waiting`` report, once per reason.
+* **Finished attempts**: an attempt that ended leaves its record in the bucket, reduced to the
+  task id, attempt and agent, for ``FINISHED_TTL_SECONDS`` (a per-message TTL; the write rolls
+  up the key's history). A dispatch of that attempt that JetStream delivers again (its
+  acknowledgement lost when NATS restarted) is dropped instead of being run a second time,
+  also by a coordinator started since.
 * **Reports**: the durable consumer ``coordinator`` of ``SUTAZAI_REPORTS`` (agents' reports and
   the task service's cancellations). A final report frees the slot and the resources; a
   retryable failure queues the next attempt after a back-off, or, after ``max_attempts``, puts
@@ -115,6 +121,9 @@ CONSUMER = "coordinator"
 """The coordinator's durable consumer on SUTAZAI_TASKS and on SUTAZAI_REPORTS."""
 STRATEGY_KEY = "strategy"
 LEADER_KEY = "leader"
+ROLLUP = "Nats-Rollup"
+ROLLUP_SUBJECT = "sub"
+"""A message with this header replaces every earlier one of its subject (its key's history)."""
 ASSIGNMENT_PREFIX = "assignment."
 FETCH_BATCH = 256
 FETCH_WAIT_SECONDS = 1.0
@@ -122,6 +131,15 @@ MAX_REMEMBERED_CANCELS = 10_000
 """Cancelled task ids remembered (a dispatch of one arriving later is dropped)."""
 MAX_REMEMBERED_RETRIES = 10_000
 """Re-queued task ids whose failed agent is remembered (their next attempt goes elsewhere)."""
+MAX_REMEMBERED_FINISHED = 100_000
+"""Finished attempts remembered in memory (the bucket keeps them for FINISHED_TTL_SECONDS)."""
+FINISHED_TTL_SECONDS = 600.0
+"""How long an ended attempt's record stays in the bucket: far longer than a dispatch's
+``ack_wait`` and the task streams' 2-minute dedupe window."""
+MAX_BACKLOG = 10_000
+"""Reports kept for publishing again while NATS refuses them (the oldest are given up)."""
+PUBLISH_RETRY_SECONDS = 10.0
+"""How long an assignment is published again (same message id) while NATS does not confirm."""
 REPORT_ACK_WAIT_SECONDS = 30.0
 LEASE_GRACE_SECONDS = 1.0
 RESOURCE_LEASE_GRACE_SECONDS = 60
@@ -207,6 +225,10 @@ class Coordinator:
         """Each agent instance's current process: when it started, by its heartbeat."""
         self._failed_on: collections.OrderedDict[str, str] = collections.OrderedDict()
         """Task id → the agent its last attempt ended on without a result."""
+        self._finished: collections.OrderedDict[str, int] = collections.OrderedDict()
+        """Task id → its latest attempt that ended (a dispatch of it again is dropped)."""
+        self._backlog: collections.deque[tuple[bytes, dict[str, str] | None]] = collections.deque()
+        """Coordinator reports NATS refused, to publish again (each has its message id)."""
         directory.listen(self._agent_changed)
 
     # --- queries (any instance) -------------------------------------------------------------
@@ -419,6 +441,9 @@ class Coordinator:
                     record = pb.AssignmentRecord.FromString(value)
                 except DecodeError:
                     continue
+                if record.HasField("finished_at"):
+                    self._remember_finished(record.dispatch.task_id, record.dispatch.attempt)
+                    continue
                 self._assignments[record.dispatch.task_id] = record
                 self._assigned[record.agent_id] += 1
             self._metrics.in_flight.set(len(self._assignments))
@@ -459,6 +484,11 @@ class Coordinator:
         task_id = dispatch.task_id
         if task_id in self._cancelled:
             self._metrics.dropped.labels("cancelled").inc()
+            await message.ack()
+            return
+        if dispatch.attempt <= self._finished.get(task_id, 0):
+            # Delivered again after it ran (its acknowledgement was lost): never twice.
+            self._metrics.dropped.labels("finished_dispatch").inc()
             await message.ack()
             return
         running = self._assignments.get(task_id)
@@ -532,6 +562,7 @@ class Coordinator:
             self._wake.set()
 
     async def _schedule(self) -> None:
+        await self._flush_backlog()
         for agent_id in sorted(self._lost_pending):
             self._lost_pending.discard(agent_id)
             if not self._directory.is_online(agent_id):
@@ -594,11 +625,14 @@ class Coordinator:
             payload=dispatch.payload,
             deadline=_timestamp(now + timeout),
         )
-        await self._js.publish(
+        # Published again while unconfirmed: the message id makes a repeat harmless, and a
+        # publish that did arrive must not be followed by an assignment elsewhere.
+        await self._publish_retrying(
             work_subject(agent_id),
             assignment.SerializeToString(),
-            headers={MSG_ID: message_id(dispatch.task_id, dispatch.attempt)},
+            {MSG_ID: message_id(dispatch.task_id, dispatch.attempt)},
         )
+        # From here on the assignment stands, whatever NATS does next.
         self._assignments[dispatch.task_id] = record
         self._assigned[agent_id] += 1
         self._held.remove(held.task_id)
@@ -606,9 +640,42 @@ class Coordinator:
         self._metrics.assigned.labels(self._chooser.strategy.value).inc()
         self._metrics.queue_seconds.observe(max(0.0, now - pending.arrived))
         self._metrics.in_flight.set(len(self._assignments))
-        await self._report(dispatch.task_id, dispatch.attempt, agent_id, assigned=TaskAssigned())
+        await self._report(
+            dispatch.task_id, dispatch.attempt, agent_id, backlog=True, assigned=TaskAssigned()
+        )
         if pending.message is not None:
-            await pending.message.ack()
+            # Lost, it is delivered again and dropped: the attempt is assigned (or finished).
+            with contextlib.suppress(nats.errors.Error):
+                await pending.message.ack()
+
+    async def _publish_retrying(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
+        """Publish until JetStream confirms, for at most ``PUBLISH_RETRY_SECONDS``.
+
+        Raises:
+            nats.errors.Error: still unconfirmed at the end.
+
+        """
+        deadline = time.monotonic() + PUBLISH_RETRY_SECONDS
+        delay = 0.1
+        while True:
+            try:
+                await self._js.publish(subject, data, headers=headers)
+                return
+            except nats.errors.Error:
+                if time.monotonic() + delay > deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    async def _flush_backlog(self) -> None:
+        """Publish again the reports NATS refused, oldest first; stop at the first refusal."""
+        while self._backlog:
+            data, headers = self._backlog[0]
+            try:
+                await self._js.publish(COORDINATOR_REPORTS, data, headers=headers)
+            except nats.errors.Error:
+                return
+            self._backlog.popleft()
 
     async def _allocate(self, dispatch: TaskDispatch, agent_id: str) -> list[str] | str:
         """Leases for every resource the task needs, or why not (none kept on a refusal)."""
@@ -714,13 +781,31 @@ class Coordinator:
     async def _finish(self, record: pb.AssignmentRecord) -> None:
         task_id = record.dispatch.task_id
         await self._release(list(record.allocation_ids))
-        with contextlib.suppress(KeyNotFoundError):
-            await self._bucket().delete(ASSIGNMENT_PREFIX + task_id)
+        # The record, reduced to what identifies the attempt, replaces every earlier revision
+        # of the key (roll-up) and expires by itself.
+        ended = pb.AssignmentRecord(
+            dispatch=TaskDispatch(task_id=task_id, attempt=record.dispatch.attempt),
+            agent_id=record.agent_id,
+            finished_at=_timestamp(self._clock()),
+        )
+        await self._js.publish(
+            f"$KV.{COORDINATOR_BUCKET}.{ASSIGNMENT_PREFIX}{task_id}",
+            ended.SerializeToString(),
+            headers={ROLLUP: ROLLUP_SUBJECT},
+            msg_ttl=FINISHED_TTL_SECONDS,
+        )
+        self._remember_finished(task_id, record.dispatch.attempt)
         if self._assignments.pop(task_id, None) is not None:
             self._assigned[record.agent_id] -= 1
             if self._assigned[record.agent_id] <= 0:
                 del self._assigned[record.agent_id]
         self._metrics.in_flight.set(len(self._assignments))
+
+    def _remember_finished(self, task_id: str, attempt: int) -> None:
+        self._finished[task_id] = max(attempt, self._finished.get(task_id, 0))
+        self._finished.move_to_end(task_id)
+        while len(self._finished) > MAX_REMEMBERED_FINISHED:
+            self._finished.popitem(last=False)
 
     async def _next_attempt(self, record: pb.AssignmentRecord, error: status_pb2.Status) -> None:
         """Queue the next attempt after its back-off, or dead-letter the task."""
@@ -839,14 +924,33 @@ class Coordinator:
                 await self._next_attempt(record, error)
             await self._finish(record)
 
-    async def _report(self, task_id: str, attempt: int, agent_id: str, **event: object) -> None:
+    async def _report(
+        self, task_id: str, attempt: int, agent_id: str, *, backlog: bool = False, **event: object
+    ) -> None:
+        """Publish a coordinator report; with ``backlog``, one NATS refuses is kept for later.
+
+        Raises:
+            nats.errors.Error: NATS refused it (only without ``backlog``).
+
+        """
         report = TaskReport(task_id=task_id, attempt=attempt, agent_id=agent_id, **event)  # type: ignore[arg-type]
         report.sent_at.CopyFrom(_timestamp(self._clock()))
         kind = report.WhichOneof("event")
         headers = None
         if kind != "waiting":
             headers = {MSG_ID: f"{message_id(task_id, attempt)}.{kind}"}
-        await self._js.publish(COORDINATOR_REPORTS, report.SerializeToString(), headers=headers)
+        data = report.SerializeToString()
+        try:
+            if self._backlog:
+                raise nats.errors.Error("older reports wait")  # keep their order
+            await self._js.publish(COORDINATOR_REPORTS, data, headers=headers)
+        except nats.errors.Error:
+            if not backlog:
+                raise
+            log.warning("coordinator.report_deferred", task_id=task_id, report=kind)
+            self._backlog.append((data, headers))
+            while len(self._backlog) > MAX_BACKLOG:
+                self._backlog.popleft()
 
     # --- watches (every instance) -----------------------------------------------------------
 

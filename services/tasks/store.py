@@ -47,6 +47,14 @@ _TASK_COLUMNS = (
 )
 _TASK = f"SELECT {_TASK_COLUMNS} FROM tasks"  # noqa: S608 - constant column list
 _OUTBOX_COLUMNS = "seq, task_id, kind, attempt, subject, msg_id, body, dead_letter_sequence"
+_UNFINISHED = "SELECT count(*) FROM tasks WHERE state IN ('pending', 'queued', 'running')"
+"""Literal states: the partial index ``tasks_unfinished`` answers the count."""
+_QUEUE_LOCK = "hashtext('sutazai.tasks.queue_bound.' || current_schema())"
+"""The advisory lock key of the queue bound (one per schema)."""
+QUEUE_BOUND_MARGIN = 1000
+"""Below ``queue_bound - QUEUE_BOUND_MARGIN`` unfinished tasks, creates run side by side; above,
+one at a time. Exact as long as fewer creates than this are in flight at once (each instance
+of the service runs at most its pool's size)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,18 +206,39 @@ class TaskStore:
             QueueFullError: ``queue_bound`` tasks are unfinished.
 
         """
+        # Near the bound, the first try gives way to a second, one at a time (which decides).
+        for alone in (False, True):
+            created = await self._create(
+                new, queue_bound=queue_bound, dispatch=dispatch, alone=alone
+            )
+            if created is not None:
+                return created
+        raise QueueFullError(queue_bound)
+
+    async def _create(
+        self, new: NewTask, *, queue_bound: int, dispatch: Message, alone: bool
+    ) -> tuple[Changed, bool] | None:
+        """:meth:`create` in one transaction; ``None`` if it must be tried ``alone``.
+
+        Counting unfinished tasks does not see the inserts of transactions still in flight, so
+        concurrent creates near the bound would each see room for one more. Each create holds
+        the queue's advisory lock: shared far from the bound (creates run side by side, and
+        fewer than ``QUEUE_BOUND_MARGIN`` of them cannot overshoot it), exclusive near it (one
+        at a time, after those in flight committed): the bound is never exceeded.
+        """
         key = new.idempotency_key or None
         async with self._pool.acquire() as conn, conn.transaction():
             if key is not None:
                 existing = await _by_key(conn, new.owner_id, key)
                 if existing is not None:
                     return Changed(existing, []), False
-            # Literal states: the partial index tasks_unfinished answers the count.
-            unfinished = await conn.fetchval(
-                "SELECT count(*) FROM tasks WHERE state IN ('pending', 'queued', 'running')"
-            )
+            lock = "pg_advisory_xact_lock" if alone else "pg_advisory_xact_lock_shared"
+            await conn.execute(f"SELECT {lock}({_QUEUE_LOCK})")
+            unfinished = await conn.fetchval(_UNFINISHED)
             if unfinished >= queue_bound:
                 raise QueueFullError(queue_bound)
+            if not alone and unfinished >= queue_bound - QUEUE_BOUND_MARGIN:
+                return None
             row = await conn.fetchrow(
                 f"""INSERT INTO tasks (id, owner_id, type, payload, priority,
                         required_capabilities, resource_types, resource_amounts, timeout_seconds,

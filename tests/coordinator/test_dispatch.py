@@ -150,6 +150,7 @@ class Mesh:
         max_attempts: int = 3,
         resources: Iterable[ResourceNeed] = (),
         task_id: str | None = None,
+        msg_id: str | None = None,
     ) -> str:
         task_id = task_id or str(uuid.uuid4())
         created = Timestamp()
@@ -167,7 +168,7 @@ class Mesh:
         await self.admin.jetstream().publish(
             queue_subject(priority),
             dispatch.SerializeToString(),
-            headers={"Nats-Msg-Id": message_id(task_id, 1)},
+            headers={"Nats-Msg-Id": msg_id or message_id(task_id, 1)},
         )
         return task_id
 
@@ -432,6 +433,47 @@ async def test_an_instance_restarted_under_its_id_loses_what_its_predecessor_sta
     ((taken, attempt, _),) = await restarted.take()
     assert (taken, attempt) == (not_started, 1)
     assert mesh.events(elsewhere, "requeued") == []
+
+
+async def test_a_dispatch_delivered_again_after_its_attempt_ended_is_dropped(
+    mesh: Mesh, task_nats: MeshSettings
+) -> None:
+    agent = FakeAgent(mesh, "alpha.1")
+    await agent.beat()
+    task_id = await mesh.dispatch()
+    ((_, _, message),) = await agent.take()
+    await agent.report(task_id, 1, succeeded=TaskSucceeded())
+    await message.ack()
+    await wait_for(lambda: mesh.coordinator.stats().in_flight == 0, timeout=10, message="done")
+
+    # JetStream delivers the dispatch again (its acknowledgement was lost when NATS restarted;
+    # another message id here, past the stream's dedupe). A task dispatched after it is
+    # assigned once the coordinator has read it.
+    await mesh.dispatch(task_id=task_id, msg_id=f"{task_id}.again")
+    after = await mesh.dispatch()
+    await mesh.reported(after, "assigned")
+    assert len(mesh.events(task_id, "assigned")) == 1
+
+    # A coordinator started since knows the attempt ended, from its bucket.
+    await mesh.stop()
+    nc = await connect_nats(task_nats.as_principal("coordinator"), name="test-successor")
+    successor = Coordinator(
+        nc, SETTINGS, CoordinatorMetrics(CollectorRegistry()), AgentDirectory(), instance_id="n"
+    )
+    running = asyncio.create_task(successor.run())
+    try:
+        await wait_for(lambda: successor.leading, timeout=15, message="the successor leads")
+        await mesh.dispatch(task_id=task_id, msg_id=f"{task_id}.again.2")
+        later = await mesh.dispatch()
+        await mesh.reported(later, "assigned")
+        assert len(mesh.events(task_id, "assigned")) == 1
+        assert successor.stats().in_flight == 2  # `after` and `later`, not the ended task
+    finally:
+        await successor.release_lease()
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await nc.close()
 
 
 async def test_failures_are_retried_then_dead_lettered(mesh: Mesh) -> None:
