@@ -11,6 +11,7 @@ after the other.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -191,6 +192,9 @@ class TaskStore:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        self._one_at_a_time = asyncio.Lock()
+        """Creates near the queue bound wait here, not on a pooled connection (where they would
+        wait for the advisory lock while every other call waits for a connection)."""
 
     # Creating ---------------------------------------------------------------------------------
 
@@ -206,14 +210,16 @@ class TaskStore:
             QueueFullError: ``queue_bound`` tasks are unfinished.
 
         """
-        # Near the bound, the first try gives way to a second, one at a time (which decides).
-        for alone in (False, True):
-            created = await self._create(
-                new, queue_bound=queue_bound, dispatch=dispatch, alone=alone
-            )
-            if created is not None:
-                return created
-        raise QueueFullError(queue_bound)
+        created = await self._create(new, queue_bound=queue_bound, dispatch=dispatch, alone=False)
+        if created is None:
+            # Near the bound: again, one at a time (which decides).
+            async with self._one_at_a_time:
+                created = await self._create(
+                    new, queue_bound=queue_bound, dispatch=dispatch, alone=True
+                )
+        if created is None:
+            raise QueueFullError(queue_bound)
+        return created
 
     async def _create(
         self, new: NewTask, *, queue_bound: int, dispatch: Message, alone: bool
@@ -224,20 +230,29 @@ class TaskStore:
         concurrent creates near the bound would each see room for one more. Each create holds
         the queue's advisory lock: shared far from the bound (creates run side by side, and
         fewer than ``QUEUE_BOUND_MARGIN`` of them cannot overshoot it), exclusive near it (one
-        at a time, after those in flight committed): the bound is never exceeded.
+        at a time, after those in flight committed): the bound is never exceeded. A count
+        without the lock first refuses at once when the queue is full (it can only count too
+        few) and sends a create near the bound to the exclusive way without waiting for the
+        shared lock.
         """
         key = new.idempotency_key or None
+        near = queue_bound - QUEUE_BOUND_MARGIN
         async with self._pool.acquire() as conn, conn.transaction():
             if key is not None:
                 existing = await _by_key(conn, new.owner_id, key)
                 if existing is not None:
                     return Changed(existing, []), False
+            unfinished = await conn.fetchval(_UNFINISHED)
+            if unfinished >= queue_bound:
+                raise QueueFullError(queue_bound)
+            if not alone and unfinished >= near:
+                return None
             lock = "pg_advisory_xact_lock" if alone else "pg_advisory_xact_lock_shared"
             await conn.execute(f"SELECT {lock}({_QUEUE_LOCK})")
             unfinished = await conn.fetchval(_UNFINISHED)
             if unfinished >= queue_bound:
                 raise QueueFullError(queue_bound)
-            if not alone and unfinished >= queue_bound - QUEUE_BOUND_MARGIN:
+            if not alone and unfinished >= near:
                 return None
             row = await conn.fetchrow(
                 f"""INSERT INTO tasks (id, owner_id, type, payload, priority,

@@ -7,8 +7,9 @@ and the task queue bound are small and real here. What issue 10 asks to see:
 
 - Restart NATS and then every service while tasks are queued: nothing is lost and nothing runs
   twice to completion.
-- (Attacker pass) a client flooding CreateTask gets RESOURCE_EXHAUSTED, and the mesh keeps
-  answering everyone else.
+- (Attacker pass) a client flooding CreateTask gets RESOURCE_EXHAUSTED (its per-user limit, the
+  queue bound, which concurrent creates cannot exceed), and the mesh keeps answering everyone
+  else; a compromised agent flooding reports about attempts nobody holds stalls no other task.
 
 A restart is what the supervisor does to a child that exits: NATS is killed (SIGKILL, its
 JetStream data is fsynced before anything is acknowledged), each service and agent is asked to
@@ -42,6 +43,7 @@ from sutazai.ops.supervisor.probes import agent_heartbeat_since, nats_connect, r
 from sutazai.runtime.deployment import load_catalog
 from sutazai.runtime.settings import MeshSettings
 from sutazai.runtime.sockets import envoy_admin_client
+from sutazai.tasks.v1 import dispatch_pb2
 from sutazai.tasks.v1 import task_service_pb2 as pb
 from sutazai.tasks.v1.task_service_pb2_grpc import TaskServiceStub
 from tests.auth.helpers import bearer, failure
@@ -56,7 +58,9 @@ from tests.harness.mesh import (
     supervised,
 )
 from tests.harness.waiting import wait_for
+from tests.supervisor.test_nats_permissions import connected
 from tests.tasks.chaos import INSTANCES, ChaosAgents, agent_id, chaos_component, component_name
+from tests.tasks.chaos_agent import NAME
 
 pytestmark = pytest.mark.integration
 
@@ -327,3 +331,54 @@ async def test_a_client_flooding_create_task_is_refused_and_the_mesh_answers_oth
         pb.CreateTaskRequest(type="chaos.record"), metadata=bearer(bystander), timeout=TIMEOUT
     )
     assert again.task.state in {pb.TASK_STATE_PENDING, pb.TASK_STATE_QUEUED}
+
+
+# Attacker pass: a compromised agent floods reports ---------------------------------------------
+
+REPORT_FLOOD = 1500
+"""Reports about an attempt nobody holds: more than the report consumer keeps unacknowledged."""
+
+
+async def test_an_agent_flooding_reports_about_unassigned_attempts_stalls_nobody(
+    restart_mesh: RestartMesh,
+) -> None:
+    tasks = restart_mesh.tasks
+    user = await _signed_in(restart_mesh.settings, "user")
+    # Queued for good (nobody offers the type): its attempt is given to no agent.
+    bait = await tasks.CreateTask(
+        pb.CreateTaskRequest(type="chaos.nobody"), metadata=bearer(user), timeout=TIMEOUT
+    )
+    task_id = bait.task.task_id
+
+    # The chaos agent's principal, compromised: a report about an attempt not assigned yet
+    # waits (the coordinator's `assigned` may be on its way), so each would be redelivered for
+    # a minute and more, holding a slot of the consumer meanwhile.
+    async with connected(restart_mesh.settings, NAME) as compromised:
+        report = dispatch_pb2.TaskReport(
+            task_id=task_id, attempt=1, agent_id=agent_id("1"), started=dispatch_pb2.TaskStarted()
+        ).SerializeToString()
+        for _ in range(REPORT_FLOOD):
+            await compromised.client.publish(f"sutazai.reports.agent.{agent_id('1')}", report)
+        await compromised.settle()
+        assert compromised.errors == []
+
+    # Everyone else's reports still go through: a task runs and its success is recorded.
+    started = time.monotonic()
+    honest = await tasks.CreateTask(
+        pb.CreateTaskRequest(type="chaos.record"), metadata=bearer(user), timeout=TIMEOUT
+    )
+
+    async def succeeded() -> bool:
+        reply = await tasks.GetTask(
+            pb.GetTaskRequest(task_id=honest.task.task_id), metadata=bearer(user), timeout=TIMEOUT
+        )
+        return bool(reply.task.state == pb.TASK_STATE_SUCCEEDED)
+
+    await wait_for(succeeded, timeout=60, interval=0.5, message="the honest task recorded")
+    took = time.monotonic() - started
+    still = await tasks.GetTask(
+        pb.GetTaskRequest(task_id=task_id), metadata=bearer(user), timeout=TIMEOUT
+    )
+    assert (still.task.state, still.task.agent_id) == (pb.TASK_STATE_QUEUED, ""), still.task
+    await tasks.CancelTask(pb.CancelTaskRequest(task_id=task_id), metadata=bearer(user))
+    assert took < 60
