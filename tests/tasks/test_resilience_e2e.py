@@ -271,8 +271,9 @@ async def test_a_client_flooding_create_task_is_refused_and_the_mesh_answers_oth
     tasks = restart_mesh.tasks
     flooder = await _signed_in(restart_mesh.settings, "user")
     bystander = await _signed_in(restart_mesh.settings, "user")
+    # Queued for good (nobody runs the type): the queue's content does not change by itself.
     theirs = await tasks.CreateTask(
-        pb.CreateTaskRequest(type="chaos.record"), metadata=bearer(bystander), timeout=TIMEOUT
+        pb.CreateTaskRequest(type="chaos.nobody"), metadata=bearer(bystander), timeout=TIMEOUT
     )
 
     async def create() -> tuple[grpc.StatusCode, str]:
@@ -300,21 +301,28 @@ async def test_a_client_flooding_create_task_is_refused_and_the_mesh_answers_oth
             took.append(time.monotonic() - began)
         return took
 
+    began = time.monotonic()
     flood, reads = await asyncio.gather(
         asyncio.gather(*(create() for _ in range(FLOOD))), meanwhile()
     )
+    # The flooder's bucket: its burst, and what refilled while the flood lasted.
+    allowance = USER_BURST + int(USER_RATE * (time.monotonic() - began)) + 1
 
     accepted = [detail for code, detail in flood if code is grpc.StatusCode.OK]
     refused = [(code, detail) for code, detail in flood if code is not grpc.StatusCode.OK]
     try:
         assert {code for code, _ in refused} == {grpc.StatusCode.RESOURCE_EXHAUSTED}, refused[:5]
-        # Its burst, then the per-user limit; within the burst, the queue bound.
-        assert len(accepted) <= QUEUE_BOUND
-        assert sum(RATE_LIMITED in detail for _, detail in refused) >= FLOOD - USER_BURST - 10
-        assert any(QUEUE_FULL in detail for _, detail in refused), refused[:5]
-        assert len(accepted) + len(refused) == FLOOD
-        # Everyone else is answered, at once, all along.
-        assert max(reads) < 5.0, reads
+        # Its allowance, then the per-user limit; within the allowance, the queue bound (the
+        # bystander's task takes one place).
+        assert len(accepted) <= QUEUE_BOUND - 1
+        queue_full = sum(QUEUE_FULL in detail for _, detail in refused)
+        rate_limited = sum(RATE_LIMITED in detail for _, detail in refused)
+        assert queue_full > 0, refused[:5]
+        assert len(accepted) + queue_full <= allowance
+        assert rate_limited >= FLOOD - allowance
+        assert len(accepted) + queue_full + rate_limited == FLOOD
+        # Everyone else is answered all along (within seconds on a loaded machine).
+        assert max(reads) < 10.0, reads
         # The queue bound is the mesh's: a full queue refuses everyone, until tasks finish.
         error = await failure(
             tasks.CreateTask(pb.CreateTaskRequest(type="chaos.record"), metadata=bearer(bystander))
@@ -323,9 +331,9 @@ async def test_a_client_flooding_create_task_is_refused_and_the_mesh_answers_oth
         assert QUEUE_FULL in (error.details() or "")
     finally:
         # Cancelling is not limited: the flood's tasks go, and the queue has room again.
-        for task_id in accepted:
+        for task_id, owner in [(t, flooder) for t in accepted] + [(theirs.task.task_id, bystander)]:
             await tasks.CancelTask(
-                pb.CancelTaskRequest(task_id=task_id), metadata=bearer(flooder), timeout=TIMEOUT
+                pb.CancelTaskRequest(task_id=task_id), metadata=bearer(owner), timeout=TIMEOUT
             )
     again = await tasks.CreateTask(
         pb.CreateTaskRequest(type="chaos.record"), metadata=bearer(bystander), timeout=TIMEOUT
