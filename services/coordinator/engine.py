@@ -221,6 +221,8 @@ class Coordinator:
         self._lost_pending: set[str] = set()
         self._restarted: dict[str, float] = {}
         """Agent instances seen in a new process: the process's start (seconds since epoch)."""
+        self._read_up_to: dict[str, int] = {}
+        """Agent id → the report stream's sequence to have read before its attempts are lost."""
         self._process_started: dict[str, float] = {}
         """Each agent instance's current process: when it started, by its heartbeat."""
         self._failed_on: collections.OrderedDict[str, str] = collections.OrderedDict()
@@ -386,6 +388,7 @@ class Coordinator:
         self._assignments.clear()
         self._assigned.clear()
         self._restarted.clear()
+        self._read_up_to.clear()
         self._metrics.held.set(0)
         self._metrics.in_flight.set(0)
 
@@ -394,10 +397,11 @@ class Coordinator:
         await self._load_assignments()
         await self._directory.ready.wait()
         async with self._lock:
-            # Attempts of instances that went away while no coordinator was watching.
+            # Attempts of instances that went away while no coordinator was watching (decided
+            # by the scheduler, once the reports they may have sent before are read).
             for agent_id in {r.agent_id for r in self._assignments.values()}:
                 if not self._directory.is_online(agent_id):
-                    await self._lost(agent_id)
+                    self._lost_pending.add(agent_id)
         async with asyncio.TaskGroup() as group:
             group.create_task(self._intake())
             group.create_task(self._hold_alive())
@@ -493,6 +497,14 @@ class Coordinator:
             return
         running = self._assignments.get(task_id)
         if running is not None and running.dispatch.attempt >= dispatch.attempt:
+            if running.dispatch.attempt == dispatch.attempt and not running.HasField("started_at"):
+                # A coordinator stopped between writing the record and publishing the work
+                # leaves a record of an assignment nobody received: publish it (again; its
+                # message id makes a repeat harmless while the first is in the stream).
+                try:
+                    await self._publish_assignment(running)
+                except nats.errors.Error:
+                    return  # not acknowledged: delivered again, tried again
             self._metrics.dropped.labels("duplicate_dispatch").inc()
             await message.ack()
             return
@@ -555,6 +567,27 @@ class Coordinator:
             self._lost_pending.add(agent_id)
             self._wake.set()
 
+    async def _reports_read(self, agent_ids: set[str]) -> set[str]:
+        """Those of ``agent_ids`` whose reports sent before they went away are all applied.
+
+        An agent that stops publishes its last reports, then deletes its key (or its successor
+        heartbeats): until those reports are applied its attempts are not lost, they may have
+        ended. Each agent waits for the stream's last sequence when its loss was first looked
+        at; applying reports wakes the scheduler again.
+        """
+        try:
+            if any(a not in self._read_up_to for a in agent_ids):
+                last = (await self._js.stream_info(REPORTS_STREAM)).state.last_seq
+                for agent_id in agent_ids:
+                    self._read_up_to.setdefault(agent_id, last)
+            info = await self._js.consumer_info(REPORTS_STREAM, CONSUMER)
+        except nats.errors.Error:
+            return set()
+        if not info.num_pending and not info.num_ack_pending:
+            return set(agent_ids)  # caught up (the last reports may be of other subjects)
+        applied = info.ack_floor.stream_seq if info.ack_floor else 0
+        return {a for a in agent_ids if self._read_up_to[a] <= (applied or 0)}
+
     def _agent_restarted(self, agent_id: str, started_at: float) -> None:
         """``agent_id`` heartbeats from a process started at ``started_at``, not the last one."""
         if agent_id in self._assigned and self._leading:
@@ -563,13 +596,17 @@ class Coordinator:
 
     async def _schedule(self) -> None:
         await self._flush_backlog()
-        for agent_id in sorted(self._lost_pending):
-            self._lost_pending.discard(agent_id)
-            if not self._directory.is_online(agent_id):
-                await self._lost(agent_id)
-        for agent_id, started_at in sorted(self._restarted.items()):
-            del self._restarted[agent_id]
-            await self._lost_in_restart(agent_id, started_at)
+        if self._lost_pending or self._restarted:
+            read = await self._reports_read({*self._lost_pending, *self._restarted})
+            for agent_id in sorted(self._lost_pending & read):
+                self._lost_pending.discard(agent_id)
+                self._read_up_to.pop(agent_id, None)
+                if not self._directory.is_online(agent_id):
+                    await self._lost(agent_id)
+            for agent_id in sorted(read & set(self._restarted)):
+                started_at = self._restarted.pop(agent_id)
+                self._read_up_to.pop(agent_id, None)
+                await self._lost_in_restart(agent_id, started_at)
         now = self._clock()
         agents = list(self._directory.views())
         for held in self._held.ready(now):
@@ -617,21 +654,9 @@ class Coordinator:
             assigned_at=_timestamp(now),
         )
         await self._bucket().put(ASSIGNMENT_PREFIX + dispatch.task_id, record.SerializeToString())
-        timeout = dispatch.timeout_seconds or 300
-        assignment = TaskAssignment(
-            task_id=dispatch.task_id,
-            attempt=dispatch.attempt,
-            type=dispatch.type,
-            payload=dispatch.payload,
-            deadline=_timestamp(now + timeout),
-        )
         # Published again while unconfirmed: the message id makes a repeat harmless, and a
         # publish that did arrive must not be followed by an assignment elsewhere.
-        await self._publish_retrying(
-            work_subject(agent_id),
-            assignment.SerializeToString(),
-            {MSG_ID: message_id(dispatch.task_id, dispatch.attempt)},
-        )
+        await self._publish_assignment(record, retry=True)
         # From here on the assignment stands, whatever NATS does next.
         self._assignments[dispatch.task_id] = record
         self._assigned[agent_id] += 1
@@ -647,6 +672,26 @@ class Coordinator:
             # Lost, it is delivered again and dropped: the attempt is assigned (or finished).
             with contextlib.suppress(nats.errors.Error):
                 await pending.message.ack()
+
+    async def _publish_assignment(
+        self, record: pb.AssignmentRecord, *, retry: bool = False
+    ) -> None:
+        """Publish the TaskAssignment of ``record`` to its agent instance's work subject."""
+        dispatch = record.dispatch
+        timeout = dispatch.timeout_seconds or 300
+        assignment = TaskAssignment(
+            task_id=dispatch.task_id,
+            attempt=dispatch.attempt,
+            type=dispatch.type,
+            payload=dispatch.payload,
+            deadline=_timestamp(_seconds(record.assigned_at) + timeout),
+        )
+        subject = work_subject(record.agent_id)
+        headers = {MSG_ID: message_id(dispatch.task_id, dispatch.attempt)}
+        if retry:
+            await self._publish_retrying(subject, assignment.SerializeToString(), headers)
+        else:
+            await self._js.publish(subject, assignment.SerializeToString(), headers=headers)
 
     async def _publish_retrying(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
         """Publish until JetStream confirms, for at most ``PUBLISH_RETRY_SECONDS``.
@@ -941,8 +986,10 @@ class Coordinator:
             headers = {MSG_ID: f"{message_id(task_id, attempt)}.{kind}"}
         data = report.SerializeToString()
         try:
+            # Deferred reports go first: a task's reports are applied in stream order.
+            await self._flush_backlog()
             if self._backlog:
-                raise nats.errors.Error("older reports wait")  # keep their order
+                raise nats.errors.Error("earlier reports are still refused")
             await self._js.publish(COORDINATOR_REPORTS, data, headers=headers)
         except nats.errors.Error:
             if not backlog:

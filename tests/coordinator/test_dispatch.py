@@ -476,6 +476,45 @@ async def test_a_dispatch_delivered_again_after_its_attempt_ended_is_dropped(
         await nc.close()
 
 
+async def test_an_assignment_recorded_but_never_published_goes_out_with_its_dispatch(
+    mesh: Mesh, task_nats: MeshSettings
+) -> None:
+    # A coordinator stopped right after writing `assignment.<task>` and before publishing the
+    # work: its successor restores the record; the dispatch, never acknowledged, comes again.
+    agent = FakeAgent(mesh, "alpha.1")
+    await agent.beat()
+    await mesh.stop()
+    task_id = str(uuid.uuid4())
+    dispatch = TaskDispatch(task_id=task_id, attempt=1, type="text.summarize", priority=1)
+    record = pb.AssignmentRecord(dispatch=dispatch, agent_id="alpha.1", assigned_at=_at(1e9))
+    bucket = await mesh.admin.jetstream().key_value(COORDINATOR_BUCKET)
+    await bucket.put(f"assignment.{task_id}", record.SerializeToString())
+    await mesh.dispatch(task_id=task_id)
+
+    nc = await connect_nats(task_nats.as_principal("coordinator"), name="test-successor")
+    successor = Coordinator(
+        nc, SETTINGS, CoordinatorMetrics(CollectorRegistry()), AgentDirectory(), instance_id="n"
+    )
+    running = asyncio.create_task(successor.run())
+    try:
+        ((taken, attempt, message),) = await agent.take()
+        assert (taken, attempt) == (task_id, 1)
+        await message.ack()
+        assert successor.stats().in_flight == 1
+        # Nothing else: the same dispatch again is deduplicated with the first publish.
+        await mesh.dispatch(task_id=task_id, msg_id=f"{task_id}.again")
+        later = await mesh.dispatch()
+        await mesh.reported(later, "assigned")
+        info = await mesh.admin.jetstream().consumer_info(WORK_STREAM, work_consumer("alpha.1"))
+        assert info.num_pending == 1  # `later` only
+    finally:
+        await successor.release_lease()
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await nc.close()
+
+
 async def test_failures_are_retried_then_dead_lettered(mesh: Mesh) -> None:
     agent = FakeAgent(mesh, "alpha.1")
     await agent.beat()
