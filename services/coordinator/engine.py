@@ -795,6 +795,17 @@ class Coordinator:
         record = self._assignments.get(report.task_id)
         if record is None or record.agent_id != sender or record.dispatch.attempt != report.attempt:
             self._metrics.dropped.labels("stale_report").inc()
+            if event in ("started", "progress") and split_agent_id(sender) is not None:
+                # Running an attempt that is not (or no longer) its own: one delivered again
+                # after it ended (its acknowledgement lost when NATS restarted), or superseded.
+                # Stopped now, it does not complete a second time.
+                control = TaskControl(
+                    task_id=report.task_id,
+                    attempt=report.attempt,
+                    cancel=TaskCancelRequested(reason="the attempt is not this agent's to run"),
+                )
+                with contextlib.suppress(nats.errors.Error):
+                    await self._nc.publish(control_subject(sender), control.SerializeToString())
             await message.ack()
             return
         try:

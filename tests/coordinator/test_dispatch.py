@@ -515,6 +515,36 @@ async def test_an_assignment_recorded_but_never_published_goes_out_with_its_disp
         await nc.close()
 
 
+async def test_an_agent_starting_an_attempt_that_ended_is_told_to_stop(mesh: Mesh) -> None:
+    agent = FakeAgent(mesh, "alpha.2")
+    await agent.beat()
+    controls: asyncio.Queue[TaskControl] = asyncio.Queue()
+
+    async def received(message: Msg) -> None:
+        await controls.put(TaskControl.FromString(message.data))
+
+    subscription = await mesh.admin.subscribe(control_subject("alpha.2"), cb=received)
+    task_id = await mesh.dispatch()
+    ((_, _, message),) = await agent.take()
+    await agent.report(task_id, 1, started=TaskStarted())
+    await agent.report(task_id, 1, succeeded=TaskSucceeded())
+    await message.ack()
+    await wait_for(lambda: mesh.coordinator.stats().in_flight == 0, timeout=10, message="done")
+    assert controls.empty()
+
+    # JetStream delivers the assignment again (its acknowledgement lost when NATS restarted)
+    # and the instance starts it: it is told to stop.
+    await agent.report(task_id, 1, started=TaskStarted())
+    async with asyncio.timeout(10):
+        control = await controls.get()
+    await subscription.unsubscribe()
+    assert (control.task_id, control.attempt, control.WhichOneof("command")) == (
+        task_id,
+        1,
+        "cancel",
+    )
+
+
 async def test_failures_are_retried_then_dead_lettered(mesh: Mesh) -> None:
     agent = FakeAgent(mesh, "alpha.1")
     await agent.beat()
