@@ -230,10 +230,9 @@ class TaskStore:
         concurrent creates near the bound would each see room for one more. Each create holds
         the queue's advisory lock: shared far from the bound (creates run side by side, and
         fewer than ``QUEUE_BOUND_MARGIN`` of them cannot overshoot it), exclusive near it (one
-        at a time, after those in flight committed): the bound is never exceeded. A count
-        without the lock first refuses at once when the queue is full (it can only count too
-        few) and sends a create near the bound to the exclusive way without waiting for the
-        shared lock.
+        at a time, after those in flight committed): the bound is never exceeded. Near the
+        bound, the first try takes no lock (it would wait on a pooled connection): it refuses a
+        full queue at once (a count can only miss tasks, never add some) or gives way.
         """
         key = new.idempotency_key or None
         near = queue_bound - QUEUE_BOUND_MARGIN
@@ -242,18 +241,23 @@ class TaskStore:
                 existing = await _by_key(conn, new.owner_id, key)
                 if existing is not None:
                     return Changed(existing, []), False
-            unfinished = await conn.fetchval(_UNFINISHED)
+            if alone:
+                await conn.execute(f"SELECT pg_advisory_xact_lock({_QUEUE_LOCK})")
+                unfinished = await conn.fetchval(_UNFINISHED)  # sees every earlier create
+            else:
+                # One statement: the count, and the shared lock only when far from the bound.
+                # Its snapshot predates any wait for the lock; the few creates that can commit
+                # meanwhile (one at a time) cannot carry a count that far to the bound.
+                unfinished = await conn.fetchval(
+                    f"""SELECT n, CASE WHEN n < $1
+                                THEN pg_advisory_xact_lock_shared({_QUEUE_LOCK})::text END
+                        FROM ({_UNFINISHED}) AS unfinished(n)""",  # noqa: S608 - constants
+                    near,
+                )
             if unfinished >= queue_bound:
                 raise QueueFullError(queue_bound)
             if not alone and unfinished >= near:
-                return None
-            lock = "pg_advisory_xact_lock" if alone else "pg_advisory_xact_lock_shared"
-            await conn.execute(f"SELECT {lock}({_QUEUE_LOCK})")
-            unfinished = await conn.fetchval(_UNFINISHED)
-            if unfinished >= queue_bound:
-                raise QueueFullError(queue_bound)
-            if not alone and unfinished >= near:
-                return None
+                return None  # no lock taken: again, alone
             row = await conn.fetchrow(
                 f"""INSERT INTO tasks (id, owner_id, type, payload, priority,
                         required_capabilities, resource_types, resource_amounts, timeout_seconds,
