@@ -5,10 +5,12 @@
   acknowledged; a crash of the coordinator leaves it unacknowledged, so JetStream redelivers it.
 * **Scheduler**: highest priority first, FIFO within a priority (:mod:`.domain`); an eligible
   agent by the strategy in force; its resources from the resource service (NATS request);
-  ``assignment.<task_id>`` written to the ``sutazai_coordinator`` bucket; the TaskAssignment
-  published to the instance's work subject (message id ``<task_id>.<attempt>``); ``assigned``
-  reported; only then the dispatch acknowledged. Once the assignment is published it stands:
-  an ``assigned`` report NATS refuses is published again on the next round. A task that cannot
+  ``assignment.<task_id>`` written to the ``sutazai_coordinator`` bucket; ``assigned``
+  reported (before the work, so that no report of the agent precedes it in the stream); the
+  TaskAssignment published to the instance's work subject (message id
+  ``<task_id>.<attempt>``); only then the dispatch acknowledged. Once the assignment is
+  published it stands; an ``assigned`` report NATS refused is published again on the next
+  round. A task that cannot
   be placed gets a ``waiting`` report, once per reason.
 * **Finished attempts**: an attempt that ended leaves its record in the bucket, reduced to the
   task id, attempt and agent, for ``FINISHED_TTL_SECONDS`` (a per-message TTL; the write rolls
@@ -499,9 +501,16 @@ class Coordinator:
         if running is not None and running.dispatch.attempt >= dispatch.attempt:
             if running.dispatch.attempt == dispatch.attempt and not running.HasField("started_at"):
                 # A coordinator stopped between writing the record and publishing the work
-                # leaves a record of an assignment nobody received: publish it (again; its
-                # message id makes a repeat harmless while the first is in the stream).
+                # leaves a record of an assignment nobody received: report and publish it
+                # (again; their message ids make a repeat harmless).
                 try:
+                    await self._report(
+                        task_id,
+                        dispatch.attempt,
+                        running.agent_id,
+                        backlog=True,
+                        assigned=TaskAssigned(),
+                    )
                     await self._publish_assignment(running)
                 except nats.errors.Error:
                     return  # not acknowledged: delivered again, tried again
@@ -654,6 +663,11 @@ class Coordinator:
             assigned_at=_timestamp(now),
         )
         await self._bucket().put(ASSIGNMENT_PREFIX + dispatch.task_id, record.SerializeToString())
+        # Reported before the work goes out: no report of the agent can precede it in the
+        # stream (the task service makes such a report wait for it).
+        await self._report(
+            dispatch.task_id, dispatch.attempt, agent_id, backlog=True, assigned=TaskAssigned()
+        )
         # Published again while unconfirmed: the message id makes a repeat harmless, and a
         # publish that did arrive must not be followed by an assignment elsewhere.
         await self._publish_assignment(record, retry=True)
@@ -665,9 +679,6 @@ class Coordinator:
         self._metrics.assigned.labels(self._chooser.strategy.value).inc()
         self._metrics.queue_seconds.observe(max(0.0, now - pending.arrived))
         self._metrics.in_flight.set(len(self._assignments))
-        await self._report(
-            dispatch.task_id, dispatch.attempt, agent_id, backlog=True, assigned=TaskAssigned()
-        )
         if pending.message is not None:
             # Lost, it is delivered again and dropped: the attempt is assigned (or finished).
             with contextlib.suppress(nats.errors.Error):

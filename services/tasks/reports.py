@@ -6,12 +6,14 @@ each report to one of them). A report is applied to the attempt it names (see
 committed, so a crash in between redelivers it, and applying it again changes nothing. Reports
 of one task in a fetched batch are applied in stream order; different tasks in parallel.
 
-An agent's report that arrives before the coordinator's ``assigned`` for its attempt (the
-coordinator hands the assignment over before it reports it) is not dropped but redelivered a
-little later, a bounded number of times. A redelivery waiting for its time still counts against
-the consumer's ``MAX_ACK_PENDING``, so the reports of one agent (all its instances) that may
-wait at once are bounded too (``LATER_PER_AGENT``; more are dropped): a compromised agent
-publishing reports about attempts nobody holds yet cannot stall every other report.
+An agent's report that arrives before the coordinator's ``assigned`` for its attempt is not
+dropped but redelivered a little later, a bounded number of times. The coordinator reports
+``assigned`` before it hands the work over, so this happens only when that report was delayed
+(NATS refused it for a while, a coordinator stopped in between). A redelivery waiting for its
+time still counts against the consumer's ``MAX_ACK_PENDING``, so the reports of one agent (all
+its instances) that may wait at once are bounded too (``LATER_PER_AGENT``; more are dropped): a
+compromised agent publishing reports about attempts nobody holds yet cannot stall every other
+report.
 """
 
 from __future__ import annotations
