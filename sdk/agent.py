@@ -616,11 +616,7 @@ class _Run:
                 worker.stats.finished(ok, duration_ms)
             if not stored:
                 return  # unacknowledged: JetStream delivers it again after ack_wait
-            try:
-                await self.message.ack_sync(timeout=settings.publish_timeout_seconds)
-            except (nats.errors.Error, OSError) as exc:
-                # The report is stored; a redelivery only repeats it (stored once by its id).
-                log.warning("agent.ack_failed", task_id=self.assignment.task_id, error=str(exc))
+            await self._acknowledge()
             log.info(
                 "agent.task_done",
                 agent_id=worker.agent.agent_id,
@@ -631,6 +627,29 @@ class _Run:
             )
         finally:
             keepalive.cancel()
+
+    async def _acknowledge(self) -> None:
+        """Acknowledge the assignment, again while NATS does not confirm, within ``ack_wait``.
+
+        An acknowledgement lost when NATS restarts makes JetStream deliver the assignment again
+        after ``ack_wait``, maybe to this instance's successor, which would run it a second
+        time; the restarted server takes the acknowledgement of a delivery it restored.
+        """
+        worker = self.worker
+        deadline = time.monotonic() + worker.ack_wait
+        delay = 0.2
+        while True:
+            try:
+                await self.message.ack_sync(timeout=worker.settings.publish_timeout_seconds)
+                return
+            except (nats.errors.Error, OSError) as exc:
+                if time.monotonic() + delay >= deadline:
+                    # The report is stored; a redelivery only repeats it (stored once by its
+                    # id), and the coordinator stops a run of an attempt that already ended.
+                    log.warning("agent.ack_failed", task_id=self.assignment.task_id, error=str(exc))
+                    return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
     async def _keep_alive(self) -> None:
         """In-progress acknowledgements: JetStream keeps the assignment while the handler runs."""
