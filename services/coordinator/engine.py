@@ -232,6 +232,10 @@ class Coordinator:
         self._finished: collections.OrderedDict[str, int] = collections.OrderedDict()
         """Task id → its latest attempt that ended (a dispatch of it again is dropped)."""
         self._backlog: collections.deque[tuple[bytes, dict[str, str] | None]] = collections.deque()
+        self._stopped: collections.OrderedDict[tuple[str, str, int], None] = (
+            collections.OrderedDict()
+        )
+        """(agent, task, attempt) told to stop a run it does not hold: told once."""
         """Coordinator reports NATS refused, to publish again (each has its message id)."""
         directory.listen(self._agent_changed)
 
@@ -806,7 +810,16 @@ class Coordinator:
         record = self._assignments.get(report.task_id)
         if record is None or record.agent_id != sender or record.dispatch.attempt != report.attempt:
             self._metrics.dropped.labels("stale_report").inc()
-            if event in ("started", "progress") and split_agent_id(sender) is not None:
+            key = (sender, report.task_id, report.attempt)
+            if (
+                event in ("started", "progress")
+                and split_agent_id(sender) is not None
+                and _valid_task_id(report.task_id)
+                and key not in self._stopped
+            ):
+                self._stopped[key] = None
+                while len(self._stopped) > MAX_REMEMBERED_CANCELS:
+                    self._stopped.popitem(last=False)
                 # Running an attempt that is not (or no longer) its own: one delivered again
                 # after it ended (its acknowledgement lost when NATS restarted), or superseded.
                 # Stopped now, it does not complete a second time.

@@ -85,6 +85,8 @@ class ReportConsumer:
         """Set while the consumer is bound (tests wait for it)."""
         self._waiting: defaultdict[str, dict[int, float]] = defaultdict(dict)
         """Agent name → stream sequence → when each of its waiting (``LATER``) reports came."""
+        self._full: set[str] = set()
+        """Agent names whose share of waiting reports is full (logged once, not per report)."""
 
     async def run(self) -> None:
         """Bind the consumer (creating it if missing) and consume; rebind after failures."""
@@ -149,6 +151,10 @@ class ReportConsumer:
             ]:
                 del waiting[stale]
             if len(waiting) >= LATER_PER_AGENT:
+                name = report.agent.partition(".")[0]
+                if name not in self._full:
+                    self._full.add(name)
+                    log.warning("reports.waiting_share_full", agent=name, waiting=len(waiting))
                 return False
         waiting[sequence] = now
         return True
@@ -160,6 +166,7 @@ class ReportConsumer:
             waiting.pop(message.metadata.sequence.stream, None)
             if not waiting:
                 del self._waiting[name]
+                self._full.discard(name)
 
     async def _apply_in_order(self, reports: list[tuple[Report, Msg]]) -> None:
         for index, (report, message) in enumerate(reports):
@@ -198,7 +205,7 @@ class ReportConsumer:
                     )
             self._done_waiting(report, message)
             self._metrics.reports.labels(event, verdict.value).inc()
-            if verdict in (Verdict.WRONG_AGENT, Verdict.FOREIGN, Verdict.OVERFLOW):
+            if verdict in (Verdict.WRONG_AGENT, Verdict.FOREIGN):
                 log.warning(
                     "reports.dropped",
                     verdict=verdict.value,
