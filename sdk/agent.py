@@ -70,6 +70,10 @@ MAX_DELIVER = 1000
 RUNTIME = "python/sutazai-sdk 0.1"
 _REMEMBERED_CANCELS = 1024
 """Cancellations remembered for assignments not pulled yet (bounded, oldest forgotten)."""
+_REMEMBERED_FINALS = 1024
+_REMEMBERED_FINAL_BYTES = 16 * 1024 * 1024
+"""Final reports of ended runs remembered (count and bytes bounded, oldest forgotten): an
+assignment delivered again after its run ended is answered with its report, not run again."""
 _PULL_BACKOFF = (0.1, 2.0)
 
 Interrupt = Literal["cancel", "deadline", "shutdown"]
@@ -240,6 +244,8 @@ class _Worker:
         self._slot_free = asyncio.Event()
         self._changed = asyncio.Event()
         self._cancels: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self._finals: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        self._finals_bytes = 0
         self._loops: list[asyncio.Task[None]] = []
         self._orphans: set[asyncio.Task[Any]] = set()
         self._pull: JetStreamContext.PullSubscription | None = None
@@ -435,6 +441,13 @@ class _Worker:
             # one run, acknowledging the newest delivery.
             existing.message = message
             return
+        final = self._finals.get(key)
+        if final is not None:
+            # Delivered again after its run ended (the acknowledgement, or the report, was lost
+            # when NATS went away): the same report again (stored once, by its message id),
+            # never a second run of the handler.
+            self._spawn(self._answer_again(assignment, final, message))
+            return
         run = _Run(self, assignment, message)
         self.runs[key] = run
         if key in self._cancels:
@@ -443,6 +456,31 @@ class _Worker:
         run.task = asyncio.create_task(run.execute(), name=f"task {assignment.task_id}")
         run.task.add_done_callback(lambda _: self._finished(key, run))
         self.changed()
+
+    def remember_final(self, key: tuple[str, int], report: pb.TaskReport) -> None:
+        """Keep the final report of an ended run, for a delivery of its assignment again."""
+        data = report.SerializeToString()
+        previous = self._finals.pop(key, None)
+        self._finals_bytes += len(data) - len(previous or b"")
+        self._finals[key] = data
+        while self._finals and (
+            len(self._finals) > _REMEMBERED_FINALS or self._finals_bytes > _REMEMBERED_FINAL_BYTES
+        ):
+            _, dropped = self._finals.popitem(last=False)
+            self._finals_bytes -= len(dropped)
+
+    async def _answer_again(
+        self, assignment: pb.TaskAssignment, final: bytes, message: Msg
+    ) -> None:
+        prefix = f"{assignment.task_id}.{assignment.attempt}"
+        log.info("agent.delivered_again", task_id=assignment.task_id, attempt=assignment.attempt)
+        stored = await self.publish_report(
+            pb.TaskReport.FromString(final),
+            f"{prefix}.final",
+            budget=self.settings.report_retry_seconds,
+        )
+        if stored:
+            await message.ack_sync(timeout=self.settings.publish_timeout_seconds)
 
     def _finished(self, key: tuple[str, int], run: _Run) -> None:
         if self.runs.get(key) is run:
@@ -570,6 +608,7 @@ class _Run:
                 )
             report, ok = await self._outcome()
             duration_ms = (time.monotonic() - began) * 1000
+            worker.remember_final((self.assignment.task_id, self.assignment.attempt), report)
             stored = await worker.publish_report(
                 report, f"{self.prefix}.final", budget=settings.report_retry_seconds
             )
@@ -577,11 +616,7 @@ class _Run:
                 worker.stats.finished(ok, duration_ms)
             if not stored:
                 return  # unacknowledged: JetStream delivers it again after ack_wait
-            try:
-                await self.message.ack_sync(timeout=settings.publish_timeout_seconds)
-            except (nats.errors.Error, OSError) as exc:
-                # The report is stored; a redelivery only repeats it (stored once by its id).
-                log.warning("agent.ack_failed", task_id=self.assignment.task_id, error=str(exc))
+            await self._acknowledge()
             log.info(
                 "agent.task_done",
                 agent_id=worker.agent.agent_id,
@@ -592,6 +627,29 @@ class _Run:
             )
         finally:
             keepalive.cancel()
+
+    async def _acknowledge(self) -> None:
+        """Acknowledge the assignment, again while NATS does not confirm, within ``ack_wait``.
+
+        An acknowledgement lost when NATS restarts makes JetStream deliver the assignment again
+        after ``ack_wait``, maybe to this instance's successor, which would run it a second
+        time; the restarted server takes the acknowledgement of a delivery it restored.
+        """
+        worker = self.worker
+        deadline = time.monotonic() + worker.ack_wait
+        delay = 0.2
+        while True:
+            try:
+                await self.message.ack_sync(timeout=worker.settings.publish_timeout_seconds)
+                return
+            except (nats.errors.Error, OSError) as exc:
+                if time.monotonic() + delay >= deadline:
+                    # The report is stored; a redelivery only repeats it (stored once by its
+                    # id), and the coordinator stops a run of an attempt that already ended.
+                    log.warning("agent.ack_failed", task_id=self.assignment.task_id, error=str(exc))
+                    return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
     async def _keep_alive(self) -> None:
         """In-progress acknowledgements: JetStream keeps the assignment while the handler runs."""

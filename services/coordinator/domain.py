@@ -3,7 +3,8 @@
 * :class:`HoldingQueue`: dispatched tasks waiting for an agent, highest priority first, first
   in first out within a priority (by the task's ``created_at``, then arrival).
 * :func:`eligible`: the agent instances that may take a task (online, offering its type and
-  every required capability, with a free slot), and :func:`waiting_reason` when there is none.
+  every required capability, with a free slot), and :func:`waiting_reason` when there is none;
+  :func:`prefer_others` keeps a retry away from the agent it failed on, when it can.
 * :class:`Chooser`: the four strategies (a true round-robin cursor, least loaded, capability
   match, the weighted score 0.4 x free capacity + 0.4 x success rate + 0.2 x speed).
 * :func:`backoff_seconds`: the wait before the next attempt.
@@ -95,6 +96,15 @@ def eligible(agents: Iterable[AgentView], need: Need, assigned: dict[str, int]) 
         ),
         key=lambda a: a.agent_id,
     )
+
+
+def prefer_others(candidates: Sequence[AgentView], avoid: str) -> list[AgentView]:
+    """``candidates`` without ``avoid`` (the agent a task's last attempt failed on), if any remain.
+
+    A retry goes elsewhere when another agent can take it now; it does not wait for one.
+    """
+    others = [a for a in candidates if a.agent_id != avoid]
+    return others if others and avoid else list(candidates)
 
 
 def waiting_reason(agents: Iterable[AgentView], need: Need) -> str:
@@ -200,6 +210,8 @@ class Held(Generic[T]):
     """What the caller keeps with it (the dispatch and its message)."""
     reason: str = ""
     """The last waiting reason reported, so each is reported once."""
+    avoid: str = ""
+    """The agent the task's last attempt failed on: another one is preferred."""
     seq: int = 0
 
     @property

@@ -5,10 +5,18 @@
   acknowledged; a crash of the coordinator leaves it unacknowledged, so JetStream redelivers it.
 * **Scheduler**: highest priority first, FIFO within a priority (:mod:`.domain`); an eligible
   agent by the strategy in force; its resources from the resource service (NATS request);
-  ``assignment.<task_id>`` written to the ``sutazai_coordinator`` bucket; the TaskAssignment
-  published to the instance's work subject (message id ``<task_id>.<attempt>``); ``assigned``
-  reported; only then the dispatch acknowledged. A task that cannot be placed gets a
-  ``waiting`` report, once per reason.
+  ``assignment.<task_id>`` written to the ``sutazai_coordinator`` bucket; ``assigned``
+  reported (before the work, so that no report of the agent precedes it in the stream); the
+  TaskAssignment published to the instance's work subject (message id
+  ``<task_id>.<attempt>``); only then the dispatch acknowledged. Once the assignment is
+  published it stands; an ``assigned`` report NATS refused is published again on the next
+  round. A task that cannot
+  be placed gets a ``waiting`` report, once per reason.
+* **Finished attempts**: an attempt that ended leaves its record in the bucket, reduced to the
+  task id, attempt and agent, for ``FINISHED_TTL_SECONDS`` (a per-message TTL; the write rolls
+  up the key's history). A dispatch of that attempt that JetStream delivers again (its
+  acknowledgement lost when NATS restarted) is dropped instead of being run a second time,
+  also by a coordinator started since.
 * **Reports**: the durable consumer ``coordinator`` of ``SUTAZAI_REPORTS`` (agents' reports and
   the task service's cancellations). A final report frees the slot and the resources; a
   retryable failure queues the next attempt after a back-off, or, after ``max_attempts``, puts
@@ -17,7 +25,12 @@
 * **Agents**: a watch of ``sutazai_agents`` (:class:`.agents.AgentDirectory`). An instance whose
   key is deleted or expires loses its unfinished attempts: its work subject is purged (a stale
   assignment is never run later) and each attempt ends like a failure (next attempt, or dead
-  letter).
+  letter). An instance whose heartbeat shows a new process (a later ``started_at``: the
+  supervisor restarted a killed agent under the same instance id, before its key expired)
+  loses the attempts its predecessor had started: each is cancelled on the instance (the
+  successor would otherwise run it again once JetStream redelivers it) and ends the same way.
+  The next attempt of a task goes to another agent than the one its last attempt failed on,
+  whenever another eligible one is free.
 * **Leader lease**: of several instances, only the one holding the ``leader`` key of the
   bucket (created with a TTL, renewed every third of it) consumes and assigns; the others
   serve reads (AgentService, strategy, streams) and take over when the lease lapses.
@@ -88,6 +101,7 @@ from sutazai.services.coordinator.domain import (
     backoff_seconds,
     eligible,
     next_step,
+    prefer_others,
     waiting_reason,
 )
 from sutazai.services.coordinator.errors import LeaseLostError
@@ -110,6 +124,9 @@ CONSUMER = "coordinator"
 """The coordinator's durable consumer on SUTAZAI_TASKS and on SUTAZAI_REPORTS."""
 STRATEGY_KEY = "strategy"
 LEADER_KEY = "leader"
+ROLLUP = "Nats-Rollup"
+ROLLUP_SUBJECT = "sub"
+"""A message with this header replaces every earlier one of its subject (its key's history)."""
 ASSIGNMENT_PREFIX = "assignment."
 FETCH_BATCH = 256
 ASSIGN_BATCH = 128
@@ -117,6 +134,17 @@ ASSIGN_BATCH = 128
 FETCH_WAIT_SECONDS = 1.0
 MAX_REMEMBERED_CANCELS = 10_000
 """Cancelled task ids remembered (a dispatch of one arriving later is dropped)."""
+MAX_REMEMBERED_RETRIES = 10_000
+"""Re-queued task ids whose failed agent is remembered (their next attempt goes elsewhere)."""
+MAX_REMEMBERED_FINISHED = 100_000
+"""Finished attempts remembered in memory (the bucket keeps them for FINISHED_TTL_SECONDS)."""
+FINISHED_TTL_SECONDS = 600.0
+"""How long an ended attempt's record stays in the bucket: far longer than a dispatch's
+``ack_wait`` and the task streams' 2-minute dedupe window."""
+MAX_BACKLOG = 10_000
+"""Reports kept for publishing again while NATS refuses them (the oldest are given up)."""
+PUBLISH_RETRY_SECONDS = 10.0
+"""How long an assignment is published again (same message id) while NATS does not confirm."""
 REPORT_ACK_WAIT_SECONDS = 30.0
 LEASE_GRACE_SECONDS = 1.0
 RESOURCE_LEASE_GRACE_SECONDS = 60
@@ -196,6 +224,22 @@ class Coordinator:
         self._failed = RecentCounter()
         self._leading = False
         self._lost_pending: set[str] = set()
+        self._restarted: dict[str, float] = {}
+        """Agent instances seen in a new process: the process's start (seconds since epoch)."""
+        self._read_up_to: dict[str, int] = {}
+        """Agent id → the report stream's sequence to have read before its attempts are lost."""
+        self._process_started: dict[str, float] = {}
+        """Each agent instance's current process: when it started, by its heartbeat."""
+        self._failed_on: collections.OrderedDict[str, str] = collections.OrderedDict()
+        """Task id → the agent its last attempt ended on without a result."""
+        self._finished: collections.OrderedDict[str, int] = collections.OrderedDict()
+        """Task id → its latest attempt that ended (a dispatch of it again is dropped)."""
+        self._backlog: collections.deque[tuple[bytes, dict[str, str] | None]] = collections.deque()
+        self._stopped: collections.OrderedDict[tuple[str, str, int], None] = (
+            collections.OrderedDict()
+        )
+        """(agent, task, attempt) told to stop a run it does not hold: told once."""
+        """Coordinator reports NATS refused, to publish again (each has its message id)."""
         directory.listen(self._agent_changed)
 
     # --- queries (any instance) -------------------------------------------------------------
@@ -352,6 +396,8 @@ class Coordinator:
         self._held = HoldingQueue()
         self._assignments.clear()
         self._assigned.clear()
+        self._restarted.clear()
+        self._read_up_to.clear()
         self._metrics.held.set(0)
         self._metrics.in_flight.set(0)
 
@@ -360,10 +406,11 @@ class Coordinator:
         await self._load_assignments()
         await self._directory.ready.wait()
         async with self._lock:
-            # Attempts of instances that went away while no coordinator was watching.
+            # Attempts of instances that went away while no coordinator was watching (decided
+            # by the scheduler, once the reports they may have sent before are read).
             for agent_id in {r.agent_id for r in self._assignments.values()}:
                 if not self._directory.is_online(agent_id):
-                    await self._lost(agent_id)
+                    self._lost_pending.add(agent_id)
         async with asyncio.TaskGroup() as group:
             group.create_task(self._intake())
             group.create_task(self._hold_alive())
@@ -407,6 +454,9 @@ class Coordinator:
                     record = pb.AssignmentRecord.FromString(value)
                 except DecodeError:
                     continue
+                if record.HasField("finished_at"):
+                    self._remember_finished(record.dispatch.task_id, record.dispatch.attempt)
+                    continue
                 self._assignments[record.dispatch.task_id] = record
                 self._assigned[record.agent_id] += 1
             self._metrics.in_flight.set(len(self._assignments))
@@ -449,8 +499,28 @@ class Coordinator:
             self._metrics.dropped.labels("cancelled").inc()
             await message.ack()
             return
+        if dispatch.attempt <= self._finished.get(task_id, 0):
+            # Delivered again after it ran (its acknowledgement was lost): never twice.
+            self._metrics.dropped.labels("finished_dispatch").inc()
+            await message.ack()
+            return
         running = self._assignments.get(task_id)
         if running is not None and running.dispatch.attempt >= dispatch.attempt:
+            if running.dispatch.attempt == dispatch.attempt and not running.HasField("started_at"):
+                # A coordinator stopped between writing the record and publishing the work
+                # leaves a record of an assignment nobody received: report and publish it
+                # (again; their message ids make a repeat harmless).
+                try:
+                    await self._report(
+                        task_id,
+                        dispatch.attempt,
+                        running.agent_id,
+                        backlog=True,
+                        assigned=TaskAssigned(),
+                    )
+                    await self._publish_assignment(running)
+                except nats.errors.Error:
+                    return  # not acknowledged: delivered again, tried again
             self._metrics.dropped.labels("duplicate_dispatch").inc()
             await message.ack()
             return
@@ -478,6 +548,7 @@ class Coordinator:
                 need=Need(dispatch.type, frozenset(dispatch.required_capabilities)),
                 not_before=_seconds(dispatch.not_before) if dispatch.HasField("not_before") else 0,
                 item=Pending(dispatch, message, self._clock()),
+                avoid=self._failed_on.get(dispatch.task_id, ""),
             )
         )
 
@@ -512,11 +583,46 @@ class Coordinator:
             self._lost_pending.add(agent_id)
             self._wake.set()
 
+    async def _reports_read(self, agent_ids: set[str]) -> set[str]:
+        """Those of ``agent_ids`` whose reports sent before they went away are all applied.
+
+        An agent that stops publishes its last reports, then deletes its key (or its successor
+        heartbeats): until those reports are applied its attempts are not lost, they may have
+        ended. Each agent waits for the stream's last sequence when its loss was first looked
+        at; applying reports wakes the scheduler again.
+        """
+        try:
+            if any(a not in self._read_up_to for a in agent_ids):
+                last = (await self._js.stream_info(REPORTS_STREAM)).state.last_seq
+                for agent_id in agent_ids:
+                    self._read_up_to.setdefault(agent_id, last)
+            info = await self._js.consumer_info(REPORTS_STREAM, CONSUMER)
+        except nats.errors.Error:
+            return set()
+        if not info.num_pending and not info.num_ack_pending:
+            return set(agent_ids)  # caught up (the last reports may be of other subjects)
+        applied = info.ack_floor.stream_seq if info.ack_floor else 0
+        return {a for a in agent_ids if self._read_up_to[a] <= (applied or 0)}
+
+    def _agent_restarted(self, agent_id: str, started_at: float) -> None:
+        """``agent_id`` heartbeats from a process started at ``started_at``, not the last one."""
+        if agent_id in self._assigned and self._leading:
+            self._restarted[agent_id] = max(started_at, self._restarted.get(agent_id, 0.0))
+            self._wake.set()
+
     async def _schedule(self) -> None:
-        for agent_id in sorted(self._lost_pending):
-            self._lost_pending.discard(agent_id)
-            if not self._directory.is_online(agent_id):
-                await self._lost(agent_id)
+        await self._flush_backlog()
+        if self._lost_pending or self._restarted:
+            read = await self._reports_read({*self._lost_pending, *self._restarted})
+            for agent_id in sorted(self._lost_pending & read):
+                self._lost_pending.discard(agent_id)
+                self._read_up_to.pop(agent_id, None)
+                if not self._directory.is_online(agent_id):
+                    await self._lost(agent_id)
+            for agent_id in sorted(read & set(self._restarted)):
+                started_at = self._restarted.pop(agent_id)
+                self._read_up_to.pop(agent_id, None)
+                await self._lost_in_restart(agent_id, started_at)
         now = self._clock()
         agents = list(self._directory.views())
         # Decide in order (priority, then FIFO), counting each choice at once, then hand the
@@ -535,7 +641,9 @@ class Coordinator:
             if not candidates:
                 await self._waiting(held, waiting_reason(agents, held.need))
                 continue
-            chosen = self._chooser.choose(candidates, held.need, dict(self._assigned))
+            chosen = self._chooser.choose(
+                prefer_others(candidates, held.avoid), held.need, dict(self._assigned)
+            )
             if chosen is None:
                 continue
             allocations = await self._allocate(pending.dispatch, chosen.agent_id)
@@ -582,27 +690,74 @@ class Coordinator:
             assigned_at=_timestamp(now),
         )
         await self._bucket().put(ASSIGNMENT_PREFIX + dispatch.task_id, record.SerializeToString())
+        # Reported before the work goes out: no report of the agent can precede it in the
+        # stream (the task service makes such a report wait for it).
+        await self._report(
+            dispatch.task_id, dispatch.attempt, agent_id, backlog=True, assigned=TaskAssigned()
+        )
+        # Published again while unconfirmed: the message id makes a repeat harmless, and a
+        # publish that did arrive must not be followed by an assignment elsewhere.
+        await self._publish_assignment(record, retry=True)
+        # From here on the assignment stands, whatever NATS does next.
+        self._assignments[dispatch.task_id] = record  # counted in _assigned by the caller
+        self._held.remove(held.task_id)
+        self._failed_on.pop(dispatch.task_id, None)
+        self._metrics.assigned.labels(self._chooser.strategy.value).inc()
+        self._metrics.queue_seconds.observe(max(0.0, now - pending.arrived))
+        self._metrics.in_flight.set(len(self._assignments))
+        if pending.message is not None:
+            # Lost, it is delivered again and dropped: the attempt is assigned (or finished).
+            with contextlib.suppress(nats.errors.Error):
+                await pending.message.ack()
+
+    async def _publish_assignment(
+        self, record: pb.AssignmentRecord, *, retry: bool = False
+    ) -> None:
+        """Publish the TaskAssignment of ``record`` to its agent instance's work subject."""
+        dispatch = record.dispatch
         timeout = dispatch.timeout_seconds or 300
         assignment = TaskAssignment(
             task_id=dispatch.task_id,
             attempt=dispatch.attempt,
             type=dispatch.type,
             payload=dispatch.payload,
-            deadline=_timestamp(now + timeout),
+            deadline=_timestamp(_seconds(record.assigned_at) + timeout),
         )
-        await self._js.publish(
-            work_subject(agent_id),
-            assignment.SerializeToString(),
-            headers={MSG_ID: message_id(dispatch.task_id, dispatch.attempt)},
-        )
-        self._assignments[dispatch.task_id] = record  # counted in _assigned by the caller
-        self._held.remove(held.task_id)
-        self._metrics.assigned.labels(self._chooser.strategy.value).inc()
-        self._metrics.queue_seconds.observe(max(0.0, now - pending.arrived))
-        self._metrics.in_flight.set(len(self._assignments))
-        await self._report(dispatch.task_id, dispatch.attempt, agent_id, assigned=TaskAssigned())
-        if pending.message is not None:
-            await pending.message.ack()
+        subject = work_subject(record.agent_id)
+        headers = {MSG_ID: message_id(dispatch.task_id, dispatch.attempt)}
+        if retry:
+            await self._publish_retrying(subject, assignment.SerializeToString(), headers)
+        else:
+            await self._js.publish(subject, assignment.SerializeToString(), headers=headers)
+
+    async def _publish_retrying(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
+        """Publish until JetStream confirms, for at most ``PUBLISH_RETRY_SECONDS``.
+
+        Raises:
+            nats.errors.Error: still unconfirmed at the end.
+
+        """
+        deadline = time.monotonic() + PUBLISH_RETRY_SECONDS
+        delay = 0.1
+        while True:
+            try:
+                await self._js.publish(subject, data, headers=headers)
+                return
+            except nats.errors.Error:
+                if time.monotonic() + delay > deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    async def _flush_backlog(self) -> None:
+        """Publish again the reports NATS refused, oldest first; stop at the first refusal."""
+        while self._backlog:
+            data, headers = self._backlog[0]
+            try:
+                await self._js.publish(COORDINATOR_REPORTS, data, headers=headers)
+            except nats.errors.Error:
+                return
+            self._backlog.popleft()
 
     async def _allocate(self, dispatch: TaskDispatch, agent_id: str) -> list[str] | str:
         """Leases for every resource the task needs, or why not (none kept on a refusal)."""
@@ -689,11 +844,35 @@ class Coordinator:
         record = self._assignments.get(report.task_id)
         if record is None or record.agent_id != sender or record.dispatch.attempt != report.attempt:
             self._metrics.dropped.labels("stale_report").inc()
+            key = (sender, report.task_id, report.attempt)
+            if (
+                event in ("started", "progress")
+                and split_agent_id(sender) is not None
+                and _valid_task_id(report.task_id)
+                and key not in self._stopped
+            ):
+                self._stopped[key] = None
+                while len(self._stopped) > MAX_REMEMBERED_CANCELS:
+                    self._stopped.popitem(last=False)
+                # Running an attempt that is not (or no longer) its own: one delivered again
+                # after it ended (its acknowledgement lost when NATS restarted), or superseded.
+                # Stopped now, it does not complete a second time.
+                control = TaskControl(
+                    task_id=report.task_id,
+                    attempt=report.attempt,
+                    cancel=TaskCancelRequested(reason="the attempt is not this agent's to run"),
+                )
+                with contextlib.suppress(nats.errors.Error):
+                    await self._nc.publish(control_subject(sender), control.SerializeToString())
             await message.ack()
             return
         try:
             if event == "started":
                 record.started_at.CopyFrom(report.sent_at)
+                process = self._process_started.get(sender, 0.0)
+                if _seconds(report.sent_at) < process:
+                    # Started by a process that is gone, whose restart was already seen.
+                    self._agent_restarted(sender, process)
             elif event == "succeeded":
                 self._succeeded.add(self._clock())
                 self._metrics.finished.labels("succeeded").inc()
@@ -716,11 +895,29 @@ class Coordinator:
     async def _finish(self, record: pb.AssignmentRecord) -> None:
         task_id = record.dispatch.task_id
         await self._release(list(record.allocation_ids))
-        with contextlib.suppress(KeyNotFoundError):
-            await self._bucket().delete(ASSIGNMENT_PREFIX + task_id)
+        # The record, reduced to what identifies the attempt, replaces every earlier revision
+        # of the key (roll-up) and expires by itself.
+        ended = pb.AssignmentRecord(
+            dispatch=TaskDispatch(task_id=task_id, attempt=record.dispatch.attempt),
+            agent_id=record.agent_id,
+            finished_at=_timestamp(self._clock()),
+        )
+        await self._js.publish(
+            f"$KV.{COORDINATOR_BUCKET}.{ASSIGNMENT_PREFIX}{task_id}",
+            ended.SerializeToString(),
+            headers={ROLLUP: ROLLUP_SUBJECT},
+            msg_ttl=FINISHED_TTL_SECONDS,
+        )
+        self._remember_finished(task_id, record.dispatch.attempt)
         if self._assignments.pop(task_id, None) is not None:
             self._unassign(record.agent_id)
         self._metrics.in_flight.set(len(self._assignments))
+
+    def _remember_finished(self, task_id: str, attempt: int) -> None:
+        self._finished[task_id] = max(attempt, self._finished.get(task_id, 0))
+        self._finished.move_to_end(task_id)
+        while len(self._finished) > MAX_REMEMBERED_FINISHED:
+            self._finished.popitem(last=False)
 
     async def _next_attempt(self, record: pb.AssignmentRecord, error: status_pb2.Status) -> None:
         """Queue the next attempt after its back-off, or dead-letter the task."""
@@ -729,6 +926,10 @@ class Coordinator:
         max_attempts = dispatch.max_attempts or settings.default_max_attempts
         retry, attempt = next_step(dispatch.attempt, max_attempts)
         if retry:
+            self._failed_on[dispatch.task_id] = record.agent_id
+            self._failed_on.move_to_end(dispatch.task_id)
+            while len(self._failed_on) > MAX_REMEMBERED_RETRIES:
+                self._failed_on.popitem(last=False)
             wait = backoff_seconds(
                 dispatch.attempt,
                 base=settings.backoff_base_seconds,
@@ -798,14 +999,72 @@ class Coordinator:
                 await self._next_attempt(record, error)
             await self._finish(record)
 
-    async def _report(self, task_id: str, attempt: int, agent_id: str, **event: object) -> None:
+    async def _lost_in_restart(self, agent_id: str, started_at: float) -> None:
+        """``agent_id`` runs in a new process: the attempts its predecessor started are lost.
+
+        Only attempts reported ``started`` before the new process began are the predecessor's
+        (both times come from the agent's clock); anything else is still in the instance's
+        work queue, and the new process runs it. A lost attempt may still be delivered to the
+        new process once JetStream's ``ack_wait`` passes, so it is cancelled there first: the
+        SDK remembers a cancellation of an attempt it has not pulled yet.
+        """
+        records = [
+            r
+            for r in self._assignments.values()
+            if r.agent_id == agent_id
+            and r.HasField("started_at")
+            and _seconds(r.started_at) < started_at
+        ]
+        if not records:
+            return
+        log.warning("coordinator.agent_restarted", agent_id=agent_id, attempts=len(records))
+        for record in records:
+            dispatch = record.dispatch
+            control = TaskControl(
+                task_id=dispatch.task_id,
+                attempt=dispatch.attempt,
+                cancel=TaskCancelRequested(reason=f"agent {agent_id} restarted"),
+            )
+            await self._nc.publish(control_subject(agent_id), control.SerializeToString())
+            self._failed.add(self._clock())
+            self._metrics.finished.labels("lost").inc()
+            if dispatch.task_id not in self._cancelled:
+                error = _status(
+                    code_pb2.UNAVAILABLE,
+                    f"agent {agent_id} restarted while it ran attempt {dispatch.attempt}",
+                )
+                await self._next_attempt(record, error)
+            await self._finish(record)
+
+    async def _report(
+        self, task_id: str, attempt: int, agent_id: str, *, backlog: bool = False, **event: object
+    ) -> None:
+        """Publish a coordinator report; with ``backlog``, one NATS refuses is kept for later.
+
+        Raises:
+            nats.errors.Error: NATS refused it (only without ``backlog``).
+
+        """
         report = TaskReport(task_id=task_id, attempt=attempt, agent_id=agent_id, **event)  # type: ignore[arg-type]
         report.sent_at.CopyFrom(_timestamp(self._clock()))
         kind = report.WhichOneof("event")
         headers = None
         if kind != "waiting":
             headers = {MSG_ID: f"{message_id(task_id, attempt)}.{kind}"}
-        await self._js.publish(COORDINATOR_REPORTS, report.SerializeToString(), headers=headers)
+        data = report.SerializeToString()
+        try:
+            # Deferred reports go first: a task's reports are applied in stream order.
+            await self._flush_backlog()
+            if self._backlog:
+                raise nats.errors.Error("earlier reports are still refused")
+            await self._js.publish(COORDINATOR_REPORTS, data, headers=headers)
+        except nats.errors.Error:
+            if not backlog:
+                raise
+            log.warning("coordinator.report_deferred", task_id=task_id, report=kind)
+            self._backlog.append((data, headers))
+            while len(self._backlog) > MAX_BACKLOG:
+                self._backlog.popleft()
 
     # --- watches (every instance) -----------------------------------------------------------
 
@@ -825,6 +1084,12 @@ class Coordinator:
             self._metrics.dropped.labels("malformed").inc()
             return
         self._directory.put(key, heartbeat)
+        if heartbeat.HasField("started_at"):
+            started_at = _seconds(heartbeat.started_at)
+            previous = self._process_started.get(key)
+            self._process_started[key] = max(started_at, previous or 0.0)
+            if previous is not None and started_at > previous:
+                self._agent_restarted(key, started_at)
 
     async def _load_strategy(self) -> None:
         try:

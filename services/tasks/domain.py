@@ -292,6 +292,8 @@ class Verdict(StrEnum):
     """The task already ended; a final state is never overwritten."""
     FOREIGN = "foreign"
     """An event its sender may not send (an agent claiming to be the coordinator, say)."""
+    OVERFLOW = "overflow"
+    """A report that would wait (``LATER``) while too many of its agent's reports wait already."""
     UNKNOWN_TASK = "unknown_task"
     MALFORMED = "malformed"
     OWN = "own"

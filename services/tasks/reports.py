@@ -9,15 +9,21 @@ tasks of its lane (:data:`LANES` per batch, concurrently): a batch costs a few c
 one per report. Within a lane, an agent's report that overtook its attempt's ``assigned`` is
 applied once that ``assigned`` is.
 
-An agent's report that arrives before the coordinator's ``assigned`` for its attempt (the
-coordinator hands the assignment over before it reports it) is not dropped but redelivered a
-little later, a bounded number of times.
+An agent's report that arrives before the coordinator's ``assigned`` for its attempt is not
+dropped but redelivered a little later, a bounded number of times. The coordinator reports
+``assigned`` before it hands the work over, so this happens only when that report was delayed
+(NATS refused it for a while, a coordinator stopped in between). A redelivery waiting for its
+time still counts against the consumer's ``MAX_ACK_PENDING``, so the reports of one agent (all
+its instances) that may wait at once are bounded too (``LATER_PER_AGENT``; more are dropped): a
+compromised agent publishing reports about attempts nobody holds yet cannot stall every other
+report.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections import defaultdict
 from typing import Final
@@ -49,6 +55,12 @@ LATER_DELIVERIES: Final = 50
 LANES: Final = 4
 """Transactions one fetched batch of reports is applied in, concurrently (by task)."""
 POISON_DELIVERIES: Final = 5
+LATER_PER_AGENT: Final = MAX_ACK_PENDING // 10
+"""Reports of one agent name waiting for their attempt's ``assigned`` at once, per instance of
+this service. A well-behaved agent has a few at most, for milliseconds."""
+WAITING_FORGOTTEN_SECONDS: Final = 300.0
+"""A waiting report not seen again for this long is forgotten (another instance of the service
+took its redelivery, say): far longer than its LATER_DELIVERIES redeliveries take."""
 """Deliveries of a report whose application keeps failing unexpectedly before it is dropped."""
 
 
@@ -76,6 +88,10 @@ class ReportConsumer:
         self._metrics = metrics
         self.consuming = asyncio.Event()
         """Set while the consumer is bound (tests wait for it)."""
+        self._waiting: defaultdict[str, dict[int, float]] = defaultdict(dict)
+        """Agent name → stream sequence → when each of its waiting (``LATER``) reports came."""
+        self._full: set[str] = set()
+        """Agent names whose share of waiting reports is full (logged once, not per report)."""
 
     async def run(self) -> None:
         """Bind the consumer (creating it if missing) and consume; rebind after failures."""
@@ -151,6 +167,34 @@ class ReportConsumer:
             for (report, message), (verdict, task) in zip(group, results, strict=True):
                 await self._settle(report, message, verdict, task)
 
+    def _may_wait(self, report: Report, message: Msg) -> bool:
+        """Whether this report may wait for its ``assigned`` (its agent's share is not full)."""
+        waiting = self._waiting[report.agent.partition(".")[0]]
+        sequence = message.metadata.sequence.stream
+        now = time.monotonic()
+        if sequence not in waiting and len(waiting) >= LATER_PER_AGENT:
+            for stale in [
+                s for s, since in waiting.items() if now - since > WAITING_FORGOTTEN_SECONDS
+            ]:
+                del waiting[stale]
+            if len(waiting) >= LATER_PER_AGENT:
+                name = report.agent.partition(".")[0]
+                if name not in self._full:
+                    self._full.add(name)
+                    log.warning("reports.waiting_share_full", agent=name, waiting=len(waiting))
+                return False
+        waiting[sequence] = now
+        return True
+
+    def _done_waiting(self, report: Report, message: Msg) -> None:
+        name = report.agent.partition(".")[0]
+        waiting = self._waiting.get(name)
+        if waiting is not None:
+            waiting.pop(message.metadata.sequence.stream, None)
+            if not waiting:
+                del self._waiting[name]
+                self._full.discard(name)
+
     async def _apply_in_order(self, reports: list[tuple[Report, Msg]]) -> None:
         for index, (report, message) in enumerate(reports):
             event = report.event.value if report.event is not None else "unknown"
@@ -181,13 +225,19 @@ class ReportConsumer:
         event = report.event.value if report.event is not None else "unknown"
         if verdict is Verdict.LATER:
             delivered = message.metadata.num_delivered or 1
-            if delivered < LATER_DELIVERIES:
+            if delivered < LATER_DELIVERIES and self._may_wait(report, message):
                 self._metrics.reports.labels(event, verdict.value).inc()
                 with contextlib.suppress(nats.errors.Error):
                     await message.nak(delay=min(2.0, 0.1 * delivered))
                 return
-            verdict = Verdict.WRONG_AGENT  # never assigned: not the attempt's agent
-            log.warning("reports.never_assigned", task_id=str(report.task_id), agent=report.agent)
+            if delivered < LATER_DELIVERIES:
+                verdict = Verdict.OVERFLOW  # its agent has too many waiting already
+            else:
+                verdict = Verdict.WRONG_AGENT  # never assigned: not the attempt's agent
+                log.warning(
+                    "reports.never_assigned", task_id=str(report.task_id), agent=report.agent
+                )
+        self._done_waiting(report, message)
         self._metrics.reports.labels(event, verdict.value).inc()
         if verdict in (Verdict.WRONG_AGENT, Verdict.FOREIGN):
             log.warning(

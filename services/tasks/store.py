@@ -11,6 +11,7 @@ after the other.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -47,6 +48,14 @@ _TASK_COLUMNS = (
 )
 _TASK = f"SELECT {_TASK_COLUMNS} FROM tasks"  # noqa: S608 - constant column list
 _OUTBOX_COLUMNS = "seq, task_id, kind, attempt, subject, msg_id, body, dead_letter_sequence"
+_UNFINISHED = "SELECT count(*) FROM tasks WHERE state IN ('pending', 'queued', 'running')"
+"""Literal states: the partial index ``tasks_unfinished`` answers the count."""
+_QUEUE_LOCK = "hashtext('sutazai.tasks.queue_bound.' || current_schema())"
+"""The advisory lock key of the queue bound (one per schema)."""
+QUEUE_BOUND_MARGIN = 1000
+"""Below ``queue_bound - QUEUE_BOUND_MARGIN`` unfinished tasks, creates run side by side; above,
+one at a time. Exact as long as fewer creates than this are in flight at once (each instance
+of the service runs at most its pool's size)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +192,9 @@ class TaskStore:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        self._one_at_a_time = asyncio.Lock()
+        """Creates near the queue bound wait here, not on a pooled connection (where they would
+        wait for the advisory lock while every other call waits for a connection)."""
 
     # Creating ---------------------------------------------------------------------------------
 
@@ -198,18 +210,54 @@ class TaskStore:
             QueueFullError: ``queue_bound`` tasks are unfinished.
 
         """
+        created = await self._create(new, queue_bound=queue_bound, dispatch=dispatch, alone=False)
+        if created is None:
+            # Near the bound: again, one at a time (which decides).
+            async with self._one_at_a_time:
+                created = await self._create(
+                    new, queue_bound=queue_bound, dispatch=dispatch, alone=True
+                )
+        if created is None:
+            raise QueueFullError(queue_bound)
+        return created
+
+    async def _create(
+        self, new: NewTask, *, queue_bound: int, dispatch: Message, alone: bool
+    ) -> tuple[Changed, bool] | None:
+        """:meth:`create` in one transaction; ``None`` if it must be tried ``alone``.
+
+        Counting unfinished tasks does not see the inserts of transactions still in flight, so
+        concurrent creates near the bound would each see room for one more. Each create holds
+        the queue's advisory lock: shared far from the bound (creates run side by side, and
+        fewer than ``QUEUE_BOUND_MARGIN`` of them cannot overshoot it), exclusive near it (one
+        at a time, after those in flight committed): the bound is never exceeded. Near the
+        bound, the first try takes no lock (it would wait on a pooled connection): it refuses a
+        full queue at once (a count can only miss tasks, never add some) or gives way.
+        """
         key = new.idempotency_key or None
+        near = queue_bound - QUEUE_BOUND_MARGIN
         async with self._pool.acquire() as conn, conn.transaction():
             if key is not None:
                 existing = await _by_key(conn, new.owner_id, key)
                 if existing is not None:
                     return Changed(existing, []), False
-            # Literal states: the partial index tasks_unfinished answers the count.
-            unfinished = await conn.fetchval(
-                "SELECT count(*) FROM tasks WHERE state IN ('pending', 'queued', 'running')"
-            )
+            if alone:
+                await conn.execute(f"SELECT pg_advisory_xact_lock({_QUEUE_LOCK})")
+                unfinished = await conn.fetchval(_UNFINISHED)  # sees every earlier create
+            else:
+                # One statement: the count, and the shared lock only when far from the bound.
+                # Its snapshot predates any wait for the lock; the few creates that can commit
+                # meanwhile (one at a time) cannot carry a count that far to the bound.
+                unfinished = await conn.fetchval(
+                    f"""SELECT n, CASE WHEN n < $1
+                                THEN pg_advisory_xact_lock_shared({_QUEUE_LOCK})::text END
+                        FROM ({_UNFINISHED}) AS unfinished(n)""",  # noqa: S608 - constants
+                    near,
+                )
             if unfinished >= queue_bound:
                 raise QueueFullError(queue_bound)
+            if not alone and unfinished >= near:
+                return None  # no lock taken: again, alone
             row = await conn.fetchrow(
                 f"""INSERT INTO tasks (id, owner_id, type, payload, priority,
                         required_capabilities, resource_types, resource_amounts, timeout_seconds,

@@ -150,6 +150,7 @@ class Mesh:
         max_attempts: int = 3,
         resources: Iterable[ResourceNeed] = (),
         task_id: str | None = None,
+        msg_id: str | None = None,
     ) -> str:
         task_id = task_id or str(uuid.uuid4())
         created = Timestamp()
@@ -167,7 +168,7 @@ class Mesh:
         await self.admin.jetstream().publish(
             queue_subject(priority),
             dispatch.SerializeToString(),
-            headers={"Nats-Msg-Id": message_id(task_id, 1)},
+            headers={"Nats-Msg-Id": msg_id or message_id(task_id, 1)},
         )
         return task_id
 
@@ -185,7 +186,8 @@ class FakeAgent:
     capabilities: tuple[str, ...] = ("text.summarize",)
     max_concurrency: int = 10
 
-    async def beat(self, *, running: int = 0) -> None:
+    async def beat(self, *, running: int = 0, started_at: float | None = None) -> None:
+        """A heartbeat; ``started_at`` is its process's start (seconds since the epoch)."""
         kv = await self.mesh.admin.jetstream().key_value(AGENTS_BUCKET)
         heartbeat = AgentHeartbeat(
             agent_id=self.agent_id,
@@ -194,6 +196,8 @@ class FakeAgent:
             running=running,
             state=AGENT_STATE_ONLINE,
         )
+        if started_at is not None:
+            heartbeat.started_at.FromMilliseconds(int(started_at * 1000))
         await kv.put(self.agent_id, heartbeat.SerializeToString())
         await wait_for(
             lambda: self.mesh.directory.is_online(self.agent_id),
@@ -220,11 +224,13 @@ class FakeAgent:
         await subscription.unsubscribe()
         return taken
 
-    async def report(self, task_id: str, attempt: int, **event: object) -> None:
+    async def report(self, task_id: str, attempt: int, **event: object) -> int:
+        """Publish a report on the instance's subject; its sequence in the stream."""
         report = TaskReport(task_id=task_id, attempt=attempt, agent_id=self.agent_id, **event)  # type: ignore[arg-type]
-        await self.mesh.admin.jetstream().publish(
+        ack = await self.mesh.admin.jetstream().publish(
             agent_report_subject(self.agent_id), report.SerializeToString()
         )
+        return int(ack.seq)
 
 
 async def _reset(admin: NatsClient) -> None:
@@ -360,6 +366,183 @@ async def test_a_lost_agents_attempt_is_redelivered_as_attempt_two(mesh: Mesh) -
     assert info.num_pending == 0
     assert mesh.directory.get("alpha.1") is not None
     assert mesh.directory.get("alpha.1").state == AGENT_STATE_OFFLINE  # type: ignore[union-attr]
+
+
+def _at(seconds: float) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromMilliseconds(int(seconds * 1000))
+    return stamp
+
+
+@pytest.mark.parametrize("restart_seen_first", [False, True])
+async def test_an_instance_restarted_under_its_id_loses_what_its_predecessor_started(
+    mesh: Mesh, restart_seen_first: bool
+) -> None:
+    # The supervisor restarts a killed agent under the same instance id within a second or two:
+    # its key never expires, only its heartbeat's started_at tells the new process apart.
+    restarted, other = FakeAgent(mesh, "alpha.1"), FakeAgent(mesh, "alpha.2")
+    await restarted.beat(started_at=100.0)
+    await other.beat(started_at=100.0)
+    controls: asyncio.Queue[TaskControl] = asyncio.Queue()
+
+    async def received(message: Msg) -> None:
+        await controls.put(TaskControl.FromString(message.data))
+
+    subscription = await mesh.admin.subscribe(control_subject("alpha.1"), cb=received)
+    started, elsewhere, not_started = [await mesh.dispatch(created_at=float(n)) for n in range(3)]
+    for task_id, agent_id in (
+        (started, "alpha.1"),
+        (elsewhere, "alpha.2"),
+        (not_started, "alpha.1"),
+    ):
+        (assigned,) = await mesh.reported(task_id, "assigned")
+        assert assigned.agent_id == agent_id  # round-robin
+    ((taken, _, _),) = await restarted.take()
+    assert taken == started
+    if restart_seen_first:
+        await restarted.beat(started_at=200.0)
+        await restarted.report(started, 1, started=TaskStarted(), sent_at=_at(150.0))
+    else:
+        seq = await restarted.report(started, 1, started=TaskStarted(), sent_at=_at(150.0))
+
+        async def applied() -> bool:
+            info = await mesh.admin.jetstream().consumer_info(REPORTS_STREAM, "coordinator")
+            return info.ack_floor is not None and (info.ack_floor.stream_seq or 0) >= seq
+
+        await wait_for(applied, timeout=10, message="the start applied")
+        await restarted.beat(started_at=200.0)
+
+    (requeued,) = await mesh.reported(started, "requeued")
+    assert requeued.requeued.next_attempt == 2
+    assert requeued.requeued.error.code == code_pb2.UNAVAILABLE
+    assert requeued.requeued.error.message == "agent alpha.1 restarted while it ran attempt 1"
+    async with asyncio.timeout(10):
+        control = await controls.get()
+    await subscription.unsubscribe()
+    # The successor would get attempt 1 again from JetStream: it is told to drop it.
+    assert (control.task_id, control.attempt, control.WhichOneof("command")) == (
+        started,
+        1,
+        "cancel",
+    )
+    # The next attempt goes to the other instance (round-robin's turn was alpha.1's).
+    (again,) = [r for r in await mesh.reported(started, "assigned", 2) if r.attempt == 2]
+    assert again.agent_id == "alpha.2"
+    # What the predecessor had not started is still the successor's to run.
+    assert mesh.events(not_started, "requeued") == []
+    ((taken, attempt, _),) = await restarted.take()
+    assert (taken, attempt) == (not_started, 1)
+    assert mesh.events(elsewhere, "requeued") == []
+
+
+async def test_a_dispatch_delivered_again_after_its_attempt_ended_is_dropped(
+    mesh: Mesh, task_nats: MeshSettings
+) -> None:
+    agent = FakeAgent(mesh, "alpha.1")
+    await agent.beat()
+    task_id = await mesh.dispatch()
+    ((_, _, message),) = await agent.take()
+    await agent.report(task_id, 1, succeeded=TaskSucceeded())
+    await message.ack()
+    await wait_for(lambda: mesh.coordinator.stats().in_flight == 0, timeout=10, message="done")
+
+    # JetStream delivers the dispatch again (its acknowledgement was lost when NATS restarted;
+    # another message id here, past the stream's dedupe). A task dispatched after it is
+    # assigned once the coordinator has read it.
+    await mesh.dispatch(task_id=task_id, msg_id=f"{task_id}.again")
+    after = await mesh.dispatch()
+    await mesh.reported(after, "assigned")
+    assert len(mesh.events(task_id, "assigned")) == 1
+
+    # A coordinator started since knows the attempt ended, from its bucket.
+    await mesh.stop()
+    nc = await connect_nats(task_nats.as_principal("coordinator"), name="test-successor")
+    successor = Coordinator(
+        nc, SETTINGS, CoordinatorMetrics(CollectorRegistry()), AgentDirectory(), instance_id="n"
+    )
+    running = asyncio.create_task(successor.run())
+    try:
+        await wait_for(lambda: successor.leading, timeout=15, message="the successor leads")
+        await mesh.dispatch(task_id=task_id, msg_id=f"{task_id}.again.2")
+        later = await mesh.dispatch()
+        await mesh.reported(later, "assigned")
+        assert len(mesh.events(task_id, "assigned")) == 1
+        assert successor.stats().in_flight == 2  # `after` and `later`, not the ended task
+    finally:
+        await successor.release_lease()
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await nc.close()
+
+
+async def test_an_assignment_recorded_but_never_published_goes_out_with_its_dispatch(
+    mesh: Mesh, task_nats: MeshSettings
+) -> None:
+    # A coordinator stopped right after writing `assignment.<task>` and before publishing the
+    # work: its successor restores the record; the dispatch, never acknowledged, comes again.
+    agent = FakeAgent(mesh, "alpha.1")
+    await agent.beat()
+    await mesh.stop()
+    task_id = str(uuid.uuid4())
+    dispatch = TaskDispatch(task_id=task_id, attempt=1, type="text.summarize", priority=1)
+    record = pb.AssignmentRecord(dispatch=dispatch, agent_id="alpha.1", assigned_at=_at(1e9))
+    bucket = await mesh.admin.jetstream().key_value(COORDINATOR_BUCKET)
+    await bucket.put(f"assignment.{task_id}", record.SerializeToString())
+    await mesh.dispatch(task_id=task_id)
+
+    nc = await connect_nats(task_nats.as_principal("coordinator"), name="test-successor")
+    successor = Coordinator(
+        nc, SETTINGS, CoordinatorMetrics(CollectorRegistry()), AgentDirectory(), instance_id="n"
+    )
+    running = asyncio.create_task(successor.run())
+    try:
+        ((taken, attempt, message),) = await agent.take()
+        assert (taken, attempt) == (task_id, 1)
+        await message.ack()
+        assert successor.stats().in_flight == 1
+        # Nothing else: the same dispatch again is deduplicated with the first publish.
+        await mesh.dispatch(task_id=task_id, msg_id=f"{task_id}.again")
+        later = await mesh.dispatch()
+        await mesh.reported(later, "assigned")
+        info = await mesh.admin.jetstream().consumer_info(WORK_STREAM, work_consumer("alpha.1"))
+        assert info.num_pending == 1  # `later` only
+    finally:
+        await successor.release_lease()
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await nc.close()
+
+
+async def test_an_agent_starting_an_attempt_that_ended_is_told_to_stop(mesh: Mesh) -> None:
+    agent = FakeAgent(mesh, "alpha.2")
+    await agent.beat()
+    controls: asyncio.Queue[TaskControl] = asyncio.Queue()
+
+    async def received(message: Msg) -> None:
+        await controls.put(TaskControl.FromString(message.data))
+
+    subscription = await mesh.admin.subscribe(control_subject("alpha.2"), cb=received)
+    task_id = await mesh.dispatch()
+    ((_, _, message),) = await agent.take()
+    await agent.report(task_id, 1, started=TaskStarted())
+    await agent.report(task_id, 1, succeeded=TaskSucceeded())
+    await message.ack()
+    await wait_for(lambda: mesh.coordinator.stats().in_flight == 0, timeout=10, message="done")
+    assert controls.empty()
+
+    # JetStream delivers the assignment again (its acknowledgement lost when NATS restarted)
+    # and the instance starts it: it is told to stop.
+    await agent.report(task_id, 1, started=TaskStarted())
+    async with asyncio.timeout(10):
+        control = await controls.get()
+    await subscription.unsubscribe()
+    assert (control.task_id, control.attempt, control.WhichOneof("command")) == (
+        task_id,
+        1,
+        "cancel",
+    )
 
 
 async def test_failures_are_retried_then_dead_lettered(mesh: Mesh) -> None:

@@ -16,6 +16,7 @@ from sutazai.services.coordinator.domain import (
     eligible,
     load,
     next_step,
+    prefer_others,
     waiting_reason,
     weighted_score,
 )
@@ -105,6 +106,14 @@ def test_the_waiting_reason_says_what_is_missing() -> None:
         "no online agent offers text.summarize with gpu"
     )
     assert waiting_reason(busy, SUMMARIZE) == "every agent offering text.summarize is busy"
+
+
+def test_a_retry_prefers_another_agent_than_the_one_it_failed_on() -> None:
+    one, two = agent("a.1"), agent("a.2")
+    assert prefer_others([one, two], "a.1") == [two]
+    assert prefer_others([one], "a.1") == [one], "no other: the same one rather than waiting"
+    assert prefer_others([one, two], "") == [one, two]
+    assert prefer_others([one, two], "b.1") == [one, two]
 
 
 def test_round_robin_takes_turns_even_as_the_set_changes() -> None:

@@ -48,6 +48,10 @@ SERVER_FIXTURES = frozenset(
         "polyglot_nats",
         # tests/harness/llama.py: a real llama_cpp.server (OpenAI-compatible backend)
         "openai_backend",
+        # tests/tasks/test_chaos_e2e.py: the chaos agent's instances on the session mesh
+        "chaos",
+        # tests/tasks/test_resilience_e2e.py: a whole mesh of the module's own
+        "restart_mesh",
     }
 )
 """Fixtures that start servers (or stand on ones that do): a test using any is integration."""

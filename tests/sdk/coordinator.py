@@ -53,6 +53,7 @@ class Coordinator:
         task_id: str | None = None,
         attempt: int = 1,
         deadline_seconds: float = 60.0,
+        msg_id: str | None = None,
     ) -> str:
         task_id = task_id or str(uuid.uuid4())
         body = struct_pb2.Struct()
@@ -64,7 +65,7 @@ class Coordinator:
         await self.js.publish(
             subjects.work_subject(self.name, self.instance),
             assignment.SerializeToString(),
-            headers={"Nats-Msg-Id": f"{task_id}.{attempt}"},
+            headers={"Nats-Msg-Id": msg_id or f"{task_id}.{attempt}"},
         )
         return task_id
 
@@ -100,6 +101,24 @@ class Coordinator:
     ) -> pb.TaskReport:
         def finals() -> list[pb.TaskReport]:
             return [r for r in self.of(task_id) if r.WhichOneof("event") in FINAL]
+
+        await wait_for(lambda: bool(finals()), timeout=timeout, message=f"final of {task_id}")
+        return finals()[0]
+
+    async def final_of(
+        self,
+        task_id: str,
+        attempt: int,
+        timeout: float = 30.0,  # noqa: ASYNC109 - a polling deadline
+    ) -> pb.TaskReport:
+        """The final report of one attempt."""
+
+        def finals() -> list[pb.TaskReport]:
+            return [
+                r
+                for r in self.of(task_id)
+                if r.attempt == attempt and r.WhichOneof("event") in FINAL
+            ]
 
         await wait_for(lambda: bool(finals()), timeout=timeout, message=f"final of {task_id}")
         return finals()[0]

@@ -171,6 +171,36 @@ async def test_results_over_256_kib_and_unknown_types_fail(
     assert code == code_pb2.UNIMPLEMENTED
 
 
+async def test_an_assignment_delivered_again_after_its_run_is_answered_not_run_again(
+    start_agent: AgentFactory, coordinator: Coordinator
+) -> None:
+    runs: list[int] = []
+
+    async def count(task: TaskContext) -> dict[str, Any]:
+        runs.append(task.attempt)
+        return {"runs": len(runs)}
+
+    await start_agent({"test.count": count})
+    task_id = await coordinator.assign("test.count")
+    first = await coordinator.final(task_id)
+    await wait_for(coordinator.settled, timeout=10, message="assignment acknowledged")
+
+    # The same attempt once more, as JetStream delivers it when the acknowledgement was lost
+    # (NATS restarted): answered with the same report, acknowledged, and not run.
+    await coordinator.assign("test.count", task_id=task_id, msg_id=f"{task_id}.1.again")
+    await wait_for(coordinator.settled, timeout=10, message="acknowledged again")
+
+    assert runs == [1]
+    assert json_format.MessageToDict(first.succeeded.result) == {"runs": 1}
+    # Published with the same message id: the stream kept the first one only.
+    assert [r.WhichOneof("event") for r in coordinator.of(task_id)] == ["started", "succeeded"]
+    # Another attempt is another run.
+    await coordinator.assign("test.count", task_id=task_id, attempt=2)
+    assert json_format.MessageToDict((await coordinator.final_of(task_id, 2)).succeeded.result) == {
+        "runs": 2
+    }
+
+
 # Deadlines and cancellation --------------------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from sutazai.ops.supervisor.components.postgres import maintenance_dsn
 from sutazai.runtime.messaging import connect_nats
 from sutazai.runtime.settings import MeshSettings, NatsSettings, TaskSettings
+from sutazai.services.tasks import store as store_module
 from sutazai.services.tasks.domain import TaskState
 from sutazai.services.tasks.errors import QueueFullError
 from sutazai.services.tasks.ledger import TaskLedger
@@ -240,6 +241,30 @@ async def test_the_queue_bound_refuses_without_blocking_but_repeats_still_answer
         freed, created = await ledger.create(new_task())
         assert created
         assert freed.state is TaskState.QUEUED
+
+
+@pytest.mark.parametrize("margin", [None, 10])
+async def test_concurrent_creates_never_exceed_the_queue_bound(
+    store: TaskStore, margin: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A count in each transaction cannot see the inserts of the others. Far from the bound
+    # (more than `margin` below it) creates run side by side, near it one at a time: as many
+    # are stored as the bound allows, not one more. The store's pool runs 4 at once.
+    if margin is not None:
+        monkeypatch.setattr(store_module, "QUEUE_BOUND_MARGIN", margin)
+    bound = 50
+
+    async def create() -> bool:
+        try:
+            await store.create(new_task(), queue_bound=bound, dispatch=DISPATCH)
+        except QueueFullError:
+            return False
+        return True
+
+    outcomes = await asyncio.gather(*(create() for _ in range(80)))
+
+    assert outcomes.count(True) == bound
+    assert await store.pool.fetchval("SELECT count(*) FROM tasks") == bound
 
 
 async def test_a_task_cancelled_before_its_dispatch_went_out_is_never_dispatched(

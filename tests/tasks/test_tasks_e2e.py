@@ -228,6 +228,13 @@ async def test_reports_drive_the_task_and_stale_or_foreign_ones_are_dropped(
     js = admin_nats.jetstream()
     task = (await create(tasks, user_token)).task
     agent = f"testagent.{uuid.uuid4().hex[:8]}"
+    # The mesh's real coordinator holds the task too, and says once why it waits: let that come
+    # first, or it would land after the `assigned` played below and set the reason again.
+
+    async def explained() -> bool:
+        return bool((await get(tasks, user_token, task.task_id)).waiting_reason)
+
+    await wait_for(explained, timeout=15, interval=0.05, message="the real coordinator's reason")
 
     await report(
         js,

@@ -380,6 +380,7 @@ class AssignmentRecord(_message.Message):
     ALLOCATION_IDS_FIELD_NUMBER: _builtins.int
     ASSIGNED_AT_FIELD_NUMBER: _builtins.int
     STARTED_AT_FIELD_NUMBER: _builtins.int
+    FINISHED_AT_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     """The agent instance, `<agent name>.<instance>`."""
     @_builtins.property
@@ -398,6 +399,14 @@ class AssignmentRecord(_message.Message):
     def started_at(self) -> _timestamp_pb2.Timestamp:
         """When the agent reported it started; unset before."""
 
+    @_builtins.property
+    def finished_at(self) -> _timestamp_pb2.Timestamp:
+        """When the attempt ended; unset while it runs. An ended attempt's record is kept for a while
+        (a per-message TTL) with only the task id, attempt and agent, so that a dispatch of it that
+        JetStream delivers again (an acknowledgement lost when NATS restarted) is dropped, not run
+        a second time.
+        """
+
     def __init__(
         self,
         *,
@@ -406,10 +415,11 @@ class AssignmentRecord(_message.Message):
         allocation_ids: _abc.Iterable[_builtins.str] | None = ...,
         assigned_at: _timestamp_pb2.Timestamp | None = ...,
         started_at: _timestamp_pb2.Timestamp | None = ...,
+        finished_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["assigned_at", b"assigned_at", "dispatch", b"dispatch", "started_at", b"started_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assigned_at", b"assigned_at", "dispatch", b"dispatch", "finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "allocation_ids", b"allocation_ids", "assigned_at", b"assigned_at", "dispatch", b"dispatch", "started_at", b"started_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "allocation_ids", b"allocation_ids", "assigned_at", b"assigned_at", "dispatch", b"dispatch", "finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
