@@ -88,6 +88,7 @@ from sutazai.runtime.jetstream import (
     split_agent_id,
     work_subject,
 )
+from sutazai.runtime.messaging import end_if_cancelled
 from sutazai.runtime.settings import CoordinatorSettings
 from sutazai.services.coordinator.agents import AgentDirectory
 from sutazai.services.coordinator.domain import (
@@ -474,6 +475,7 @@ class Coordinator:
                     min(room, FETCH_BATCH), timeout=FETCH_WAIT_SECONDS
                 )
             except TimeoutError:  # nats-py raises both its own and asyncio's
+                end_if_cancelled()  # a cancellation fetch may have turned into this
                 continue
             async with self._lock:
                 for message in messages:
@@ -786,6 +788,7 @@ class Coordinator:
             try:
                 messages = await subscription.fetch(FETCH_BATCH, timeout=FETCH_WAIT_SECONDS)
             except TimeoutError:  # nats-py raises both its own and asyncio's
+                end_if_cancelled()  # a cancellation fetch may have turned into this
                 continue
             async with self._lock:
                 for message in messages:
