@@ -45,6 +45,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from sutazai.agents.v1 import agent_service_pb2 as agents_pb
 from sutazai.runtime.faults import RpcStatusError
+from sutazai.runtime.messaging import end_if_cancelled
 from sutazai.runtime.registry import new_instance_id
 from sutazai.sdk import subjects
 from sutazai.sdk.context import TaskContext
@@ -406,6 +407,7 @@ class _Worker:
             try:
                 messages = await self._pull.fetch(batch=free, timeout=self.settings.fetch_seconds)
             except TimeoutError:
+                end_if_cancelled()  # a cancellation fetch may have turned into this
                 continue
             except nats.errors.ConnectionClosedError:
                 return

@@ -89,6 +89,7 @@ from sutazai.runtime.jetstream import (
     work_subject,
 )
 from sutazai.runtime.kv_watch import DELETE_OPERATIONS, watch_entries
+from sutazai.runtime.messaging import end_if_cancelled
 from sutazai.runtime.settings import CoordinatorSettings
 from sutazai.services.coordinator.agents import AgentDirectory
 from sutazai.services.coordinator.domain import (
@@ -477,6 +478,7 @@ class Coordinator:
                     min(room, FETCH_BATCH), timeout=FETCH_WAIT_SECONDS
                 )
             except TimeoutError:  # nats-py raises both its own and asyncio's
+                end_if_cancelled()  # a cancellation fetch may have turned into this
                 continue
             async with self._lock:
                 for message in messages:
@@ -808,6 +810,7 @@ class Coordinator:
             try:
                 messages = await subscription.fetch(FETCH_BATCH, timeout=FETCH_WAIT_SECONDS)
             except TimeoutError:  # nats-py raises both its own and asyncio's
+                end_if_cancelled()  # a cancellation fetch may have turned into this
                 continue
             # Each task's reports in order, different tasks concurrently: finishing one is a
             # JetStream write awaited (its assignment key deleted), and a batch of them awaited

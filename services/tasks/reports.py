@@ -37,6 +37,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import BadRequestError
 
+from sutazai.runtime.messaging import end_if_cancelled
 from sutazai.runtime.settings import TaskSettings
 from sutazai.services.tasks.domain import Verdict, backoff
 from sutazai.services.tasks.messages import decode_report
@@ -129,6 +130,7 @@ class ReportConsumer:
                     self._settings.report_batch, timeout=FETCH_SECONDS
                 )
             except TimeoutError:  # nothing came (nats-py raises asyncio's as well as its own)
+                end_if_cancelled()  # a cancellation fetch may have turned into this
                 continue
             await self.handle(messages)
 
