@@ -32,6 +32,47 @@ overlap another prefix, the REST API's ``/v1/`` (reserved, below) or a gRPC path
 (``/<package>.<Service>/``, which has a dot)."""
 RESERVED_HTTP_PREFIXES = frozenset({"/v1/"})
 """Prefixes the edge itself owns: ``/v1/`` is the transcoded REST API."""
+TASK_TYPE_PATTERN = re.compile(r"\*|[a-z0-9._-]{1,128}|[a-z0-9._-]{1,126}\.\*")
+"""An entry of an agent's ``task_types``: a task type (``text.summarize``), a family of them
+(``hardware.*``: every type starting ``hardware.``) or ``*`` (any type)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskTypes:
+    """The task types an agent may be given: its principal's, whatever its heartbeats claim.
+
+    An agent names its capabilities itself; these are what the deployment lets it run, so a
+    compromised agent process cannot draw (and read the payloads of) another agent's tasks.
+    """
+
+    patterns: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, patterns: Iterable[str]) -> TaskTypes:
+        """Checked patterns (see :data:`TASK_TYPE_PATTERN`).
+
+        Raises:
+            ValueError: a pattern is malformed.
+
+        """
+        checked = tuple(patterns)
+        for pattern in checked:
+            if not isinstance(pattern, str) or not TASK_TYPE_PATTERN.fullmatch(pattern):
+                raise ValueError(f"{pattern!r} is not a task type, a family 'prefix.*' or '*'")
+        return cls(checked)
+
+    def allows(self, task_type: str) -> bool:
+        """Whether a task of ``task_type`` may go to the agent."""
+        for pattern in self.patterns:
+            if pattern == "*" or pattern == task_type:
+                return True
+            if pattern.endswith(".*") and task_type.startswith(pattern[:-1]):
+                return True
+        return False
+
+
+ANY_TASK_TYPE = TaskTypes(("*",))
+"""No restriction (a coordinator built without a deployment: tests of its own)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +108,8 @@ class AgentEntry:
     """Grants of ``nats/permissions.toml`` beyond the agent role (e.g. ``inference_call``)."""
     external: bool = False
     """Run elsewhere: the supervisor writes its credentials file but starts no process."""
+    task_types: TaskTypes = field(default_factory=TaskTypes)
+    """The task types the coordinator may give it (``task_types = ["text.*"]``); required."""
     task_roles: Mapping[str, Role] = field(default_factory=dict)
     """Task types that need more than a signed-in user to create (``task_roles = {"t" =
     "operator"}``): the task service refuses others (PERMISSION_DENIED) and audits each task
@@ -104,6 +147,13 @@ def _agent(name: str, table: Mapping[str, object]) -> AgentEntry:
     grants = table.get("grants", [])
     external = table.get("external", False)
     roles = _task_roles(name, table.get("task_roles", {}))
+    types = _task_types(name, table.get("task_types"))
+    for task_type in roles:
+        if not types.allows(task_type):
+            raise ConfigurationError(
+                f"{CATALOG_FILE}: [agents.{name}] task_roles: {task_type!r} is not one of its "
+                "task_types"
+            )
     if (
         not isinstance(module, str)
         or not isinstance(external, bool)
@@ -123,8 +173,21 @@ def _agent(name: str, table: Mapping[str, object]) -> AgentEntry:
         instances=instances,
         grants=tuple(grants),
         external=external,
+        task_types=types,
         task_roles=roles,
     )
+
+
+def _task_types(name: str, value: object) -> TaskTypes:
+    if not isinstance(value, list) or not value:
+        raise ConfigurationError(
+            f"{CATALOG_FILE}: [agents.{name}] needs task_types, a list of the task types it "
+            "runs ('text.summarize', a family 'hardware.*', or '*')"
+        )
+    try:
+        return TaskTypes.parse(value)
+    except ValueError as exc:
+        raise ConfigurationError(f"{CATALOG_FILE}: [agents.{name}] task_types: {exc}") from None
 
 
 def _task_roles(name: str, table: object) -> dict[str, Role]:

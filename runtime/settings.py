@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sutazai.runtime.credentials import ProcessCredentials, load_credentials, reveal
+from sutazai.runtime.deployment import TaskTypes
 from sutazai.runtime.errors import ConfigurationError
 from sutazai.runtime.secrets import MeshSecrets, load_secrets
 
@@ -413,6 +414,16 @@ class CoordinatorSettings(_Section):
     leader_lease_seconds: float = Field(default=10.0, ge=2.0, le=300.0)
     """Lifetime of the leader lease: of several instances only the holder assigns; another
     takes over within this long after the holder dies."""
+    agent_task_types: dict[str, list[str]] = Field(default_factory=dict)
+    """Task types of agents that ``deploy/mesh.toml`` does not declare, by agent name, as its
+    ``task_types`` (the test harness's own agents). An agent in neither is given no task."""
+
+    @field_validator("agent_task_types")
+    @classmethod
+    def _patterns(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for patterns in value.values():
+            TaskTypes.parse(patterns)
+        return value
 
 
 class ResourcesSettings(_Section):

@@ -16,6 +16,7 @@ from sutazai.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from sutazai.runtime.audit import AuditLog
 from sutazai.runtime.auth import Guard, open_guard
 from sutazai.runtime.key_watch import KeyFileWatch
+from sutazai.runtime.postgres import open_pool
 from sutazai.runtime.revocations import Revocations
 from sutazai.runtime.server import (
     ServiceHost,
@@ -52,7 +53,7 @@ async def build(
 ) -> ServiceHost:
     """Create the instance's connections (closed by ``stack``) and its unstarted host."""
     nc, registry = await join_registry(mesh, SERVICE_NAME, stack)
-    pool = await asyncpg.create_pool(mesh.postgres_dsn, min_size=1, max_size=POOL_SIZE)
+    pool = await open_pool(mesh.postgres_dsn, min_size=1, max_size=POOL_SIZE)
     stack.push_async_callback(pool.close)
     redis_client = aioredis.Redis.from_url(
         mesh.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 from typing import Final
 
-import asyncpg
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
@@ -14,6 +13,7 @@ from sutazai.client.channel import edge_channel
 from sutazai.runtime.audit import AuditLog
 from sutazai.runtime.auth import open_guard
 from sutazai.runtime.interceptors import PropagatingClientInterceptor
+from sutazai.runtime.postgres import open_pool
 from sutazai.runtime.server import (
     ServiceHost,
     Servicer,
@@ -44,7 +44,7 @@ async def build(
 ) -> ServiceHost:
     """Create the instance's connections (closed by ``stack``) and its unstarted host."""
     nc, registry = await join_registry(mesh, SERVICE_NAME, stack)
-    pool = await asyncpg.create_pool(mesh.postgres_dsn, min_size=1, max_size=POOL_SIZE)
+    pool = await open_pool(mesh.postgres_dsn, min_size=1, max_size=POOL_SIZE)
     stack.push_async_callback(pool.close)
     redis_client = aioredis.Redis.from_url(
         mesh.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0, health_check_interval=10

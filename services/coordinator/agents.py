@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 
 from sutazai.agents.v1.agent_service_pb2 import (
     AGENT_STATE_DRAINING,
@@ -19,6 +19,7 @@ from sutazai.agents.v1.agent_service_pb2 import (
     Agent,
     AgentHeartbeat,
 )
+from sutazai.runtime.deployment import ANY_TASK_TYPE, TaskTypes
 from sutazai.services.coordinator.domain import AgentView
 
 MAX_CAPABILITIES = 64
@@ -56,9 +57,15 @@ def _comparable(agent: Agent) -> bytes:
 
 
 class AgentDirectory:
-    """Known agent instances, their latest state, and the watchers of changes."""
+    """Known agent instances, their latest state, and the watchers of changes.
 
-    def __init__(self) -> None:
+    ``task_types`` maps agent names (the ``<name>`` of ``<name>.<instance>``, the principal
+    whose NATS credentials alone may write that key) to what each may run; a name it lacks
+    runs nothing. ``None``: no restriction (a directory for tests of the scheduler).
+    """
+
+    def __init__(self, task_types: Mapping[str, TaskTypes] | None = None) -> None:
+        self._task_types = task_types
         self._agents: dict[str, Agent] = {}
         self._watchers: set[asyncio.Queue[Agent | None]] = set()
         self._listeners: list[Listener] = []
@@ -118,6 +125,12 @@ class AgentDirectory:
         agent = self._agents.get(agent_id)
         return agent is not None and agent.state != AGENT_STATE_OFFLINE
 
+    def task_types(self, agent_id: str) -> TaskTypes:
+        """What the deployment lets ``agent_id`` run."""
+        if self._task_types is None:
+            return ANY_TASK_TYPE
+        return self._task_types.get(agent_id.partition(".")[0], TaskTypes())
+
     def views(self) -> Iterator[AgentView]:
         """The instances as the scheduler sees them (only ONLINE ones take work)."""
         for agent_id, agent in self._agents.items():
@@ -131,6 +144,7 @@ class AgentDirectory:
                 succeeded=heartbeat.succeeded,
                 failed=heartbeat.failed,
                 mean_duration_ms=heartbeat.mean_duration_ms,
+                task_types=self.task_types(agent_id),
             )
 
     @property

@@ -20,6 +20,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from sutazai.runtime.deployment import ANY_TASK_TYPE, TaskTypes
+
 T = TypeVar("T")
 
 SCORE_FREE_CAPACITY = 0.4
@@ -52,6 +54,12 @@ class AgentView:
     succeeded: int = 0
     failed: int = 0
     mean_duration_ms: float = 0.0
+    task_types: TaskTypes = ANY_TASK_TYPE
+    """What the deployment lets it run, whatever its capabilities claim."""
+
+    def offers(self, task_type: str) -> bool:
+        """Whether it runs ``task_type``: it says so, and the deployment lets it."""
+        return task_type in self.capabilities and self.task_types.allows(task_type)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +100,7 @@ def eligible(agents: Iterable[AgentView], need: Need, assigned: dict[str, int]) 
             for a in agents
             if a.online
             and wanted <= a.capabilities
+            and a.task_types.allows(need.type)
             and busy(a, assigned.get(a.agent_id, 0)) < a.max_concurrency
         ),
         key=lambda a: a.agent_id,
@@ -110,7 +119,7 @@ def prefer_others(candidates: Sequence[AgentView], avoid: str) -> list[AgentView
 def waiting_reason(agents: Iterable[AgentView], need: Need) -> str:
     """Why no agent can take a task now (when :func:`eligible` found none)."""
     online = [a for a in agents if a.online]
-    offering_type = [a for a in online if need.type in a.capabilities]
+    offering_type = [a for a in online if a.offers(need.type)]
     if not offering_type:
         return f"no online agent offers {need.type}"
     if not any(need.capabilities <= a.capabilities for a in offering_type):

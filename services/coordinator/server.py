@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 from typing import Final
 
-import asyncpg
 import redis.asyncio as aioredis
 import structlog
 from prometheus_client import CollectorRegistry
@@ -14,6 +13,8 @@ from sutazai.agents.v1 import agent_service_pb2, agent_service_pb2_grpc
 from sutazai.coordinator.v1 import coordinator_service_pb2, coordinator_service_pb2_grpc
 from sutazai.runtime.audit import AuditLog
 from sutazai.runtime.auth import open_guard
+from sutazai.runtime.deployment import TaskTypes, load_agents
+from sutazai.runtime.postgres import open_pool
 from sutazai.runtime.server import (
     ServiceHost,
     Servicer,
@@ -37,6 +38,19 @@ COORDINATOR_SERVICE: Final[str] = coordinator_service_pb2.DESCRIPTOR.services_by
 AGENT_SERVICE: Final[str] = agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
 
 
+def agent_task_types(mesh: MeshSettings) -> dict[str, TaskTypes]:
+    """What each agent may run: ``deploy/mesh.toml``'s ``task_types``, then the settings' own.
+
+    Raises:
+        ConfigurationError: the catalog is unreadable or malformed.
+
+    """
+    declared = {agent.name: agent.task_types for agent in load_agents()}
+    for name, patterns in mesh.coordinator.agent_task_types.items():
+        declared.setdefault(name, TaskTypes.parse(patterns))
+    return declared
+
+
 async def serve(mesh: MeshSettings, service: ServiceSettings) -> None:
     """Run one instance until SIGTERM/SIGINT or cancellation."""
     await serve_until_stopped(build, mesh, service)
@@ -48,7 +62,7 @@ async def build(
     """Create the instance's connections (closed by ``stack``) and its unstarted host."""
     nc, registry = await join_registry(mesh, SERVICE_NAME, stack)
     # min_size=0: the audit log's pool must not need PostgreSQL up to start.
-    pool = await asyncpg.create_pool(mesh.postgres_dsn, min_size=0, max_size=2)
+    pool = await open_pool(mesh.postgres_dsn, min_size=0, max_size=2)
     stack.push_async_callback(pool.close)
     redis_client = aioredis.Redis.from_url(mesh.redis_url, health_check_interval=10)
     stack.push_async_callback(redis_client.aclose)
@@ -60,7 +74,7 @@ async def build(
         js=nc.jetstream(),
     )
     metrics_registry = CollectorRegistry()
-    directory = AgentDirectory()
+    directory = AgentDirectory(agent_task_types(mesh))
     instance_id = instance_id_of(service)
     coordinator = Coordinator(
         nc,

@@ -7,7 +7,6 @@ import contextlib
 from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
-import asyncpg
 import redis.asyncio as aioredis
 import structlog
 from prometheus_client import CollectorRegistry
@@ -15,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from sutazai.hardware.v1 import hardware_service_pb2, hardware_service_pb2_grpc
 from sutazai.runtime.audit import AuditLog
 from sutazai.runtime.auth import open_guard
+from sutazai.runtime.postgres import open_pool
 from sutazai.runtime.reclaim import ReclaimResult, ask_reclaim
 from sutazai.runtime.registry import Registry
 from sutazai.runtime.server import (
@@ -53,7 +53,7 @@ async def build(
     nc, registry = await join_registry(mesh, SERVICE_NAME, stack)
     # The audit log of every change (the guard writes it); min_size=0 so the service starts
     # while PostgreSQL is away (a change is then refused: it cannot be audited).
-    pool = await asyncpg.create_pool(mesh.postgres_dsn, min_size=0, max_size=2)
+    pool = await open_pool(mesh.postgres_dsn, min_size=0, max_size=2)
     stack.push_async_callback(pool.close)
     guard_redis = aioredis.Redis.from_url(mesh.redis_url, health_check_interval=10)
     stack.push_async_callback(guard_redis.aclose)

@@ -186,22 +186,32 @@ class OpenAIHandlers:
             )
 
         yield chunk({"role": "assistant", "content": ""})
-        pending: asyncio.Task[Delta | Finished | ApiError | None] | None = None
-        event = first
+        # One reader task per stream hands the events over a queue, and a ticker adds a
+        # keep-alive after a quiet spell: per token that is a queue hand-off, where a wait
+        # with a timeout per token made a task and a timer for each (docs/benchmarks.md).
+        queue: asyncio.Queue[_Relayed] = asyncio.Queue(RELAY_BUFFER)
+        quiet = _Quiet(self._keepalive_seconds)
+        helpers = [
+            asyncio.ensure_future(_relay(events, queue)),
+            asyncio.ensure_future(quiet.tick(queue)),
+        ]
+        event: _Relayed = first
         try:
             while True:
-                if isinstance(event, ApiError):
+                if event is _KEEPALIVE:
+                    yield SSE_KEEPALIVE
+                elif isinstance(event, ApiError):
                     log.info("openai.stream_failed", status=event.status, error=event.message)
                     yield sse_event(event.body())
                     return
-                if event is None:
+                elif event is None:
                     yield sse_event(
                         ApiError(
                             503, "the reply ended without finishing", kind="server_error"
                         ).body()
                     )
                     return
-                if isinstance(event, Finished):
+                elif isinstance(event, Finished):
                     model = event.model or model
                     yield chunk({}, event.finish_reason)
                     if chat.include_usage:
@@ -216,23 +226,63 @@ class OpenAIHandlers:
                         )
                     yield sse_event("[DONE]")
                     return
-                if event.text:
+                elif isinstance(event, Delta) and event.text:
                     yield chunk({"content": event.text})
-                pending = asyncio.ensure_future(_next_or_none(events))
-                while True:
-                    done, _ = await asyncio.wait({pending}, timeout=self._keepalive_seconds)
-                    if done:
-                        break
-                    yield SSE_KEEPALIVE
-                event, pending = pending.result(), None
+                quiet.sent()
+                event = await queue.get()
         finally:
             # The client went away (or the stream ended): stop generating at once.
-            if pending is not None:
-                pending.cancel()
-                with contextlib.suppress(BaseException):
-                    await pending
+            for helper in helpers:
+                helper.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.gather(*helpers, return_exceptions=True)
             with contextlib.suppress(BaseException):
                 await events.aclose()
+
+
+RELAY_BUFFER = 64
+"""Events read ahead of a slow client before the reader waits (a little read-ahead keeps the
+upstream flowing; more would only hold tokens in memory)."""
+
+
+class _KeepAlive:
+    """The marker the ticker queues when a stream has been quiet for a while."""
+
+
+_KEEPALIVE = _KeepAlive()
+_Relayed = Delta | Finished | ApiError | None | _KeepAlive
+
+
+async def _relay(
+    events: AsyncGenerator[Delta | Finished, None], queue: asyncio.Queue[_Relayed]
+) -> None:
+    """Queue every event of ``events`` up to and including the last (``None`` at its end)."""
+    while True:
+        event = await _next_or_none(events)
+        await queue.put(event)
+        if not isinstance(event, Delta):
+            return
+
+
+class _Quiet:
+    """When a stream last sent something; queues a keep-alive after ``seconds`` of quiet."""
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._loop = asyncio.get_running_loop()
+        self._last = self._loop.time()
+
+    def sent(self) -> None:
+        """Something went out just now."""
+        self._last = self._loop.time()
+
+    async def tick(self, queue: asyncio.Queue[_Relayed]) -> None:
+        """Queue a keep-alive whenever nothing went out for ``seconds``; until cancelled."""
+        while True:
+            await asyncio.sleep(max(0.0, self._last + self._seconds - self._loop.time()))
+            if self._loop.time() - self._last >= self._seconds:
+                await queue.put(_KEEPALIVE)
+                self._last = self._loop.time()
 
 
 def _answering(

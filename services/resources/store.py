@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
+from sutazai.runtime import postgres
 from sutazai.runtime.migrations import Connection, migrate
 from sutazai.services.resources.domain import (
     Denial,
@@ -44,7 +45,7 @@ _POLICY = (
 
 async def open_pool(dsn: str, schema: str = SCHEMA, *, max_size: int = 10) -> asyncpg.Pool:
     """A pool whose connections resolve unqualified names in ``schema`` (then ``audit``, ...)."""
-    return await asyncpg.create_pool(
+    return await postgres.open_pool(
         dsn, min_size=1, max_size=max_size, server_settings={"search_path": schema}
     )
 

@@ -6,7 +6,6 @@ import contextlib
 import functools
 from typing import Final
 
-import asyncpg
 import httpx
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
@@ -16,6 +15,7 @@ from sutazai.runtime.audit import AuditLog
 from sutazai.runtime.auth import open_guard
 from sutazai.runtime.deployment import grpc_owners, load_catalog
 from sutazai.runtime.envoy import EDGE_STAT_PREFIX
+from sutazai.runtime.postgres import open_pool
 from sutazai.runtime.registry import instance_label
 from sutazai.runtime.server import (
     ServiceHost,
@@ -61,7 +61,7 @@ async def build(
     """Create the instance's connections (closed by ``stack``) and its unstarted host."""
     nc, registry = await join_registry(mesh, SERVICE_NAME, stack)
     # min_size=0: the pool must not need PostgreSQL up to start; it reconnects after restarts.
-    pool = await asyncpg.create_pool(mesh.postgres_dsn, min_size=0, max_size=2)
+    pool = await open_pool(mesh.postgres_dsn, min_size=0, max_size=2)
     stack.push_async_callback(pool.close)
     redis_client = aioredis.Redis.from_url(
         mesh.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0)

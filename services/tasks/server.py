@@ -13,6 +13,7 @@ from sutazai.runtime.audit import AuditLog
 from sutazai.runtime.auth import open_guard
 from sutazai.runtime.deployment import task_roles
 from sutazai.runtime.messaging import connect_nats
+from sutazai.runtime.postgres import open_pool
 from sutazai.runtime.server import (
     ServiceHost,
     Servicer,
@@ -37,18 +38,6 @@ GRPC_SERVICE: Final[str] = task_service_pb2.DESCRIPTOR.services_by_name["TaskSer
 POOL_SIZE = 10
 
 
-async def _keep_session(_connection: asyncpg.Connection) -> None:
-    """Give a connection back to the pool without asyncpg's reset statement.
-
-    asyncpg resets a released connection with one more round trip (advisory unlocks, ``CLOSE
-    ALL``, ``UNLISTEN *``, ``RESET ALL``); its own part, ending an open transaction and dropping
-    listeners, still runs. Nothing here leaves session state behind: settings change only with
-    ``SET LOCAL`` inside a transaction, the listening connection is not pooled (:mod:`.feed`)
-    and the migrations' advisory lock is released by the migration itself. Every report,
-    create and read saved one round trip to PostgreSQL (docs/benchmarks.md).
-    """
-
-
 async def serve(mesh: MeshSettings, service: ServiceSettings) -> None:
     """Run one instance until SIGTERM/SIGINT or cancellation."""
     await serve_until_stopped(build, mesh, service)
@@ -61,12 +50,8 @@ async def build(
     nc, registry = await join_registry(mesh, SERVICE_NAME, stack)
     # Every statement names its tables without the schema: the pool's path supplies it.
     server_settings = {"search_path": SCHEMA}
-    pool = await asyncpg.create_pool(
-        mesh.postgres_dsn,
-        min_size=1,
-        max_size=POOL_SIZE,
-        server_settings=server_settings,
-        reset=_keep_session,
+    pool = await open_pool(
+        mesh.postgres_dsn, min_size=1, max_size=POOL_SIZE, server_settings=server_settings
     )
     stack.push_async_callback(pool.close)
     redis_client = aioredis.Redis.from_url(

@@ -7,6 +7,7 @@ agent registry as admin, and the coordinator service's watch turns them into age
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 
 import grpc
@@ -21,7 +22,11 @@ from sutazai.coordinator.v1.coordinator_service_pb2_grpc import CoordinatorServi
 from sutazai.runtime.jetstream import AGENTS_BUCKET
 from sutazai.runtime.messaging import connect_nats
 from sutazai.runtime.settings import MeshSettings
+from sutazai.tasks.v1 import task_service_pb2 as tasks_pb
+from sutazai.tasks.v1.task_service_pb2_grpc import TaskServiceStub
 from tests.auth.helpers import bearer, failure, field_violations
+from tests.harness.waiting import wait_for
+from tests.tasks.helpers import create, get
 
 pytestmark = pytest.mark.integration
 
@@ -39,11 +44,13 @@ async def admin_nats(mesh_services: MeshSettings) -> AsyncIterator[NatsClient]:
     await client.close()
 
 
-async def beat(nats_client: NatsClient, agent_id: str, running: int = 0) -> None:
+async def beat(
+    nats_client: NatsClient, agent_id: str, running: int = 0, capabilities: tuple[str, ...] = ()
+) -> None:
     kv = await nats_client.jetstream().key_value(AGENTS_BUCKET)
     heartbeat = agents_pb.AgentHeartbeat(
         agent_id=agent_id,
-        capabilities=["test.noop"],
+        capabilities=capabilities or ["test.noop"],
         max_concurrency=4,
         running=running,
         state=agents_pb.AGENT_STATE_ONLINE,
@@ -92,6 +99,54 @@ async def test_agents_are_listed_watched_and_go_offline(
     )
     assert offline.agent.heartbeat.runtime == "python/test"
     watch.cancel()
+
+
+async def test_an_agent_is_given_only_the_task_types_its_deployment_names(
+    channel: grpc.aio.Channel, admin_nats: NatsClient, user_token: str
+) -> None:
+    """A compromised agent claims a type that is not its own: the task waits for another."""
+    kind = f"tests.stolen-{uuid.uuid4().hex[:8]}"
+    agents = AgentServiceStub(channel)
+    tasks = TaskServiceStub(channel)
+    kv = await admin_nats.jetstream().key_value(AGENTS_BUCKET)
+    task_id = ""
+    try:
+        # chaos may run only chaos.* (tests/harness/mesh.toml); its heartbeat claims kind.
+        await beat(admin_nats, "chaos.2", capabilities=(kind,))
+
+        async def known() -> bool:
+            got = await agents.GetAgent(
+                agents_pb.GetAgentRequest(agent_id="chaos.2"), metadata=bearer(user_token)
+            )
+            return kind in got.agent.heartbeat.capabilities
+
+        await wait_for(known, timeout=20, interval=0.05, message="chaos.2 claiming the type")
+        task_id = (await create(tasks, user_token, type=kind)).task.task_id
+
+        async def explained() -> bool:
+            return bool((await get(tasks, user_token, task_id)).waiting_reason)
+
+        await wait_for(explained, timeout=30, interval=0.05, message="a waiting reason")
+        waiting = await get(tasks, user_token, task_id)
+        assert waiting.state == tasks_pb.TASK_STATE_QUEUED
+        assert waiting.waiting_reason == f"no online agent offers {kind}"
+        assert waiting.agent_id == ""
+
+        # fake may run any type: the same claim gets it the task.
+        await beat(admin_nats, "fake.2", capabilities=(kind,))
+
+        async def assigned() -> bool:
+            return (await get(tasks, user_token, task_id)).agent_id != ""
+
+        await wait_for(assigned, timeout=30, interval=0.05, message="an agent for the task")
+        assert (await get(tasks, user_token, task_id)).agent_id == "fake.2"
+    finally:
+        if task_id:
+            await tasks.CancelTask(
+                tasks_pb.CancelTaskRequest(task_id=task_id), metadata=bearer(user_token)
+            )
+        for agent_id in ("chaos.2", "fake.2"):
+            await kv.delete(agent_id)
 
 
 async def test_agent_errors(channel: grpc.aio.Channel, user_token: str) -> None:

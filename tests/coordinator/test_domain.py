@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from sutazai.runtime.deployment import TaskTypes
 from sutazai.services.coordinator.domain import (
     AgentView,
     Chooser,
@@ -106,6 +107,17 @@ def test_the_waiting_reason_says_what_is_missing() -> None:
         "no online agent offers text.summarize with gpu"
     )
     assert waiting_reason(busy, SUMMARIZE) == "every agent offering text.summarize is busy"
+
+
+def test_an_agent_gets_only_the_task_types_its_deployment_lets_it_run() -> None:
+    # Each claims text.summarize; only "a" may run it (a compromised "b" claims it anyway).
+    agents = [
+        agent("a.1", task_types=TaskTypes.parse(["text.*"])),
+        agent("b.1", task_types=TaskTypes.parse(["hardware.*"])),
+        agent("c.1", task_types=TaskTypes()),
+    ]
+    assert [a.agent_id for a in eligible(agents, SUMMARIZE, {})] == ["a.1"]
+    assert waiting_reason(agents[1:], SUMMARIZE) == "no online agent offers text.summarize"
 
 
 def test_a_retry_prefers_another_agent_than_the_one_it_failed_on() -> None:

@@ -21,6 +21,7 @@ from sutazai.runtime.deployment import AgentEntry, load_agents
 from sutazai.runtime.settings import (
     AuthSettings,
     BreakerSettings,
+    CoordinatorSettings,
     EdgeSettings,
     EmbeddedBackendSettings,
     EnvoySettings,
@@ -150,6 +151,14 @@ def build_settings(
             user_rate_per_second=100_000,
         ),
         inference=inference_settings(ports),
+        # The harness's agents are not in deploy/mesh.toml: the coordinator learns what each
+        # may run from its settings.
+        coordinator=CoordinatorSettings(
+            agent_task_types={
+                agent.name: list(agent.task_types.patterns)
+                for agent in load_agents(HARNESS_CATALOG)
+            }
+        ),
         # Storage operations may touch only this tree (and the mesh's logs directory).
         # Short advice: the embedded model answers within the edge's 15 s on a shared machine.
         hardware=HardwareSettings(
