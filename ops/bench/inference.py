@@ -42,6 +42,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import grpc
 import h11
@@ -159,30 +160,50 @@ async def mesh_sample(
 
 
 async def sse_sample(
-    client: httpx.AsyncClient, url: str, body: dict[str, Any], side: str
+    peer: str,
+    target: str,
+    headers: Sequence[tuple[str, str]],
+    body: dict[str, Any],
+    side: str,
 ) -> Sample:
-    """One streamed OpenAI-style chat completion (``llama_cpp.server`` or ``/openai/v1``)."""
+    """One streamed OpenAI-style chat completion (``llama_cpp.server`` or ``/openai/v1``).
+
+    Read with :class:`LeanHttp` on a connection of its own (``peer`` is ``host:port``), as
+    curl would: httpx's streaming lines cost this process several times the CPU per chunk, and
+    on two cores that CPU is taken from the generation being timed (the cached-reply figures
+    below make the same choice). A new connection per sample, since a server may close an idle
+    keep-alive one (uvicorn does after 5 s) while the other sides run.
+    """
     stamps: list[float] = []
     finished = False
+    status = 0
+    pending = b""
     started = time.perf_counter()
-    async with client.stream("POST", url, json=body) as response:
-        if response.status_code != 200:
-            raise BenchError(f"{side}: HTTP {response.status_code}: {(await response.aread())!r}")
-        async for line in response.aiter_lines():
-            if not line.startswith("data:"):
-                continue  # blank separators and keep-alive comments
-            data = line.removeprefix("data:").strip()
-            if data == "[DONE]":
-                finished = True
-                break
-            chunk = json.loads(data)
-            if "error" in chunk:
-                raise BenchError(f"{side}: generation failed: {chunk['error']}")
-            choices = chunk.get("choices") or [{}]
-            if choices[0].get("delta", {}).get("content"):
-                stamps.append(time.perf_counter())
+    head = [*headers, ("content-type", "application/json")]
+    async with LeanHttp.connect(peer) as client:
+        async for piece in client.stream("POST", target, head, json.dumps(body).encode()):
+            if isinstance(piece, int):
+                status = piece
+                continue
+            if status != 200:
+                raise BenchError(f"{side}: HTTP {status}: {piece!r}")
+            pending += piece
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                if not line.startswith(b"data:"):
+                    continue  # blank separators and keep-alive comments
+                data = line.removeprefix(b"data:").strip()
+                if data == b"[DONE]":
+                    finished = True
+                    continue
+                chunk = json.loads(data)
+                if "error" in chunk:
+                    raise BenchError(f"{side}: generation failed: {chunk['error']}")
+                choices = chunk.get("choices") or [{}]
+                if choices[0].get("delta", {}).get("content"):
+                    stamps.append(time.perf_counter())
     if not finished:
-        raise BenchError(f"{side}: the stream ended without [DONE]")
+        raise BenchError(f"{side}: the stream ended without [DONE] (HTTP {status})")
     return _sample(started, stamps, side)
 
 
@@ -307,11 +328,6 @@ async def side_by_side(
             async with (
                 grpc.aio.insecure_channel(edge) as channel,
                 httpx.AsyncClient(timeout=CALL_TIMEOUT) as server_client,
-                httpx.AsyncClient(
-                    base_url=f"http://{edge}/openai/v1",
-                    headers={"authorization": f"Bearer {token}"},
-                    timeout=CALL_TIMEOUT,
-                ) as mesh_client,
             ):
                 await wait_for_server(server_client, server_url)
                 stub = pb_grpc.InferenceServiceStub(channel)
@@ -330,8 +346,9 @@ async def side_by_side(
                         raw_sample, llama, m, max_tokens
                     ),
                     "llama_cpp_server": lambda m: sse_sample(
-                        server_client,
-                        f"{server_url}/chat/completions",
+                        urlsplit(server_url).netloc,
+                        "/v1/chat/completions",
+                        (),
                         # The server's own default repeat penalty is 1.1; llama-cpp-python's
                         # (raw, and so the mesh's) is 1.0: same sampling, same tokens.
                         {**body(SERVER_MODEL, m), "repeat_penalty": 1.0},
@@ -339,7 +356,11 @@ async def side_by_side(
                     ),
                     "mesh_grpc": lambda m: mesh_sample(stub, token, model, m, max_tokens),
                     "mesh_openai": lambda m: sse_sample(
-                        mesh_client, "/chat/completions", body(model, m), "mesh_openai"
+                        edge,
+                        "/openai/v1/chat/completions",
+                        (("authorization", f"Bearer {token}"),),
+                        body(model, m),
+                        "mesh_openai",
                     ),
                 }
                 # Round 0 warms up every side (connections, model pages) and is not kept.
@@ -396,6 +417,19 @@ class LeanHttp:
         self, method: str, target: str, headers: Sequence[tuple[str, str]], body: bytes = b""
     ) -> tuple[int, bytes]:
         """Send one request; its status and whole body."""
+        status = 0
+        parts: list[bytes] = []
+        async for piece in self.stream(method, target, headers, body):
+            if isinstance(piece, int):
+                status = piece
+            else:
+                parts.append(piece)
+        return status, b"".join(parts)
+
+    async def stream(
+        self, method: str, target: str, headers: Sequence[tuple[str, str]], body: bytes = b""
+    ) -> AsyncIterator[int | bytes]:
+        """Send one request; yield its status, then each piece of its body as it arrives."""
         if self._streams is None:
             host, _, port = self._edge.rpartition(":")
             self._streams = await asyncio.open_connection(host, int(port))
@@ -409,26 +443,23 @@ class LeanHttp:
         if body:
             data += connection.send(h11.Data(data=body)) or b""
         writer.write(data + (connection.send(h11.EndOfMessage()) or b""))
-        status = 0
-        parts: list[bytes] = []
         while True:
             event = connection.next_event()
             if event is h11.NEED_DATA:
                 connection.receive_data(await reader.read(65536))
             elif isinstance(event, h11.Response):
-                status = event.status_code
+                yield event.status_code
             elif isinstance(event, h11.Data):
-                parts.append(bytes(event.data))
+                yield bytes(event.data)
             elif isinstance(event, h11.EndOfMessage):
                 break
             elif isinstance(event, h11.ConnectionClosed):
                 await self.close()
-                raise BenchError(f"{method} {target}: the edge closed the connection")
+                raise BenchError(f"{method} {target}: the peer closed the connection")
         if connection.our_state is h11.DONE and connection.their_state is h11.DONE:
             connection.start_next_cycle()
-        else:  # the edge ends this connection: the next request opens another
+        else:  # the peer ends this connection: the next request opens another
             await self.close()
-        return status, b"".join(parts)
 
 
 @dataclass(slots=True)
