@@ -109,7 +109,11 @@ async def test_the_overview_lists_every_running_service_healthy(
 ) -> None:
     app = SutazaiApp(admin_client, DashboardSettings())
     async with app.run_test(size=(160, 48)):
-        await wait_for(lambda: isinstance(app.screen, OverviewScreen), STARTUP)
+        # The screen is current as soon as it is pushed; its tables come with its compose.
+        await wait_for(
+            lambda: isinstance(app.screen, OverviewScreen) and app.screen.query("#components"),
+            STARTUP,
+        )
         table = app.screen.query_one("#components", KeyedTable)
         names = [entry.name for entry in load_catalog()]
 
@@ -129,7 +133,11 @@ async def test_a_killed_instance_turns_unhealthy_within_5_s_and_comes_back(
 ) -> None:
     app = SutazaiApp(admin_client, DashboardSettings())
     async with app.run_test(size=(160, 48)):
-        await wait_for(lambda: isinstance(app.screen, OverviewScreen), STARTUP)
+        # The screen is current as soon as it is pushed; its tables come with its compose.
+        await wait_for(
+            lambda: isinstance(app.screen, OverviewScreen) and app.screen.query("#components"),
+            STARTUP,
+        )
         table = app.screen.query_one("#components", KeyedTable)
         await wait_for(
             lambda: "healthy" in instance_rows(table, "auth").values(), STARTUP, message="auth"

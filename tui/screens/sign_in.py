@@ -7,10 +7,11 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Center, Vertical
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Input, Label, Static
+from textual.widgets import Button, Input, Label, Static
 
 from sutazai.tui.messages import SignedIn
 from sutazai.tui.source import CallFailed, ClientError, MeshApi, MeshUnavailable
+from sutazai.tui.widgets.footer import SteadyFooter
 from sutazai.tui.widgets.header import DashboardHeader
 
 USERNAME_MAX = 32
@@ -46,7 +47,7 @@ class SignInScreen(Screen[None]):
             )
             yield Button("Sign in", variant="primary", id="submit")
             yield Static(id="message")
-        yield Footer()
+        yield SteadyFooter()
 
     def on_mount(self) -> None:
         """Start what the widget needs once it is mounted."""

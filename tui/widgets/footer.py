@@ -44,3 +44,14 @@ class SteadyFooter(Footer):
             return
         self._signalled = True
         super().bindings_changed(screen)
+
+    async def recompose(self) -> None:
+        """Rebuild, unless an earlier rebuild already shows the keys of now.
+
+        Textual queues one rebuild per signal (after the next refresh), and a screen's first
+        visit signals five or six times while it mounts and focuses: each queued rebuild after
+        the first found the keys already shown (a first visit spent ~100 ms on them).
+        """
+        if self._shown is not None and self.is_attached and self._keys() == self._shown:
+            return
+        await super().recompose()
