@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -134,8 +135,16 @@ async def mesh_services(envoy: MeshSettings) -> AsyncIterator[MeshSettings]:
         yield envoy
 
 
-async def _signed_in(settings: MeshSettings, role: str) -> str:
-    """An access token of a new ``role`` account made with ``sutazai users create``, over REST."""
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A test account's credentials (made once per session)."""
+
+    username: str
+    password: str
+
+
+async def new_account(settings: MeshSettings, role: str) -> Account:
+    """A new ``role`` account made with ``sutazai users create``."""
     username = f"{role[:2]}{secrets.token_hex(4)}"
     password = f"{secrets.token_urlsafe(12)}-Aa1"
     created = await run_cli(
@@ -152,28 +161,53 @@ async def _signed_in(settings: MeshSettings, role: str) -> str:
         stdin=f"{password}\n",
     )
     assert created.code == 0, created.stderr
+    return Account(username, password)
+
+
+async def signed_in(settings: MeshSettings, account: Account) -> str:
+    """A fresh access token of ``account``, signed in through Envoy over REST."""
     base = f"http://127.0.0.1:{settings.envoy.port}"
     async with httpx.AsyncClient(base_url=base, timeout=10) as client:
         reply = await client.post(
-            "/v1/auth/login", json={"username": username, "password": password}
+            "/v1/auth/login", json={"username": account.username, "password": account.password}
         )
     assert reply.status_code == 200, reply.text
     return str(reply.json()["access_token"])
 
 
+# Accounts live for the session; tokens for a module: an access token expires after
+# access_ttl_seconds (15 min), less than the whole suite takes.
 @pytest.fixture(scope="session")
-async def operator_token(mesh_services: MeshSettings) -> str:
+async def operator_account(mesh_services: MeshSettings) -> Account:
+    """An operator account."""
+    return await new_account(mesh_services, "operator")
+
+
+@pytest.fixture(scope="session")
+async def user_account(mesh_services: MeshSettings) -> Account:
+    """A plain user's account."""
+    return await new_account(mesh_services, "user")
+
+
+@pytest.fixture(scope="session")
+async def admin_account(mesh_services: MeshSettings) -> Account:
+    """An admin account."""
+    return await new_account(mesh_services, "admin")
+
+
+@pytest.fixture(scope="module")
+async def operator_token(mesh_services: MeshSettings, operator_account: Account) -> str:
     """An access token of an operator, signed in through Envoy."""
-    return await _signed_in(mesh_services, "operator")
+    return await signed_in(mesh_services, operator_account)
 
 
-@pytest.fixture(scope="session")
-async def user_token(mesh_services: MeshSettings) -> str:
+@pytest.fixture(scope="module")
+async def user_token(mesh_services: MeshSettings, user_account: Account) -> str:
     """An access token of a plain user, signed in through Envoy."""
-    return await _signed_in(mesh_services, "user")
+    return await signed_in(mesh_services, user_account)
 
 
-@pytest.fixture(scope="session")
-async def admin_token(mesh_services: MeshSettings) -> str:
+@pytest.fixture(scope="module")
+async def admin_token(mesh_services: MeshSettings, admin_account: Account) -> str:
     """An access token of an admin, signed in through Envoy."""
-    return await _signed_in(mesh_services, "admin")
+    return await signed_in(mesh_services, admin_account)

@@ -13,7 +13,7 @@ from nats.js.errors import NotFoundError
 from sutazai.runtime.messaging import connect_nats
 from sutazai.runtime.settings import MeshSettings
 from sutazai.tasks.v1.task_service_pb2_grpc import TaskServiceStub
-from tests.harness.fixtures import _signed_in
+from tests.harness.fixtures import Account, new_account, signed_in
 from tests.harness.waiting import wait_for
 
 CALL_TIMEOUT = 10.0
@@ -64,6 +64,12 @@ async def rest(task_mesh: MeshSettings, user_token: str) -> AsyncIterator[httpx.
 
 
 @pytest.fixture(scope="session")
-async def other_user_token(mesh_services: MeshSettings) -> str:
+async def other_user_account(mesh_services: MeshSettings) -> Account:
+    """A second plain user's account."""
+    return await new_account(mesh_services, "user")
+
+
+@pytest.fixture(scope="module")
+async def other_user_token(mesh_services: MeshSettings, other_user_account: Account) -> str:
     """An access token of a second plain user."""
-    return await _signed_in(mesh_services, "user")
+    return await signed_in(mesh_services, other_user_account)

@@ -47,7 +47,7 @@ from sutazai.tasks.v1 import dispatch_pb2
 from sutazai.tasks.v1 import task_service_pb2 as pb
 from sutazai.tasks.v1.task_service_pb2_grpc import TaskServiceStub
 from tests.auth.helpers import bearer, failure
-from tests.harness.fixtures import _signed_in
+from tests.harness.fixtures import new_account, signed_in
 from tests.harness.mesh import (
     MeshPorts,
     build_settings,
@@ -140,7 +140,7 @@ async def _routable(settings: MeshSettings, clusters: set[str]) -> None:
 
 @pytest.fixture(scope="module")
 async def restart_user(restart_mesh: RestartMesh) -> str:
-    return await _signed_in(restart_mesh.settings, "user")
+    return await signed_in(restart_mesh.settings, await new_account(restart_mesh.settings, "user"))
 
 
 async def _passes(probe: Callable[[], Awaitable[None]]) -> bool:
@@ -269,8 +269,9 @@ async def test_a_client_flooding_create_task_is_refused_and_the_mesh_answers_oth
     restart_mesh: RestartMesh,
 ) -> None:
     tasks = restart_mesh.tasks
-    flooder = await _signed_in(restart_mesh.settings, "user")
-    bystander = await _signed_in(restart_mesh.settings, "user")
+    settings = restart_mesh.settings
+    flooder = await signed_in(settings, await new_account(settings, "user"))
+    bystander = await signed_in(settings, await new_account(settings, "user"))
     # Queued for good (nobody runs the type): the queue's content does not change by itself.
     theirs = await tasks.CreateTask(
         pb.CreateTaskRequest(type="chaos.nobody"), metadata=bearer(bystander), timeout=TIMEOUT
@@ -351,7 +352,7 @@ async def test_an_agent_flooding_reports_about_unassigned_attempts_stalls_nobody
     restart_mesh: RestartMesh,
 ) -> None:
     tasks = restart_mesh.tasks
-    user = await _signed_in(restart_mesh.settings, "user")
+    user = await signed_in(restart_mesh.settings, await new_account(restart_mesh.settings, "user"))
     # Queued for good (nobody offers the type): its attempt is given to no agent.
     bait = await tasks.CreateTask(
         pb.CreateTaskRequest(type="chaos.nobody"), metadata=bearer(user), timeout=TIMEOUT
