@@ -28,7 +28,7 @@ from sutazai.inference.v1 import inference_service_pb2 as inference_pb
 from sutazai.inference.v1.inference_service_pb2_grpc import InferenceServiceStub
 from sutazai.runtime.settings import MeshSettings
 from tests.auth.helpers import bearer, failure
-from tests.harness.fixtures import _signed_in
+from tests.harness.fixtures import new_account, signed_in
 from tests.harness.waiting import wait_for
 
 CHATS = 50
@@ -64,7 +64,7 @@ async def edge(mesh_services: MeshSettings) -> AsyncIterator[grpc.aio.Channel]:
 @pytest.fixture
 async def user_token(mesh_services: MeshSettings) -> str:
     """A user of its own: the fifty conversations stay out of other tests' listings."""
-    return await _signed_in(mesh_services, "user")
+    return await signed_in(mesh_services, await new_account(mesh_services, "user"))
 
 
 @pytest.fixture
