@@ -3,10 +3,11 @@
 The registry key is ``<service>.<instance id>``, and NATS lets each principal write only keys
 under its own name (``nats/permissions.toml``): the key's service is the writer. The writer may
 serve only the gRPC services ``deploy/mesh.toml`` says it owns, and Envoy reaches it only through
-the socket named after its key. A writer that serves HTTP prefixes instead (``http_prefixes``)
-is routed only through that socket, so its entry must name it. Anything else in an entry is
-dropped (the entry's legitimate services still route), logged once per entry and reason, and
-counted in ``sutazai_gateway_registry_rejected_total{service,reason}``.
+the socket named after its key. A writer that also serves HTTP prefixes (``http_prefixes``) is
+reached for them only through its HTTP socket, also named after its key, so its entry must name
+that. Anything else in an entry is dropped (the entry's legitimate services still route),
+logged once per entry and reason, and counted in
+``sutazai_gateway_registry_rejected_total{service,reason}``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
 from sutazai.runtime.registry import instance_key
-from sutazai.runtime.sockets import instance_socket
+from sutazai.runtime.sockets import instance_http_socket, instance_socket
 
 log = structlog.get_logger(__name__)
 
@@ -31,9 +32,9 @@ UNKNOWN_SERVICE: Final = "unknown_service"
 NOT_OWNER: Final = "not_owner"
 """The entry claims a gRPC service its writer does not own."""
 FOREIGN_SOCKET: Final = "foreign_socket"
-"""The entry's socket is not the one named after its key in the run directory."""
+"""The entry's socket (gRPC or HTTP) is not the one named after its key in the run directory."""
 NO_SOCKET: Final = "no_socket"
-"""The entry of an HTTP service names no socket (Envoy reaches HTTP services only there)."""
+"""The entry of an HTTP service names no HTTP socket: its gRPC services route, its prefixes not."""
 
 _MAX_REPORTED: Final = 4096
 """Distinct refusals remembered so repeats (every heartbeat) are not logged again."""
@@ -82,9 +83,13 @@ class RegistryTrust:
         if instance.socket_path and instance.socket_path != expected_socket:
             self._refuse(key, writer, FOREIGN_SOCKET, instance.socket_path)
             return None
-        if writer in self._http_services and not instance.socket_path:
-            self._refuse(key, writer, NO_SOCKET, "")
+        expected_http = str(instance_http_socket(self._run_dir, writer, instance.instance_id))
+        if instance.http_socket_path and instance.http_socket_path != expected_http:
+            self._refuse(key, writer, FOREIGN_SOCKET, instance.http_socket_path)
             return None
+        if writer in self._http_services and not instance.http_socket_path:
+            # Only the HTTP cluster needs it, and that takes entries with an HTTP socket.
+            self._refuse(key, writer, NO_SOCKET, "")
         foreign = [s for s in instance.grpc_services if s not in owned]
         if not foreign:
             return instance

@@ -16,7 +16,7 @@ Shape of the edge (FIELD_GUIDE sections 1 and 2):
   before the router), gateway-served health and reflection, and a ``/v1/`` catch-all so filters
   that run before the transcoder (CORS, JWT) see a route;
 * for each HTTP service (``http_prefixes`` in ``deploy/mesh.toml``, e.g. the OpenAI-compatible
-  API under ``/openai/``): an EDS cluster speaking HTTP/1.1 to its instances' sockets with an
+  API under ``/openai/``): an EDS cluster speaking HTTP/1.1 to its instances' HTTP sockets with an
   HTTP health check, and a route per prefix with the transcoder off and no whole-request
   timeout (server-sent events stream), behind the same CORS, JWT and rate-limit filters.
 """
@@ -383,16 +383,18 @@ def build_load_assignment(
 def build_http_load_assignment(
     service: HttpService, instances: Iterable[ServiceInstance]
 ) -> ClusterLoadAssignment:
-    """Endpoints of an HTTP service's cluster: the sockets of the instances registered under it.
+    """Endpoints of an HTTP service's cluster: the HTTP sockets of the instances under its name.
 
-    Which entries may claim that name is the registry trust's business
-    (:class:`~sutazai.gateway.registry_trust.RegistryTrust`, which also insists on the socket).
+    Which entries may claim that name, and which socket, is the registry trust's business
+    (:class:`~sutazai.gateway.registry_trust.RegistryTrust`).
     """
-    serving = [i for i in instances if i.service == service.name and i.socket_path]
-    return _load_assignment(service.cluster, serving)
+    serving = [i for i in instances if i.service == service.name and i.http_socket_path]
+    return _load_assignment(service.cluster, serving, http=True)
 
 
-def _load_assignment(cluster: str, instances: Iterable[ServiceInstance]) -> ClusterLoadAssignment:
+def _load_assignment(
+    cluster: str, instances: Iterable[ServiceInstance], *, http: bool = False
+) -> ClusterLoadAssignment:
     serving = sorted(instances, key=lambda i: (i.host, i.port, i.instance_id))
     return ClusterLoadAssignment(
         cluster_name=cluster,
@@ -401,7 +403,11 @@ def _load_assignment(cluster: str, instances: Iterable[ServiceInstance]) -> Clus
                 lb_endpoints=[
                     LbEndpoint(
                         endpoint=Endpoint(
-                            address=endpoint_address(i),
+                            address=(
+                                Address(pipe=Pipe(path=i.http_socket_path))
+                                if http
+                                else endpoint_address(i)
+                            ),
                             hostname=instance_label(i.service, i.instance_id),
                         )
                     )

@@ -87,7 +87,7 @@ class ServiceEntry:
     """Fully-qualified gRPC services this name owns (and only its instances may serve)."""
     http_prefixes: tuple[str, ...] = ()
     """HTTP path prefixes (e.g. ``/openai/``) the edge sends to this name's instances, which
-    then serve plain HTTP on their socket instead of gRPC."""
+    serve them as plain HTTP on their second socket (beside gRPC on the first)."""
 
 
 MAX_AGENT_INSTANCES = 64
@@ -281,11 +281,6 @@ def _entry(name: str, table: Mapping[str, object]) -> ServiceEntry:
         raise ConfigurationError(
             f"{CATALOG_FILE}: [services.{name}] http_prefixes must be a list of one-segment "
             'lower-case path prefixes like "/openai/" (not "/v1/")'
-        )
-    if grpc_services and http_prefixes:
-        # One socket per instance: it speaks gRPC (Envoy's gRPC cluster) or plain HTTP.
-        raise ConfigurationError(
-            f"{CATALOG_FILE}: [services.{name}] serves either grpc_services or http_prefixes"
         )
     return ServiceEntry(
         name=name,

@@ -6,10 +6,9 @@ reflection, binds it (a loopback TCP port for direct callers, and a Unix socket 
 registry with a heartbeat, and on shutdown drains: NOT_SERVING and deregistration first (so
 Envoy stops routing here), then in-flight calls get ``grace_seconds`` to finish.
 
-A service that speaks plain HTTP to Envoy (an HTTP prefix of ``deploy/mesh.toml``, e.g. the
-OpenAI-compatible API) hands the Unix socket to a :class:`SocketServer` instead; its gRPC
-server then listens on the loopback port only, with health and reflection, so the system
-service probes it like any other instance.
+A service that also serves plain HTTP (an HTTP prefix of ``deploy/mesh.toml``, e.g. the
+inference service's OpenAI-compatible API) hands an :class:`HttpServer` to the host, which binds
+it to a second Unix socket beside the gRPC one, registers both and drains both.
 """
 
 from __future__ import annotations
@@ -42,6 +41,7 @@ from sutazai.runtime.sockets import (
     checked_socket_path,
     claim_socket,
     grpc_target,
+    instance_http_socket,
     instance_socket,
     prepare_run_dir,
     remove_socket,
@@ -64,8 +64,8 @@ class Servicer:
     add_to_server: Callable[[Any, grpc.aio.Server], None]
 
 
-class SocketServer(Protocol):
-    """A server other than gRPC that owns an instance's Unix socket (where Envoy reaches it)."""
+class HttpServer(Protocol):
+    """An HTTP server on an instance's second Unix socket (where Envoy sends its HTTP prefixes)."""
 
     async def bind(self, socket: Path) -> None:
         """Listen on ``socket`` (a free path in the run directory): connections queue from now."""
@@ -98,9 +98,9 @@ class ServiceHost:
     instance_id: str = ""
     """This instance's id (its registry key is ``<name>.<instance id>``); empty takes
     :func:`instance_id_of` the settings."""
-    socket_server: SocketServer | None = None
-    """What serves the instance's Unix socket instead of the gRPC server (an HTTP service);
-    the gRPC server (health, reflection) then listens on the loopback port only."""
+    http_server: HttpServer | None = None
+    """What serves the service's HTTP prefixes, on the instance's HTTP socket
+    (:func:`~sutazai.runtime.sockets.instance_http_socket`); ``None`` when it has none."""
     metrics_registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     _server: grpc.aio.Server | None = None
@@ -110,6 +110,7 @@ class ServiceHost:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _port: int = 0
     _socket: Path | None = None
+    _http_socket: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.instance_id:
@@ -157,15 +158,20 @@ class ServiceHost:
         self._port = server.add_insecure_port(f"{self.mesh.internal_host}:{self.settings.port}")
         if self._port == 0:
             raise OSError(f"cannot bind {self.mesh.internal_host}:{self.settings.port}")
-        socket = instance_socket(prepare_run_dir(self.mesh.run_dir), self.name, self.instance_id)
+        run_dir = prepare_run_dir(self.mesh.run_dir)
+        socket = instance_socket(run_dir, self.name, self.instance_id)
         # A restarted instance keeps its id, so its killed predecessor's socket file may still
         # be there; grpcio would unlink whatever is at the path, even a live server's.
         claim_socket(checked_socket_path(socket))
-        if self.socket_server is not None:
-            await self.socket_server.bind(socket)
-        elif server.add_insecure_port(grpc_target(socket)) == 0:
+        if server.add_insecure_port(grpc_target(socket)) == 0:
             raise OSError(f"cannot bind {socket}")
         restrict_socket(socket)
+        if self.http_server is not None:
+            http_socket = instance_http_socket(run_dir, self.name, self.instance_id)
+            claim_socket(checked_socket_path(http_socket))
+            await self.http_server.bind(http_socket)
+            restrict_socket(http_socket)
+            self._http_socket = http_socket
         await server.start()
         self._server, self._health, self._socket = server, health_servicer, socket
         if self.settings.metrics_port >= 0:
@@ -175,7 +181,7 @@ class ServiceHost:
         jobs = [
             *self.background,
             *([self.guard.run] if self.guard else []),
-            *([self.socket_server.run] if self.socket_server else []),
+            *([self.http_server.run] if self.http_server else []),
         ]
         self._tasks = [asyncio.create_task(job()) for job in jobs]
         if self.guard is not None:
@@ -207,8 +213,8 @@ class ServiceHost:
         for drain in self.on_drain:
             drain()
         grace = self.settings.grace_seconds
-        if self.socket_server is not None:
-            await asyncio.gather(self._server.stop(grace), self.socket_server.stop(grace))
+        if self.http_server is not None:
+            await asyncio.gather(self._server.stop(grace), self.http_server.stop(grace))
         else:
             await self._server.stop(grace)
         for task in self._tasks:
@@ -218,8 +224,9 @@ class ServiceHost:
                 await task
         if self._metrics is not None:
             self._metrics.stop()
-        if self._socket is not None:
-            remove_socket(self._socket)
+        for path in (self._socket, self._http_socket):
+            if path is not None:
+                remove_socket(path)
         self._server = None
         log.info("service.stopped", instance_id=self.instance_id)
 
@@ -258,6 +265,7 @@ class ServiceHost:
             host=self.mesh.internal_host,
             port=self._port,
             socket_path=str(self._socket) if self._socket else "",
+            http_socket_path=str(self._http_socket) if self._http_socket else "",
             version=self.mesh.version,
             grpc_services=grpc_services,
             metrics_address=self._metrics.address if self._metrics else "",

@@ -379,12 +379,12 @@ class ChatSettings(_Section):
 
 
 class OpenAIApiSettings(_Section):
-    """The OpenAI-compatible API at ``/openai/v1`` (the ``openai`` service)."""
+    """The OpenAI-compatible API at ``/openai/v1`` (served by the inference service)."""
 
     max_request_bytes: int = Field(default=1024 * 1024, gt=0, le=64 * 1024 * 1024)
     """Largest request body it reads (413 beyond); the edge's own limit applies first."""
     unary_timeout_seconds: float = Field(default=15.0, gt=0.0, le=300.0)
-    """Deadline of its calls to list models and to embed."""
+    """Deadline of listing the models and of one embedding request (504 beyond)."""
     generation_timeout_seconds: float = Field(default=600.0, gt=0.0, le=3600.0)
     """Deadline of one whole generation (a completion, streamed or not)."""
     keepalive_seconds: float = Field(default=15.0, gt=0.0, le=120.0)

@@ -106,6 +106,14 @@ def instance_socket(run_dir: Path, service: str, instance_id: str) -> Path:
     return run_dir / f"{service}.{instance_id}.sock"
 
 
+def instance_http_socket(run_dir: Path, service: str, instance_id: str) -> Path:
+    """Where an instance serves its service's HTTP prefixes: ``<run dir>/<key>.http.sock``.
+
+    Like :func:`instance_socket`, the only path the gateway accepts for that registry key.
+    """
+    return run_dir / f"{service}.{instance_id}.http.sock"
+
+
 def is_unix_peer(peer: str) -> bool:
     """Whether a grpc ``context.peer()`` is a Unix-socket client (``unix:…``)."""
     return peer.startswith("unix:")

@@ -5,11 +5,13 @@ InferenceError               root of every error raised by :mod:`sutazai.service
 ├── OptionRejectedError      the backend cannot honour an option, or the input does not fit
 ├── BusyError                every slot and the whole wait queue are taken (RESOURCE_EXHAUSTED)
 ├── NotSupportedError        the backend cannot do this, e.g. unload (FAILED_PRECONDITION)
-└── BackendUnavailableError  the backend failed: down, timed out, server error (UNAVAILABLE)
-    └── BreakerOpenError     refused at once: the backend's breaker is open (UNAVAILABLE)
+├── BackendUnavailableError  the backend failed: down, timed out, server error (UNAVAILABLE)
+│   └── BreakerOpenError     refused at once: the backend's breaker is open (UNAVAILABLE)
+└── ApiError                 a refusal of the OpenAI-compatible API, in OpenAI's shape
 
 OptionRejectedError becomes INVALID_ARGUMENT naming each field; BackendUnavailableError counts
-against the backend's circuit breaker.
+against the backend's circuit breaker. ApiError (:mod:`.openai_api.errors`) is answered over
+HTTP with its own status, never as a gRPC one.
 
 ``tests/test_error_trees.py`` keeps this drawing complete and its branches true.
 """

@@ -1,4 +1,8 @@
-"""Wiring of the inference service: backends, engine, metrics, guard, handlers, host."""
+"""Wiring of the inference service: backends, engine, metrics, guard, handlers, host.
+
+Besides its gRPC service, each instance serves the OpenAI-compatible API (``/openai/v1``,
+:mod:`.openai_api`) over HTTP on its second socket, on the same engine and guard.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,13 @@ from typing import Any, Final
 import redis.asyncio as aioredis
 import structlog
 from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 
 from sutazai.inference.v1 import inference_service_pb2, inference_service_pb2_grpc
 from sutazai.runtime.audit import AuditLog
-from sutazai.runtime.auth import open_guard
+from sutazai.runtime.auth import Guard, open_guard
+from sutazai.runtime.http_server import HttpSocketServer
 from sutazai.runtime.postgres import open_pool
 from sutazai.runtime.server import (
     ServiceHost,
@@ -34,6 +41,8 @@ from sutazai.services.inference.errors import InferenceError
 from sutazai.services.inference.handlers import InferenceHandlers
 from sutazai.services.inference.metrics import InferenceMetrics
 from sutazai.services.inference.ollama import OllamaBackend
+from sutazai.services.inference.openai_api.calls import EngineCalls
+from sutazai.services.inference.openai_api.handlers import OpenAIHandlers, http_exception
 from sutazai.services.inference.openai_compat import OpenAICompatibleBackend
 from sutazai.services.inference.responder import GenerateResponder
 
@@ -95,7 +104,23 @@ async def build(
         guard=guard,
         background=background,
         on_drain=[responder.drain],
+        http_server=openai_api(mesh, engine, guard),
         metrics_registry=metrics_registry,
+    )
+
+
+def openai_api(mesh: MeshSettings, engine: Inference, guard: Guard) -> HttpSocketServer:
+    """The OpenAI-compatible API on ``engine``, behind ``guard``, as an HTTP server."""
+    settings = mesh.openai_api
+    handlers = OpenAIHandlers(
+        EngineCalls(engine, guard, unary_timeout=settings.unary_timeout_seconds),
+        max_body_bytes=settings.max_request_bytes,
+        generation_timeout=settings.generation_timeout_seconds,
+        keepalive_seconds=settings.keepalive_seconds,
+    )
+    return HttpSocketServer(
+        Starlette(routes=handlers.routes(), exception_handlers={HTTPException: http_exception}),
+        on_stop=handlers.stop_serving,
     )
 
 

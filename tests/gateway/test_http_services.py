@@ -25,7 +25,7 @@ from sutazai.runtime.deployment import grpc_owners, http_owners, load_catalog
 from sutazai.runtime.errors import ConfigurationError
 
 RUN_DIR = Path("/srv/sutazai/run")
-OPENAI = HttpService("openai", ("/openai/",))
+OPENAI = HttpService("inference", ("/openai/",))
 
 
 def write_catalog(tmp_path: Path, text: str) -> Path:
@@ -34,8 +34,8 @@ def write_catalog(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_the_packaged_catalog_routes_openai_to_the_openai_service() -> None:
-    assert http_owners(load_catalog()) == {"openai": ("/openai/",)}
+def test_the_packaged_catalog_routes_openai_to_the_inference_service() -> None:
+    assert http_owners(load_catalog()) == {"inference": ("/openai/",)}
     assert http_services(http_owners(load_catalog())) == (OPENAI,)
 
 
@@ -58,42 +58,60 @@ def test_two_services_cannot_claim_one_prefix(tmp_path: Path) -> None:
         load_catalog(path)
 
 
-def test_a_service_speaks_grpc_or_http_on_its_socket(tmp_path: Path) -> None:
+def test_a_service_may_serve_grpc_and_http(tmp_path: Path) -> None:
     path = write_catalog(
         tmp_path,
         '[services.x]\nmodule = "m"\ngrpc_services = ["sutazai.x.v1.X"]\nhttp_prefixes = ["/x/"]\n',
     )
-    with pytest.raises(ConfigurationError, match="either"):
-        load_catalog(path)
+    (entry,) = load_catalog(path)
+
+    assert entry.grpc_services == ("sutazai.x.v1.X",)
+    assert entry.http_prefixes == ("/x/",)
 
 
-def test_the_trust_wants_the_http_service_on_its_own_socket() -> None:
-    trust = RegistryTrust(grpc_owners(load_catalog()), RUN_DIR, http_services=frozenset({"openai"}))
-    own = ServiceInstance(
-        service="openai", instance_id="a1", socket_path=str(RUN_DIR / "openai.a1.sock")
+def inference_entry(instance_id: str, http_socket: str = "") -> ServiceInstance:
+    return ServiceInstance(
+        service="inference",
+        instance_id=instance_id,
+        socket_path=str(RUN_DIR / f"inference.{instance_id}.sock"),
+        grpc_services=["sutazai.inference.v1.InferenceService"],
+        http_socket_path=http_socket,
     )
-    socketless = ServiceInstance(service="openai", instance_id="a2", host="127.0.0.1", port=9)
-    foreign = ServiceInstance(
-        service="openai", instance_id="a3", socket_path=str(RUN_DIR / "system.a3.sock")
-    )
 
-    assert trust.admit("openai.a1", own) is own
-    assert trust.admit("openai.a2", socketless) is None
-    assert trust.admit("openai.a3", foreign) is None
+
+def test_the_trust_wants_the_http_prefixes_on_the_instances_own_http_socket() -> None:
+    trust = RegistryTrust(
+        grpc_owners(load_catalog()), RUN_DIR, http_services=frozenset({"inference"})
+    )
+    own = inference_entry("a1", str(RUN_DIR / "inference.a1.http.sock"))
+    httpless = inference_entry("a2")
+    foreign = inference_entry("a3", str(RUN_DIR / "system.a3.http.sock"))
+    grpc_socket = inference_entry("a4", str(RUN_DIR / "inference.a4.sock"))
+
+    assert trust.admit("inference.a1", own) is own
+    assert trust.admit("inference.a2", httpless) is httpless, "its gRPC service still routes"
+    assert trust.admit("inference.a3", foreign) is None
+    assert trust.admit("inference.a4", grpc_socket) is None
     assert NO_SOCKET == "no_socket"
 
 
-def test_endpoints_are_the_sockets_of_the_services_own_instances() -> None:
+def test_endpoints_are_the_http_sockets_of_the_services_own_instances() -> None:
     instances = [
-        ServiceInstance(service="openai", instance_id="a1", socket_path="/run/openai.a1.sock"),
-        ServiceInstance(service="system", instance_id="b1", socket_path="/run/system.b1.sock"),
+        inference_entry("a1", "/run/inference.a1.http.sock"),
+        inference_entry("a2"),
+        ServiceInstance(
+            service="system",
+            instance_id="b1",
+            socket_path="/run/system.b1.sock",
+            http_socket_path="/run/system.b1.http.sock",
+        ),
     ]
     assignment = build_http_load_assignment(OPENAI, instances)
 
     (locality,) = assignment.endpoints
     paths = [e.endpoint.address.pipe.path for e in locality.lb_endpoints]  # type: ignore[union-attr]
-    assert assignment.cluster_name == "http.openai"
-    assert paths == ["/run/openai.a1.sock"]
+    assert assignment.cluster_name == "http.inference"
+    assert paths == ["/run/inference.a1.http.sock"]
 
 
 def test_the_cluster_speaks_http1_with_an_http_health_check() -> None:
@@ -113,7 +131,7 @@ def test_the_route_streams_without_transcoding() -> None:
     (route,) = [r for r in routes.virtual_hosts[0].routes if r.match.prefix == "/openai/"]
 
     assert route.route is not None
-    assert route.route.cluster == "http.openai"
+    assert route.route.cluster == "http.inference"
     assert route.route.timeout is not None
     assert route.route.timeout.total_seconds() == 0
     for name in (TRANSCODER_FILTER, GRPC_STATS_FILTER):

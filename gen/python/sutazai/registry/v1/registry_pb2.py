@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"sutazai/registry/v1/registry.proto\x12\x13sutazai.registry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x89\x03\n\x0fServiceInstance\x12\x18\n\x07service\x18\x01 \x01(\tR\x07service\x12\x1f\n\x0binstance_id\x18\x02 \x01(\tR\ninstanceId\x12\x12\n\x04host\x18\x03 \x01(\tR\x04host\x12\x12\n\x04port\x18\x04 \x01(\rR\x04port\x12\x18\n\x07version\x18\x05 \x01(\tR\x07version\x12#\n\rgrpc_services\x18\x06 \x03(\tR\x0cgrpcServices\x12\'\n\x0fmetrics_address\x18\x07 \x01(\tR\x0emetricsAddress\x12\x39\n\nstarted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartedAt\x12=\n\x0cheartbeat_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0bheartbeatAt\x12\x10\n\x03pid\x18\n \x01(\x03R\x03pid\x12\x1f\n\x0bsocket_path\x18\x0b \x01(\tR\nsocketPathb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"sutazai/registry/v1/registry.proto\x12\x13sutazai.registry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb3\x03\n\x0fServiceInstance\x12\x18\n\x07service\x18\x01 \x01(\tR\x07service\x12\x1f\n\x0binstance_id\x18\x02 \x01(\tR\ninstanceId\x12\x12\n\x04host\x18\x03 \x01(\tR\x04host\x12\x12\n\x04port\x18\x04 \x01(\rR\x04port\x12\x18\n\x07version\x18\x05 \x01(\tR\x07version\x12#\n\rgrpc_services\x18\x06 \x03(\tR\x0cgrpcServices\x12\'\n\x0fmetrics_address\x18\x07 \x01(\tR\x0emetricsAddress\x12\x39\n\nstarted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartedAt\x12=\n\x0cheartbeat_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0bheartbeatAt\x12\x10\n\x03pid\x18\n \x01(\x03R\x03pid\x12\x1f\n\x0bsocket_path\x18\x0b \x01(\tR\nsocketPath\x12(\n\x10http_socket_path\x18\x0c \x01(\tR\x0ehttpSocketPathb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,5 +33,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sutazai.registry.v1.registr
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SERVICEINSTANCE']._serialized_start=93
-  _globals['_SERVICEINSTANCE']._serialized_end=486
+  _globals['_SERVICEINSTANCE']._serialized_end=528
 # @@protoc_insertion_point(module_scope)

@@ -39,6 +39,7 @@ class ServiceInstance(_message.Message):
     HEARTBEAT_AT_FIELD_NUMBER: _builtins.int
     PID_FIELD_NUMBER: _builtins.int
     SOCKET_PATH_FIELD_NUMBER: _builtins.int
+    HTTP_SOCKET_PATH_FIELD_NUMBER: _builtins.int
     service: _builtins.str
     """Logical service name, e.g. "system"; Envoy gets one cluster per gRPC service it hosts."""
     instance_id: _builtins.str
@@ -58,6 +59,12 @@ class ServiceInstance(_message.Message):
     "<run dir>/<service>.<instance_id>.sock" in the mesh's private (0700) run directory, the
     only path the gateway accepts for this entry. Empty when the instance has none (Envoy then
     uses host:port, and the instance cannot trust the client address Envoy forwards).
+    """
+    http_socket_path: _builtins.str
+    """Unix socket where the instance serves its service's HTTP prefixes (`http_prefixes` in
+    deploy/mesh.toml, e.g. the OpenAI-compatible API):
+    "<run dir>/<service>.<instance_id>.http.sock", the only path the gateway accepts for this
+    entry. Empty when its service serves none.
     """
     @_builtins.property
     def grpc_services(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -85,10 +92,11 @@ class ServiceInstance(_message.Message):
         heartbeat_at: _timestamp_pb2.Timestamp | None = ...,
         pid: _builtins.int = ...,
         socket_path: _builtins.str = ...,
+        http_socket_path: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["heartbeat_at", b"heartbeat_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["grpc_services", b"grpc_services", "heartbeat_at", b"heartbeat_at", "host", b"host", "instance_id", b"instance_id", "metrics_address", b"metrics_address", "pid", b"pid", "port", b"port", "service", b"service", "socket_path", b"socket_path", "started_at", b"started_at", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["grpc_services", b"grpc_services", "heartbeat_at", b"heartbeat_at", "host", b"host", "http_socket_path", b"http_socket_path", "instance_id", b"instance_id", "metrics_address", b"metrics_address", "pid", b"pid", "port", b"port", "service", b"service", "socket_path", b"socket_path", "started_at", b"started_at", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -7,15 +7,15 @@ import struct
 
 import pytest
 
-from sutazai.services.openai.domain import (
-    Role,
+from sutazai.services.inference.domain import Role
+from sutazai.services.inference.openai_api.domain import (
     embeddings_body,
     param_of,
     parse_chat_request,
     parse_embedding_request,
     sse_event,
 )
-from sutazai.services.openai.errors import ApiError
+from sutazai.services.inference.openai_api.errors import ApiError
 
 HELLO = [{"role": "user", "content": "hi"}]
 

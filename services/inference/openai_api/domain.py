@@ -7,33 +7,25 @@ refused too (as OpenAI itself does), so no option is ever silently ignored. Two 
 extensions of OpenAI-compatible servers (llama.cpp server, vLLM) are honoured because the mesh
 supports them: ``top_k`` and ``repeat_penalty``.
 
-Ranges the inference service checks (temperature, top_p, max tokens, stop sequences, sizes)
-are checked there; its field violations come back with the field's name and are reported
-under the OpenAI parameter that set it (:func:`param_of`).
+Ranges the inference domain checks (temperature, top_p, max tokens, stop sequences, sizes) are
+checked there, as for a gRPC call; its field violations are reported under the OpenAI
+parameter that set the field (:func:`param_of`).
 """
 
 from __future__ import annotations
 
 import base64
-import enum
 import json
 import struct
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from sutazai.services.openai.errors import ApiError
+from sutazai.services.inference.domain import ChatMessage, ModelInfo, Role, Sampling
+from sutazai.services.inference.openai_api.errors import ApiError
 
 MAX_TOKEN_PARAMS = ("max_completion_tokens", "max_tokens")
 """OpenAI's two names for the reply's token limit (``max_tokens`` is the deprecated one)."""
-
-
-class Role(enum.Enum):
-    """Who wrote a message, as the inference service knows it."""
-
-    SYSTEM = "system"
-    USER = "user"
-    ASSISTANT = "assistant"
 
 
 _ROLES = {
@@ -46,32 +38,11 @@ _ROLES = {
 
 
 @dataclass(frozen=True, slots=True)
-class Message:
-    """One turn of the conversation."""
-
-    role: Role
-    content: str
-
-
-@dataclass(frozen=True, slots=True)
-class Sampling:
-    """Sampling options; ``None`` (or no stop sequence) leaves the model's default."""
-
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    max_tokens: int | None = None
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-    repeat_penalty: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class ChatRequest:
     """A ``POST /chat/completions`` body, validated."""
 
     model: str
-    messages: tuple[Message, ...]
+    messages: tuple[ChatMessage, ...]
     sampling: Sampling = field(default_factory=Sampling)
     stream: bool = False
     include_usage: bool = False
@@ -235,7 +206,7 @@ def parse_embedding_request(body: object) -> EmbeddingRequest:
 
 
 def param_of(inference_field: str, request: ChatRequest | None = None) -> str:
-    """The OpenAI parameter behind a field the inference service named in a violation.
+    """The OpenAI parameter behind a field the inference domain named in a violation.
 
     ``options.temperature`` → ``temperature``; ``options.max_tokens`` → the limit's name the
     caller used; ``inputs[2]`` → ``input``; message fields keep their path.
@@ -327,20 +298,12 @@ def usage_body(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     }
 
 
-@dataclass(frozen=True, slots=True)
-class ModelEntry:
-    """One model as ``/models`` lists it."""
-
-    name: str
-    backend: str
-
-
-def model_body(model: ModelEntry) -> dict[str, object]:
+def model_body(model: ModelInfo) -> dict[str, object]:
     """A ``model`` object; ``owned_by`` is the backend that runs it, ``created`` unknown (0)."""
     return {"id": model.name, "object": "model", "created": 0, "owned_by": model.backend}
 
 
-def models_body(models: Sequence[ModelEntry]) -> dict[str, object]:
+def models_body(models: Sequence[ModelInfo]) -> dict[str, object]:
     """The ``list`` of models."""
     return {"object": "list", "data": [model_body(m) for m in models]}
 
@@ -391,13 +354,13 @@ def _model(fields: Mapping[str, object]) -> str:
     return model
 
 
-def _messages(raw: object) -> tuple[Message, ...]:
+def _messages(raw: object) -> tuple[ChatMessage, ...]:
     if not isinstance(raw, list) or not raw:
         raise ApiError(400, "messages must be a non-empty list", param="messages")
     return tuple(_message(index, item) for index, item in enumerate(raw))
 
 
-def _message(index: int, raw: object) -> Message:
+def _message(index: int, raw: object) -> ChatMessage:
     where = f"messages[{index}]"
     if not isinstance(raw, dict):
         raise ApiError(400, f"{where} must be an object", param=where)
@@ -417,7 +380,7 @@ def _message(index: int, raw: object) -> Message:
                 param=f"{where}.{name}",
                 code="unsupported_parameter",
             )
-    return Message(_ROLES[str(role)], _content(where, raw.get("content")))
+    return ChatMessage(_ROLES[str(role)], _content(where, raw.get("content")))
 
 
 def _content(where: str, raw: object) -> str:

@@ -1,10 +1,10 @@
 """HTTP handlers of ``/openai/v1``: bodies in, OpenAI's JSON or server-sent events out.
 
-Each handler reads the caller's bearer token (Envoy has verified it already: the route requires
-one), bounds and decodes the body, validates it (:mod:`.domain`), calls the inference service
-as the caller (:mod:`.upstream`) and renders OpenAI's shapes. Every refusal is an
-:class:`~sutazai.services.openai.errors.ApiError` rendered as OpenAI's error object with its
-HTTP status.
+Each handler bounds and decodes the body, parses it (:mod:`.domain`), calls the engine as the
+request's caller (:mod:`.calls`: the bearer token Envoy verified is verified again there, with
+the role and rate limit of the gRPC method the endpoint stands for) and renders OpenAI's
+shapes. Every refusal is an :class:`~.errors.ApiError` rendered as OpenAI's error object with
+its HTTP status.
 
 A stream answers 200 with ``text/event-stream`` only once the first event of the reply is in:
 a call refused before any text (an unknown model, a bad option, a full queue, a backend down)
@@ -30,7 +30,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from sutazai.runtime import context as rpc_context
-from sutazai.services.openai.domain import (
+from sutazai.services.inference.domain import Delta, Done, GenerationEvent
+from sutazai.services.inference.openai_api.calls import EngineCalls
+from sutazai.services.inference.openai_api.domain import (
     SSE_KEEPALIVE,
     ChatRequest,
     chunk_body,
@@ -44,32 +46,35 @@ from sutazai.services.openai.domain import (
     sse_event,
     usage_chunk_body,
 )
-from sutazai.services.openai.errors import ApiError
-from sutazai.services.openai.upstream import Delta, Finished, Inference
+from sutazai.services.inference.openai_api.errors import ApiError, timed_out
 
 log = structlog.get_logger(__name__)
 
 API_PREFIX: Final = "/openai/v1"
 HEALTH_PATH: Final = "/healthz"
 """Envoy's health check (on the socket only: no edge route leads here)."""
-_BEARER: Final = "bearer "
-_MAX_TOKEN_CHARS: Final = 8192
-"""An access token is well under 1 KiB; Envoy bounds headers too."""
 
 
 class OpenAIHandlers:
-    """The endpoints, over one :class:`~sutazai.services.openai.upstream.Inference`."""
+    """The endpoints, over the engine's :class:`~.calls.EngineCalls`."""
 
     def __init__(
-        self, inference: Inference, *, max_body_bytes: int, keepalive_seconds: float = 15.0
+        self,
+        calls: EngineCalls,
+        *,
+        max_body_bytes: int,
+        generation_timeout: float,
+        keepalive_seconds: float = 15.0,
     ) -> None:
-        """Answer with ``inference``.
+        """Answer with ``calls``.
 
-        Bodies over ``max_body_bytes`` are refused (413); a stream gets an SSE comment after
-        ``keepalive_seconds`` without an event.
+        Bodies over ``max_body_bytes`` are refused (413); a generation gets
+        ``generation_timeout`` seconds in all (504 beyond, or an error event once streaming); a
+        stream gets an SSE comment after ``keepalive_seconds`` without an event.
         """
-        self._inference = inference
+        self._calls = calls
         self._max_body_bytes = max_body_bytes
+        self._generation_timeout = generation_timeout
         self._keepalive_seconds = keepalive_seconds
         self.serving = True
         """Whether the health check passes (false while the instance drains)."""
@@ -102,13 +107,12 @@ class OpenAIHandlers:
 
     async def list_models(self, request: Request) -> Response:
         """``GET /models``."""
-        models = await self._inference.models(_token(request))
-        return JSONResponse(models_body(models))
+        return JSONResponse(models_body(await self._calls.models(request.headers)))
 
     async def get_model(self, request: Request) -> Response:
         """``GET /models/{model}``: 404 for a model no backend offers."""
         name = request.path_params["model"]
-        for model in await self._inference.models(_token(request)):
+        for model in await self._calls.models(request.headers):
             if model.name == name:
                 return JSONResponse(model_body(model))
         raise ApiError(
@@ -120,28 +124,42 @@ class OpenAIHandlers:
 
     async def chat_completions(self, request: Request) -> Response:
         """``POST /chat/completions``: one JSON reply, or SSE chunks with ``stream: true``."""
-        token = _token(request)
         chat = parse_chat_request(await self._json(request))
         completion_id, created = new_completion_id(), int(time.time())
-        events = self._inference.generate(token, chat)
+        events = self._calls.generate(request.headers, chat)
         if not chat.stream:
-            return JSONResponse(await _whole_reply(events, chat, completion_id, created))
-        # Wait for the first event, so a refusal still gets its own HTTP status.
-        first = await _next_or_none(events)
-        if isinstance(first, ApiError):
-            await events.aclose()
-            raise first
+            try:
+                async with asyncio.timeout(self._generation_timeout):
+                    body = await _whole_reply(events, chat, completion_id, created)
+            except TimeoutError:
+                raise timed_out() from None
+            finally:
+                await events.aclose()
+            return JSONResponse(body)
+        # One reader task per stream iterates the whole generation (so one deadline covers it)
+        # and hands the events over a queue; a ticker adds a keep-alive after a quiet spell.
+        # Per token that is a queue hand-off, where a wait with a timeout per token made a task
+        # and a timer for each (docs/benchmarks.md).
+        queue: asyncio.Queue[_Relayed] = asyncio.Queue(RELAY_BUFFER)
+        relay = asyncio.ensure_future(_relay(events, queue, self._generation_timeout))
+        try:
+            # Wait for the first event, so a refusal still gets its own HTTP status.
+            first = await queue.get()
+            if isinstance(first, ApiError):
+                raise first
+        except BaseException:
+            await _stopped(relay, events)
+            raise
         return StreamingResponse(
-            self._sse(first, events, chat, completion_id, created),
+            self._sse(first, queue, relay, events, chat, completion_id, created),
             media_type="text/event-stream",
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
         )
 
     async def embeddings(self, request: Request) -> Response:
         """``POST /embeddings``."""
-        token = _token(request)
         embed = parse_embedding_request(await self._json(request))
-        result = await self._inference.embed(token, embed)
+        result = await self._calls.embed(request.headers, embed)
         return JSONResponse(
             embeddings_body(embed, result.model, result.vectors, result.prompt_tokens)
         )
@@ -166,8 +184,10 @@ class OpenAIHandlers:
 
     async def _sse(
         self,
-        first: Delta | Finished | ApiError | None,
-        events: AsyncGenerator[Delta | Finished, None],
+        first: _Relayed,
+        queue: asyncio.Queue[_Relayed],
+        relay: asyncio.Future[None],
+        events: AsyncGenerator[GenerationEvent, None],
         chat: ChatRequest,
         completion_id: str,
         created: int,
@@ -186,15 +206,8 @@ class OpenAIHandlers:
             )
 
         yield chunk({"role": "assistant", "content": ""})
-        # One reader task per stream hands the events over a queue, and a ticker adds a
-        # keep-alive after a quiet spell: per token that is a queue hand-off, where a wait
-        # with a timeout per token made a task and a timer for each (docs/benchmarks.md).
-        queue: asyncio.Queue[_Relayed] = asyncio.Queue(RELAY_BUFFER)
         quiet = _Quiet(self._keepalive_seconds)
-        helpers = [
-            asyncio.ensure_future(_relay(events, queue)),
-            asyncio.ensure_future(quiet.tick(queue)),
-        ]
+        ticker = asyncio.ensure_future(quiet.tick(queue))
         event: _Relayed = first
         try:
             while True:
@@ -211,9 +224,9 @@ class OpenAIHandlers:
                         ).body()
                     )
                     return
-                elif isinstance(event, Finished):
+                elif isinstance(event, Done):
                     model = event.model or model
-                    yield chunk({}, event.finish_reason)
+                    yield chunk({}, event.reason.value)
                     if chat.include_usage:
                         yield sse_event(
                             usage_chunk_body(
@@ -232,12 +245,7 @@ class OpenAIHandlers:
                 event = await queue.get()
         finally:
             # The client went away (or the stream ended): stop generating at once.
-            for helper in helpers:
-                helper.cancel()
-            with contextlib.suppress(BaseException):
-                await asyncio.gather(*helpers, return_exceptions=True)
-            with contextlib.suppress(BaseException):
-                await events.aclose()
+            await _stopped(ticker, relay, events)
 
 
 RELAY_BUFFER = 64
@@ -250,18 +258,41 @@ class _KeepAlive:
 
 
 _KEEPALIVE = _KeepAlive()
-_Relayed = Delta | Finished | ApiError | None | _KeepAlive
+_Relayed = Delta | Done | ApiError | None | _KeepAlive
 
 
 async def _relay(
-    events: AsyncGenerator[Delta | Finished, None], queue: asyncio.Queue[_Relayed]
+    events: AsyncGenerator[GenerationEvent, None], queue: asyncio.Queue[_Relayed], seconds: float
 ) -> None:
-    """Queue every event of ``events`` up to and including the last (``None`` at its end)."""
-    while True:
-        event = await _next_or_none(events)
-        await queue.put(event)
-        if not isinstance(event, Delta):
-            return
+    """Queue every event of ``events`` up to and including the last (``None`` at its end).
+
+    A generation still going after ``seconds`` ends with a 504 error event.
+    """
+    try:
+        async with asyncio.timeout(seconds):
+            while True:
+                event = await _next_or_none(events)
+                await queue.put(event)
+                if not isinstance(event, Delta):
+                    return
+    except TimeoutError:
+        await queue.put(timed_out())
+    except Exception:
+        # A failure that is not the engine's (those are ApiErrors): the stream must still end.
+        log.exception("openai.relay_failed")
+        await queue.put(ApiError(500, "internal error", kind="server_error"))
+
+
+async def _stopped(*parts: asyncio.Future[None] | AsyncGenerator[GenerationEvent, None]) -> None:
+    """Cancel a stream's tasks and close its generation (which stops it), whatever happens."""
+    for part in parts:
+        if isinstance(part, asyncio.Future):
+            part.cancel()
+            with contextlib.suppress(BaseException):
+                await part
+        else:
+            with contextlib.suppress(BaseException):
+                await part.aclose()
 
 
 class _Quiet:
@@ -326,7 +357,7 @@ def error_response(error: ApiError) -> JSONResponse:
 
 
 async def _whole_reply(
-    events: AsyncGenerator[Delta | Finished, None],
+    events: AsyncGenerator[GenerationEvent, None],
     chat: ChatRequest,
     completion_id: str,
     created: int,
@@ -341,7 +372,7 @@ async def _whole_reply(
             created=created,
             model=event.model or chat.model,
             text="".join(parts),
-            finish_reason=event.finish_reason,
+            finish_reason=event.reason.value,
             prompt_tokens=event.prompt_tokens,
             completion_tokens=event.completion_tokens,
         )
@@ -349,8 +380,8 @@ async def _whole_reply(
 
 
 async def _next_or_none(
-    events: AsyncGenerator[Delta | Finished, None],
-) -> Delta | Finished | ApiError | None:
+    events: AsyncGenerator[GenerationEvent, None],
+) -> Delta | Done | ApiError | None:
     """The next event; a failure as its :class:`ApiError`; ``None`` at the end."""
     try:
         return await anext(events)
@@ -358,18 +389,6 @@ async def _next_or_none(
         return None
     except ApiError as exc:
         return exc
-
-
-def _token(request: Request) -> str:
-    """The caller's bearer token (401 without one: Envoy lets none through, this is defence)."""
-    header = request.headers.get("authorization", "")
-    if not header.lower().startswith(_BEARER) or len(header) > _MAX_TOKEN_CHARS:
-        raise ApiError(
-            401,
-            "a bearer token is required (Authorization: Bearer <mesh access token>)",
-            code="invalid_api_key",
-        )
-    return header[len(_BEARER) :].strip()
 
 
 def _too_large(limit: int) -> ApiError:

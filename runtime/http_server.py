@@ -1,11 +1,7 @@
-"""Wiring of the OpenAI-compatible API: a Starlette app served by uvicorn on the instance's socket.
+"""An ASGI app served by uvicorn on an instance's HTTP socket (:class:`~.server.HttpServer`).
 
-The instance is a mesh service like the others (``deploy/mesh.toml``, the registry, SIGTERM
-drain), except that its Unix socket speaks HTTP/1.1 instead of gRPC: the gateway gives its
-``http_prefixes`` (``/openai/``) an HTTP cluster whose endpoints are these sockets. Its gRPC
-server, on the loopback port only, serves health and reflection, so the system service probes it
-like every instance. It keeps no state and holds no credentials of its own: each request is
-sent on to the inference service through the edge with the caller's token.
+The :class:`~sutazai.runtime.server.ServiceHost` binds it to the instance's second Unix socket,
+runs it beside the gRPC server and stops it when the instance drains; Envoy is its only peer.
 """
 
 from __future__ import annotations
@@ -18,63 +14,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Final
 
-import structlog
 import uvicorn
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-
-from sutazai.client.channel import edge_channel
-from sutazai.runtime.server import ServiceHost, join_registry, serve_until_stopped
-from sutazai.runtime.settings import MeshSettings, ServiceSettings
-from sutazai.services.openai.handlers import OpenAIHandlers, http_exception
-from sutazai.services.openai.upstream import Inference, edge_interceptors
-
-log = structlog.get_logger(__name__)
-
-SERVICE_NAME: Final = "openai"
-"""The table of ``deploy/mesh.toml``, registry key prefix and principal of this service."""
+from starlette.types import ASGIApp
 
 _BACKLOG: Final = 512
 _MAX_CONNECTIONS: Final = 1024
 """Connections uvicorn serves at once (503 beyond); Envoy's cluster allows as many."""
-
-
-async def serve(mesh: MeshSettings, service: ServiceSettings) -> None:
-    """Run one instance until SIGTERM/SIGINT or cancellation."""
-    await serve_until_stopped(build, mesh, service)
-
-
-async def build(
-    mesh: MeshSettings, service: ServiceSettings, stack: contextlib.AsyncExitStack
-) -> ServiceHost:
-    """The instance's edge channel and registry connection (closed by ``stack``), and its host."""
-    _, registry = await join_registry(mesh, SERVICE_NAME, stack)
-    channel = edge_channel(mesh, interceptors=edge_interceptors())
-    stack.push_async_callback(channel.close)
-    settings = mesh.openai_api
-    handlers = OpenAIHandlers(
-        Inference(
-            channel,
-            unary_timeout=settings.unary_timeout_seconds,
-            generation_timeout=settings.generation_timeout_seconds,
-        ),
-        max_body_bytes=settings.max_request_bytes,
-        keepalive_seconds=settings.keepalive_seconds,
-    )
-    return ServiceHost(
-        name=SERVICE_NAME,
-        mesh=mesh,
-        settings=service,
-        servicers=[],
-        registry=registry,
-        socket_server=HttpSocketServer(
-            Starlette(
-                routes=handlers.routes(),
-                exception_handlers={HTTPException: http_exception},
-            ),
-            on_stop=handlers.stop_serving,
-        ),
-    )
 
 
 class _Server(uvicorn.Server):
@@ -92,7 +37,7 @@ class _Server(uvicorn.Server):
 class HttpSocketServer:
     """An ASGI app served by uvicorn (HTTP/1.1, h11) on a Unix socket the host hands over."""
 
-    def __init__(self, app: Starlette, *, on_stop: Callable[[], None] | None = None) -> None:
+    def __init__(self, app: ASGIApp, *, on_stop: Callable[[], None] | None = None) -> None:
         """Serve ``app``; ``on_stop`` runs when stopping begins."""
         self._app = app
         self._on_stop = on_stop

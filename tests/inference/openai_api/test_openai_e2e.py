@@ -1,7 +1,7 @@
 """The OpenAI-compatible API through Envoy, with the official ``openai`` client and raw HTTP.
 
-The whole session mesh runs (``mesh_services``): Envoy routes ``/openai/`` to the ``openai``
-service, which calls the inference service back through Envoy as the caller; the embedded
+The whole session mesh runs (``mesh_services``): Envoy routes ``/openai/`` to the inference
+service's HTTP socket, where the API calls the engine in process as the caller; the embedded
 SmolLM2 model answers for real. Generations are a few tokens long.
 """
 
@@ -209,3 +209,24 @@ async def test_the_edge_requires_a_token_on_the_prefix(mesh_services: MeshSettin
 
     assert reply.status_code == 401
     assert reply.json()["error"]["type"] == "invalid_request_error"
+
+
+async def test_the_service_checks_the_token_itself_behind_the_edge(
+    mesh_services: MeshSettings,
+) -> None:
+    """Another process on the host that reaches the HTTP socket is not let in without a token."""
+    (socket,) = mesh_services.run_dir.glob("inference.*.http.sock")
+    transport = httpx.AsyncHTTPTransport(uds=str(socket))
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://inference", timeout=TIMEOUT
+    ) as direct:
+        anonymous = await direct.get("/openai/v1/models")
+        forged = await direct.post(
+            "/openai/v1/chat/completions",
+            json={"model": MODEL, "messages": HELLO, "stream": True},
+            headers={"authorization": "Bearer not-a-token"},
+        )
+
+    assert anonymous.status_code == 401
+    assert anonymous.json()["error"]["code"] == "invalid_api_key"
+    assert forged.status_code == 401

@@ -1,23 +1,17 @@
-"""The OpenAI-compatible API's exception tree.
+"""The refusals of the OpenAI-compatible API, in OpenAI's error shape.
 
-OpenAIApiError     root of every error raised by :mod:`sutazai.services.openai`
-└── ApiError       an answer in OpenAI's error shape: HTTP status, message, type, param, code
-
-Every refusal (a bad request, an unknown model, a failed upstream call) is an :class:`ApiError`,
+Every refusal (a bad request, an unknown model, a failed engine call) is an :class:`ApiError`,
 which the handlers render as ``{"error": {"message", "type", "param", "code"}}`` with its HTTP
-status: the one shape OpenAI's clients parse.
-
-``tests/test_error_trees.py`` keeps this drawing complete and its branches true.
+status: the one shape OpenAI's clients parse. It is a branch of the inference service's tree
+(:mod:`sutazai.services.inference.errors`).
 """
 
 from __future__ import annotations
 
-
-class OpenAIApiError(Exception):
-    """Root of every error raised by :mod:`sutazai.services.openai`."""
+from sutazai.services.inference.errors import InferenceError
 
 
-class ApiError(OpenAIApiError):
+class ApiError(InferenceError):
     """A refusal to answer in OpenAI's error shape."""
 
     def __init__(
@@ -51,3 +45,8 @@ class ApiError(OpenAIApiError):
                 "code": self.code,
             }
         }
+
+
+def timed_out() -> ApiError:
+    """The call ran out of its time (HTTP 504, as OpenAI answers a timeout)."""
+    return ApiError(504, "the call ran out of time", kind="server_error", code="timeout")
