@@ -136,22 +136,20 @@ class OpenAIHandlers:
             finally:
                 await events.aclose()
             return JSONResponse(body)
-        # One reader task per stream iterates the whole generation (so one deadline covers it)
-        # and hands the events over a queue; a ticker adds a keep-alive after a quiet spell.
-        # Per token that is a queue hand-off, where a wait with a timeout per token made a task
-        # and a timer for each (docs/benchmarks.md).
-        queue: asyncio.Queue[_Relayed] = asyncio.Queue(RELAY_BUFFER)
-        relay = asyncio.ensure_future(_relay(events, queue, self._generation_timeout))
+        deadline = asyncio.get_running_loop().time() + self._generation_timeout
+        # Wait for the first event, so a refusal still gets its own HTTP status.
         try:
-            # Wait for the first event, so a refusal still gets its own HTTP status.
-            first = await queue.get()
-            if isinstance(first, ApiError):
-                raise first
-        except BaseException:
-            await _stopped(relay, events)
-            raise
+            async with asyncio.timeout_at(deadline):
+                first = await _next_or_none(events)
+        except TimeoutError:
+            first = timed_out()
+        if isinstance(first, ApiError):
+            await events.aclose()
+            raise first
+        # From here the response owns the generation: a generator it never got to start is
+        # closed by the event loop once it is dropped, like any other.
         return StreamingResponse(
-            self._sse(first, queue, relay, events, chat, completion_id, created),
+            self._sse(first, events, deadline, chat, completion_id, created),
             media_type="text/event-stream",
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
         )
@@ -184,10 +182,9 @@ class OpenAIHandlers:
 
     async def _sse(
         self,
-        first: _Relayed,
-        queue: asyncio.Queue[_Relayed],
-        relay: asyncio.Future[None],
+        first: Delta | Done | None,
         events: AsyncGenerator[GenerationEvent, None],
+        deadline: float,
         chat: ChatRequest,
         completion_id: str,
         created: int,
@@ -206,8 +203,15 @@ class OpenAIHandlers:
             )
 
         yield chunk({"role": "assistant", "content": ""})
+        # One reader task per stream hands the events over a queue, and a ticker adds a
+        # keep-alive after a quiet spell: per token that is a queue hand-off, where a wait
+        # with a timeout per token made a task and a timer for each (docs/benchmarks.md).
+        queue: asyncio.Queue[_Relayed] = asyncio.Queue(RELAY_BUFFER)
         quiet = _Quiet(self._keepalive_seconds)
-        ticker = asyncio.ensure_future(quiet.tick(queue))
+        helpers = [
+            asyncio.ensure_future(_relay(events, queue, deadline)),
+            asyncio.ensure_future(quiet.tick(queue)),
+        ]
         event: _Relayed = first
         try:
             while True:
@@ -245,7 +249,12 @@ class OpenAIHandlers:
                 event = await queue.get()
         finally:
             # The client went away (or the stream ended): stop generating at once.
-            await _stopped(ticker, relay, events)
+            for helper in helpers:
+                helper.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.gather(*helpers, return_exceptions=True)
+            with contextlib.suppress(BaseException):
+                await events.aclose()
 
 
 RELAY_BUFFER = 64
@@ -262,14 +271,14 @@ _Relayed = Delta | Done | ApiError | None | _KeepAlive
 
 
 async def _relay(
-    events: AsyncGenerator[GenerationEvent, None], queue: asyncio.Queue[_Relayed], seconds: float
+    events: AsyncGenerator[GenerationEvent, None], queue: asyncio.Queue[_Relayed], deadline: float
 ) -> None:
     """Queue every event of ``events`` up to and including the last (``None`` at its end).
 
-    A generation still going after ``seconds`` ends with a 504 error event.
+    A generation still going at ``deadline`` (the loop's clock) ends with a 504 error event.
     """
     try:
-        async with asyncio.timeout(seconds):
+        async with asyncio.timeout_at(deadline):
             while True:
                 event = await _next_or_none(events)
                 await queue.put(event)
@@ -281,18 +290,6 @@ async def _relay(
         # A failure that is not the engine's (those are ApiErrors): the stream must still end.
         log.exception("openai.relay_failed")
         await queue.put(ApiError(500, "internal error", kind="server_error"))
-
-
-async def _stopped(*parts: asyncio.Future[None] | AsyncGenerator[GenerationEvent, None]) -> None:
-    """Cancel a stream's tasks and close its generation (which stops it), whatever happens."""
-    for part in parts:
-        if isinstance(part, asyncio.Future):
-            part.cancel()
-            with contextlib.suppress(BaseException):
-                await part
-        else:
-            with contextlib.suppress(BaseException):
-                await part.aclose()
 
 
 class _Quiet:
