@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Final
 
+import anyio
 import uvicorn
 from starlette.types import ASGIApp
 
@@ -76,6 +77,10 @@ class HttpSocketServer:
             timeout_keep_alive=60,
         )
         self._server = _Server(config)
+        # Starlette's streaming responses run in an anyio task group, whose first use imports
+        # anyio's asyncio backend (about 40 ms): paid here, not by the first streamed reply.
+        async with anyio.create_task_group():
+            pass
         try:
             await self._server.serve(sockets=[self._socket])
         finally:
