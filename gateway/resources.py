@@ -24,7 +24,7 @@ Shape of the edge (FIELD_GUIDE sections 1 and 2):
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Final
@@ -389,11 +389,19 @@ def build_http_load_assignment(
     (:class:`~sutazai.gateway.registry_trust.RegistryTrust`).
     """
     serving = [i for i in instances if i.service == service.name and i.http_socket_path]
-    return _load_assignment(service.cluster, serving, http=True)
+    return _load_assignment(service.cluster, serving, address=http_endpoint_address)
+
+
+def http_endpoint_address(instance: ServiceInstance) -> Address:
+    """Where Envoy sends an instance its service's HTTP prefixes: its HTTP socket."""
+    return Address(pipe=Pipe(path=instance.http_socket_path))
 
 
 def _load_assignment(
-    cluster: str, instances: Iterable[ServiceInstance], *, http: bool = False
+    cluster: str,
+    instances: Iterable[ServiceInstance],
+    *,
+    address: Callable[[ServiceInstance], Address] = endpoint_address,
 ) -> ClusterLoadAssignment:
     serving = sorted(instances, key=lambda i: (i.host, i.port, i.instance_id))
     return ClusterLoadAssignment(
@@ -403,11 +411,7 @@ def _load_assignment(
                 lb_endpoints=[
                     LbEndpoint(
                         endpoint=Endpoint(
-                            address=(
-                                Address(pipe=Pipe(path=i.http_socket_path))
-                                if http
-                                else endpoint_address(i)
-                            ),
+                            address=address(i),
                             hostname=instance_label(i.service, i.instance_id),
                         )
                     )
