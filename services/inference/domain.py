@@ -290,3 +290,22 @@ def tokens_per_second(tokens: int, first: float | None, last: float | None) -> f
         return 0.0
     rate = (tokens - 1) / (last - first)
     return rate if math.isfinite(rate) else 0.0
+
+
+def generation_violations(
+    model: str, messages: Sequence[ChatMessage | None], options: Sampling
+) -> dict[str, str]:
+    """Every violation of a generation request: model name, conversation, options.
+
+    The one check of a generation, whether it came over gRPC, NATS or the OpenAI-compatible API.
+    """
+    return {
+        **name_violation("model", model),
+        **message_violations(messages),
+        **option_violations(options),
+    }
+
+
+def embedding_violations(model: str, inputs: Sequence[str]) -> dict[str, str]:
+    """Every violation of an embedding request: model name and inputs."""
+    return {**name_violation("model", model), **embed_violations(inputs)}

@@ -37,10 +37,9 @@ from sutazai.services.inference.domain import (
     Role,
     Sampling,
     Timing,
-    embed_violations,
-    message_violations,
+    embedding_violations,
+    generation_violations,
     name_violation,
-    option_violations,
 )
 from sutazai.services.inference.engine import BackendStatus, Inference
 from sutazai.services.inference.errors import (
@@ -125,7 +124,7 @@ class InferenceHandlers(pb_grpc.InferenceServiceServicer):
         self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext
     ) -> pb.EmbedResponse:
         """One vector per input."""
-        violations = {**name_violation("model", request.model), **embed_violations(request.inputs)}
+        violations = embedding_violations(request.model, request.inputs)
         if violations:
             raise invalid_argument(violations)
         try:
@@ -222,11 +221,7 @@ def _parsed(
         for m in request.messages
     ]
     options = _sampling(request.options)
-    violations = {
-        **name_violation("model", request.model),
-        **message_violations(messages),
-        **option_violations(options),
-    }
+    violations = generation_violations(request.model, messages, options)
     if violations:
         raise invalid_argument(violations)
     return [m for m in messages if m is not None], options

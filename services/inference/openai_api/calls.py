@@ -28,10 +28,8 @@ from sutazai.services.inference.domain import (
     EmbedResult,
     GenerationEvent,
     ModelInfo,
-    embed_violations,
-    message_violations,
-    name_violation,
-    option_violations,
+    embedding_violations,
+    generation_violations,
 )
 from sutazai.services.inference.engine import Inference
 from sutazai.services.inference.errors import InferenceError
@@ -81,11 +79,7 @@ class EngineCalls:
         """
         await self._admit(GENERATE_STREAM, headers)
         sampling = request.sampling
-        violations = {
-            **name_violation("model", request.model),
-            **message_violations(request.messages),
-            **option_violations(sampling),
-        }
+        violations = generation_violations(request.model, request.messages, sampling)
         if sampling.seed is not None and not -_INT64 <= sampling.seed < _INT64:
             violations["options.seed"] = "must fit in 64 bits"
         if violations:
@@ -99,10 +93,7 @@ class EngineCalls:
     async def embed(self, headers: Mapping[str, str], request: EmbeddingRequest) -> EmbedResult:
         """One vector per input."""
         await self._admit(EMBED, headers)
-        violations = {
-            **name_violation("model", request.model),
-            **embed_violations(request.inputs),
-        }
+        violations = embedding_violations(request.model, request.inputs)
         if violations:
             raise api_error(invalid_argument(violations))
         try:
