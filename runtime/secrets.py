@@ -16,7 +16,9 @@ The file (``<state dir>/secrets.json``)::
 
 A secret that is missing (a state directory from an older release, a service added to the
 catalog) is generated and added by :func:`ensure_secrets`; existing ones are never changed.
-Retired fields (the shared ``postgres_app_password`` of older releases) are dropped.
+Retired fields (the shared ``postgres_app_password`` of older releases) are dropped, and so,
+when the caller names the whole mesh (``retire=True``), are the passwords of principals and
+services it no longer has.
 """
 
 from __future__ import annotations
@@ -105,13 +107,20 @@ def load_secrets(state_dir: Path) -> MeshSecrets:
 
 
 def ensure_secrets(
-    state_dir: Path, *, nats_principals: Iterable[str] = (), services: Iterable[str] = ()
+    state_dir: Path,
+    *,
+    nats_principals: Iterable[str] = (),
+    services: Iterable[str] = (),
+    retire: bool = False,
 ) -> MeshSecrets:
     """Return the state directory's secrets, generating and storing what is missing.
 
     On first use every secret is generated; afterwards only missing ones are added (a NATS
     principal or a service (PostgreSQL role, Redis user) not seen before, a field a newer
-    release introduced). The file is replaced
+    release introduced). With ``retire``, ``nats_principals`` and ``services`` are the whole
+    mesh and the passwords of any other (a service or agent removed from the catalog) are
+    dropped; without it they are kept (the caller may name only part of the mesh). The file is
+    replaced
     atomically with mode 0600, under a lock, so a crash or a concurrent caller never leaves a
     half-written, world-readable or doubly generated secret.
 
@@ -123,7 +132,7 @@ def ensure_secrets(
     path = secrets_path(state_dir)
     with exclusive_lock(state_dir / _LOCK_FILE):
         raw = _read(path) if path.exists() else {}
-        completed = _completed(raw, nats_principals, services)
+        completed = _completed(raw, nats_principals, services, retire=retire)
         secrets = _parse(path, completed)
         if completed != raw:
             replace_file(path, json.dumps(completed, indent=2))
@@ -147,9 +156,16 @@ def _read(path: Path) -> dict[str, object]:
 
 
 def _completed(
-    raw: Mapping[str, object], nats_principals: Iterable[str], services: Iterable[str]
+    raw: Mapping[str, object],
+    nats_principals: Iterable[str],
+    services: Iterable[str],
+    *,
+    retire: bool = False,
 ) -> dict[str, object]:
-    """``raw`` with every missing secret generated; unknown (retired) fields are dropped."""
+    """``raw`` with every missing secret generated; unknown (retired) fields are dropped.
+
+    With ``retire`` the password maps keep only the names wanted.
+    """
     completed: dict[str, object] = {name: raw.get(name) or _new_password() for name in _PASSWORDS}
     services = list(services)
     wanted = {
@@ -161,7 +177,8 @@ def _completed(
         passwords = raw.get(field_name, {})
         # A malformed value is kept as it is, for _parse to reject, rather than silently replaced.
         if isinstance(passwords, dict):
-            passwords = {**passwords, **{n: _new_password() for n in names if n not in passwords}}
+            kept = {n: p for n, p in passwords.items() if n in names} if retire else passwords
+            passwords = {**kept, **{n: _new_password() for n in names if n not in passwords}}
         completed[field_name] = passwords
     return completed
 

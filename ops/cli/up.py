@@ -48,11 +48,12 @@ def up(
         require_safe_edge(settings)
     except ConfigurationError as exc:
         raise CliError(str(exc)) from exc
-    # Passwords and signing keys exist before any child (or the detached supervisor) reads them.
-    ensure_credentials(settings)
     running = running_supervisor(settings.state_dir)
     if running is not None:
         raise CliError(f"the mesh is already running (supervisor pid {running})")
+    # Passwords and signing keys exist before any child (or the detached supervisor) reads
+    # them; a running mesh's are left alone (this may retire a principal's).
+    ensure_credentials(settings)
     if detach:
         _start_detached(settings, timeout)
         return

@@ -23,12 +23,16 @@ def ensure_credentials(
     services: Iterable[str] | None = None,
     agents: Iterable[AgentEntry] | None = None,
 ) -> MeshSecrets:
-    """Generate what is missing: passwords and the signing key ring.
+    """Generate what is missing (passwords and the signing key ring); retire what is gone.
 
     A NATS password per principal (agents included), and a PostgreSQL role and a Redis user
     password per service (an agent has neither). Existing secrets and keys are kept (an HS256
     ring of an older release is replaced by an Ed25519 one); the public JWKS is rewritten from
-    the private ring. ``services`` and ``agents`` default to those of ``deploy/mesh.toml``.
+    the private ring. ``services`` and ``agents`` are the whole mesh (default: those of
+    ``deploy/mesh.toml``): the passwords and credentials files of any other principal (a
+    service or agent an older release had) are deleted, so that nothing keeps a secret for a
+    process that no longer exists. (Its NATS user and Redis user go with the next start, whose
+    configurations are rendered from the catalog; its PostgreSQL role is dropped then too.)
     Call it before anything reads ``settings.secrets``, which is read once per settings object.
 
     Raises:
@@ -39,9 +43,21 @@ def ensure_credentials(
     names = [entry.name for entry in load_catalog()] if services is None else list(services)
     agents = load_agents() if agents is None else list(agents)
     principals = [principal.name for principal in mesh_principals(names, agents)]
-    secrets = ensure_secrets(settings.state_dir, nats_principals=principals, services=names)
+    secrets = ensure_secrets(
+        settings.state_dir, nats_principals=principals, services=names, retire=True
+    )
+    _delete_credentials_except(settings.state_dir / CREDENTIALS_DIR, set(principals))
     ensure_key_ring(settings.keys_file, settings.jwks_file)
     return secrets
+
+
+def _delete_credentials_except(directory: Path, principals: set[str]) -> None:
+    """Delete the credentials file of every principal not in ``principals``."""
+    if not directory.is_dir():
+        return
+    for path in directory.glob("*.json"):
+        if path.stem not in principals:
+            path.unlink(missing_ok=True)
 
 
 def write_principal_credentials(settings: MeshSettings, principal: str) -> Path:

@@ -94,6 +94,27 @@ def test_ensure_credentials_covers_every_service_agent_and_the_key_ring(tmp_path
     assert not [jwk for jwk in public if "d" in jwk], "the public file holds no private key"
 
 
+def test_a_principal_gone_from_the_catalog_loses_its_secrets_and_credentials(
+    tmp_path: Path,
+) -> None:
+    settings = MeshSettings(state_dir=tmp_path)
+    before = ensure_credentials(settings, services=["system", "retired"], agents=[])
+    retired_file = write_principal_credentials(settings, "retired")
+    system_file = write_principal_credentials(settings, "system")
+    # A caller naming part of the mesh (the NATS component) keeps everything.
+    assert ensure_secrets(tmp_path, nats_principals=["admin"]) == before
+
+    after = ensure_credentials(settings, services=["system"], agents=[])
+    assert "retired" not in after.nats_passwords
+    assert "retired" not in after.postgres_passwords
+    assert "retired" not in after.redis_passwords
+    assert before.postgres_passwords["retired"] not in secrets_path(tmp_path).read_text()
+    assert after.postgres_passwords["system"] == before.postgres_passwords["system"]
+    assert after.nats_password("admin") == before.nats_password("admin")
+    assert not retired_file.exists()
+    assert system_file.exists()
+
+
 def test_principal_names_are_subject_tokens_and_not_reserved() -> None:
     names = [p.name for p in mesh_principals(["system", "auth", "system"])]
     assert names == ["admin", "gateway", "system", "auth"]

@@ -1,4 +1,5 @@
-"""PostgreSQL roles: the superuser kept for the supervisor, upgrades from one shared role."""
+"""PostgreSQL roles: the superuser kept for the supervisor, upgrades from one shared role, retired
+services' roles dropped."""
 
 from __future__ import annotations
 
@@ -12,13 +13,20 @@ import pytest
 
 from sutazai.ops.supervisor import ComponentSpec
 from sutazai.ops.supervisor.components.postgres import maintenance_dsn, postgres_component
-from sutazai.ops.supervisor.components.postgres_roles import LEGACY_APP_ROLE, scram_verifier
+from sutazai.ops.supervisor.components.postgres_roles import scram_verifier
 from sutazai.ops.supervisor.environment import child_environment
+from sutazai.runtime.credentials import CREDENTIALS_DIR
+from sutazai.runtime.deployment import load_catalog
 from sutazai.runtime.secrets import load_secrets, secrets_path
 from sutazai.runtime.settings import MeshSettings
 from tests.harness import MeshPorts, build_settings, new_state_dir, remove_state_dir, supervised
 
 pytestmark = pytest.mark.integration
+
+LEGACY_APP_ROLE = "sutazai_app"
+"""The one role every service shared in an older release."""
+RETIRED_ROLE = "sutazai_openai"
+"""The role of a service an older release had (``/openai/v1`` is now the inference service's)."""
 
 
 async def test_the_superuser_is_kept_for_administration(mesh_settings: MeshSettings) -> None:
@@ -66,13 +74,25 @@ def legacy_state_dir() -> Iterator[Path]:
         "postgres_password": "legacy-superuser-password",
         "postgres_app_password": "legacy-app-password",
         "redis_password": "legacy-redis-password",
-        "nats_passwords": {"admin": "legacy-admin-password"},
+        "nats_passwords": {"admin": "legacy-admin-password", "openai": "retired-nats-password"},
+        "postgres_passwords": {"openai": "retired-service-password"},
+        "redis_passwords": {"openai": "retired-redis-password"},
     }
     fd = os.open(secrets_path(path), os.O_WRONLY | os.O_CREAT, 0o600)
     with os.fdopen(fd, "w") as handle:
         json.dump(legacy, handle)
+    credentials = path / CREDENTIALS_DIR
+    credentials.mkdir(mode=0o700)
+    (credentials / "openai.json").write_text('{"principal": "openai"}')
     yield path
     remove_state_dir(path)
+
+
+def _retired_role_dsn(settings: MeshSettings) -> str:
+    return (
+        f"postgresql://{RETIRED_ROLE}:retired-service-password@{settings.internal_host}:"
+        f"{settings.postgres.port}/{settings.postgres.database}"
+    )
 
 
 # What the shared role of the older release owned: the database, every schema and table.
@@ -90,6 +110,14 @@ _LEGACY_LAYOUT = (
     "CREATE FUNCTION auth.legacy_f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
     "INSERT INTO audit.events (action, outcome) VALUES ('legacy.event', 'ok')",
     "RESET ROLE",
+    # A service of an older release, with a schema and data of its own and its own login.
+    "CREATE ROLE sutazai_openai LOGIN PASSWORD 'retired-service-password'",
+    "GRANT CONNECT ON DATABASE sutazai TO sutazai_openai",
+    "CREATE SCHEMA openai AUTHORIZATION sutazai_openai",
+    "SET ROLE sutazai_openai",
+    "CREATE TABLE openai.kept (note text)",
+    "INSERT INTO openai.kept (note) VALUES ('still here')",
+    "RESET ROLE",
 )
 
 
@@ -103,8 +131,15 @@ async def test_an_older_state_directory_is_upgraded_to_a_role_per_service(
     assert secrets.redis_password == "legacy-redis-password"
     assert secrets.nats_password("admin") == "legacy-admin-password"
     assert {"auth", "system"} <= set(secrets.postgres_passwords) & set(secrets.redis_passwords)
-    assert "postgres_app_password" not in secrets_path(legacy_state_dir).read_text()
+    # So are a retired service's passwords and credentials file.
+    text = secrets_path(legacy_state_dir).read_text()
+    assert "postgres_app_password" not in text
+    assert "retired-" not in text
+    assert "openai" not in secrets.nats_passwords
+    assert not (legacy_state_dir / CREDENTIALS_DIR / "openai.json").exists()
     assert secrets_path(legacy_state_dir).stat().st_mode & 0o777 == 0o600
+
+    services = [entry.name for entry in load_catalog()]
 
     def component() -> list[ComponentSpec]:
         return [postgres_component(settings, child_environment(settings))]
@@ -116,6 +151,9 @@ async def test_an_older_state_directory_is_upgraded_to_a_role_per_service(
                 await admin.execute(statement)
         finally:
             await admin.close()
+        retired = await asyncpg.connect(_retired_role_dsn(settings))
+        assert await retired.fetchval("SELECT count(*) FROM openai.kept") == 1
+        await retired.close()
 
     async with supervised(settings, component()):
         admin = await asyncpg.connect(maintenance_dsn(settings, "sutazai"))
@@ -144,10 +182,26 @@ async def test_an_older_state_directory_is_upgraded_to_a_role_per_service(
                 == settings.postgres.user
             )
             assert not await admin.fetchval(
-                "SELECT 1 FROM pg_roles WHERE rolname = $1", LEGACY_APP_ROLE
+                "SELECT 1 FROM pg_roles WHERE rolname = ANY($1::text[])",
+                [LEGACY_APP_ROLE, RETIRED_ROLE],
             )
+            # The retired service's data is kept, now the superuser's.
+            assert (
+                await admin.fetchval(
+                    "SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'openai'"
+                )
+                == settings.postgres.user
+            )
+            assert await admin.fetchval("SELECT note FROM openai.kept") == "still here"
+            # The audit owner (no login) and every service of the catalog keep their roles.
+            kept = [settings.postgres.audit_owner, *map(settings.postgres.service_role, services)]
+            assert await admin.fetchval(
+                "SELECT count(*) FROM pg_roles WHERE rolname = ANY($1::text[])", kept
+            ) == len(kept)
         finally:
             await admin.close()
+        with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError):
+            await asyncpg.connect(_retired_role_dsn(settings))
         auth = await asyncpg.connect(settings.as_principal("auth").postgres_dsn)
         try:
             assert await auth.fetchval("SELECT name FROM auth.legacy_users") == "ada"

@@ -25,8 +25,7 @@ import structlog
 
 from sutazai.ops.supervisor.binaries import postgres_bin_dir
 from sutazai.ops.supervisor.components.postgres_roles import (
-    LEGACY_APP_ROLE,
-    drop_legacy_role,
+    drop_retired_roles,
     ensure_database,
     ensure_login_role,
     ensure_owner_role,
@@ -205,7 +204,7 @@ async def _ensure_service_access(settings: MeshSettings, services: Sequence[str]
     """Create (or repair, or upgrade) the roles, the database, the schemas and the grants.
 
     Idempotent. Runs as the superuser: first in the maintenance database (roles, the mesh
-    database), then in the mesh database (schemas, the audit log, grants, the legacy role).
+    database), then in the mesh database (schemas, the audit log, grants, retired roles).
     """
     pg = settings.postgres
     roles = {service: pg.service_role(service) for service in services}
@@ -239,8 +238,11 @@ async def _ensure_service_access(settings: MeshSettings, services: Sequence[str]
             await grant_audit_access(
                 connection, audit.SCHEMA, writers=roles.values(), readers=readers
             )
-            if await drop_legacy_role(connection, LEGACY_APP_ROLE, heir=pg.user):
-                log.info("postgres.legacy_role_dropped", role=LEGACY_APP_ROLE)
+            retired = await drop_retired_roles(
+                connection, prefix=pg.role_prefix, keep=roles.values(), heir=pg.user
+            )
+            if retired:
+                log.info("postgres.retired_roles_dropped", roles=retired)
         finally:
             await connection.close()
     except (OSError, asyncpg.PostgresError, MigrationError) as exc:

@@ -12,7 +12,9 @@ Everything here is idempotent and runs after every start of the embedded server.
 directory of an older release, where every service shared the role ``sutazai_app`` that owned
 the database and every schema, is upgraded in place: schemas and everything in them are handed
 to their new owners, then what the old role still owns goes to the superuser and the role is
-dropped.
+dropped. So is the role of a service the catalog no longer has (``sutazai_openai``, once
+``/openai/v1`` moved into the inference service): its data stays, owned by the superuser, and
+nobody can log in with the old password.
 """
 
 from __future__ import annotations
@@ -57,10 +59,6 @@ def quote_identifier(name: str) -> str:
 
 def _quote_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
-
-
-LEGACY_APP_ROLE = "sutazai_app"
-"""The one role every service shared before each had its own (dropped on upgrade)."""
 
 
 async def ensure_login_role(connection: asyncpg.Connection, role: str, password: str) -> None:
@@ -156,15 +154,31 @@ async def grant_audit_access(
         await connection.execute(f"GRANT SELECT ON {table} TO {quote_identifier(reader)}")
 
 
-async def drop_legacy_role(connection: asyncpg.Connection, role: str, heir: str) -> bool:
-    """Drop the shared role of older releases, if it exists; what it still owns goes to ``heir``.
+async def drop_retired_roles(
+    connection: asyncpg.Connection, *, prefix: str, keep: Iterable[str], heir: str
+) -> list[str]:
+    """Drop every login role named ``<prefix>...`` but those in ``keep``; return their names.
 
-    Returns whether there was one to drop.
+    Such a role belongs to a service of an older release (or is the one role all services
+    shared before each had its own). What it still owns goes to ``heir`` (the superuser), so no
+    data is lost; its grants go with it. The superuser and roles that cannot log in (the audit
+    log's owner) are never touched, nor is anything when ``prefix`` is empty.
     """
-    if not await connection.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
-        return False
-    old, new = quote_identifier(role), quote_identifier(heir)
-    await connection.execute(f"REASSIGN OWNED BY {old} TO {new}")
-    await connection.execute(f"DROP OWNED BY {old}")
-    await connection.execute(f"DROP ROLE {old}")
-    return True
+    if not prefix:
+        return []
+    retired = [
+        row["rolname"]
+        for row in await connection.fetch(
+            "SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1) AND rolcanlogin "
+            "AND NOT rolsuper AND rolname <> ALL($2::text[]) ORDER BY rolname",
+            prefix,
+            [*keep, heir],
+        )
+    ]
+    new = quote_identifier(heir)
+    for role in retired:
+        old = quote_identifier(role)
+        await connection.execute(f"REASSIGN OWNED BY {old} TO {new}")
+        await connection.execute(f"DROP OWNED BY {old}")
+        await connection.execute(f"DROP ROLE {old}")
+    return retired
