@@ -117,6 +117,7 @@ from sutazai.gateway.local_replies import local_reply_config
 from sutazai.gateway.names import EDGE_LISTENER, EDGE_ROUTES, EDGE_STAT_PREFIX, XDS_CLUSTER
 from sutazai.registry.v1.registry_pb2 import ServiceInstance
 from sutazai.runtime.context import CLIENT_ADDRESS_HEADER
+from sutazai.runtime.envoy import http_cluster
 from sutazai.runtime.registry import instance_label
 from sutazai.runtime.settings import AuthSettings, EdgeSettings, MeshSettings
 
@@ -136,8 +137,6 @@ RETRY_ON_IDEMPOTENT: Final = "connect-failure,refused-stream,unavailable,reset"
 # An HTTP service's request is retried only when it cannot have reached the application.
 RETRY_ON_HTTP: Final = "connect-failure,refused-stream,reset-before-request"
 
-HTTP_CLUSTER_PREFIX: Final = "http."
-"""Clusters of HTTP services are ``http.<service>`` (gRPC clusters are ``sutazai.…``)."""
 HTTP_HEALTH_PATH: Final = "/healthz"
 """Where Envoy checks an HTTP service instance (on its socket; no edge route reaches it)."""
 
@@ -233,7 +232,7 @@ class HttpService:
     @property
     def cluster(self) -> str:
         """Its Envoy cluster's name."""
-        return f"{HTTP_CLUSTER_PREFIX}{self.name}"
+        return http_cluster(self.name)
 
 
 def http_services(owners: dict[str, tuple[str, ...]]) -> tuple[HttpService, ...]:

@@ -10,3 +10,12 @@ from typing import Final
 
 EDGE_STAT_PREFIX: Final = "edge"
 """Stat prefix of the edge's HTTP connection manager (``http.edge.*`` in Envoy stats)."""
+
+HTTP_CLUSTER_PREFIX: Final = "http."
+"""Clusters of services' HTTP routes are ``http.<service>`` (a gRPC service's cluster is named
+after the gRPC service, ``sutazai.…``)."""
+
+
+def http_cluster(service: str) -> str:
+    """The Envoy cluster of ``service``'s HTTP routes (its ``http_prefixes``)."""
+    return f"{HTTP_CLUSTER_PREFIX}{service}"

@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import Enum
 
 from sutazai.system.v1 import system_service_pb2 as system_pb
-from sutazai.tui.format import millis, percent
+from sutazai.tui.format import millis, percent, traffic_key
 
 
 class Severity(Enum):
@@ -85,13 +85,13 @@ class AlertBook:
             if figures.requests_per_second <= 0:
                 continue
             if figures.error_rate > limits.error_rate:
-                found[f"error_rate:{service.grpc_service}"] = (
+                found[f"error_rate:{traffic_key(service)}"] = (
                     Severity.WARNING,
                     service.service,
                     f"error rate {percent(figures.error_rate)} > {percent(limits.error_rate)}",
                 )
             if figures.p99_ms > limits.p99_ms:
-                found[f"p99:{service.grpc_service}"] = (
+                found[f"p99:{traffic_key(service)}"] = (
                     Severity.WARNING,
                     service.service,
                     f"p99 {millis(figures.p99_ms)} ms > {millis(limits.p99_ms)} ms",

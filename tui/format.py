@@ -185,6 +185,18 @@ _LOG_FRAME_KEYS = frozenset({"event", "level", "timestamp", "service"})
 component is the one being followed)."""
 
 
+def traffic_key(traffic: system_pb.ServiceTraffic) -> str:
+    """One traffic row's stable key: its gRPC service, or ``http:<service>`` for HTTP routes."""
+    return traffic.grpc_service or f"http:{traffic.service}"
+
+
+def traffic_part(traffic: system_pb.ServiceTraffic) -> str:
+    """Which of its service's rows: ``AuthService``, or the HTTP prefixes (``/openai/``)."""
+    if traffic.grpc_service:
+        return traffic.grpc_service.rsplit(".", 1)[-1]
+    return " ".join(traffic.http_prefixes) or "HTTP"
+
+
 def log_line(text: str) -> str:
     """A log line as the Logs screen shows it: structured lines compacted, others as written.
 

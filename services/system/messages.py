@@ -53,6 +53,7 @@ def _service_traffic(traffic: ServiceTraffic) -> pb.ServiceTraffic:
         service=traffic.service,
         grpc_service=traffic.grpc_service,
         figures=_figures(traffic.figures),
+        http_prefixes=traffic.http_prefixes,
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Final
 
@@ -34,6 +34,7 @@ from sutazai.services.system.domain.inventory import (
 from sutazai.services.system.domain.traffic import (
     EnvoyReading,
     TrafficSample,
+    Upstream,
     parse_stats,
     traffic_between,
 )
@@ -50,7 +51,7 @@ def stats_filter(edge_stat_prefix: str) -> str:
     """Envoy's ``/stats`` ``filter`` regex: only the stats :mod:`.domain.traffic` reads."""
     edge = edge_stat_prefix.replace(".", r"\.")
     return (
-        r"^(cluster\..+\.(grpc\.[0-9]+|upstream_rq_active|upstream_rq_time)"
+        r"^(cluster\..+\.(grpc\.[0-9]+|upstream_rq_(active|time|completed|4xx|5xx))"
         rf"|http\.{edge}\.downstream_rq_(completed|4xx|5xx|active|time))$"
     )
 
@@ -61,17 +62,14 @@ class TrafficSampler:
     def __init__(
         self,
         admin: httpx.AsyncClient,
-        owners: Mapping[str, str],
+        upstreams: Iterable[Upstream],
         *,
         edge_stat_prefix: str,
         interval: float,
     ) -> None:
-        """Sample through ``admin`` (Envoy's admin socket) the clusters ``owners`` names.
-
-        ``owners`` maps each gRPC service (an Envoy cluster) to the mesh service owning it.
-        """
+        """Sample through ``admin`` (Envoy's admin socket) the clusters of ``upstreams``."""
         self._admin = admin
-        self._owners = dict(owners)
+        self._upstreams = tuple(upstreams)
         self._edge = edge_stat_prefix
         self._interval = interval
         self._previous: EnvoyReading | None = None
@@ -96,11 +94,11 @@ class TrafficSampler:
         reply.raise_for_status()
         reading = parse_stats(
             reply.json(),
-            clusters=self._owners,
+            upstreams=self._upstreams,
             edge_stat_prefix=self._edge,
             taken_at=datetime.now(UTC),
         )
-        sample = traffic_between(self._previous, reading, self._owners)
+        sample = traffic_between(self._previous, reading, self._upstreams)
         self._previous = reading
         self.samples.publish(sample)
         return sample

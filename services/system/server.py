@@ -13,8 +13,8 @@ from redis.retry import Retry
 
 from sutazai.runtime.audit import AuditLog
 from sutazai.runtime.auth import open_guard
-from sutazai.runtime.deployment import grpc_owners, load_catalog
-from sutazai.runtime.envoy import EDGE_STAT_PREFIX
+from sutazai.runtime.deployment import grpc_owners, http_owners, load_catalog
+from sutazai.runtime.envoy import EDGE_STAT_PREFIX, http_cluster
 from sutazai.runtime.postgres import open_pool
 from sutazai.runtime.registry import instance_label
 from sutazai.runtime.server import (
@@ -29,6 +29,7 @@ from sutazai.runtime.sockets import envoy_admin_client
 from sutazai.runtime.stream_slots import StreamSlots
 from sutazai.services.system.domain import StatusBoard
 from sutazai.services.system.domain.inventory import Deployed
+from sutazai.services.system.domain.traffic import Upstream
 from sutazai.services.system.handlers import SystemHandlers
 from sutazai.services.system.log_reader import LogReader
 from sutazai.services.system.prober import Prober, follow_registry
@@ -98,7 +99,17 @@ async def build(
     instances.on_lost = prober.wake
     traffic = TrafficSampler(
         envoy_admin,
-        {grpc: owner for owner, grpcs in grpc_owners(catalog).items() for grpc in grpcs},
+        [
+            *(
+                Upstream.grpc(grpc, owner)
+                for owner, grpcs in grpc_owners(catalog).items()
+                for grpc in grpcs
+            ),
+            *(
+                Upstream.http(http_cluster(owner), owner, prefixes)
+                for owner, prefixes in http_owners(catalog).items()
+            ),
+        ],
         edge_stat_prefix=EDGE_STAT_PREFIX,
         interval=service.traffic_interval_seconds,
     )

@@ -180,6 +180,51 @@ async def test_traffic_shows_request_and_client_error_rates_of_auth(
     assert sample.edge.requests_per_second > 0
 
 
+async def test_traffic_shows_the_http_routes_of_the_inference_service(
+    mesh_services: MeshSettings,
+    channel: grpc.aio.Channel,
+    signed_in: tuple[tuple[str, str], ...],
+    operator_token: str,
+) -> None:
+    call = pb_grpc.SystemServiceStub(channel).WatchTraffic(
+        pb.WatchTrafficRequest(), metadata=signed_in
+    )
+
+    async def calls(api: httpx.AsyncClient) -> None:
+        # Model lists (200) and completions with a bad body (400), until the stream saw both.
+        while True:
+            assert (await api.get("/models")).status_code == 200
+            assert (await api.post("/chat/completions", json={"model": 5})).status_code == 400
+
+    def openai_busy(sample: pb.WatchTrafficResponse) -> bool:
+        routes = [s for s in sample.services if list(s.http_prefixes) == ["/openai/"]]
+        return bool(routes) and (
+            routes[0].figures.requests_per_second > 0 and routes[0].figures.client_error_rate > 0
+        )
+
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{mesh_services.envoy.port}/openai/v1",
+        headers={"authorization": f"Bearer {operator_token}"},
+        timeout=10,
+    ) as api:
+        caller = asyncio.create_task(calls(api))
+        try:
+            sample = await first_matching(call, openai_busy, within=20, what="/openai/ traffic")
+        finally:
+            call.cancel()
+            caller.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await caller
+
+    routes = next(s for s in sample.services if s.http_prefixes)
+    assert (routes.service, routes.grpc_service) == ("inference", "")
+    assert 0 < routes.figures.client_error_rate < 1
+    assert routes.figures.error_rate == 0
+    assert routes.figures.requests_total >= 2
+    # Beside it, the inference service's gRPC row.
+    assert "sutazai.inference.v1.InferenceService" in {s.grpc_service for s in sample.services}
+
+
 async def test_services_view_lists_each_service_with_a_healthy_instance(
     channel: grpc.aio.Channel, signed_in: tuple[tuple[str, str], ...]
 ) -> None:

@@ -53,7 +53,7 @@ def handlers(
         board,
         Prober([], board, interval=1.0),
         reporter="system/000000000000",
-        traffic=TrafficSampler(admin, {}, edge_stat_prefix="edge", interval=1.0),
+        traffic=TrafficSampler(admin, (), edge_stat_prefix="edge", interval=1.0),
         inventory=InventoryWatch(board, cast(Registry, None), admin, admin, []),
         streams=StreamSlots(streams, per_caller),
         logs=LogReader(state_dir),

@@ -4,6 +4,10 @@
 Envoy (``/stats?format=json&histogram_buckets=cumulative`` with the sampler's filter), taken
 around 12 ``Login`` calls through the edge that auth refused (6 INVALID_ARGUMENT, 6
 RESOURCE_EXHAUSTED), 10 ``GET /v1/system/status`` and one REST call Envoy refused itself (401).
+``data/envoy_stats_http_before.json`` and ``data/envoy_stats_http_after.json`` (the same
+filter, another mesh) were taken around calls of the inference service's ``/openai/v1``: three
+``GET /models`` (200), two chat completions with a bad body (400), ``GET /models/nope`` (404),
+and one ``GET /models`` without a token that Envoy refused itself (401).
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ from typing import Any
 
 import pytest
 
+from sutazai.runtime.envoy import http_cluster
 from sutazai.services.system.domain.traffic import (
     Buckets,
+    Upstream,
     parse_stats,
     traffic_between,
 )
@@ -24,7 +30,8 @@ from sutazai.services.system.domain.traffic import (
 DATA = Path(__file__).parent / "data"
 AUTH = "sutazai.auth.v1.AuthService"
 SYSTEM = "sutazai.system.v1.SystemService"
-OWNERS = {AUTH: "auth", SYSTEM: "system"}
+OWNERS = [Upstream.grpc(AUTH, "auth"), Upstream.grpc(SYSTEM, "system")]
+OPENAI = Upstream.http(http_cluster("inference"), "inference", ["/openai/"])
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 WINDOW = 4.0
 
@@ -34,7 +41,7 @@ def recorded(name: str) -> Any:
 
 
 def reading(name: str, at: datetime = T0) -> Any:
-    return parse_stats(recorded(name), clusters=OWNERS, edge_stat_prefix="edge", taken_at=at)
+    return parse_stats(recorded(name), upstreams=OWNERS, edge_stat_prefix="edge", taken_at=at)
 
 
 def stat(payload: Any, name: str) -> int:
@@ -112,17 +119,18 @@ def test_an_envoy_restart_between_readings_gives_no_rates() -> None:
 
 
 def test_a_cluster_without_stats_yet_counts_zero() -> None:
-    owners = {**OWNERS, "sutazai.chat.v1.ChatService": "chat"}
+    owners = [*OWNERS, Upstream.grpc("sutazai.chat.v1.ChatService", "chat"), OPENAI]
     parsed = parse_stats(
         recorded("envoy_stats_after.json"),
-        clusters=owners,
+        upstreams=owners,
         edge_stat_prefix="edge",
         taken_at=T0,
     )
     sample = traffic_between(None, parsed, owners)
 
-    chat = next(s for s in sample.services if s.service == "chat").figures
-    assert chat.requests_total == chat.active_requests == 0
+    for service in ("chat", "inference"):
+        figures = next(s for s in sample.services if s.service == service).figures
+        assert figures.requests_total == figures.active_requests == 0
 
 
 def test_server_errors_are_the_statuses_envoy_maps_to_5xx() -> None:
@@ -134,24 +142,54 @@ def test_server_errors_are_the_statuses_envoy_maps_to_5xx() -> None:
             ]
         }
 
-    earlier = parse_stats(payload(), clusters=[AUTH], edge_stat_prefix="edge", taken_at=T0)
+    earlier = parse_stats(payload(), upstreams=OWNERS[:1], edge_stat_prefix="edge", taken_at=T0)
     later = parse_stats(
         payload(c0=6, c14=2, c13=1, c5=1),  # OK, UNAVAILABLE, INTERNAL, NOT_FOUND
-        clusters=[AUTH],
+        upstreams=OWNERS[:1],
         edge_stat_prefix="edge",
         taken_at=T0 + timedelta(seconds=1),
     )
 
-    figures = traffic_between(earlier, later, {AUTH: "auth"}).services[0].figures
+    figures = traffic_between(earlier, later, OWNERS[:1]).services[0].figures
     assert figures.error_rate == 0.3
     assert figures.client_error_rate == 0.1
     assert figures.errors_total == 3
 
 
+def test_http_routes_count_http_statuses_of_their_cluster() -> None:
+    before, after = (
+        parse_stats(
+            recorded(f"envoy_stats_http_{name}.json"),
+            upstreams=[*OWNERS, OPENAI],
+            edge_stat_prefix="edge",
+            taken_at=at,
+        )
+        for name, at in (("before", T0), ("after", T0 + timedelta(seconds=WINDOW)))
+    )
+    sample = traffic_between(before, after, [*OWNERS, OPENAI])
+
+    assert [(s.service, s.grpc_service, s.http_prefixes) for s in sample.services] == [
+        ("auth", AUTH, ()),
+        ("inference", "", ("/openai/",)),
+        ("system", SYSTEM, ()),
+    ]
+    openai = sample.services[1].figures
+    # Six requests reached the service (the seventh, without a token, stopped at the edge):
+    # three 200s, and 400, 400 and 404 from the service.
+    assert openai.requests_per_second == 6 / WINDOW
+    assert openai.client_error_rate == 0.5
+    assert openai.error_rate == 0.0
+    assert openai.requests_total == stat(
+        recorded("envoy_stats_http_after.json"), "cluster.http.inference.upstream_rq_completed"
+    )
+    assert 0 < openai.p50_ms <= openai.p99_ms
+    assert sample.edge.requests_per_second == 7 / WINDOW
+
+
 @pytest.mark.parametrize("payload", [[], {"stats": None}, "LIVE"])
 def test_something_else_than_envoy_stats_is_refused(payload: Any) -> None:
     with pytest.raises(ValueError, match="not an Envoy"):
-        parse_stats(payload, clusters=[AUTH], edge_stat_prefix="edge", taken_at=T0)
+        parse_stats(payload, upstreams=OWNERS[:1], edge_stat_prefix="edge", taken_at=T0)
 
 
 def test_quantiles_interpolate_inside_the_bucket() -> None:

@@ -20,7 +20,7 @@ from sutazai.tui.widgets.banner import ConnectionBanner
 from sutazai.tui.widgets.tables import KeyedTable
 from tests.harness.waiting import wait_for
 from tests.tui.conftest import make_app
-from tests.tui.fake import OPERATOR, USER, FakeMesh, status, traffic
+from tests.tui.fake import OPERATOR, USER, FakeMesh, figures, status, traffic
 
 WAIT = 5.0
 
@@ -121,6 +121,33 @@ async def test_a_window_without_requests_shows_no_latency_or_error_rate(fake: Fa
         auth = "sutazai.auth.v1.AuthService"
         assert cell(app, "#traffic", auth, "rps") == "0.0"
         assert [cell(app, "#traffic", auth, c) for c in ("errors", "p50", "p99")] == ["—"] * 3
+
+
+async def test_a_service_serving_grpc_and_http_gets_a_row_for_each(fake: FakeMesh) -> None:
+    sample = traffic(0)
+    sample.services.add(
+        service="inference",
+        grpc_service="sutazai.inference.v1.InferenceService",
+        figures=figures(2.0, 0.0, 40.0, 90.0, 120),
+    )
+    sample.services.add(
+        service="inference", http_prefixes=["/openai/"], figures=figures(3.0, 0.5, 30.0, 80.0, 99)
+    )
+    fake.initial["traffic"] = [sample]
+    app = make_app(fake)
+    async with app.run_test(size=(100, 24)):
+        await on_screen(app, OverviewScreen)
+        await rows(app, "#traffic", 5)
+        grpc, http = "sutazai.inference.v1.InferenceService", "http:inference"
+        assert cell(app, "#traffic", grpc, "service") == "inference InferenceService"
+        assert cell(app, "#traffic", http, "service") == "inference /openai/"
+        assert cell(app, "#traffic", http, "rps") == "3.0"
+        assert cell(app, "#traffic", http, "errors") == "50.0%"
+        # Its error rate (over the default 5 %) is an alert of its own.
+        await wait_for(
+            lambda: "error_rate:http:inference" in app.screen.query_one("#alerts", KeyedTable).keys,
+            WAIT,
+        )
 
 
 async def test_without_a_saved_session_the_sign_in_screen_asks_and_refuses_a_wrong_password(

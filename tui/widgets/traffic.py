@@ -9,7 +9,7 @@ from rich.text import Text
 from textual.renderables.sparkline import Sparkline
 
 from sutazai.system.v1 import system_service_pb2 as system_pb
-from sutazai.tui.format import MISSING, count, millis, percent, rate
+from sutazai.tui.format import MISSING, count, millis, percent, rate, traffic_key, traffic_part
 from sutazai.tui.widgets.tables import Cell, KeyedTable
 
 TREND_WIDTH = 16
@@ -17,7 +17,7 @@ EDGE_KEY = "edge"
 
 
 class TrafficTable(KeyedTable):
-    """One row for the whole edge and one per gRPC service, from ``WatchTraffic``."""
+    """Rows from ``WatchTraffic``: the whole edge, each gRPC service, each service's HTTP routes."""
 
     def __init__(
         self,
@@ -57,10 +57,9 @@ class TrafficTable(KeyedTable):
         for service in sample.services:
             label = service.service
             if shared[service.service] > 1:
-                label = f"{label} {service.grpc_service.rsplit('.', 1)[-1]}"
-            rows[service.grpc_service] = self._row(
-                Text(label), service.grpc_service, service.figures, measured
-            )
+                label = f"{label} {traffic_part(service)}"
+            key = traffic_key(service)
+            rows[key] = self._row(Text(label), key, service.figures, measured)
         for key in [k for k in self._history if k not in rows]:
             del self._history[key]
         self.sync(rows)

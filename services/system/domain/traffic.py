@@ -7,6 +7,9 @@ Where each figure comes from (the payload is read with ``histogram_buckets=cumul
   router's ``upstream_rq_<xxx>`` only sees HTTP statuses, and a gRPC call's status travels in
   the trailers of an HTTP 200); requests in flight from ``cluster.C.upstream_rq_active``;
   latency from the ``cluster.C.upstream_rq_time`` histogram;
+* per mesh service with HTTP routes (cluster ``http.<service>``, e.g. ``/openai/v1`` of the
+  inference service): completed requests and their HTTP statuses from the router's
+  ``cluster.C.upstream_rq_completed``, ``_5xx`` and ``_4xx``; in flight and latency as above;
 * the edge (the HTTP connection manager's stat prefix ``E``): ``http.E.downstream_rq_completed``,
   ``_4xx``, ``_5xx``, ``_active`` and the ``http.E.downstream_rq_time`` histogram. These are
   HTTP statuses: REST answers and what the edge refuses at the HTTP level; a gRPC call's own
@@ -109,12 +112,36 @@ class Figures:
 
 
 @dataclass(frozen=True, slots=True)
+class Upstream:
+    """An Envoy cluster whose traffic is shown: a gRPC service, or a service's HTTP routes."""
+
+    cluster: str
+    service: str
+    """The mesh service that owns it."""
+    grpc_service: str = ""
+    """The gRPC service (whose name the cluster has); empty for HTTP routes."""
+    http_prefixes: tuple[str, ...] = ()
+    """The HTTP routes' path prefixes; empty for a gRPC service."""
+
+    @classmethod
+    def grpc(cls, grpc_service: str, service: str) -> Upstream:
+        """A gRPC service of ``service`` (its cluster is named after it)."""
+        return cls(cluster=grpc_service, service=service, grpc_service=grpc_service)
+
+    @classmethod
+    def http(cls, cluster: str, service: str, prefixes: Iterable[str]) -> Upstream:
+        """The HTTP routes of ``service``, served by ``cluster``."""
+        return cls(cluster=cluster, service=service, http_prefixes=tuple(prefixes))
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceTraffic:
-    """The figures of one gRPC service and the mesh service that owns it."""
+    """The figures of one upstream (a gRPC service or HTTP routes) and its mesh service."""
 
     service: str
     grpc_service: str
     figures: Figures
+    http_prefixes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +155,7 @@ class TrafficSample:
 
 
 def parse_stats(
-    payload: Any, *, clusters: Iterable[str], edge_stat_prefix: str, taken_at: datetime
+    payload: Any, *, upstreams: Iterable[Upstream], edge_stat_prefix: str, taken_at: datetime
 ) -> EnvoyReading:
     """Read the counters this module needs from a ``/stats?format=json`` payload.
 
@@ -154,8 +181,18 @@ def parse_stats(
                 if parsed is not None:
                     histograms[parsed[0]] = parsed[1]
 
-    def cluster_counts(cluster: str) -> Counts:
-        prefix = f"cluster.{cluster}."
+    def cluster_counts(upstream: Upstream) -> Counts:
+        prefix = f"cluster.{upstream.cluster}."
+        active = values.get(f"{prefix}upstream_rq_active", 0)
+        latency = histograms.get(f"{prefix}upstream_rq_time", Buckets())
+        if not upstream.grpc_service:
+            return Counts(
+                completed=values.get(f"{prefix}upstream_rq_completed", 0),
+                server_errors=values.get(f"{prefix}upstream_rq_5xx", 0),
+                client_errors=values.get(f"{prefix}upstream_rq_4xx", 0),
+                active=active,
+                latency=latency,
+            )
         by_code = {code: values.get(f"{prefix}grpc.{code}", 0) for code in range(MAX_GRPC_CODE + 1)}
         return Counts(
             completed=sum(by_code.values()),
@@ -163,8 +200,8 @@ def parse_stats(
             client_errors=sum(
                 n for code, n in by_code.items() if code and code not in SERVER_ERROR_CODES
             ),
-            active=values.get(f"{prefix}upstream_rq_active", 0),
-            latency=histograms.get(f"{prefix}upstream_rq_time", Buckets()),
+            active=active,
+            latency=latency,
         )
 
     edge = f"http.{edge_stat_prefix}.downstream_rq_"
@@ -177,7 +214,7 @@ def parse_stats(
             active=values.get(f"{edge}active", 0),
             latency=histograms.get(f"{edge}time", Buckets()),
         ),
-        clusters={cluster: cluster_counts(cluster) for cluster in clusters},
+        clusters={upstream.cluster: cluster_counts(upstream) for upstream in upstreams},
     )
 
 
@@ -201,12 +238,11 @@ def _buckets(histogram: Any) -> tuple[str, Buckets] | None:
 
 
 def traffic_between(
-    previous: EnvoyReading | None, current: EnvoyReading, owners: Mapping[str, str]
+    previous: EnvoyReading | None, current: EnvoyReading, upstreams: Iterable[Upstream]
 ) -> TrafficSample:
     """The sample of the window from ``previous`` to ``current`` (a first one without it).
 
-    ``owners`` maps each gRPC service (cluster) to the mesh service that owns it; services are
-    listed by mesh service, then gRPC service.
+    Services are listed by mesh service, then gRPC service (HTTP routes first).
     """
     window = 0.0
     if previous is not None:
@@ -218,14 +254,15 @@ def traffic_between(
 
     services = tuple(
         ServiceTraffic(
-            service=owner,
-            grpc_service=cluster,
+            service=upstream.service,
+            grpc_service=upstream.grpc_service,
+            http_prefixes=upstream.http_prefixes,
             figures=figures_of(
-                current.clusters.get(cluster, Counts()),
-                None if earlier is None else earlier.clusters.get(cluster, Counts()),
+                current.clusters.get(upstream.cluster, Counts()),
+                None if earlier is None else earlier.clusters.get(upstream.cluster, Counts()),
             ),
         )
-        for cluster, owner in sorted(owners.items(), key=lambda item: (item[1], item[0]))
+        for upstream in sorted(upstreams, key=lambda u: (u.service, u.grpc_service, u.cluster))
     )
     return TrafficSample(
         sampled_at=current.taken_at,

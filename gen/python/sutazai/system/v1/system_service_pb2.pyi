@@ -447,7 +447,9 @@ class WatchTrafficResponse(_message.Message):
 
     @_builtins.property
     def services(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServiceTraffic]:
-        """One entry per gRPC service the edge routes to, by service name."""
+        """One entry per gRPC service the edge routes to, and one per mesh service serving HTTP
+        routes, by service name.
+        """
 
     def __init__(
         self,
@@ -467,20 +469,31 @@ Global___WatchTrafficResponse: _TypeAlias = WatchTrafficResponse  # noqa: Y015
 
 @_typing.final
 class ServiceTraffic(_message.Message):
-    """ServiceTraffic is the traffic of one gRPC service (one Envoy cluster)."""
+    """ServiceTraffic is the traffic of one Envoy cluster: a gRPC service, or the HTTP routes of a
+    mesh service.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     SERVICE_FIELD_NUMBER: _builtins.int
     GRPC_SERVICE_FIELD_NUMBER: _builtins.int
     FIGURES_FIELD_NUMBER: _builtins.int
+    HTTP_PREFIXES_FIELD_NUMBER: _builtins.int
     service: _builtins.str
     """The mesh service that owns it, as in deploy/mesh.toml, e.g. "auth"."""
     grpc_service: _builtins.str
-    """The fully-qualified gRPC service, e.g. "sutazai.auth.v1.AuthService"."""
+    """The fully-qualified gRPC service, e.g. "sutazai.auth.v1.AuthService"; empty for HTTP
+    routes.
+    """
     @_builtins.property
     def figures(self) -> Global___TrafficFigures:
-        """The figures over the window."""
+        """The figures over the window. For HTTP routes, errors are HTTP statuses (5xx the server's,
+        4xx the client's).
+        """
+
+    @_builtins.property
+    def http_prefixes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """For HTTP routes: their path prefixes, e.g. "/openai/" (empty for a gRPC service)."""
 
     def __init__(
         self,
@@ -488,10 +501,11 @@ class ServiceTraffic(_message.Message):
         service: _builtins.str = ...,
         grpc_service: _builtins.str = ...,
         figures: Global___TrafficFigures | None = ...,
+        http_prefixes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["figures", b"figures"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["figures", b"figures", "grpc_service", b"grpc_service", "service", b"service"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["figures", b"figures", "grpc_service", b"grpc_service", "http_prefixes", b"http_prefixes", "service", b"service"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
