@@ -7,6 +7,7 @@ dash (never as a made-up zero) and times are shown in the clock's time zone.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime, tzinfo
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -190,11 +191,11 @@ def traffic_key(traffic: system_pb.ServiceTraffic) -> str:
     return traffic.grpc_service or f"http:{traffic.service}"
 
 
-def traffic_part(traffic: system_pb.ServiceTraffic) -> str:
-    """Which of its service's rows: ``AuthService``, or the HTTP prefixes (``/openai/``)."""
-    if traffic.grpc_service:
-        return traffic.grpc_service.rsplit(".", 1)[-1]
-    return " ".join(traffic.http_prefixes) or "HTTP"
+def upstream_name(grpc_service: str, http_prefixes: Sequence[str]) -> str:
+    """A short name of an Envoy cluster: ``AuthService``, or the HTTP prefixes (``/openai/``)."""
+    if grpc_service:
+        return grpc_service.rsplit(".", 1)[-1]
+    return " ".join(http_prefixes) or "HTTP"
 
 
 def log_line(text: str) -> str:

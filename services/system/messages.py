@@ -111,4 +111,5 @@ def _endpoint(state: EndpointState) -> pb.EndpointView:
         requests_total=state.requests_total,
         errors_total=state.errors_total,
         active_requests=state.active_requests,
+        http_prefixes=state.http_prefixes,
     )

@@ -34,10 +34,10 @@ from sutazai.services.system.domain.inventory import (
 from sutazai.services.system.domain.traffic import (
     EnvoyReading,
     TrafficSample,
-    Upstream,
     parse_stats,
     traffic_between,
 )
+from sutazai.services.system.domain.upstreams import Upstream
 
 log = structlog.get_logger(__name__)
 
@@ -139,7 +139,7 @@ class InventoryWatch:
         self._admin = admin
         self._scraper = scraper
         self._deployed = tuple(deployed)
-        self._clusters = sorted({c for entry in self._deployed for c in entry.grpc_services})
+        self._upstreams = [upstream for entry in self._deployed for upstream in entry.upstreams()]
         self._resend = resend_seconds
         self._published_at = 0.0
         self._rpcs: dict[str, RpcCounts] = {}
@@ -197,7 +197,7 @@ class InventoryWatch:
         try:
             reply = await self._admin.get("/clusters", params={"format": "json"})
             reply.raise_for_status()
-            return parse_clusters(reply.json(), self._clusters)
+            return parse_clusters(reply.json(), self._upstreams)
         except (httpx.HTTPError, ValueError) as exc:
             # Shown as "Envoy does not know the endpoint" until Envoy answers again.
             log.warning("system.envoy_clusters_failed", error=str(exc) or type(exc).__name__)

@@ -13,8 +13,8 @@ from redis.retry import Retry
 
 from sutazai.runtime.audit import AuditLog
 from sutazai.runtime.auth import open_guard
-from sutazai.runtime.deployment import grpc_owners, http_owners, load_catalog
-from sutazai.runtime.envoy import EDGE_STAT_PREFIX, http_cluster
+from sutazai.runtime.deployment import load_catalog
+from sutazai.runtime.envoy import EDGE_STAT_PREFIX
 from sutazai.runtime.postgres import open_pool
 from sutazai.runtime.registry import instance_label
 from sutazai.runtime.server import (
@@ -29,7 +29,7 @@ from sutazai.runtime.sockets import envoy_admin_client
 from sutazai.runtime.stream_slots import StreamSlots
 from sutazai.services.system.domain import StatusBoard
 from sutazai.services.system.domain.inventory import Deployed
-from sutazai.services.system.domain.traffic import Upstream
+from sutazai.services.system.domain.upstreams import service_upstreams
 from sutazai.services.system.handlers import SystemHandlers
 from sutazai.services.system.log_reader import LogReader
 from sutazai.services.system.prober import Prober, follow_registry
@@ -97,19 +97,14 @@ async def build(
     )
     # An instance whose connection drops is probed at once (it may be back within a round).
     instances.on_lost = prober.wake
+    upstreams = [
+        upstream
+        for entry in catalog
+        for upstream in service_upstreams(entry.name, entry.grpc_services, entry.http_prefixes)
+    ]
     traffic = TrafficSampler(
         envoy_admin,
-        [
-            *(
-                Upstream.grpc(grpc, owner)
-                for owner, grpcs in grpc_owners(catalog).items()
-                for grpc in grpcs
-            ),
-            *(
-                Upstream.http(http_cluster(owner), owner, prefixes)
-                for owner, prefixes in http_owners(catalog).items()
-            ),
-        ],
+        upstreams,
         edge_stat_prefix=EDGE_STAT_PREFIX,
         interval=service.traffic_interval_seconds,
     )
@@ -118,7 +113,7 @@ async def build(
         registry,
         envoy_admin,
         scraper,
-        [Deployed(e.name, e.grpc_services, e.instances) for e in catalog],
+        [Deployed(e.name, e.grpc_services, e.instances, e.http_prefixes) for e in catalog],
     )
     await prober.probe_once()
     # The host's id, chosen here because the handlers report it too.

@@ -259,6 +259,35 @@ async def test_services_view_lists_each_service_with_a_healthy_instance(
     assert instance.endpoints[0].grpc_service == AUTH_CLUSTER
 
 
+async def test_services_view_shows_envoys_view_of_an_instances_http_socket(
+    channel: grpc.aio.Channel, signed_in: tuple[tuple[str, str], ...]
+) -> None:
+    call = pb_grpc.SystemServiceStub(channel).WatchServices(
+        pb.WatchServicesRequest(), metadata=signed_in
+    )
+
+    def http_endpoint(view: pb.WatchServicesResponse) -> bool:
+        return any(
+            e.http_prefixes and e.health == pb.ENDPOINT_HEALTH_HEALTHY
+            for s in view.services
+            if s.name == "inference"
+            for i in s.instances
+            for e in i.endpoints
+        )
+
+    try:
+        view = await first_matching(call, http_endpoint, within=30, what="inference's endpoints")
+    finally:
+        call.cancel()
+
+    (inference,) = [s for s in view.services if s.name == "inference"]
+    endpoints = inference.instances[0].endpoints
+    assert [(e.grpc_service, list(e.http_prefixes)) for e in endpoints] == [
+        ("", ["/openai/"]),
+        ("sutazai.inference.v1.InferenceService", []),
+    ]
+
+
 async def auth_pid(settings: MeshSettings) -> tuple[str, int]:
     nc = await connect_nats(settings, name="test-streams")
     try:

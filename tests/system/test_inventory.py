@@ -1,7 +1,9 @@
 """The services view: Envoy's endpoints, instance metrics and the registry, put together.
 
 ``data/envoy_clusters.json`` is Envoy's ``/clusters?format=json`` and ``data/auth_metrics.txt``
-an auth instance's Prometheus page, both recorded from a running mesh.
+an auth instance's Prometheus page, both recorded from a running mesh;
+``data/envoy_clusters_mesh.json`` is the same page of a whole mesh, whose inference instance
+serves ``/openai/`` (cluster ``http.inference``, 43 requests so far) beside its gRPC service.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from sutazai.runtime.envoy import http_cluster
 from sutazai.services.system.domain import Health, Kind, ProbeOutcome, StatusBoard
 from sutazai.services.system.domain.inventory import (
     Deployed,
@@ -27,6 +30,7 @@ from sutazai.services.system.domain.inventory import (
     services_view,
     without_heartbeats,
 )
+from sutazai.services.system.domain.upstreams import Upstream
 
 DATA = Path(__file__).parent / "data"
 AUTH = "sutazai.auth.v1.AuthService"
@@ -37,7 +41,9 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 def test_recorded_clusters_give_each_instance_its_endpoint() -> None:
     payload = json.loads((DATA / "envoy_clusters.json").read_text())
 
-    endpoints = parse_clusters(payload, [AUTH, SYSTEM])
+    endpoints = parse_clusters(
+        payload, [Upstream.grpc(AUTH, "auth"), Upstream.grpc(SYSTEM, "system")]
+    )
 
     hosts = sorted(endpoints)
     assert [h.split("/")[0] for h in hosts] == ["auth", "system"]  # not the gateway's xds host
@@ -46,6 +52,27 @@ def test_recorded_clusters_give_each_instance_its_endpoint() -> None:
     assert auth.health is EndpointHealth.HEALTHY
     assert auth.health_flags == ""
     assert auth.requests_total > 0
+
+
+def test_an_instance_serving_http_routes_has_an_endpoint_in_their_cluster() -> None:
+    payload = json.loads((DATA / "envoy_clusters_mesh.json").read_text())
+    inference = Deployed(
+        "inference", ("sutazai.inference.v1.InferenceService",), 1, http_prefixes=("/openai/",)
+    )
+    assert [u.cluster for u in inference.upstreams()] == [
+        "sutazai.inference.v1.InferenceService",
+        http_cluster("inference"),
+    ]
+
+    endpoints = parse_clusters(payload, inference.upstreams())
+
+    (host,) = endpoints
+    assert host.startswith("inference/")
+    grpc, http = sorted(endpoints[host], key=lambda e: e.http_prefixes)
+    assert (grpc.grpc_service, grpc.http_prefixes) == ("sutazai.inference.v1.InferenceService", ())
+    assert (http.grpc_service, http.http_prefixes) == ("", ("/openai/",))
+    assert http.health is EndpointHealth.HEALTHY
+    assert http.requests_total == 43
 
 
 @pytest.mark.parametrize(

@@ -234,6 +234,27 @@ async def test_services_show_each_instance_with_uptime_and_envoys_view(fake: Fak
         assert cell(app, "#endpoints", "sutazai.auth.v1.AuthService", "health") == "healthy"
 
 
+async def test_an_instance_serving_http_routes_shows_their_endpoint(fake: FakeMesh) -> None:
+    view = fake.initial["services"][0]
+    instance = view.services[0].instances[0]
+    instance.endpoints.add(
+        health=system_pb.ENDPOINT_HEALTH_FAILING_HEALTH_CHECK,
+        health_flags="/failed_active_hc",
+        http_prefixes=["/openai/"],
+        requests_total=43,
+    )
+    app = make_app(fake)
+    async with app.run_test(size=(100, 24)) as pilot:
+        await pilot.press("2")
+        await on_screen(app, ServicesScreen)
+        await rows(app, "#endpoints", 2)
+        assert cell(app, "#endpoints", "http", "health") == "failing hc"
+        assert cell(app, "#endpoints", "http", "flags") == "/failed_active_hc"
+        assert cell(app, "#endpoints", "sutazai.auth.v1.AuthService", "health") == "healthy"
+        keys = app.screen.query_one("#endpoints", KeyedTable).keys
+        assert [cell(app, "#endpoints", k, "cluster") for k in keys] == ["AuthService", "/openai/"]
+
+
 async def identity(app: SutazaiApp, pilot: object) -> None:
     await on_screen(app, OverviewScreen)
     await pilot.press("3")  # type: ignore[attr-defined]

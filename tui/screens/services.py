@@ -17,6 +17,7 @@ from sutazai.tui.format import (
     endpoint_health_name,
     short_address,
     since,
+    upstream_name,
 )
 from sutazai.tui.screens.base import MeshScreen
 from sutazai.tui.source import ClientError, opened
@@ -58,7 +59,7 @@ class ServicesScreen(MeshScreen):
             yield Static(Text("Select an instance to see its details."), id="instance-detail")
             endpoints = KeyedTable(
                 [
-                    ("cluster", "gRPC service", None),
+                    ("cluster", "Cluster", None),
                     ("health", "Envoy", 10),
                     ("flags", "Flags", None),
                     ("requests", "Requests", 9),
@@ -164,8 +165,9 @@ class ServicesScreen(MeshScreen):
         rows: dict[str, list[Cell]] = {}
         for endpoint in instance.endpoints:
             health = endpoint_health_name(endpoint.health)
-            rows[endpoint.grpc_service] = [
-                Text(endpoint.grpc_service.rsplit(".", 1)[-1]),
+            key = endpoint.grpc_service or "http"  # an instance has one HTTP cluster at most
+            rows[key] = [
+                Text(upstream_name(endpoint.grpc_service, endpoint.http_prefixes)),
                 Text(health, style=ENDPOINT_STYLE[health]),
                 Text(endpoint.health_flags),
                 Text(count(endpoint.requests_total), justify="right"),

@@ -9,7 +9,7 @@ from rich.text import Text
 from textual.renderables.sparkline import Sparkline
 
 from sutazai.system.v1 import system_service_pb2 as system_pb
-from sutazai.tui.format import MISSING, count, millis, percent, rate, traffic_key, traffic_part
+from sutazai.tui.format import MISSING, count, millis, percent, rate, traffic_key, upstream_name
 from sutazai.tui.widgets.tables import Cell, KeyedTable
 
 TREND_WIDTH = 16
@@ -57,7 +57,7 @@ class TrafficTable(KeyedTable):
         for service in sample.services:
             label = service.service
             if shared[service.service] > 1:
-                label = f"{label} {traffic_part(service)}"
+                label = f"{label} {upstream_name(service.grpc_service, service.http_prefixes)}"
             key = traffic_key(service)
             rows[key] = self._row(Text(label), key, service.figures, measured)
         for key in [k for k in self._history if k not in rows]:

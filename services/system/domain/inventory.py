@@ -18,6 +18,7 @@ from typing import Any, Final
 from prometheus_client.parser import text_string_to_metric_families
 
 from sutazai.services.system.domain.status import ComponentStatus, Health, MeshStatus
+from sutazai.services.system.domain.upstreams import Upstream, service_upstreams
 
 HANDLED_FAMILY: Final = "sutazai_grpc_server_handled"
 """The runtime's per-method, per-status RPC counter (``runtime.metrics.RpcMetrics``)."""
@@ -41,14 +42,17 @@ class EndpointHealth(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class EndpointState:
-    """One instance in one Envoy cluster."""
+    """One instance in one Envoy cluster (a gRPC service's, or its service's HTTP routes')."""
 
     grpc_service: str
+    """Empty for the HTTP routes' cluster."""
     health: EndpointHealth
     health_flags: str
     requests_total: int
     errors_total: int
     active_requests: int
+    http_prefixes: tuple[str, ...] = ()
+    """The HTTP routes' prefixes (for their cluster)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +113,11 @@ class Deployed:
     name: str
     grpc_services: tuple[str, ...]
     instances: int
+    http_prefixes: tuple[str, ...] = ()
+
+    def upstreams(self) -> list[Upstream]:
+        """Its Envoy clusters."""
+        return service_upstreams(self.name, self.grpc_services, self.http_prefixes)
 
 
 def services_view(
@@ -138,7 +147,10 @@ def services_view(
                 last_error=component.last_error if component else "",
                 rpcs=rpcs.get(registration.label, RpcCounts()),
                 endpoints=tuple(
-                    sorted(endpoints.get(registration.label, ()), key=lambda e: e.grpc_service)
+                    sorted(
+                        endpoints.get(registration.label, ()),
+                        key=lambda e: (e.grpc_service, e.http_prefixes),
+                    )
                 ),
             )
         )
@@ -170,8 +182,8 @@ def without_heartbeats(views: Iterable[ServiceView]) -> tuple[ServiceView, ...]:
     )
 
 
-def parse_clusters(payload: Any, clusters: Iterable[str]) -> dict[str, list[EndpointState]]:
-    """Envoy's endpoints of ``clusters`` by host name (the gateway names hosts by label).
+def parse_clusters(payload: Any, upstreams: Iterable[Upstream]) -> dict[str, list[EndpointState]]:
+    """Envoy's endpoints of ``upstreams`` by host name (the gateway names hosts by label).
 
     Raises:
         ValueError: the payload is not Envoy's ``/clusters?format=json``.
@@ -179,10 +191,12 @@ def parse_clusters(payload: Any, clusters: Iterable[str]) -> dict[str, list[Endp
     """
     if not isinstance(payload, dict) or not isinstance(payload.get("cluster_statuses"), list):
         raise ValueError("not an Envoy /clusters?format=json payload")
-    wanted = set(clusters)
+    wanted = {upstream.cluster: upstream for upstream in upstreams}
     found: dict[str, list[EndpointState]] = {}
     for cluster in payload["cluster_statuses"]:
-        if not isinstance(cluster, dict) or cluster.get("name") not in wanted:
+        name = cluster.get("name") if isinstance(cluster, dict) else None
+        upstream = wanted.get(name) if isinstance(name, str) else None
+        if upstream is None:
             continue
         for host in cluster.get("host_statuses") or []:
             if not isinstance(host, dict) or not isinstance(host.get("hostname"), str):
@@ -191,7 +205,8 @@ def parse_clusters(payload: Any, clusters: Iterable[str]) -> dict[str, list[Endp
             stats = _host_stats(host.get("stats"))
             found.setdefault(host["hostname"], []).append(
                 EndpointState(
-                    grpc_service=str(cluster["name"]),
+                    grpc_service=upstream.grpc_service,
+                    http_prefixes=upstream.http_prefixes,
                     health=health,
                     health_flags=flags,
                     requests_total=stats.get("rq_total", 0),

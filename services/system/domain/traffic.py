@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
+from sutazai.services.system.domain.upstreams import Upstream
+
 SERVER_ERROR_CODES: Final = frozenset({2, 4, 12, 13, 14, 15})
 """gRPC status numbers Envoy maps to a 5xx: UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED,
 INTERNAL, UNAVAILABLE, DATA_LOSS."""
@@ -109,29 +111,6 @@ class Figures:
     requests_total: int = 0
     errors_total: int = 0
     active_requests: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Upstream:
-    """An Envoy cluster whose traffic is shown: a gRPC service, or a service's HTTP routes."""
-
-    cluster: str
-    service: str
-    """The mesh service that owns it."""
-    grpc_service: str = ""
-    """The gRPC service (whose name the cluster has); empty for HTTP routes."""
-    http_prefixes: tuple[str, ...] = ()
-    """The HTTP routes' path prefixes; empty for a gRPC service."""
-
-    @classmethod
-    def grpc(cls, grpc_service: str, service: str) -> Upstream:
-        """A gRPC service of ``service`` (its cluster is named after it)."""
-        return cls(cluster=grpc_service, service=service, grpc_service=grpc_service)
-
-    @classmethod
-    def http(cls, cluster: str, service: str, prefixes: Iterable[str]) -> Upstream:
-        """The HTTP routes of ``service``, served by ``cluster``."""
-        return cls(cluster=cluster, service=service, http_prefixes=tuple(prefixes))
 
 
 @dataclass(frozen=True, slots=True)

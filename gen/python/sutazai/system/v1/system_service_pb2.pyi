@@ -732,8 +732,11 @@ class EndpointView(_message.Message):
     REQUESTS_TOTAL_FIELD_NUMBER: _builtins.int
     ERRORS_TOTAL_FIELD_NUMBER: _builtins.int
     ACTIVE_REQUESTS_FIELD_NUMBER: _builtins.int
+    HTTP_PREFIXES_FIELD_NUMBER: _builtins.int
     grpc_service: _builtins.str
-    """The cluster: the fully-qualified gRPC service."""
+    """The cluster: the fully-qualified gRPC service; empty for the cluster of the service's HTTP
+    routes.
+    """
     health: Global___EndpointHealth.ValueType
     """Envoy's verdict."""
     health_flags: _builtins.str
@@ -744,6 +747,10 @@ class EndpointView(_message.Message):
     """Requests to it that ended in a server error."""
     active_requests: _builtins.int
     """Requests in flight to it."""
+    @_builtins.property
+    def http_prefixes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """For the cluster of the service's HTTP routes: their path prefixes, e.g. "/openai/"."""
+
     def __init__(
         self,
         *,
@@ -753,10 +760,11 @@ class EndpointView(_message.Message):
         requests_total: _builtins.int = ...,
         errors_total: _builtins.int = ...,
         active_requests: _builtins.int = ...,
+        http_prefixes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_requests", b"active_requests", "errors_total", b"errors_total", "grpc_service", b"grpc_service", "health", b"health", "health_flags", b"health_flags", "requests_total", b"requests_total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_requests", b"active_requests", "errors_total", b"errors_total", "grpc_service", b"grpc_service", "health", b"health", "health_flags", b"health_flags", "http_prefixes", b"http_prefixes", "requests_total", b"requests_total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
