@@ -225,13 +225,25 @@ async def test_traffic_shows_the_http_routes_of_the_inference_service(
     assert "sutazai.inference.v1.InferenceService" in {s.grpc_service for s in sample.services}
 
 
-async def test_services_view_lists_each_service_with_a_healthy_instance(
-    channel: grpc.aio.Channel, signed_in: tuple[tuple[str, str], ...]
-) -> None:
+async def services_view_where(
+    channel: grpc.aio.Channel,
+    signed_in: tuple[tuple[str, str], ...],
+    matches: Callable[[pb.WatchServicesResponse], bool],
+    what: str,
+) -> pb.WatchServicesResponse:
+    """The first services view that ``matches``, within 30 s."""
     call = pb_grpc.SystemServiceStub(channel).WatchServices(
         pb.WatchServicesRequest(), metadata=signed_in
     )
+    try:
+        return await first_matching(call, matches, within=30, what=what)
+    finally:
+        call.cancel()
 
+
+async def test_services_view_lists_each_service_with_a_healthy_instance(
+    channel: grpc.aio.Channel, signed_in: tuple[tuple[str, str], ...]
+) -> None:
     def settled(view: pb.WatchServicesResponse) -> bool:
         wanted = {s.name: s for s in view.services if s.name in {"system", "auth"}}
         return len(wanted) == 2 and all(
@@ -241,10 +253,7 @@ async def test_services_view_lists_each_service_with_a_healthy_instance(
             for s in wanted.values()
         )
 
-    try:
-        view = await first_matching(call, settled, within=30, what="a settled services view")
-    finally:
-        call.cancel()
+    view = await services_view_where(channel, signed_in, settled, "a settled services view")
 
     by_name = {s.name: s for s in view.services}
     auth = by_name["auth"]
@@ -262,10 +271,6 @@ async def test_services_view_lists_each_service_with_a_healthy_instance(
 async def test_services_view_shows_envoys_view_of_an_instances_http_socket(
     channel: grpc.aio.Channel, signed_in: tuple[tuple[str, str], ...]
 ) -> None:
-    call = pb_grpc.SystemServiceStub(channel).WatchServices(
-        pb.WatchServicesRequest(), metadata=signed_in
-    )
-
     def http_endpoint(view: pb.WatchServicesResponse) -> bool:
         return any(
             e.http_prefixes and e.health == pb.ENDPOINT_HEALTH_HEALTHY
@@ -275,10 +280,7 @@ async def test_services_view_shows_envoys_view_of_an_instances_http_socket(
             for e in i.endpoints
         )
 
-    try:
-        view = await first_matching(call, http_endpoint, within=30, what="inference's endpoints")
-    finally:
-        call.cancel()
+    view = await services_view_where(channel, signed_in, http_endpoint, "inference's endpoints")
 
     (inference,) = [s for s in view.services if s.name == "inference"]
     endpoints = inference.instances[0].endpoints
