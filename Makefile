@@ -22,14 +22,17 @@ $(BIN)/python:
 # and lint-imports with no reinstall. Only a change of pyproject.toml reinstalls.
 INSTALLED := $(VENV)/.installed
 INSTALLED_DEV := $(VENV)/.installed-dev
+# Build backends for --no-build-isolation: hatchling for this project, scikit-build-core for
+# llama-cpp-python, which has no Linux wheel on PyPI and is built from its sdist here.
+BUILD_DEPS := hatchling==1.33.0 scikit-build-core==0.11.6
 
 $(INSTALLED): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet hatchling==1.33.0
+	$(BIN)/python -m pip install --quiet $(BUILD_DEPS)
 	$(BIN)/python -m pip install --quiet --no-build-isolation --editable .
 	touch $@
 
 $(INSTALLED_DEV): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet hatchling==1.33.0
+	$(BIN)/python -m pip install --quiet $(BUILD_DEPS)
 	$(BIN)/python -m pip install --quiet --no-build-isolation --editable '.[dev]'
 	touch $@ $(INSTALLED)
 
