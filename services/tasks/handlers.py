@@ -53,7 +53,7 @@ from sutazai.services.tasks.domain import (
 from sutazai.services.tasks.errors import NotDeadLetteredError, QueueFullError, TaskFinishedError
 from sutazai.services.tasks.ledger import TaskLedger
 from sutazai.services.tasks.messages import FROM_WIRE, payload_of, task_message
-from sutazai.services.tasks.store import NewTask
+from sutazai.services.tasks.records import NewTask
 from sutazai.services.tasks.watch import Watches
 from sutazai.tasks.v1 import task_service_pb2 as pb
 from sutazai.tasks.v1 import task_service_pb2_grpc as pb_grpc

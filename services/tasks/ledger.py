@@ -21,7 +21,8 @@ from sutazai.services.tasks.errors import QueueFullError
 from sutazai.services.tasks.messages import DISPATCH, cancel_report, cancelled_error
 from sutazai.services.tasks.metrics import TaskMetrics
 from sutazai.services.tasks.outbox import Outbox
-from sutazai.services.tasks.store import Changed, NewTask, StoredAttempt, StoredTask, TaskStore
+from sutazai.services.tasks.records import Changed, NewTask, StoredAttempt, StoredTask
+from sutazai.services.tasks.store import TaskStore
 
 CREATE_BATCH = 100
 """Creates stored in one transaction at most."""

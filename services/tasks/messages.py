@@ -24,7 +24,7 @@ from sutazai.services.tasks.domain import (
     bounded,
     sender_of,
 )
-from sutazai.services.tasks.store import Message, Report, StoredAttempt, StoredTask
+from sutazai.services.tasks.records import Message, Report, StoredAttempt, StoredTask
 from sutazai.tasks.v1 import dispatch_pb2, task_service_pb2
 
 STATES: Final = {

@@ -26,7 +26,8 @@ from sutazai.runtime.settings import TaskSettings
 from sutazai.services.tasks.batch import Batcher
 from sutazai.services.tasks.domain import backoff
 from sutazai.services.tasks.metrics import TaskMetrics
-from sutazai.services.tasks.store import OutboxItem, StoredTask, TaskStore
+from sutazai.services.tasks.records import OutboxItem, StoredTask
+from sutazai.services.tasks.store import TaskStore
 
 log = structlog.get_logger(__name__)
 
@@ -116,37 +117,57 @@ class Outbox:
         return True
 
     async def run(self) -> None:
-        """The relay: publish what the outbox holds, whenever woken, until cancelled."""
+        """The relay: publish what the outbox holds, whenever woken, until cancelled.
+
+        Woken (a failed publish, a reconnection), it takes every row; its periodic sweep only
+        rows older than ``publish_timeout_seconds``, whose calls have given up on them: the
+        rows of calls still publishing are theirs.
+        """
         failures = 0
         while True:
             wait = self._settings.relay_interval_seconds
             if failures:
                 wait = min(wait, backoff(failures))
-            with contextlib.suppress(TimeoutError):
+            woken = True
+            try:
                 async with asyncio.timeout(wait):
                     await self._wake.wait()
+            except TimeoutError:
+                woken = failures > 0
             self._wake.clear()
             if not self._nc.is_connected:
                 # Woken again by the reconnection; the back-off keeps an eye meanwhile.
                 failures += 1
                 continue
+            settled = 0.0 if woken else self._settings.publish_timeout_seconds
             try:
-                done = await self.relay_once()
+                done = await self.relay_once(settled_seconds=settled)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("outbox.relay_failed", error=str(exc))
                 done = False
             failures = 0 if done else failures + 1
 
-    async def relay_once(self) -> bool:
-        """Publish every row nobody else is publishing; whether all of them went out."""
+    async def relay_once(self, *, settled_seconds: float = 0.0) -> bool:
+        """Publish every row at least ``settled_seconds`` old nobody else is publishing.
+
+        Returns whether all of them went out.
+
+        The rows published are marked together, after the batch's publishes: the marks lock
+        their tasks in id order, as every other writer of tasks does.
+        """
         while True:
             async with self._store.pool.acquire() as conn, conn.transaction():
-                items = await self._store.outbox_batch(conn, BATCH)
+                items = await self._store.outbox_batch(conn, BATCH, settled_seconds=settled_seconds)
                 self._metrics.outbox_waiting.set(len(items))
+                sent: list[OutboxItem] = []
                 for item in items:
                     if not self._nc.is_connected or not await self._publish(item):
-                        return False
+                        break
                     self._metrics.published.labels(item.kind, "relay").inc()
-                    await self._store.published_in(conn, item)
+                    sent.append(item)
+                if sent:
+                    await self._store.published_in(conn, sent)
+                if len(sent) < len(items):
+                    return False
             if len(items) < BATCH:
                 return True

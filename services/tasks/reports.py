@@ -5,9 +5,11 @@ each report to one of them). A report is applied to the attempt it names (see
 :func:`~sutazai.services.tasks.domain.judge`) and acknowledged only after its transaction
 committed, so a crash in between redelivers it, and applying it again changes nothing. Reports
 of one task in a fetched batch are applied in stream order, in one transaction with the other
-tasks of its lane (:data:`LANES` per batch, concurrently): a batch costs a few commits, not
-one per report. Within a lane, an agent's report that overtook its attempt's ``assigned`` is
-applied once that ``assigned`` is.
+tasks of its lane (:data:`LANES` per batch, concurrently), whose changes are written a
+statement per table (``TaskStore.apply_many``): a batch costs a few commits and a few round
+trips, not some per report. Within a lane, an agent's report that overtook its attempt's
+``assigned`` is applied once that ``assigned`` is. The next batch is fetched while one is
+applied.
 
 An agent's report that arrives before the coordinator's ``assigned`` for its attempt is not
 dropped but redelivered a little later, a bounded number of times. The coordinator reports
@@ -39,10 +41,11 @@ from nats.js.errors import BadRequestError
 
 from sutazai.runtime.messaging import end_if_cancelled
 from sutazai.runtime.settings import TaskSettings
-from sutazai.services.tasks.domain import Verdict, backoff
+from sutazai.services.tasks.domain import TaskState, Verdict, backoff
 from sutazai.services.tasks.messages import decode_report
 from sutazai.services.tasks.metrics import TaskMetrics
-from sutazai.services.tasks.store import Report, StoredTask, TaskStore
+from sutazai.services.tasks.records import Report
+from sutazai.services.tasks.store import TaskStore
 
 log = structlog.get_logger(__name__)
 
@@ -124,15 +127,29 @@ class ReportConsumer:
         return await self._js.pull_subscribe_bind(DURABLE, stream=STREAM)
 
     async def _consume(self, subscription: JetStreamContext.PullSubscription) -> None:
-        while True:
-            try:
-                messages = await subscription.fetch(
-                    self._settings.report_batch, timeout=FETCH_SECONDS
-                )
-            except TimeoutError:  # nothing came (nats-py raises asyncio's as well as its own)
-                end_if_cancelled()  # a cancellation fetch may have turned into this
-                continue
-            await self.handle(messages)
+        # The next batch is fetched while one is applied: the fetch's round trip, and the
+        # reports that come meanwhile, do not wait for the batch's commit.
+        fetching = asyncio.ensure_future(self._fetch(subscription))
+        try:
+            while True:
+                messages = await fetching
+                end_if_cancelled()  # a cancellation the fetch may have turned into a timeout
+                fetching = asyncio.ensure_future(self._fetch(subscription))
+                if messages:
+                    await self.handle(messages)
+        finally:
+            fetching.cancel()
+            with contextlib.suppress(asyncio.CancelledError, nats.errors.Error, OSError):
+                # Fetched but not applied: redelivered now, not after ACK_WAIT_SECONDS.
+                for message in await fetching:
+                    await message.nak()
+
+    async def _fetch(self, subscription: JetStreamContext.PullSubscription) -> list[Msg]:
+        """The next batch; empty when none came within ``FETCH_SECONDS``."""
+        try:
+            return await subscription.fetch(self._settings.report_batch, timeout=FETCH_SECONDS)
+        except TimeoutError:  # nothing came (nats-py raises asyncio's as well as its own)
+            return []
 
     async def handle(self, messages: list[Msg]) -> None:
         """Apply a batch, each task's reports in stream order, in a few transactions.
@@ -166,8 +183,8 @@ class ReportConsumer:
             await asyncio.gather(*(self._apply_in_order(group) for group in groups))
             return
         for group, results in zip(groups, outcomes, strict=True):
-            for (report, message), (verdict, task) in zip(group, results, strict=True):
-                await self._settle(report, message, verdict, task)
+            for (report, message), (verdict, state) in zip(group, results, strict=True):
+                await self._settle(report, message, verdict, state)
 
     def _may_wait(self, report: Report, message: Msg) -> bool:
         """Whether this report may wait for its ``assigned`` (its agent's share is not full)."""
@@ -201,7 +218,7 @@ class ReportConsumer:
         for index, (report, message) in enumerate(reports):
             event = report.event.value if report.event is not None else "unknown"
             try:
-                verdict, task = await self._store.apply(report)
+                verdict, state = await self._store.apply(report)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("reports.apply_failed", error=str(exc), task_id=str(report.task_id))
                 # Keep the order: this report and the task's later ones come again.
@@ -218,10 +235,10 @@ class ReportConsumer:
                     else:
                         await message.nak(delay=5.0)
                 continue
-            await self._settle(report, message, verdict, task)
+            await self._settle(report, message, verdict, state)
 
     async def _settle(
-        self, report: Report, message: Msg, verdict: Verdict, task: StoredTask | None
+        self, report: Report, message: Msg, verdict: Verdict, state: TaskState | None
     ) -> None:
         """Count a report's verdict and acknowledge it (or ask for it again, if too early)."""
         event = report.event.value if report.event is not None else "unknown"
@@ -249,7 +266,7 @@ class ReportConsumer:
                 task_id=str(report.task_id),
                 agent=report.agent,
             )
-        if verdict is Verdict.APPLY and task is not None and task.state.final:
-            self._metrics.finished.labels(task.state.value).inc()
+        if verdict is Verdict.APPLY and state is not None and state.final:
+            self._metrics.finished.labels(state.value).inc()
         with contextlib.suppress(nats.errors.Error):
             await message.ack()

@@ -13,29 +13,29 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import asyncpg
 
 from sutazai.runtime.migrations import Connection, migrate
-from sutazai.services.tasks.domain import (
-    AttemptView,
-    Cursor,
-    Event,
-    ResourceNeed,
-    Sender,
-    TaskState,
-    Verdict,
-    judge,
-)
+from sutazai.services.tasks.domain import Cursor, ResourceNeed, TaskState, Verdict
 from sutazai.services.tasks.errors import (
     NotDeadLetteredError,
     QueueFullError,
     TaskFinishedError,
     TasksError,
 )
+from sutazai.services.tasks.records import (
+    Changed,
+    Message,
+    NewTask,
+    OutboxItem,
+    Report,
+    StoredAttempt,
+    StoredTask,
+)
+from sutazai.services.tasks.transitions import Batch, settle
 
 SCHEMA = "tasks"
 MIGRATIONS = "sutazai.services.tasks.migrations"
@@ -47,7 +47,15 @@ _TASK_COLUMNS = (
     "updated_at, version"
 )
 _TASK = f"SELECT {_TASK_COLUMNS} FROM tasks"  # noqa: S608 - constant column list
+_ATTEMPT_COLUMNS = "number, agent_id, state, started_at, finished_at, error"
 _OUTBOX_COLUMNS = "seq, task_id, kind, attempt, subject, msg_id, body, dead_letter_sequence"
+_DELETE_PUBLISHED = """DELETE FROM outbox WHERE seq IN (
+        SELECT seq FROM outbox WHERE seq = ANY($1::bigint[]) FOR UPDATE SKIP LOCKED)
+    RETURNING seq, task_id, kind, attempt"""
+"""Published rows gone, except those a relay holds (it deletes them itself)."""
+_FIRST_DISPATCH = """tasks.id = gone.task_id AND gone.kind = 'dispatch'
+    AND tasks.state = 'pending' AND tasks.attempt = gone.attempt"""
+_GONE_TASK = ", ".join(f"tasks.{c}" for c in _TASK_COLUMNS.split(", "))
 _UNFINISHED = "SELECT count(*) FROM tasks WHERE state IN ('pending', 'queued', 'running')"
 """Literal states: the partial index ``tasks_unfinished`` answers the count."""
 _QUEUE_LOCK = "hashtext('sutazai.tasks.queue_bound.' || current_schema())"
@@ -56,126 +64,6 @@ QUEUE_BOUND_MARGIN = 1000
 """Below ``queue_bound - QUEUE_BOUND_MARGIN`` unfinished tasks, creates run side by side; above,
 one at a time. Exact as long as fewer creates than this are in flight at once (each instance
 of the service runs at most its pool's size)."""
-
-
-@dataclass(frozen=True, slots=True)
-class StoredTask:
-    """One task as stored (payload, result and error serialised)."""
-
-    task_id: uuid.UUID
-    owner_id: str
-    type: str
-    payload: bytes
-    priority: int
-    required_capabilities: tuple[str, ...]
-    resources: tuple[ResourceNeed, ...]
-    timeout_seconds: int
-    idempotency_key: str
-    state: TaskState
-    waiting_reason: str
-    attempt: int
-    max_attempts: int
-    attempt_allowance: int
-    agent_id: str
-    progress: float
-    progress_message: str
-    result: bytes | None
-    error: bytes | None
-    dead_lettered: bool
-    dead_letter_sequence: int | None
-    created_at: datetime
-    queued_at: datetime | None
-    started_at: datetime | None
-    finished_at: datetime | None
-    updated_at: datetime
-    version: int
-
-
-@dataclass(frozen=True, slots=True)
-class StoredAttempt:
-    """One attempt of a task."""
-
-    number: int
-    agent_id: str
-    state: TaskState
-    started_at: datetime | None
-    finished_at: datetime | None
-    error: bytes | None
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxItem:
-    """A message to publish (or, ``delete_dead``, a dead letter to delete) for a change."""
-
-    seq: int
-    task_id: uuid.UUID
-    kind: str
-    """``dispatch``, ``report`` or ``delete_dead``."""
-    attempt: int
-    subject: str
-    msg_id: str
-    body: bytes
-    dead_letter_sequence: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class NewTask:
-    """A validated task to create (defaults filled in)."""
-
-    task_id: uuid.UUID
-    owner_id: str
-    type: str
-    payload: bytes
-    priority: int
-    required_capabilities: tuple[str, ...]
-    resources: tuple[ResourceNeed, ...]
-    timeout_seconds: int
-    idempotency_key: str
-    max_attempts: int
-
-
-@dataclass(frozen=True, slots=True)
-class Report:
-    """A report's facts, decoded from its envelope and subject."""
-
-    task_id: uuid.UUID
-    attempt: int
-    sender: Sender
-    agent: str
-    """The sending agent's id (from the subject), for an agent's report."""
-    event: Event | None
-    reported_agent: str = ""
-    next_attempt: int = 0
-    reason: str = ""
-    """``waiting``: why the task waits."""
-    fraction: float = 0.0
-    message: str = ""
-    result: bytes | None = None
-    error: bytes | None = None
-    retryable: bool = False
-    dead_letter_sequence: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Changed:
-    """A task and the outbox rows written with its change."""
-
-    task: StoredTask
-    outbox: list[OutboxItem]
-
-
-Body = Callable[[StoredTask], bytes]
-"""Serialises the message announcing a change, from the task as changed."""
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """An outbox row to write: where it goes and how to build its body from the task."""
-
-    kind: str
-    subject: Callable[[StoredTask], str]
-    msg_id: Callable[[StoredTask], str]
-    body: Body
 
 
 async def open_store(pool: asyncpg.Pool, schema: str = SCHEMA) -> TaskStore:
@@ -381,21 +269,10 @@ class TaskStore:
     async def attempts(self, task_id: uuid.UUID) -> list[StoredAttempt]:
         """Every attempt of a task, oldest first."""
         rows = await self._pool.fetch(
-            "SELECT number, agent_id, state, started_at, finished_at, error FROM attempts "
-            "WHERE task_id = $1 ORDER BY number",
+            f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE task_id = $1 ORDER BY number",  # noqa: S608
             task_id,
         )
-        return [
-            StoredAttempt(
-                number=r["number"],
-                agent_id=r["agent_id"],
-                state=TaskState(r["state"]),
-                started_at=r["started_at"],
-                finished_at=r["finished_at"],
-                error=r["error"],
-            )
-            for r in rows
-        ]
+        return [_attempt(row) for row in rows]
 
     async def page(
         self,
@@ -545,22 +422,24 @@ class TaskStore:
                 )
             return Changed(changed, items)
 
-    async def apply(self, report: Report) -> tuple[Verdict, StoredTask | None]:
-        """Apply a report to the attempt it names; the verdict and the task if it changed."""
+    async def apply(self, report: Report) -> tuple[Verdict, TaskState | None]:
+        """Apply one report (:meth:`apply_many`): its verdict, the task's state if changed."""
         return (await self.apply_many([[report]]))[0][0]
 
     async def apply_many(
         self, groups: Sequence[Sequence[Report]]
-    ) -> list[list[tuple[Verdict, StoredTask | None]]]:
+    ) -> list[list[tuple[Verdict, TaskState | None]]]:
         """Apply batches of reports, each group one task's in stream order, in one transaction.
 
         Every task of the batch is locked first (in id order, so two batches never wait on each
         other in a circle) and read with its attempts; each report is then judged against what
-        the reports before it left. An agent's report that overtook its attempt's ``assigned``
-        within the group is judged once more after the rest of the group. One commit for the
-        batch: nothing is applied unless everything is.
+        the reports before it left (:mod:`.transitions`). An agent's report that overtook its
+        attempt's ``assigned`` within the group is judged once more after the rest of the
+        group. What the batch changed is written at the end, a statement per table for the
+        whole batch. One commit: nothing is applied unless everything is.
 
-        Returns each report's verdict and the task if it changed, in the order given.
+        Returns each report's verdict and, if it changed the task or its attempt, the task's
+        state after it, in the order given.
 
         Raises:
             asyncpg.PostgresError, asyncpg.InterfaceError, OSError: the batch was rolled back.
@@ -569,24 +448,30 @@ class TaskStore:
         ids = sorted({report.task_id for group in groups for report in group})
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
-                f"{_TASK} WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE", ids
+                f"SELECT {_TASK_COLUMNS}, now() AS now FROM tasks "  # noqa: S608
+                "WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
+                ids,
             )
-            tasks = {row["id"]: _task(row) for row in rows}
-            attempts: _Attempts = {
-                (r["task_id"], r["number"]): (r["agent_id"], TaskState(r["state"]))
-                for r in await conn.fetch(
-                    "SELECT task_id, number, agent_id, state FROM attempts "
+            batch = Batch(
+                now=rows[0]["now"] if rows else datetime.now(UTC),
+                tasks={row["id"]: _task(row) for row in rows},
+            )
+            if rows:
+                for row in await conn.fetch(
+                    f"SELECT task_id, {_ATTEMPT_COLUMNS} FROM attempts "  # noqa: S608
                     "WHERE task_id = ANY($1::uuid[])",
-                    ids,
-                )
-            }
-            results: list[list[tuple[Verdict, StoredTask | None]]] = []
+                    list(batch.tasks),
+                ):
+                    batch.attempts.setdefault(row["task_id"], {})[row["number"]] = _attempt(row)
+            results: list[list[tuple[Verdict, TaskState | None]]] = []
             for group in groups:
-                outcomes = [await _apply_one(conn, r, tasks, attempts) for r in group]
+                outcomes = [settle(batch, report) for report in group]
                 for index, (verdict, _) in enumerate(outcomes):
                     if verdict is Verdict.LATER:
-                        outcomes[index] = await _apply_one(conn, group[index], tasks, attempts)
+                        outcomes[index] = settle(batch, group[index])
                 results.append(outcomes)
+            await _write_attempts(conn, batch)
+            await _write_tasks(conn, batch)
             return results
 
     # The outbox -------------------------------------------------------------------------------
@@ -594,49 +479,64 @@ class TaskStore:
     async def published(self, item: OutboxItem) -> StoredTask | None:
         """JetStream acknowledged ``item``: delete it; a first dispatch makes its task QUEUED.
 
-        Returns the task if it changed.
+        Returns the task if it changed. A row a relay holds at the moment is left to it (it
+        published the row too and deletes it): a mark never waits for a relay, so the two never
+        wait on each other in a circle.
         """
-        async with self._pool.acquire() as conn:
-            return await self.published_in(conn, item)
+        row = await self._pool.fetchrow(
+            f"""WITH gone AS ({_DELETE_PUBLISHED})
+                UPDATE tasks SET state = 'queued', queued_at = now()
+                FROM gone
+                WHERE {_FIRST_DISPATCH}
+                RETURNING {_GONE_TASK}""",  # noqa: S608
+            [item.seq],
+        )
+        return None if row is None else _task(row)
 
     async def published_many(self, items: Sequence[OutboxItem]) -> dict[int, StoredTask]:
-        """:meth:`published` for a batch, in one transaction: the tasks that changed, by row.
+        """:meth:`published` for a batch, in one transaction: the tasks that changed, by row."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            return await self.published_in(conn, items)
+
+    async def published_in(
+        self, conn: Connection, items: Sequence[OutboxItem]
+    ) -> dict[int, StoredTask]:
+        """:meth:`published_many` in ``conn``'s transaction (a relay's, holding the rows).
 
         The tasks are locked in id order first, as a batch of reports locks them
         (:meth:`apply_many`), so the two never wait on each other in a circle.
         """
-        seqs = [item.seq for item in items]
         ids = sorted({item.task_id for item in items})
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "SELECT 1 FROM tasks WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE", ids
-            )
-            rows = await conn.fetch(
-                f"""WITH gone AS (
-                        DELETE FROM outbox WHERE seq = ANY($1::bigint[])
-                        RETURNING seq, task_id, kind, attempt)
-                    UPDATE tasks SET state = 'queued', queued_at = now()
-                    FROM gone
-                    WHERE tasks.id = gone.task_id AND gone.kind = 'dispatch'
-                      AND tasks.state = 'pending' AND tasks.attempt = gone.attempt
-                    RETURNING gone.seq AS outbox_seq,
-                        {", ".join(f"tasks.{c}" for c in _TASK_COLUMNS.split(", "))}""",  # noqa: S608
-                seqs,
-            )
+        await conn.execute(
+            "SELECT 1 FROM tasks WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE", ids
+        )
+        rows = await conn.fetch(
+            f"""WITH gone AS ({_DELETE_PUBLISHED})
+                UPDATE tasks SET state = 'queued', queued_at = now()
+                FROM gone
+                WHERE {_FIRST_DISPATCH}
+                RETURNING gone.seq AS outbox_seq, {_GONE_TASK}""",  # noqa: S608
+            [item.seq for item in items],
+        )
         return {row["outbox_seq"]: _task(row) for row in rows}
 
-    async def outbox_batch(self, conn: Connection, limit: int) -> list[OutboxItem]:
+    async def outbox_batch(
+        self, conn: Connection, limit: int, *, settled_seconds: float = 0.0
+    ) -> list[OutboxItem]:
         """The oldest rows nobody else is publishing, locked for ``conn``'s transaction.
 
-        Dispatches of tasks that no longer wait for them (cancelled while PENDING, say) are
-        deleted instead of returned.
+        ``settled_seconds``: only rows at least that old (a sweep leaves the rows whose calls
+        are still publishing them alone). Dispatches of tasks that no longer wait for them
+        (cancelled while PENDING, say) are deleted instead of returned.
         """
         rows = await conn.fetch(
             f"""SELECT {", ".join(f"o.{c}" for c in _OUTBOX_COLUMNS.split(", "))},
                        t.state AS task_state, t.attempt AS task_attempt
                 FROM outbox o JOIN tasks t ON t.id = o.task_id
+                WHERE o.created_at <= now() - make_interval(secs => $2)
                 ORDER BY o.seq LIMIT $1 FOR UPDATE OF o SKIP LOCKED""",  # noqa: S608
             limit,
+            settled_seconds,
         )
         items, stale = [], []
         for row in rows:
@@ -650,19 +550,6 @@ class TaskStore:
             await conn.execute("DELETE FROM outbox WHERE seq = ANY($1::bigint[])", stale)
         return items
 
-    async def published_in(self, conn: Connection, item: OutboxItem) -> StoredTask | None:
-        """:meth:`published`, on ``conn`` (inside the relay's transaction)."""
-        row = await conn.fetchrow(
-            f"""WITH gone AS (DELETE FROM outbox WHERE seq = $1 RETURNING task_id, kind, attempt)
-                UPDATE tasks SET state = 'queued', queued_at = now()
-                FROM gone
-                WHERE tasks.id = gone.task_id AND gone.kind = 'dispatch'
-                  AND tasks.state = 'pending' AND tasks.attempt = gone.attempt
-                RETURNING {", ".join(f"tasks.{c}" for c in _TASK_COLUMNS.split(", "))}""",  # noqa: S608
-            item.seq,
-        )
-        return None if row is None else _task(row)
-
     async def outbox_size(self) -> int:
         """Rows waiting in the outbox."""
         return int(await self._pool.fetchval("SELECT count(*) FROM outbox"))
@@ -673,253 +560,77 @@ class TaskStore:
         return self._pool
 
 
-_Attempts = dict[tuple[uuid.UUID, int], tuple[str, TaskState]]
-"""What a batch knows of its tasks' attempts: (task, number) -> (agent, state)."""
+_REPORTED_COLUMNS = (
+    ("state", "text"),
+    ("waiting_reason", "text"),
+    ("attempt", "integer"),
+    ("max_attempts", "integer"),
+    ("agent_id", "text"),
+    ("progress", "double precision"),
+    ("progress_message", "text"),
+    ("result", "bytea"),
+    ("error", "bytea"),
+    ("dead_lettered", "boolean"),
+    ("dead_letter_sequence", "bigint"),
+    ("queued_at", "timestamptz"),
+    ("started_at", "timestamptz"),
+    ("finished_at", "timestamptz"),
+)
+"""The columns of ``tasks`` a report may change, with their types."""
+_REPORTED_ARRAYS = ", ".join(f"${i}::{t}[]" for i, (_, t) in enumerate(_REPORTED_COLUMNS, 2))
+_WRITE_TASKS = f"""UPDATE tasks SET {", ".join(f"{c} = u.{c}" for c, _ in _REPORTED_COLUMNS)}
+    FROM unnest($1::uuid[], {_REPORTED_ARRAYS})
+        AS u(id, {", ".join(c for c, _ in _REPORTED_COLUMNS)})
+    WHERE tasks.id = u.id"""  # noqa: S608 - constant column list
+_WRITE_ATTEMPTS = f"""INSERT INTO attempts (task_id, {_ATTEMPT_COLUMNS})
+    SELECT * FROM unnest($1::uuid[], $2::integer[], $3::text[], $4::text[], $5::timestamptz[],
+                         $6::timestamptz[], $7::bytea[])
+    ON CONFLICT (task_id, number) DO UPDATE SET agent_id = excluded.agent_id,
+        state = excluded.state, started_at = excluded.started_at,
+        finished_at = excluded.finished_at, error = excluded.error"""  # noqa: S608
 
 
-async def _apply_one(
-    conn: Connection, report: Report, tasks: dict[uuid.UUID, StoredTask], attempts: _Attempts
-) -> tuple[Verdict, StoredTask | None]:
-    """Judge one report against ``tasks`` and ``attempts`` and apply it; both kept current."""
-    task = tasks.get(report.task_id)
-    view = None
-    if task is not None:
-        known = attempts.get((report.task_id, report.attempt))
-        view = AttemptView(
-            state=task.state,
-            attempt=task.attempt,
-            attempt_agent=known[0] if known else "",
-            attempt_state=known[1] if known else None,
-        )
-    verdict = judge(
-        view,
-        sender=report.sender,
-        agent=report.agent,
-        event=report.event,
-        attempt=report.attempt,
-        next_attempt=report.next_attempt,
-        reported_agent=report.reported_agent,
-    )
-    if task is None or verdict not in (Verdict.APPLY, Verdict.ATTEMPT_ONLY):
-        return verdict, None
-    row, written = await _APPLIERS[report.event](conn, report, verdict)  # type: ignore[index]
-    for attempt in written:
-        attempts[(report.task_id, attempt["number"])] = (
-            attempt["agent_id"],
-            TaskState(attempt["state"]),
-        )
-    changed = _task(row) if row is not None else task
-    tasks[report.task_id] = changed
-    return verdict, changed
-
-
-# Report appliers: each runs in the report's transaction, the task's row locked, and returns the
-# task's new row (or None when only the attempt changed and the task was merely touched) and the
-# rows of the attempts it wrote (number, agent_id, state), so a batch can judge the task's next
-# report without reading the attempt again.
-
-Applied = tuple[asyncpg.Record | None, list[asyncpg.Record]]
-
-
-def _written(row: asyncpg.Record | None) -> list[asyncpg.Record]:
-    return [] if row is None else [row]
-
-
-async def _touch(conn: Connection, task_id: uuid.UUID) -> asyncpg.Record | None:
-    """Bump the task's version: its watchers see the attempt's change."""
-    return await conn.fetchrow(
-        f"UPDATE tasks SET version = version WHERE id = $1 RETURNING {_TASK_COLUMNS}",  # noqa: S608
-        task_id,
+async def _write_tasks(conn: Connection, batch: Batch) -> None:
+    """Write the tasks ``batch`` changed, in one statement (each row's version grows once)."""
+    if not batch.changed_tasks:
+        return
+    tasks = [batch.tasks[task_id] for task_id in sorted(batch.changed_tasks)]
+    await conn.execute(
+        _WRITE_TASKS,
+        [t.task_id for t in tasks],
+        [t.state.value for t in tasks],
+        [t.waiting_reason for t in tasks],
+        [t.attempt for t in tasks],
+        [t.max_attempts for t in tasks],
+        [t.agent_id for t in tasks],
+        [t.progress for t in tasks],
+        [t.progress_message for t in tasks],
+        [t.result for t in tasks],
+        [t.error for t in tasks],
+        [t.dead_lettered for t in tasks],
+        [t.dead_letter_sequence for t in tasks],
+        [t.queued_at for t in tasks],
+        [t.started_at for t in tasks],
+        [t.finished_at for t in tasks],
     )
 
 
-async def _assigned(conn: Connection, report: Report, _: Verdict) -> Applied:
-    attempt = await conn.fetchrow(
-        "UPDATE attempts SET agent_id = $3 WHERE task_id = $1 AND number = $2 "
-        "RETURNING number, agent_id, state",
-        report.task_id,
-        report.attempt,
-        report.reported_agent,
+async def _write_attempts(conn: Connection, batch: Batch) -> None:
+    """Write (insert or update) the attempts ``batch`` changed, in one statement."""
+    if not batch.changed_attempts:
+        return
+    keys = sorted(batch.changed_attempts)
+    attempts = [batch.attempts[task_id][number] for task_id, number in keys]
+    await conn.execute(
+        _WRITE_ATTEMPTS,
+        [task_id for task_id, _ in keys],
+        [a.number for a in attempts],
+        [a.agent_id for a in attempts],
+        [a.state.value for a in attempts],
+        [a.started_at for a in attempts],
+        [a.finished_at for a in attempts],
+        [a.error for a in attempts],
     )
-    # The coordinator may have taken the dispatch before the PubAck made the task QUEUED.
-    task = await conn.fetchrow(
-        f"""UPDATE tasks SET agent_id = $2, waiting_reason = '',
-                state = CASE WHEN state = 'pending' THEN 'queued' ELSE state END,
-                queued_at = coalesce(queued_at, now())
-            WHERE id = $1 RETURNING {_TASK_COLUMNS}""",  # noqa: S608
-        report.task_id,
-        report.reported_agent,
-    )
-    return task, _written(attempt)
-
-
-async def _waiting(conn: Connection, report: Report, _: Verdict) -> Applied:
-    task = await conn.fetchrow(
-        f"""UPDATE tasks SET waiting_reason = $2,
-                state = CASE WHEN state = 'pending' THEN 'queued' ELSE state END,
-                queued_at = coalesce(queued_at, now())
-            WHERE id = $1 RETURNING {_TASK_COLUMNS}""",  # noqa: S608
-        report.task_id,
-        report.reason,
-    )
-    return task, []
-
-
-async def _started(conn: Connection, report: Report, _: Verdict) -> Applied:
-    attempt = await conn.fetchrow(
-        "UPDATE attempts SET state = 'running', started_at = now() "
-        "WHERE task_id = $1 AND number = $2 RETURNING number, agent_id, state",
-        report.task_id,
-        report.attempt,
-    )
-    task = await conn.fetchrow(
-        f"""UPDATE tasks SET state = 'running', started_at = now(), waiting_reason = '',
-                progress = 0, progress_message = ''
-            WHERE id = $1 RETURNING {_TASK_COLUMNS}""",  # noqa: S608
-        report.task_id,
-    )
-    return task, _written(attempt)
-
-
-async def _progress(conn: Connection, report: Report, _: Verdict) -> Applied:
-    # Progress implies the handler runs, even if its `started` report was lost.
-    attempt = await conn.fetchrow(
-        "UPDATE attempts SET state = 'running', started_at = coalesce(started_at, now()) "
-        "WHERE task_id = $1 AND number = $2 RETURNING number, agent_id, state",
-        report.task_id,
-        report.attempt,
-    )
-    task = await conn.fetchrow(
-        f"""UPDATE tasks SET state = 'running', started_at = coalesce(started_at, now()),
-                progress = $2, progress_message = $3, waiting_reason = ''
-            WHERE id = $1 RETURNING {_TASK_COLUMNS}""",  # noqa: S608
-        report.task_id,
-        report.fraction,
-        report.message,
-    )
-    return task, _written(attempt)
-
-
-async def _end_attempt(
-    conn: Connection, report: Report, state: TaskState, error: bytes | None
-) -> list[asyncpg.Record]:
-    return _written(
-        await conn.fetchrow(
-            "UPDATE attempts SET state = $3, error = $4, finished_at = now(), "
-            "started_at = coalesce(started_at, now()) "
-            "WHERE task_id = $1 AND number = $2 RETURNING number, agent_id, state",
-            report.task_id,
-            report.attempt,
-            state.value,
-            error,
-        )
-    )
-
-
-async def _succeeded(conn: Connection, report: Report, verdict: Verdict) -> Applied:
-    attempts = await _end_attempt(conn, report, TaskState.SUCCEEDED, None)
-    if verdict is Verdict.ATTEMPT_ONLY:
-        return await _touch(conn, report.task_id), attempts
-    task = await conn.fetchrow(
-        f"""UPDATE tasks SET state = 'succeeded', result = $2, progress = 1,
-                finished_at = now(), started_at = coalesce(started_at, now())
-            WHERE id = $1 RETURNING {_TASK_COLUMNS}""",  # noqa: S608
-        report.task_id,
-        report.result,
-    )
-    return task, attempts
-
-
-async def _failed(conn: Connection, report: Report, verdict: Verdict) -> Applied:
-    attempts = await _end_attempt(conn, report, TaskState.FAILED, report.error)
-    if verdict is Verdict.ATTEMPT_ONLY or report.retryable:
-        # Retryable: the coordinator queues the next attempt (`requeued`) or gives up
-        # (`dead_lettered`); the task waits for that.
-        return await _touch(conn, report.task_id), attempts
-    task = await conn.fetchrow(
-        f"""UPDATE tasks SET state = 'failed', error = $2, finished_at = now()
-            WHERE id = $1 RETURNING {_TASK_COLUMNS}""",  # noqa: S608
-        report.task_id,
-        report.error,
-    )
-    return task, attempts
-
-
-async def _cancelled(conn: Connection, report: Report, verdict: Verdict) -> Applied:
-    attempts = await _end_attempt(conn, report, TaskState.CANCELLED, report.error)
-    if verdict is Verdict.ATTEMPT_ONLY:
-        return await _touch(conn, report.task_id), attempts
-    # An agent stops a handler only when the task was cancelled; should the record not know
-    # (its CancelTask was answered elsewhere and lost), the agent's word ends the task.
-    task = await conn.fetchrow(
-        f"""UPDATE tasks SET state = 'cancelled', error = $2, finished_at = now()
-            WHERE id = $1 RETURNING {_TASK_COLUMNS}""",  # noqa: S608
-        report.task_id,
-        report.error,
-    )
-    return task, attempts
-
-
-async def _requeued(conn: Connection, report: Report, _: Verdict) -> Applied:
-    ended = await conn.fetchrow(
-        "UPDATE attempts SET state = 'failed', error = coalesce($3, error), "
-        "finished_at = coalesce(finished_at, now()) "
-        "WHERE task_id = $1 AND number = $2 AND state IN ('queued', 'running') "
-        "RETURNING number, agent_id, state",
-        report.task_id,
-        report.attempt,
-        report.error,
-    )
-    # An existing row (a repeat) is left as it is, and so is what a batch knows of it.
-    following = await conn.fetchrow(
-        "INSERT INTO attempts (task_id, number, state) VALUES ($1, $2, 'queued') "
-        "ON CONFLICT DO NOTHING RETURNING number, agent_id, state",
-        report.task_id,
-        report.next_attempt,
-    )
-    task = await conn.fetchrow(
-        f"""UPDATE tasks SET state = 'queued', attempt = $2,
-                max_attempts = greatest(max_attempts, $2), agent_id = '', progress = 0,
-                progress_message = '', started_at = NULL, queued_at = now(), waiting_reason = ''
-            WHERE id = $1 RETURNING {_TASK_COLUMNS}""",  # noqa: S608
-        report.task_id,
-        report.next_attempt,
-    )
-    return task, [*_written(ended), *_written(following)]
-
-
-async def _dead_lettered(conn: Connection, report: Report, _: Verdict) -> Applied:
-    ended = await conn.fetchrow(
-        "UPDATE attempts SET state = 'failed', error = coalesce($3, error), "
-        "finished_at = coalesce(finished_at, now()) "
-        "WHERE task_id = $1 AND number = $2 AND state IN ('queued', 'running') "
-        "RETURNING number, agent_id, state",
-        report.task_id,
-        report.attempt,
-        report.error,
-    )
-    task = await conn.fetchrow(
-        f"""UPDATE tasks SET state = 'failed', error = $2, dead_lettered = true,
-                dead_letter_sequence = $3, finished_at = now()
-            WHERE id = $1 RETURNING {_TASK_COLUMNS}""",  # noqa: S608
-        report.task_id,
-        report.error,
-        report.dead_letter_sequence or None,
-    )
-    return task, _written(ended)
-
-
-_APPLIERS = {
-    Event.ASSIGNED: _assigned,
-    Event.WAITING: _waiting,
-    Event.STARTED: _started,
-    Event.PROGRESS: _progress,
-    Event.SUCCEEDED: _succeeded,
-    Event.FAILED: _failed,
-    Event.CANCELLED: _cancelled,
-    Event.REQUEUED: _requeued,
-    Event.DEAD_LETTERED: _dead_lettered,
-}
 
 
 # Helpers ----------------------------------------------------------------------------------------
@@ -1046,4 +757,15 @@ def _task(row: asyncpg.Record) -> StoredTask:
         finished_at=row["finished_at"],
         updated_at=row["updated_at"],
         version=row["version"],
+    )
+
+
+def _attempt(row: asyncpg.Record) -> StoredAttempt:
+    return StoredAttempt(
+        number=row["number"],
+        agent_id=row["agent_id"],
+        state=TaskState(row["state"]),
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        error=None if row["error"] is None else bytes(row["error"]),
     )

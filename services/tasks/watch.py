@@ -24,7 +24,8 @@ from sutazai.runtime.stream_slots import StreamSlots
 from sutazai.services.tasks.domain import WatchFilter
 from sutazai.services.tasks.feed import TaskFeed
 from sutazai.services.tasks.metrics import TaskMetrics
-from sutazai.services.tasks.store import StoredAttempt, StoredTask, TaskStore
+from sutazai.services.tasks.records import StoredAttempt, StoredTask
+from sutazai.services.tasks.store import TaskStore
 
 KEEPALIVE_SECONDS: Final = 30.0
 RETRY_SECONDS: Final = 5.0

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 
+import asyncpg
 import grpc
 import httpx
 import pytest
 from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 
+from sutazai.ops.supervisor.components.postgres import maintenance_dsn
 from sutazai.runtime.messaging import connect_nats
 from sutazai.runtime.settings import MeshSettings
+from sutazai.services.tasks.store import TaskStore, open_store
 from sutazai.tasks.v1.task_service_pb2_grpc import TaskServiceStub
 from tests.harness.fixtures import Account, new_account, signed_in
 from tests.harness.waiting import wait_for
@@ -73,3 +77,32 @@ async def other_user_account(mesh_services: MeshSettings) -> Account:
 async def other_user_token(mesh_services: MeshSettings, other_user_account: Account) -> str:
     """An access token of a second plain user."""
     return await signed_in(mesh_services, other_user_account)
+
+
+@pytest.fixture
+async def schema(mesh_settings: MeshSettings) -> AsyncIterator[str]:
+    """A fresh schema owned by the task service's role (the mesh's task service never sees it)."""
+    name = f"tasks_test_{uuid.uuid4().hex[:8]}"
+    role = mesh_settings.postgres.service_role("tasks")
+    admin = await asyncpg.connect(maintenance_dsn(mesh_settings, mesh_settings.postgres.database))
+    try:
+        await admin.execute(f'CREATE SCHEMA {name} AUTHORIZATION "{role}"')
+        yield name
+        await admin.execute(f"DROP SCHEMA {name} CASCADE")
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def store(mesh_settings: MeshSettings, schema: str) -> AsyncIterator[TaskStore]:
+    """A task store on :func:`schema`, as the task service's role."""
+    pool = await asyncpg.create_pool(
+        mesh_settings.as_principal("tasks").postgres_dsn,
+        min_size=1,
+        max_size=4,
+        server_settings={"search_path": schema},
+    )
+    try:
+        yield await open_store(pool, schema)
+    finally:
+        await pool.close()

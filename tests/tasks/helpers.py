@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from google.protobuf import struct_pb2
 from google.rpc import status_pb2
 from nats.js import JetStreamContext
 
+from sutazai.services.tasks.records import NewTask
 from sutazai.tasks.v1 import dispatch_pb2
 from sutazai.tasks.v1 import task_service_pb2 as pb
 from sutazai.tasks.v1.task_service_pb2_grpc import TaskServiceStub
@@ -18,6 +20,22 @@ TIMEOUT = 10.0
 NOBODY_RUNS = "tests.nobody-runs-this"
 """A task type no agent offers: its dispatch stays on the stream (nothing assigns it)."""
 COORDINATOR = "sutazai.reports.coordinator"
+
+
+def new_task(owner: str = "owner-1", key: str = "") -> NewTask:
+    """A task to store directly (no agent runs its type)."""
+    return NewTask(
+        task_id=uuid.uuid4(),
+        owner_id=owner,
+        type=NOBODY_RUNS,
+        payload=b"",
+        priority=1,
+        required_capabilities=(),
+        resources=(),
+        timeout_seconds=60,
+        idempotency_key=key,
+        max_attempts=3,
+    )
 
 
 def agent_subject(agent_id: str) -> str:

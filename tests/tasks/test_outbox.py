@@ -12,13 +12,11 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 
-import asyncpg
 import pytest
 from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 from prometheus_client import CollectorRegistry
 
-from sutazai.ops.supervisor.components.postgres import maintenance_dsn
 from sutazai.runtime.messaging import connect_nats
 from sutazai.runtime.settings import MeshSettings, NatsSettings, TaskSettings
 from sutazai.services.tasks import store as store_module
@@ -28,9 +26,9 @@ from sutazai.services.tasks.ledger import TaskLedger
 from sutazai.services.tasks.messages import DISPATCH
 from sutazai.services.tasks.metrics import TaskMetrics
 from sutazai.services.tasks.outbox import Outbox
-from sutazai.services.tasks.store import NewTask, TaskStore, open_store
+from sutazai.services.tasks.store import TaskStore
 from tests.harness.waiting import wait_for
-from tests.tasks.helpers import NOBODY_RUNS
+from tests.tasks.helpers import new_task
 
 
 class CuttableProxy:
@@ -73,49 +71,6 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         pass
     finally:
         writer.close()
-
-
-@pytest.fixture
-async def schema(mesh_settings: MeshSettings) -> AsyncIterator[str]:
-    """A fresh schema owned by the task service's role."""
-    name = f"tasks_test_{uuid.uuid4().hex[:8]}"
-    role = mesh_settings.postgres.service_role("tasks")
-    admin = await asyncpg.connect(maintenance_dsn(mesh_settings, mesh_settings.postgres.database))
-    try:
-        await admin.execute(f'CREATE SCHEMA {name} AUTHORIZATION "{role}"')
-        yield name
-        await admin.execute(f"DROP SCHEMA {name} CASCADE")
-    finally:
-        await admin.close()
-
-
-@pytest.fixture
-async def store(mesh_settings: MeshSettings, schema: str) -> AsyncIterator[TaskStore]:
-    pool = await asyncpg.create_pool(
-        mesh_settings.as_principal("tasks").postgres_dsn,
-        min_size=1,
-        max_size=4,
-        server_settings={"search_path": schema},
-    )
-    try:
-        yield await open_store(pool, schema)
-    finally:
-        await pool.close()
-
-
-def new_task(owner: str = "owner-1", key: str = "") -> NewTask:
-    return NewTask(
-        task_id=uuid.uuid4(),
-        owner_id=owner,
-        type=NOBODY_RUNS,
-        payload=b"",
-        priority=1,
-        required_capabilities=(),
-        resources=(),
-        timeout_seconds=60,
-        idempotency_key=key,
-        max_attempts=3,
-    )
 
 
 @contextlib.asynccontextmanager
@@ -291,3 +246,33 @@ async def test_a_task_cancelled_before_its_dispatch_went_out_is_never_dispatched
         await wait_for(empty, timeout=15, message="the relay emptied the outbox")
     assert await dispatches_of(admin_nats, task.task_id, first_seq) == 0
     await proxy.cut()
+
+
+async def test_a_mark_leaves_rows_a_relay_holds_to_it_instead_of_waiting(
+    store: TaskStore,
+) -> None:
+    # A call marks its rows (tasks locked in id order, then the rows) while a relay holds some
+    # of them and waits for their tasks: the mark skips the relay's rows, so neither waits on
+    # the other (before, PostgreSQL broke such circles as deadlocks, a second later).
+    first, _ = await store.create(new_task(), queue_bound=100, dispatch=DISPATCH)
+    second, _ = await store.create(new_task(), queue_bound=100, dispatch=DISPATCH)
+    async with store.pool.acquire() as relay, relay.transaction():
+        held = await store.outbox_batch(relay, 100)
+        assert [item.task_id for item in held] == [first.task.task_id, second.task.task_id]
+
+        async with asyncio.timeout(5):
+            marked = await store.published_many([*first.outbox, *second.outbox])
+
+        assert marked == {}, "every row is the relay's"
+        changed = await store.published_in(relay, held)
+    assert {task.state for task in changed.values()} == {TaskState.QUEUED}
+    assert await store.outbox_size() == 0
+
+
+async def test_a_sweep_leaves_rows_whose_calls_are_still_publishing_them(
+    store: TaskStore,
+) -> None:
+    await store.create(new_task(), queue_bound=100, dispatch=DISPATCH)
+    async with store.pool.acquire() as relay, relay.transaction():
+        assert await store.outbox_batch(relay, 100, settled_seconds=60.0) == []
+        assert len(await store.outbox_batch(relay, 100)) == 1
