@@ -28,7 +28,7 @@ from sutazai.services.tasks.ledger import TaskLedger
 from sutazai.services.tasks.metrics import TaskMetrics
 from sutazai.services.tasks.outbox import Outbox
 from sutazai.services.tasks.reports import ReportConsumer
-from sutazai.services.tasks.store import SCHEMA, open_store
+from sutazai.services.tasks.store import SCHEMA, open_store, session_settings
 from sutazai.services.tasks.watch import Watches
 from sutazai.tasks.v1 import task_service_pb2, task_service_pb2_grpc
 
@@ -48,8 +48,7 @@ async def build(
 ) -> ServiceHost:
     """Create the instance's connections (closed by ``stack``) and its unstarted host."""
     nc, registry = await join_registry(mesh, SERVICE_NAME, stack)
-    # Every statement names its tables without the schema: the pool's path supplies it.
-    server_settings = {"search_path": SCHEMA}
+    server_settings = session_settings()
     pool = await open_pool(
         mesh.postgres_dsn, min_size=1, max_size=POOL_SIZE, server_settings=server_settings
     )

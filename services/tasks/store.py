@@ -50,9 +50,13 @@ _TASK = f"SELECT {_TASK_COLUMNS} FROM tasks"  # noqa: S608 - constant column lis
 _ATTEMPT_COLUMNS = "number, agent_id, state, started_at, finished_at, error"
 _OUTBOX_COLUMNS = "seq, task_id, kind, attempt, subject, msg_id, body, dead_letter_sequence"
 _DELETE_PUBLISHED = """DELETE FROM outbox WHERE seq IN (
-        SELECT seq FROM outbox WHERE seq = ANY($1::bigint[]) FOR UPDATE SKIP LOCKED)
+        SELECT seq FROM outbox WHERE {} FOR UPDATE SKIP LOCKED)
     RETURNING seq, task_id, kind, attempt"""
-"""Published rows gone, except those a relay holds (it deletes them itself)."""
+"""Published rows gone (those the condition names), except those a relay holds (it deletes them
+itself)."""
+_CUSTOM_PLANS = "SET LOCAL plan_cache_mode = auto"
+"""A listing's plan depends on its values (the index for a rare state or type): see
+:func:`session_settings`."""
 _FIRST_DISPATCH = """tasks.id = gone.task_id AND gone.kind = 'dispatch'
     AND tasks.state = 'pending' AND tasks.attempt = gone.attempt"""
 _GONE_TASK = ", ".join(f"tasks.{c}" for c in _TASK_COLUMNS.split(", "))
@@ -66,10 +70,24 @@ one at a time. Exact as long as fewer creates than this are in flight at once (e
 of the service runs at most its pool's size)."""
 
 
+def session_settings(schema: str = SCHEMA) -> dict[str, str]:
+    """The settings of every connection the store runs on (the pool's ``server_settings``).
+
+    Statements name their tables without the schema: the path supplies it. Prepared statements
+    run their generic plan: PostgreSQL otherwise plans a statement on a key array afresh for
+    every execution whenever a plan for the array at hand looks cheaper than the generic one (a
+    single id against its guess of ten), and that planning cost more CPU than the statements
+    ran (PostgreSQL's CPU per no-op task at C=1 12.5 ms with custom plans, 8.4 ms without;
+    docs/benchmarks.md). Listings, whose best plan depends on the values, plan afresh
+    (:meth:`TaskStore.page`).
+    """
+    return {"search_path": schema, "plan_cache_mode": "force_generic_plan"}
+
+
 async def open_store(pool: asyncpg.Pool, schema: str = SCHEMA) -> TaskStore:
     """Apply the schema's migrations (idempotent) and return the store.
 
-    ``pool``'s connections must run with ``search_path`` = ``schema``.
+    ``pool``'s connections must run with :func:`session_settings`.
     """
     await migrate(pool, schema, MIGRATIONS)
     return TaskStore(pool)
@@ -306,10 +324,12 @@ class TaskStore:
             conditions.append(f"(created_at, id) < (${n - 1}, ${n})")
         arguments.append(limit)
         clause = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-        rows = await self._pool.fetch(
-            f"{_TASK} {clause} ORDER BY created_at DESC, id DESC LIMIT ${len(arguments)}",
-            *arguments,
-        )
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(_CUSTOM_PLANS)
+            rows = await conn.fetch(
+                f"{_TASK} {clause} ORDER BY created_at DESC, id DESC LIMIT ${len(arguments)}",
+                *arguments,
+            )
         return [_task(r) for r in rows]
 
     async def changed_since(
@@ -484,12 +504,12 @@ class TaskStore:
         wait on each other in a circle.
         """
         row = await self._pool.fetchrow(
-            f"""WITH gone AS ({_DELETE_PUBLISHED})
+            f"""WITH gone AS ({_DELETE_PUBLISHED.format("seq = $1")})
                 UPDATE tasks SET state = 'queued', queued_at = now()
                 FROM gone
                 WHERE {_FIRST_DISPATCH}
                 RETURNING {_GONE_TASK}""",  # noqa: S608
-            [item.seq],
+            item.seq,
         )
         return None if row is None else _task(row)
 
@@ -511,7 +531,7 @@ class TaskStore:
             "SELECT 1 FROM tasks WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE", ids
         )
         rows = await conn.fetch(
-            f"""WITH gone AS ({_DELETE_PUBLISHED})
+            f"""WITH gone AS ({_DELETE_PUBLISHED.format("seq = ANY($1::bigint[])")})
                 UPDATE tasks SET state = 'queued', queued_at = now()
                 FROM gone
                 WHERE {_FIRST_DISPATCH}

@@ -15,7 +15,7 @@ from nats.js.errors import NotFoundError
 from sutazai.ops.supervisor.components.postgres import maintenance_dsn
 from sutazai.runtime.messaging import connect_nats
 from sutazai.runtime.settings import MeshSettings
-from sutazai.services.tasks.store import TaskStore, open_store
+from sutazai.services.tasks.store import TaskStore, open_store, session_settings
 from sutazai.tasks.v1.task_service_pb2_grpc import TaskServiceStub
 from tests.harness.fixtures import Account, new_account, signed_in
 from tests.harness.waiting import wait_for
@@ -100,7 +100,7 @@ async def store(mesh_settings: MeshSettings, schema: str) -> AsyncIterator[TaskS
         mesh_settings.as_principal("tasks").postgres_dsn,
         min_size=1,
         max_size=4,
-        server_settings={"search_path": schema},
+        server_settings=session_settings(schema),
     )
     try:
         yield await open_store(pool, schema)
