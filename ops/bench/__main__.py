@@ -259,13 +259,17 @@ def tasks(
         list[str] | None,
         typer.Option(help="Celery side(s): its Redis's appendfsync, always or everysec."),
     ] = None,
+    mesh_only: Annotated[
+        bool, typer.Option(help="The mesh side alone (no Celery), e.g. to compare two builds.")
+    ] = False,
 ) -> None:
     """No-op tasks end to end: the mesh (gRPC create to SUCCEEDED stored) against Celery 5.
 
     The mesh side creates ``bench.noop`` tasks through Envoy as a throw-away user; the
     benchmark's agent (``[agents.bench]``, run here in a process of its own) completes them.
     The Celery side runs the same round trip on Redis (broker and results) with a worker
-    process, each started here in a temporary directory. Every task is one rate-limited
+    process, each started here in a temporary directory. Each round also reports the CPU time
+    every process spent per task. Every task is one rate-limited
     ``CreateTask`` of one user: raise ``SUTAZAI_AUTH__USER_RATE_*`` and the edge's per-user
     limits (docs/benchmarks.md).
     """
@@ -279,7 +283,7 @@ def tasks(
                 tasks=tasks,
                 concurrency=concurrency,
                 rounds=rounds,
-                fsyncs=celery_fsync or ["always", "everysec"],
+                fsyncs=[] if mesh_only else celery_fsync or ["always", "everysec"],
             )
         )
     except BenchError as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,3 +51,5 @@ class SideResult:
     latency: Latency
     verified: int
     """Tasks found stored as succeeded, with their result, after the round."""
+    cpu_ms_per_task: dict[str, float] = field(default_factory=dict)
+    """CPU per task by process over the round (:mod:`.cpu`), with the ``total``."""

@@ -22,13 +22,13 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import asdict
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from dataclasses import asdict, replace
 from typing import Any
 
 import grpc
 
-from sutazai.ops.bench import celery_side
+from sutazai.ops.bench import celery_side, cpu
 from sutazai.ops.bench.accounts import sign_in
 from sutazai.ops.bench.errors import BenchError
 from sutazai.ops.bench.figures import SideResult, latency_summary
@@ -306,12 +306,19 @@ async def compare(
         for side in sides:
             results[side.name] = []
             await side.run(WARM_UP_TASKS, 1)
+
+        async def measured(round_: Awaitable[SideResult]) -> SideResult:
+            before = cpu.snapshot(agent_pid=agent_pid)
+            result = await round_
+            spent = cpu.per_task(before, cpu.snapshot(agent_pid=agent_pid), result.tasks)
+            return replace(result, cpu_ms_per_task=spent)
+
         for _ in range(rounds):
             results["mesh"].append(
-                await mesh_round(stub, token, tasks=tasks, concurrency=concurrency)
+                await measured(mesh_round(stub, token, tasks=tasks, concurrency=concurrency))
             )
             for side in sides:
-                results[side.name].append(await side.run(tasks, concurrency))
+                results[side.name].append(await measured(side.run(tasks, concurrency)))
         celery_settings = {side.name: side.settings for side in sides}
     load_after = _load()
     mesh_best = _best(results["mesh"])

@@ -51,6 +51,10 @@ async def test_the_benchmark_runs_both_sides_and_finds_every_task_stored(
         assert run["verified"] == TASKS, "every acknowledged task is found stored"
         assert run["tasks_per_second"] > 0
         assert 0 < run["latency"]["p50_ms"] <= run["latency"]["p99_ms"]
+    mesh_cpu = result["sides"]["mesh"][0]["cpu_ms_per_task"]
+    assert {"tasks", "coordinator", "agent", "benchmark"} <= set(mesh_cpu), mesh_cpu
+    assert mesh_cpu["total"] >= mesh_cpu["tasks"] > 0
+    assert "celery" in result["sides"]["celery_fsync_everysec"][0]["cpu_ms_per_task"]
     assert result["celery_settings"]["celery_fsync_everysec"]["task_acks_late"] is True
     versus = result["mesh_versus"]["celery_fsync_everysec"]
     assert set(versus) == {"throughput", "p50", "p99"}
