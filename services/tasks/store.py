@@ -77,7 +77,7 @@ def session_settings(schema: str = SCHEMA) -> dict[str, str]:
     run their generic plan: PostgreSQL otherwise plans a statement on a key array afresh for
     every execution whenever a plan for the array at hand looks cheaper than the generic one (a
     single id against its guess of ten), and that planning cost more CPU than the statements
-    ran (PostgreSQL's CPU per no-op task at C=1 12.5 ms with custom plans, 8.4 ms without;
+    ran (PostgreSQL's CPU per no-op task at C=1: 12.5 ms with custom plans, 9 ms without;
     docs/benchmarks.md). Listings, whose best plan depends on the values, plan afresh
     (:meth:`TaskStore.page`).
     """
