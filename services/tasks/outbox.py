@@ -67,7 +67,7 @@ class Outbox:
         self.wake()
 
     async def send(self, items: list[OutboxItem]) -> StoredTask | None:
-        """Publish rows just written, in order; the task as the last publish left it, if changed.
+        """Publish rows just written, in order; the task as the last dispatch left it, if any.
 
         Stops at the first failure and leaves it (and the rest) to the relay.
         """
@@ -79,6 +79,10 @@ class Outbox:
             self._metrics.published.labels(item.kind, "direct").inc()
             try:
                 task = await self._marks.submit(item)
+                if task is None and item.kind == "dispatch":
+                    # A relay held the row (it published it too and marks it): the reply
+                    # shows the task as the relay leaves it, not as PENDING.
+                    task = await self._store.after_relay(item)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 # Published but still in the outbox: the relay publishes it again (a duplicate
                 # JetStream drops) and deletes it.
@@ -120,8 +124,8 @@ class Outbox:
         """The relay: publish what the outbox holds, whenever woken, until cancelled.
 
         Woken (a failed publish, a reconnection), it takes every row; its periodic sweep only
-        rows older than ``publish_timeout_seconds``, whose calls have given up on them: the
-        rows of calls still publishing are theirs.
+        rows older than twice ``publish_timeout_seconds``, whose calls have given up on them:
+        the rows of calls still publishing are theirs.
         """
         failures = 0
         while True:
@@ -139,7 +143,9 @@ class Outbox:
                 # Woken again by the reconnection; the back-off keeps an eye meanwhile.
                 failures += 1
                 continue
-            settled = 0.0 if woken else self._settings.publish_timeout_seconds
+            # A row is as old as its transaction; its call publishes after the commit and
+            # waits up to publish_timeout_seconds: twice that is past any call still at it.
+            settled = 0.0 if woken else 2 * self._settings.publish_timeout_seconds
             try:
                 done = await self.relay_once(settled_seconds=settled)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

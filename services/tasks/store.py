@@ -513,6 +513,14 @@ class TaskStore:
         )
         return None if row is None else _task(row)
 
+    async def after_relay(self, item: OutboxItem) -> StoredTask | None:
+        """``item``'s task once a relay holding ``item`` (its mark skipped it) has let it go.
+
+        The wait holds no lock of its own while it waits, so it joins no circle.
+        """
+        await self._pool.execute("SELECT 1 FROM outbox WHERE seq = $1 FOR KEY SHARE", item.seq)
+        return await self.get(item.task_id)
+
     async def published_many(self, items: Sequence[OutboxItem]) -> dict[int, StoredTask]:
         """:meth:`published` for a batch, in one transaction: the tasks that changed, by row."""
         async with self._pool.acquire() as conn, conn.transaction():

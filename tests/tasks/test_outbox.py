@@ -173,6 +173,43 @@ async def test_a_dispatch_published_twice_is_one_message(
     assert await dispatches_of(admin_nats, changed.task.task_id, first_seq) == 1
 
 
+async def test_a_call_whose_row_a_relay_holds_replies_with_the_task_the_relay_queued(
+    mesh_settings: MeshSettings, admin_nats: Client, store: TaskStore
+) -> None:
+    settings = TaskSettings(relay_interval_seconds=60.0)
+    first_seq = (await admin_nats.jetstream().stream_info("SUTAZAI_TASKS")).state.last_seq + 1
+    async with ledger_via(mesh_settings, store, mesh_settings.nats.port, settings) as (
+        _,
+        outbox,
+        _nc,
+    ):
+        changed, _ = await store.create(new_task(), queue_bound=100, dispatch=DISPATCH)
+        async with store.pool.acquire() as relay:
+            transaction = relay.transaction()
+            await transaction.start()
+            held = await store.outbox_batch(relay, 100)
+            assert [item.seq for item in held] == [changed.outbox[0].seq]
+            # The call publishes too; its mark skips the relay's row and waits for the relay.
+            call = asyncio.create_task(outbox.send(changed.outbox))
+            await wait_for(
+                lambda: store.pool.fetchval(
+                    """SELECT count(*) FROM pg_stat_activity
+                        WHERE wait_event_type = 'Lock' AND query LIKE '%FOR KEY SHARE%'"""
+                ),
+                timeout=10,
+                message="the call waits for the relay",
+            )
+            assert not call.done()
+            await store.published_in(relay, held)
+            await transaction.commit()
+
+        replied = await asyncio.wait_for(call, timeout=10)
+    assert replied is not None
+    assert replied.state is TaskState.QUEUED, "the reply is the task as the relay queued it"
+    assert await store.outbox_size() == 0
+    assert await dispatches_of(admin_nats, changed.task.task_id, first_seq) == 1
+
+
 async def test_the_queue_bound_refuses_without_blocking_but_repeats_still_answer(
     mesh_settings: MeshSettings, store: TaskStore
 ) -> None:
