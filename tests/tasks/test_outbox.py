@@ -100,6 +100,23 @@ async def ledger_via(
         await nc.close()
 
 
+async def next_dispatch_seq(nc: Client) -> int:
+    """The sequence SUTAZAI_TASKS's next message will have."""
+    return (await nc.jetstream().stream_info("SUTAZAI_TASKS")).state.last_seq + 1
+
+
+@pytest.fixture
+async def direct_outbox(mesh_settings: MeshSettings, store: TaskStore) -> AsyncIterator[Outbox]:
+    """An outbox publishing straight to the mesh's NATS; its relay runs only when woken."""
+    settings = TaskSettings(relay_interval_seconds=60.0)
+    async with ledger_via(mesh_settings, store, mesh_settings.nats.port, settings) as (
+        _,
+        outbox,
+        _nc,
+    ):
+        yield outbox
+
+
 async def dispatches_of(nc: Client, task_id: uuid.UUID, first_seq: int) -> int:
     """How many dispatches of ``task_id`` SUTAZAI_TASKS holds from ``first_seq`` on."""
     js = nc.jetstream()
@@ -121,7 +138,7 @@ async def test_a_task_accepted_while_nats_is_away_is_dispatched_once_when_it_ret
     settings = TaskSettings(publish_timeout_seconds=1.0, relay_interval_seconds=60.0)
     proxy = CuttableProxy(mesh_settings.nats.port)
     await proxy.start()
-    first_seq = (await admin_nats.jetstream().stream_info("SUTAZAI_TASKS")).state.last_seq + 1
+    first_seq = await next_dispatch_seq(admin_nats)
     async with ledger_via(mesh_settings, store, proxy.port, settings) as (ledger, _, nc):
         online, _ = await ledger.create(new_task())
         assert online.state is TaskState.QUEUED, "published at once while NATS is there"
@@ -151,59 +168,47 @@ async def test_a_task_accepted_while_nats_is_away_is_dispatched_once_when_it_ret
 
 
 async def test_a_dispatch_published_twice_is_one_message(
-    mesh_settings: MeshSettings, admin_nats: Client, store: TaskStore
+    admin_nats: Client, store: TaskStore, direct_outbox: Outbox
 ) -> None:
-    settings = TaskSettings(relay_interval_seconds=60.0)
-    first_seq = (await admin_nats.jetstream().stream_info("SUTAZAI_TASKS")).state.last_seq + 1
-    async with ledger_via(mesh_settings, store, mesh_settings.nats.port, settings) as (
-        _,
-        outbox,
-        _nc,
-    ):
-        # Written but not yet published (as if the call died before its publish): the relay
-        # and a late direct publish both send it.
-        changed, _ = await store.create(new_task(), queue_bound=100, dispatch=DISPATCH)
-        item = changed.outbox[0]
-        assert await outbox.relay_once()
-        await outbox.send([item])
+    first_seq = await next_dispatch_seq(admin_nats)
+    # Written but not yet published (as if the call died before its publish): the relay and a
+    # late direct publish both send it.
+    changed, _ = await store.create(new_task(), queue_bound=100, dispatch=DISPATCH)
+    item = changed.outbox[0]
+    assert await direct_outbox.relay_once()
+    await direct_outbox.send([item])
 
-        task = await store.get(changed.task.task_id)
-        assert task is not None
-        assert task.state is TaskState.QUEUED
+    task = await store.get(changed.task.task_id)
+    assert task is not None
+    assert task.state is TaskState.QUEUED
     assert await dispatches_of(admin_nats, changed.task.task_id, first_seq) == 1
 
 
 async def test_a_call_whose_row_a_relay_holds_replies_with_the_task_the_relay_queued(
-    mesh_settings: MeshSettings, admin_nats: Client, store: TaskStore
+    admin_nats: Client, store: TaskStore, direct_outbox: Outbox
 ) -> None:
-    settings = TaskSettings(relay_interval_seconds=60.0)
-    first_seq = (await admin_nats.jetstream().stream_info("SUTAZAI_TASKS")).state.last_seq + 1
-    async with ledger_via(mesh_settings, store, mesh_settings.nats.port, settings) as (
-        _,
-        outbox,
-        _nc,
-    ):
-        changed, _ = await store.create(new_task(), queue_bound=100, dispatch=DISPATCH)
-        async with store.pool.acquire() as relay:
-            transaction = relay.transaction()
-            await transaction.start()
-            held = await store.outbox_batch(relay, 100)
-            assert [item.seq for item in held] == [changed.outbox[0].seq]
-            # The call publishes too; its mark skips the relay's row and waits for the relay.
-            call = asyncio.create_task(outbox.send(changed.outbox))
-            await wait_for(
-                lambda: store.pool.fetchval(
-                    """SELECT count(*) FROM pg_stat_activity
-                        WHERE wait_event_type = 'Lock' AND query LIKE '%FOR KEY SHARE%'"""
-                ),
-                timeout=10,
-                message="the call waits for the relay",
-            )
-            assert not call.done()
-            await store.published_in(relay, held)
-            await transaction.commit()
+    first_seq = await next_dispatch_seq(admin_nats)
+    changed, _ = await store.create(new_task(), queue_bound=100, dispatch=DISPATCH)
+    async with store.pool.acquire() as relay:
+        transaction = relay.transaction()
+        await transaction.start()
+        held = await store.outbox_batch(relay, 100)
+        assert [item.seq for item in held] == [changed.outbox[0].seq]
+        # The call publishes too; its mark skips the relay's row and waits for the relay.
+        call = asyncio.create_task(direct_outbox.send(changed.outbox))
+        await wait_for(
+            lambda: store.pool.fetchval(
+                """SELECT count(*) FROM pg_stat_activity
+                    WHERE wait_event_type = 'Lock' AND query LIKE '%FOR KEY SHARE%'"""
+            ),
+            timeout=10,
+            message="the call waits for the relay",
+        )
+        assert not call.done()
+        await store.published_in(relay, held)
+        await transaction.commit()
 
-        replied = await asyncio.wait_for(call, timeout=10)
+    replied = await asyncio.wait_for(call, timeout=10)
     assert replied is not None
     assert replied.state is TaskState.QUEUED, "the reply is the task as the relay queued it"
     assert await store.outbox_size() == 0
@@ -265,7 +270,7 @@ async def test_a_task_cancelled_before_its_dispatch_went_out_is_never_dispatched
     settings = TaskSettings(relay_interval_seconds=60.0)
     proxy = CuttableProxy(mesh_settings.nats.port)
     await proxy.start()
-    first_seq = (await admin_nats.jetstream().stream_info("SUTAZAI_TASKS")).state.last_seq + 1
+    first_seq = await next_dispatch_seq(admin_nats)
     async with ledger_via(mesh_settings, store, proxy.port, settings) as (ledger, _, nc):
         await proxy.cut()
         await wait_for(lambda: not nc.is_connected, timeout=10, message="NATS gone")
