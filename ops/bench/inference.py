@@ -300,6 +300,49 @@ def _summary(samples: Sequence[Sample]) -> dict[str, object]:
     }
 
 
+def versus_raw(samples: dict[str, list[Sample]]) -> dict[str, dict[str, float | None]]:
+    """Each side against raw llama-cpp-python: of the p50s, and paired round by round.
+
+    ``tokens_per_second_ratio`` divides the side's p50 by raw's. The paired figures compare
+    each round with the raw generation it ran beside (same messages, minutes apart at most)
+    and take the median: the machine's drift between rounds, often larger than the gap being
+    measured on a shared VM, cancels out of them.
+    """
+    raw = samples[SIDES[0]]
+
+    def median(values: Sequence[float], digits: int) -> float | None:
+        return round(statistics.median(values), digits) if values else None
+
+    raw_tps = statistics.median(s.tokens_per_second for s in raw)
+    raw_ttft = statistics.median(s.time_to_first_token_ms for s in raw)
+    compared: dict[str, dict[str, float | None]] = {}
+    for side in SIDES[1:]:
+        mine = samples[side]
+        pairs = list(zip(mine, raw, strict=True))
+        compared[side] = {
+            "tokens_per_second_ratio": (
+                round(statistics.median(s.tokens_per_second for s in mine) / raw_tps, 3)
+                if raw_tps
+                else None
+            ),
+            "tokens_per_second_ratio_paired_median": median(
+                [
+                    s.tokens_per_second / r.tokens_per_second
+                    for s, r in pairs
+                    if r.tokens_per_second
+                ],
+                3,
+            ),
+            "added_time_to_first_token_ms": round(
+                statistics.median(s.time_to_first_token_ms for s in mine) - raw_ttft, 2
+            ),
+            "added_time_to_first_token_ms_paired_median": median(
+                [s.time_to_first_token_ms - r.time_to_first_token_ms for s, r in pairs], 2
+            ),
+        }
+    return compared
+
+
 async def side_by_side(
     edge: str,
     token: str,
@@ -674,22 +717,6 @@ async def compare(
         for concurrency in concurrencies
     ]
 
-    def p50(side: str, key: str) -> float:
-        return float(summaries[side][key])  # type: ignore[arg-type]
-
-    raw_tps = p50("raw_llama_cpp_python", "tokens_per_second_p50")
-    raw_ttft = p50("raw_llama_cpp_python", "time_to_first_token_ms_p50")
-    versus_raw = {
-        side: {
-            "tokens_per_second_ratio": (
-                round(p50(side, "tokens_per_second_p50") / raw_tps, 3) if raw_tps else None
-            ),
-            "added_time_to_first_token_ms": round(
-                p50(side, "time_to_first_token_ms_p50") - raw_ttft, 2
-            ),
-        }
-        for side in SIDES[1:]
-    }
     return {
         "model": model,
         "model_file": path.name,
@@ -703,7 +730,7 @@ async def compare(
         "cached_chat_via_envoy": cached,
         "chat_throughput": throughput,
         "summary": {
-            "versus_raw": versus_raw,
+            "versus_raw": versus_raw(samples),
             # The path alone (client -> Envoy -> service -> first delta back): the client's time
             # to first token minus the one the service measured, free of the prompt's
             # evaluation noise.
